@@ -1,0 +1,108 @@
+"""Plain dataclasses for what is asked of a model and what comes back.
+
+Adapters convert their wire formats (Ollama, OpenAI, llama-server, LSP, chat)
+into a GenerationRequest, call the engine, and convert the chunks back out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DoneReason = Literal["stop", "length", "cancel"]
+
+
+@dataclass
+class SamplingOptions:
+    """How tokens are chosen and when generation stops."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    max_tokens: int | None = None
+    """Tokens to generate at most; None means until the end-of-text token or a full context."""
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChatMessage:
+    """One turn of a conversation."""
+
+    role: str
+    content: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+@dataclass
+class ContextChunk:
+    """Text from another file, given to fill-in-the-middle as extra context."""
+
+    text: str
+    filename: str = ""
+
+
+@dataclass
+class GenerationRequest:
+    """One generation: a raw or templated prompt, a chat, or a fill-in-the-middle."""
+
+    model: str
+    prompt: str | None = None
+    """Completion text; with `suffix` it is the text before the cursor."""
+    messages: list[ChatMessage] | None = None
+    """A chat; rendered with the model's chat template."""
+    suffix: str | None = None
+    """Text after the cursor: makes this a fill-in-the-middle request."""
+    extra_context: list[ContextChunk] = field(default_factory=list)
+    """Chunks from other files, placed ahead of a fill-in-the-middle prompt."""
+    filename: str | None = None
+    """Path of the file being completed, for FIM formats that carry it."""
+    system: str | None = None
+    """System prompt; overrides the model's own."""
+    raw: bool = False
+    """Feed `prompt` as is, without the chat template."""
+    options: SamplingOptions = field(default_factory=SamplingOptions)
+    format: str | dict[str, Any] | None = None
+    """`"json"` for any JSON value, or a JSON schema the output must match."""
+    tools: list[dict[str, Any]] | None = None
+    keep_alive: float | None = None
+    """Seconds to keep the model loaded after this request; None uses the default."""
+
+
+@dataclass
+class GenerationStats:
+    """Counts and timings of a finished generation."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens reused from a sequence's cache instead of being decoded again."""
+    completion_tokens: int = 0
+    done_reason: DoneReason = "stop"
+    load_seconds: float = 0.0
+    prompt_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+
+@dataclass
+class GenerationChunk:
+    """A piece of streamed output; the last one has `done=True` and the stats."""
+
+    text: str
+    done: bool = False
+    stats: GenerationStats | None = None
+
+
+@dataclass
+class EmbeddingResult:
+    """Embeddings of several inputs, one vector each, in input order."""
+
+    model: str
+    embeddings: list[list[float]]
+    prompt_tokens: int

