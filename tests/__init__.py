@@ -1,0 +1,1 @@
+"""ingle test suite."""

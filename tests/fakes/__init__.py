@@ -1,0 +1,1 @@
+"""Fakes of remote platforms the tests talk to over real loopback sockets."""
