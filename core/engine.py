@@ -1,0 +1,367 @@
+"""The engine: the one object adapters talk to.
+
+It owns the model store, the loaded models and their schedulers, and the
+keep-alive timers. Nothing here blocks the event loop for long: hashing and
+model loading run in worker threads, decoding runs on each model's
+scheduler thread, and tokens come back through `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import psutil
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from . import pull as pulling
+from .errors import InsufficientMemory, ModelLoadTimeout
+from .generation import EmbeddingResult, GenerationChunk, GenerationRequest
+from .manifest import Manifest
+from .memory import MIB, MemoryEstimate, estimate_memory, format_bytes, memory_available
+from .names import ModelName
+from .runtime.embeddings import EmbeddingContext
+from .runtime.llama_model import ContextShape, LlamaModel
+from .runtime.prompt import PromptBuilder
+from .runtime.sampler import Sampler, grammar_for_format
+from .runtime.scheduler import BatchScheduler, GenerationJob
+from .settings import Settings
+from .sources import PullProgress
+from .store import ModelStore
+
+log = logging.getLogger("ingle.engine")
+
+# Longest input an embedding request reads, in tokens.
+EMBEDDING_CONTEXT = 2048
+
+
+@dataclass
+class RunningModel:
+    """A loaded model, as `ingle ps` shows it."""
+
+    name: str
+    digest: str
+    size: int
+    """Bytes of the model file."""
+    memory: int
+    """Bytes the loaded model is estimated to occupy (weights + KV cache + buffers)."""
+    context_length: int
+    """Context window of one sequence."""
+    parallel: int
+    expires_at: float | None
+    """Unix time at which it unloads; None while in use or if it stays loaded."""
+    active_requests: int
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory with its scheduler and bookkeeping."""
+
+    name: str
+    manifest: Manifest
+    model: LlamaModel
+    scheduler: BatchScheduler
+    prompts: PromptBuilder
+    memory: MemoryEstimate
+    shape: ContextShape
+    keep_alive: float
+    users: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    expires_at: float | None = None
+    embedder: EmbeddingContext | None = None
+
+    def embedding_context(self) -> EmbeddingContext:
+        """The embedding context, created on first use (call on the decode thread)."""
+        if self.embedder is None:
+            tokens = min(EMBEDDING_CONTEXT, self.model.n_ctx_train or EMBEDDING_CONTEXT)
+            self.embedder = EmbeddingContext(self.model, self.shape.threads, tokens)
+        return self.embedder
+
+    def close(self) -> None:
+        """Stop the scheduler and free everything (blocks until the decode thread ends)."""
+        if self.embedder is not None:
+            self.scheduler.call(self.embedder.free).result()
+        self.scheduler.close()
+        self.model.free()
+
+
+def default_threads() -> int:
+    """llama.cpp runs fastest with one thread per physical core."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+class Engine:
+    """Model management and generation, in-process. Use as `async with Engine(settings)`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.models_dir)
+        self._loaded: dict[str, LoadedModel] = {}
+        self._load_lock = asyncio.Lock()
+        self._timers = AsyncIOScheduler()
+
+    async def __aenter__(self) -> "Engine":
+        self._timers.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Unload every model and stop the timers."""
+        for digest in list(self._loaded):
+            await self._unload(digest)
+        if self._timers.running:
+            self._timers.shutdown(wait=False)
+
+    # --- the store ------------------------------------------------------------
+
+    async def pull(
+        self,
+        spec: str,
+        name: str | None = None,
+        sha256: str | None = None,
+        progress: Callable[[PullProgress], None] | None = None,
+    ) -> Manifest:
+        """Fetch a model from a source into the store (see core.sources for the specs)."""
+        return await pulling.pull(self.store, self.settings, spec, name=name, sha256=sha256, progress=progress)
+
+    def list_models(self) -> list[Manifest]:
+        """Every model in the store, by name."""
+        return self.store.list()
+
+    def show(self, name: str) -> Manifest:
+        """One model's manifest; ModelNotFound if it is not in the store."""
+        return self.store.get(ModelName.parse(name))
+
+    async def remove(self, name: str) -> None:
+        """Delete a model's name; unload and delete its file once no name refers to it."""
+        manifest = self.show(name)
+        self.store.remove(ModelName.parse(name))
+        if not self.store.manifests_for(manifest.digest):
+            await self._unload(manifest.digest)
+
+    def copy(self, source: str, destination: str) -> Manifest:
+        """Give a model a second name (the file is shared)."""
+        return self.store.copy(ModelName.parse(source), ModelName.parse(destination))
+
+    # --- loading --------------------------------------------------------------
+
+    def running(self) -> list[RunningModel]:
+        """The models in memory now."""
+        return [
+            RunningModel(
+                name=loaded.name,
+                digest=loaded.manifest.digest,
+                size=loaded.manifest.size,
+                memory=loaded.memory.total,
+                context_length=loaded.shape.tokens_per_sequence,
+                parallel=loaded.shape.sequences,
+                expires_at=loaded.expires_at,
+                active_requests=loaded.users,
+            )
+            for loaded in self._loaded.values()
+        ]
+
+    async def load(self, model: str, keep_alive: float | None = None) -> RunningModel:
+        """Load a model (if it is not loaded) and start its keep-alive timer."""
+        loaded = await self._acquire(model, keep_alive)
+        self._release(loaded)
+        return next(running for running in self.running() if running.digest == loaded.manifest.digest)
+
+    async def unload(self, model: str) -> None:
+        """Unload a model now; requests in flight on it are cancelled."""
+        await self._unload(self.show(model).digest)
+
+    async def _acquire(self, name: str, keep_alive: float | None) -> LoadedModel:
+        """The loaded model for `name`, loading it if needed; the caller must _release it."""
+        manifest = self.show(name)
+        async with self._load_lock:
+            loaded = self._loaded.get(manifest.digest)
+            if loaded is None:
+                loaded = await self._load(manifest)
+                self._loaded[manifest.digest] = loaded
+        loaded.users += 1
+        loaded.keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
+        loaded.expires_at = None
+        self._cancel_timer(manifest.digest)
+        return loaded
+
+    def _release(self, loaded: LoadedModel) -> None:
+        loaded.users -= 1
+        loaded.last_used = time.monotonic()
+        if loaded.users > 0 or loaded.keep_alive < 0:
+            return
+        digest = loaded.manifest.digest
+        if loaded.keep_alive == 0:
+            asyncio.get_running_loop().create_task(self._unload_if_idle(digest))
+            return
+        loaded.expires_at = time.time() + loaded.keep_alive
+        self._timers.add_job(
+            self._unload_if_idle,
+            "date",
+            run_date=_as_datetime(loaded.expires_at),
+            args=[digest],
+            id=digest,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    def _cancel_timer(self, digest: str) -> None:
+        if self._timers.get_job(digest) is not None:
+            self._timers.remove_job(digest)
+
+    async def _unload_if_idle(self, digest: str) -> None:
+        loaded = self._loaded.get(digest)
+        if loaded is not None and loaded.users == 0:
+            log.info("unloading %s: keep_alive expired", loaded.name)
+            await self._unload(digest)
+
+    async def _unload(self, digest: str) -> None:
+        loaded = self._loaded.pop(digest, None)
+        self._cancel_timer(digest)
+        if loaded is not None:
+            await asyncio.to_thread(loaded.close)
+
+    def _shape_for(self, manifest: Manifest) -> ContextShape:
+        trained = manifest.gguf.context_length or self.settings.num_ctx
+        return ContextShape(
+            sequences=self.settings.num_parallel,
+            tokens_per_sequence=min(self.settings.num_ctx, trained),
+            batch_tokens=self.settings.num_batch,
+            threads=self.settings.num_threads or default_threads(),
+        )
+
+    async def _load(self, manifest: Manifest) -> LoadedModel:
+        shape = self._shape_for(manifest)
+        need = estimate_memory(manifest, shape.sequences * shape.tokens_per_sequence)
+        await self._make_room(manifest, need)
+        log.info("loading %s (%s)", manifest.name, format_bytes(need.total))
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._open, manifest, shape, need), timeout=self.settings.load_timeout
+            )
+        except TimeoutError as error:
+            raise ModelLoadTimeout(
+                f"Loading {manifest.name} took longer than {self.settings.load_timeout:.0f} s; "
+                "check the disk and memory, or raise load_timeout."
+            ) from error
+
+    def _open(self, manifest: Manifest, shape: ContextShape, need: MemoryEstimate) -> LoadedModel:
+        model = LlamaModel(self.store.blob_path(manifest.digest))
+        try:
+            scheduler = BatchScheduler(model, shape, self.settings.queue_size, name=manifest.name)
+        except Exception:
+            model.free()
+            raise
+        return LoadedModel(
+            name=manifest.name,
+            manifest=manifest,
+            model=model,
+            scheduler=scheduler,
+            prompts=PromptBuilder(model, manifest, shape.tokens_per_sequence),
+            memory=need,
+            shape=shape,
+            keep_alive=self.settings.keep_alive,
+        )
+
+    async def _make_room(self, manifest: Manifest, need: MemoryEstimate) -> None:
+        """Evict idle models, least recently used first, until `need` fits; else refuse."""
+        settings = self.settings
+        limit = settings.memory_limit_mib * MIB if settings.memory_limit_mib else None
+        while True:
+            in_use = sum(loaded.memory.total for loaded in self._loaded.values())
+            free = memory_available(settings.memory_headroom_mib * MIB, limit, in_use)
+            if need.total <= free:
+                return
+            idle = [loaded for loaded in self._loaded.values() if loaded.users == 0]
+            if not idle:
+                raise InsufficientMemory(
+                    f"{manifest.name} needs {format_bytes(need.total)} (weights {format_bytes(need.weights)}, "
+                    f"context {format_bytes(need.kv_cache)}) but only {format_bytes(free)} is free: "
+                    "unload a model, lower num_ctx or num_parallel, or raise memory_limit_mib."
+                )
+            victim = min(idle, key=lambda loaded: loaded.last_used)
+            log.info("unloading %s to make room for %s", victim.name, manifest.name)
+            await self._unload(victim.manifest.digest)
+
+    # --- generation -----------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Stream a generation; the last chunk has `done=True` and the stats.
+
+        Closing the iterator early (or cancelling the task reading it) stops the
+        work within one decode step and frees the sequence.
+        """
+        started = time.perf_counter()
+        loaded = await self._acquire(request.model, request.keep_alive)
+        load_seconds = time.perf_counter() - started
+        try:
+            prepared = loaded.prompts.build(request)
+            sampler = Sampler(loaded.model, request.options, grammar_for_format(request.format))
+            room = loaded.shape.tokens_per_sequence - len(prepared.tokens)
+            max_tokens = min(request.options.max_tokens or room, room)
+            chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+            job = GenerationJob(
+                tokens=prepared.tokens,
+                sampler=sampler,
+                max_tokens=max_tokens,
+                emit=_thread_safe_put(chunks),
+                stop=list(request.options.stop),
+                stop_tokens=prepared.stop_tokens,
+            )
+            try:
+                loaded.scheduler.submit(job)
+            except BaseException:
+                sampler.free()
+                raise
+            done = False
+            try:
+                while not done:
+                    chunk = await chunks.get()
+                    if isinstance(chunk, BaseException):
+                        done = True
+                        raise chunk
+                    if chunk.done:
+                        done = True
+                        chunk.stats.load_seconds = load_seconds
+                    yield chunk
+            finally:
+                if not done:
+                    loaded.scheduler.cancel(job)
+        finally:
+            self._release(loaded)
+
+    async def embed(
+        self, model: str, inputs: list[str], keep_alive: float | None = None, truncate: bool = True
+    ) -> EmbeddingResult:
+        """Embed each input (mean-pooled, L2-normalised)."""
+        loaded = await self._acquire(model, keep_alive)
+        try:
+            future = loaded.scheduler.call(lambda: loaded.embedding_context().embed(inputs, truncate))
+            vectors, tokens = await asyncio.wrap_future(future)
+        finally:
+            self._release(loaded)
+        return EmbeddingResult(model=loaded.name, embeddings=vectors, prompt_tokens=tokens)
+
+
+def _thread_safe_put(queue: asyncio.Queue) -> Callable[[object], None]:
+    """A callback for the decode thread that hands items to `queue` on this event loop."""
+    loop = asyncio.get_running_loop()
+
+    def put(item: object) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is reading any more
+            pass
+
+    return put
+
+
+def _as_datetime(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)

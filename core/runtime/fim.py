@@ -1,0 +1,107 @@
+"""Fill-in-the-middle prompts, built by ingle from the model's vocabulary.
+
+llama.cpp recognises the FIM tokens of the common code-model families
+(Qwen2.5-Coder, CodeLlama, StarCoder2, DeepSeek-Coder, Codestral, CodeGemma)
+when it loads the vocabulary; this module asks it for their ids and lays out
+the prompt itself. User text is tokenized with special-token parsing off, so
+code that happens to contain `<|fim_prefix|>` cannot inject a marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import llama_cpp as llama
+
+from ..errors import UnsupportedFeature
+from ..generation import ContextChunk
+from .llama_model import LlamaModel
+
+# The repository name written ahead of extra context in repo-level FIM formats.
+_REPOSITORY_NAME = "workspace"
+
+
+@dataclass(frozen=True)
+class FimTokens:
+    """The FIM marker tokens of one model (None where the family has none)."""
+
+    prefix: int
+    suffix: int
+    middle: int
+    repository: int | None = None
+    file_separator: int | None = None
+    pad: int | None = None
+    suffix_first: bool = False
+    """Codestral's order: suffix, then prefix."""
+
+    @classmethod
+    def of(cls, model: LlamaModel) -> "FimTokens | None":
+        """The model's FIM tokens, or None if it cannot fill in the middle."""
+        vocab = model.vocab
+
+        def token(getter) -> int | None:
+            value = getter(vocab)
+            return value if value >= 0 else None
+
+        prefix, suffix, middle = (
+            token(llama.llama_vocab_fim_pre),
+            token(llama.llama_vocab_fim_suf),
+            token(llama.llama_vocab_fim_mid),
+        )
+        if prefix is None or suffix is None or middle is None:
+            return None
+        return cls(
+            prefix=prefix,
+            suffix=suffix,
+            middle=middle,
+            repository=token(llama.llama_vocab_fim_rep),
+            file_separator=token(llama.llama_vocab_fim_sep),
+            pad=token(llama.llama_vocab_fim_pad),
+            suffix_first=model.token_text(prefix) == "[PREFIX]",
+        )
+
+    def stop_tokens(self) -> frozenset[int]:
+        """Markers that end a completion if the model emits them."""
+        markers = {self.prefix, self.suffix, self.middle, self.repository, self.file_separator, self.pad}
+        return frozenset(marker for marker in markers if marker is not None)
+
+
+def build_fim_prompt(
+    model: LlamaModel,
+    fim: FimTokens | None,
+    prefix: str,
+    suffix: str,
+    extra_context: list[ContextChunk],
+    filename: str | None,
+) -> list[int]:
+    """Token ids of a FIM prompt: extra context chunks first, then prefix/suffix, then the middle marker.
+
+    The extra context comes first so that it stays a stable prompt prefix
+    between keystrokes and the scheduler's prompt reuse applies.
+    """
+    if fim is None:
+        raise UnsupportedFeature(
+            "This model cannot fill in the middle (its vocabulary has no FIM tokens): use a code model "
+            "such as qwen2.5-coder."
+        )
+
+    def text(value: str) -> list[int]:
+        return model.tokenize(value, add_special=False, parse_special=False)
+
+    tokens: list[int] = [model.bos] if model.add_bos else []
+    if fim.repository is not None and fim.file_separator is not None:
+        tokens += [fim.repository] + text(f"{_REPOSITORY_NAME}\n")
+        for chunk in extra_context:
+            tokens += [fim.file_separator] + text(f"{chunk.filename}\n{chunk.text}")
+        if extra_context or filename:
+            tokens += [fim.file_separator] + text(f"{filename or 'untitled'}\n")
+    else:
+        for chunk in extra_context:
+            tokens += text(chunk.text)
+    prefix_part = [fim.prefix] + text(prefix)
+    suffix_part = [fim.suffix] + text(suffix)
+    if fim.suffix_first:
+        tokens += suffix_part + prefix_part
+    else:
+        tokens += prefix_part + suffix_part
+    return tokens + [fim.middle]

@@ -1,0 +1,256 @@
+"""A thin, typed wrapper over llama-cpp-python's low-level (ctypes) API.
+
+ingle drives llama.cpp directly instead of through `llama_cpp.Llama`
+because it needs one context with several sequences and its own batching.
+This module is the one place that calls llama.cpp and translates its failures
+into ingle's errors; everything above it speaks Python types.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as llama
+
+from ..errors import ContextOverflow, CorruptModel, RuntimeFailure
+
+log = logging.getLogger("ingle.llama")
+
+_LOG_LEVEL_ERROR = 4  # GGML_LOG_LEVEL_ERROR
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+@llama.llama_log_callback
+def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    # llama.cpp prints hundreds of lines per model load to stderr; route them to
+    # logging instead so the CLI and the journal stay readable.
+    if level >= _LOG_LEVEL_ERROR:
+        log.error(text.decode("utf-8", "replace").rstrip())
+    else:
+        log.debug(text.decode("utf-8", "replace").rstrip())
+
+
+@llama.llama_progress_callback
+def _quiet_load_progress(_progress: float, _user_data: ctypes.c_void_p) -> bool:
+    # The default callback prints a dot per step to stderr; loading continues either way.
+    return True
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once per process and silence its stderr logging."""
+    global _backend_ready  # a process-wide fact about the C library, not app state
+    with _backend_lock:
+        if not _backend_ready:
+            llama.llama_log_set(_forward_llama_log, ctypes.c_void_p())
+            llama.llama_backend_init()
+            _backend_ready = True
+
+
+@dataclass(frozen=True)
+class ContextShape:
+    """How a llama context is sized."""
+
+    sequences: int
+    """Independent sequences (concurrent requests)."""
+    tokens_per_sequence: int
+    batch_tokens: int
+    threads: int
+    embeddings: bool = False
+
+
+class Batch:
+    """A reusable llama_batch that holds up to `capacity` tokens."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._batch = llama.llama_batch_init(capacity, 0, 1)
+
+    def clear(self) -> None:
+        """Forget the tokens added so far."""
+        self._batch.n_tokens = 0
+
+    def __len__(self) -> int:
+        return self._batch.n_tokens
+
+    def add(self, token: int, position: int, sequence: int, want_logits: bool) -> int:
+        """Append a token; return its index in the batch (where its logits land)."""
+        batch = self._batch
+        index = batch.n_tokens
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = sequence
+        batch.logits[index] = want_logits
+        batch.n_tokens = index + 1
+        return index
+
+    @property
+    def raw(self) -> llama.llama_batch:
+        """The ctypes struct for llama_decode."""
+        return self._batch
+
+    def free(self) -> None:
+        """Release the C memory; the batch is unusable afterwards."""
+        if self._batch is not None:
+            llama.llama_batch_free(self._batch)
+            self._batch = None
+
+
+class LlamaModel:
+    """A loaded GGUF model: weights, vocabulary and tokenizer."""
+
+    def __init__(self, path: Path) -> None:
+        init_backend()
+        params = llama.llama_model_default_params()
+        params.progress_callback = _quiet_load_progress
+        self.path = path
+        self._model = llama.llama_model_load_from_file(str(path).encode(), params)
+        if not self._model:
+            raise CorruptModel(f"llama.cpp could not load '{path.name}': the file is not a model it can read.")
+        self._vocab = llama.llama_model_get_vocab(self._model)
+        self.n_vocab = llama.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx_train = llama.llama_model_n_ctx_train(self._model)
+        self.n_embd = llama.llama_model_n_embd(self._model)
+        self.add_bos = bool(llama.llama_vocab_get_add_bos(self._vocab))
+        self.bos = llama.llama_vocab_bos(self._vocab)
+        self.eos = llama.llama_vocab_eos(self._vocab)
+
+    @property
+    def raw(self) -> llama.llama_model_p:
+        """The llama_model pointer."""
+        return self._model
+
+    @property
+    def vocab(self) -> llama.llama_vocab_p:
+        """The llama_vocab pointer."""
+        return self._vocab
+
+    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        """Turn text into tokens; `parse_special` lets template markers become control tokens."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        buffer = (llama.llama_token * capacity)()
+        count = llama.llama_tokenize(self._vocab, data, len(data), buffer, capacity, add_special, parse_special)
+        if count < 0:  # buffer too small: llama.cpp says how many it needs
+            capacity = -count
+            buffer = (llama.llama_token * capacity)()
+            count = llama.llama_tokenize(self._vocab, data, len(data), buffer, capacity, add_special, parse_special)
+        return list(buffer[:count])
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token (may be part of a UTF-8 character)."""
+        buffer = ctypes.create_string_buffer(64)
+        count = llama.llama_token_to_piece(self._vocab, token, buffer, 64, 0, special)
+        if count < 0:
+            buffer = ctypes.create_string_buffer(-count)
+            count = llama.llama_token_to_piece(self._vocab, token, buffer, -count, 0, special)
+        return buffer.raw[:count]
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary entry of a token, as stored in the GGUF."""
+        return llama.llama_vocab_get_text(self._vocab, token).decode("utf-8", "replace")
+
+    def is_end_of_generation(self, token: int) -> bool:
+        """True for end-of-text/turn tokens that end a generation."""
+        return bool(llama.llama_vocab_is_eog(self._vocab, token))
+
+    def find_token(self, text: str) -> int | None:
+        """The id of a special token written exactly as `text`, if the vocabulary has one."""
+        tokens = self.tokenize(text, add_special=False, parse_special=True)
+        if len(tokens) == 1 and self.token_text(tokens[0]) == text:
+            return tokens[0]
+        return None
+
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text, or None."""
+        buffer = ctypes.create_string_buffer(4096)
+        count = llama.llama_model_meta_val_str(self._model, key.encode(), buffer, 4096)
+        if count < 0:
+            return None
+        if count >= 4096:
+            buffer = ctypes.create_string_buffer(count + 1)
+            llama.llama_model_meta_val_str(self._model, key.encode(), buffer, count + 1)
+        return buffer.value.decode("utf-8", "replace")
+
+    def chat_template(self) -> str | None:
+        """The model's default chat template from its GGUF metadata."""
+        value = llama.llama_model_chat_template(self._model, None)
+        return value.decode("utf-8", "replace") if value else None
+
+    def new_context(self, shape: ContextShape) -> "LlamaContext":
+        """Create a context (KV cache + compute buffers) on this model."""
+        return LlamaContext(self, shape)
+
+    def free(self) -> None:
+        """Release the weights."""
+        if self._model:
+            llama.llama_model_free(self._model)
+            self._model = None
+
+
+class LlamaContext:
+    """A llama context: the KV cache of several sequences and the decode call."""
+
+    def __init__(self, model: LlamaModel, shape: ContextShape) -> None:
+        params = llama.llama_context_default_params()
+        params.n_ctx = shape.sequences * shape.tokens_per_sequence
+        params.n_batch = shape.batch_tokens
+        params.n_ubatch = shape.batch_tokens
+        params.n_seq_max = shape.sequences
+        # One KV pool shared by all sequences: a long conversation may use more
+        # than its share while others are short, and reuse works across slots.
+        params.kv_unified = True
+        params.n_threads = shape.threads
+        params.n_threads_batch = shape.threads
+        params.embeddings = shape.embeddings
+        params.no_perf = True
+        if shape.embeddings:
+            params.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
+        self.model = model
+        self.shape = shape
+        self._ctx = llama.llama_init_from_model(model.raw, params)
+        if not self._ctx:
+            raise RuntimeFailure(
+                f"llama.cpp could not create a context of {params.n_ctx} tokens: lower num_ctx or num_parallel."
+            )
+        self._memory = llama.llama_get_memory(self._ctx)
+        self.n_ctx = llama.llama_n_ctx(self._ctx)
+
+    @property
+    def raw(self) -> llama.llama_context_p:
+        """The llama_context pointer."""
+        return self._ctx
+
+    def decode(self, batch: Batch) -> None:
+        """Evaluate a batch; raise RuntimeFailure if llama.cpp cannot."""
+        status = llama.llama_decode(self._ctx, batch.raw)
+        if status == 1:
+            raise ContextOverflow("The model's context is full: shorten the conversation or raise num_ctx.")
+        if status != 0:
+            raise RuntimeFailure(f"llama.cpp failed to evaluate the prompt (llama_decode returned {status}).")
+
+    def forget(self, sequence: int, start: int = 0) -> None:
+        """Drop a sequence's cached tokens from position `start` on."""
+        llama.llama_memory_seq_rm(self._memory, sequence, start, -1)
+
+    def clear(self) -> None:
+        """Drop every cached token of every sequence."""
+        llama.llama_memory_clear(self._memory, True)
+
+    def embedding(self, sequence: int) -> list[float]:
+        """The pooled embedding of a sequence after decoding it with embeddings on."""
+        pointer = llama.llama_get_embeddings_seq(self._ctx, sequence)
+        if not pointer:
+            raise RuntimeFailure("llama.cpp returned no embedding for the input.")
+        return pointer[: self.model.n_embd]
+
+    def free(self) -> None:
+        """Release the KV cache and buffers."""
+        if self._ctx:
+            llama.llama_free(self._ctx)
+            self._ctx = None

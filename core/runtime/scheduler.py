@@ -1,0 +1,320 @@
+"""Continuous batching: many requests share one llama context and one decode per step.
+
+One thread per loaded model runs the loop below. Each step builds a single
+batch holding the next token of every generating sequence plus a chunk of a
+new prompt, decodes it with one `llama_decode` (ctypes releases the GIL), and
+samples one token for every sequence whose logits came out. Requests that
+arrive mid-generation join at the next step instead of waiting for the others
+to finish; a finished or cancelled request frees its sequence at once.
+
+Each sequence ("slot") keeps the tokens its KV cache holds. A new request is
+placed on the free slot whose cached tokens share the longest prefix with its
+prompt, and only the rest of the prompt is decoded (prompt reuse).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..errors import IngleError, QueueFull
+from ..generation import DoneReason, GenerationChunk, GenerationStats
+from .llama_model import Batch, ContextShape, LlamaContext, LlamaModel
+from .sampler import Sampler
+from .text_output import TextOutput
+
+log = logging.getLogger("ingle.scheduler")
+
+T = TypeVar("T")
+Emit = Callable[[GenerationChunk | BaseException], None]
+
+# While other sequences are streaming, a new prompt is fed in chunks of this
+# many tokens so that the streams stall for a fraction of a second per step
+# rather than for the whole prompt (about 1 s per 128 tokens on 2 CPU cores).
+PREFILL_CHUNK_WHILE_STREAMING = 128
+
+
+@dataclass
+class GenerationJob:
+    """One request inside the scheduler: its prompt, sampler, limits and progress."""
+
+    tokens: list[int]
+    sampler: Sampler
+    max_tokens: int
+    emit: Emit
+    """Called on the decode thread with each chunk, the final chunk, or an error."""
+    stop: list[str] = field(default_factory=list)
+    stop_tokens: frozenset[int] = frozenset()
+    cancelled: bool = False
+    # progress, owned by the decode thread
+    n_past: int = 0
+    pending_token: int | None = None
+    generated: int = 0
+    submitted_at: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    output: TextOutput = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output = TextOutput(self.stop)
+
+    def cancel(self) -> None:
+        """Ask the scheduler to stop this job at its next step (thread-safe)."""
+        self.cancelled = True
+
+    @property
+    def prefilling(self) -> bool:
+        """True while prompt tokens remain to be decoded."""
+        return self.pending_token is None
+
+
+@dataclass
+class Slot:
+    """A sequence of the llama context and the tokens cached in it."""
+
+    sequence: int
+    cached: list[int] = field(default_factory=list)
+    job: GenerationJob | None = None
+    last_used: float = 0.0
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """Number of leading tokens two token lists share."""
+    limit = min(len(a), len(b))
+    index = 0
+    while index < limit and a[index] == b[index]:
+        index += 1
+    return index
+
+
+class BatchScheduler:
+    """Runs continuous batching for one loaded model on its own thread."""
+
+    def __init__(self, model: LlamaModel, shape: ContextShape, queue_size: int, name: str = "model") -> None:
+        self.model = model
+        self.shape = shape
+        self.queue_size = queue_size
+        self._context: LlamaContext = model.new_context(shape)
+        self._batch = Batch(shape.batch_tokens)
+        self._slots = [Slot(sequence) for sequence in range(shape.sequences)]
+        self._waiting: deque[GenerationJob] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"ingle-decode-{name}", daemon=True)
+        self._thread.start()
+
+    # --- called from any thread ------------------------------------------------
+
+    def submit(self, job: GenerationJob) -> None:
+        """Queue a job; raise QueueFull when every slot is busy and the queue is full."""
+        with self._wake:
+            free = sum(1 for slot in self._slots if slot.job is None)
+            if len(self._waiting) >= free + self.queue_size:
+                raise QueueFull(
+                    f"The model is busy: {len(self._slots)} requests are running and "
+                    f"{len(self._waiting)} are waiting; try again shortly.",
+                    retry_after=1.0,
+                )
+            self._waiting.append(job)
+            self._wake.notify()
+
+    def cancel(self, job: GenerationJob) -> None:
+        """Stop a job within one decode step and free its sequence."""
+        job.cancel()
+        with self._wake:
+            self._wake.notify()
+
+    def call(self, function: Callable[[], T]) -> Future[T]:
+        """Run `function` on the decode thread between two steps (e.g. embeddings)."""
+        future: Future[T] = Future()
+        with self._wake:
+            self._calls.append((function, future))
+            self._wake.notify()
+        return future
+
+    @property
+    def active(self) -> int:
+        """Jobs holding a sequence."""
+        return sum(1 for slot in self._slots if slot.job is not None)
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for a sequence."""
+        return len(self._waiting)
+
+    def close(self) -> None:
+        """Cancel everything, stop the thread and free the context."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+        self._batch.free()
+        self._context.free()
+
+    # --- the decode thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self._has_work():
+                    self._wake.wait()
+                if self._stopping:
+                    break
+                calls = list(self._calls)
+                self._calls.clear()
+                self._admit()
+            for function, future in calls:
+                self._run_call(function, future)
+            self._drop_cancelled()
+            if any(slot.job for slot in self._slots):
+                self._step()
+        self._shut_down()
+
+    def _has_work(self) -> bool:
+        if self._calls or any(slot.job for slot in self._slots):
+            return True
+        return bool(self._waiting)
+
+    @staticmethod
+    def _run_call(function: Callable[[], Any], future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(function())
+        except BaseException as error:  # handed to the caller, who translates it
+            future.set_exception(error)
+
+    def _admit(self) -> None:
+        """Move waiting jobs onto free slots, choosing the slot with the longest cached prefix."""
+        while self._waiting:
+            job = self._waiting[0]
+            if job.cancelled:
+                self._waiting.popleft()
+                self._finish_unplaced(job)
+                continue
+            free = [slot for slot in self._slots if slot.job is None]
+            if not free:
+                return
+            self._waiting.popleft()
+            slot = max(free, key=lambda s: (common_prefix_length(s.cached, job.tokens), -s.last_used))
+            # At least the last prompt token is decoded again: its logits pick the first token.
+            reuse = min(common_prefix_length(slot.cached, job.tokens), len(job.tokens) - 1)
+            self._context.forget(slot.sequence, reuse)
+            slot.cached = job.tokens[:reuse]
+            slot.job = job
+            job.n_past = reuse
+            job.stats.cached_tokens = reuse
+            job.stats.prompt_tokens = len(job.tokens)
+
+    def _drop_cancelled(self) -> None:
+        for slot in self._slots:
+            if slot.job is not None and slot.job.cancelled:
+                self._finish(slot, "cancel")
+
+    def _step(self) -> None:
+        """Build one batch over every active sequence, decode it, sample."""
+        batch = self._batch
+        batch.clear()
+        sampled: list[tuple[Slot, int]] = []
+        streaming = [slot for slot in self._slots if slot.job and not slot.job.prefilling]
+        for slot in streaming:
+            job = slot.job
+            sampled.append((slot, batch.add(job.pending_token, job.n_past, slot.sequence, True)))
+        budget = batch.capacity - len(batch)
+        if streaming:
+            budget = min(budget, PREFILL_CHUNK_WHILE_STREAMING)
+        fed: list[tuple[Slot, int]] = []
+        for slot in self._slots:
+            job = slot.job
+            if job is None or not job.prefilling or budget <= 0:
+                continue
+            take = min(budget, len(job.tokens) - job.n_past)
+            last = len(job.tokens) - 1
+            for position in range(job.n_past, job.n_past + take):
+                index = batch.add(job.tokens[position], position, slot.sequence, position == last)
+            if job.n_past + take == len(job.tokens):
+                sampled.append((slot, index))
+            fed.append((slot, take))
+            budget -= take
+
+        try:
+            self._context.decode(batch)
+        except IngleError as error:
+            self._fail_batch([slot for slot, _ in sampled] + [slot for slot, _ in fed], error)
+            return
+
+        for slot in streaming:
+            slot.cached.append(slot.job.pending_token)
+            slot.job.n_past += 1
+        for slot, take in fed:
+            job = slot.job
+            slot.cached.extend(job.tokens[job.n_past : job.n_past + take])
+            job.n_past += take
+        for slot, index in sampled:
+            self._accept(slot, slot.job.sampler.sample(self._context.raw, index))
+
+    def _accept(self, slot: Slot, token: int) -> None:
+        """Handle one sampled token: stream its text or finish the job."""
+        job = slot.job
+        now = time.perf_counter()
+        if job.first_token_at is None:
+            job.first_token_at = now
+            job.stats.prompt_seconds = now - job.submitted_at
+        if self.model.is_end_of_generation(token) or token in job.stop_tokens:
+            self._finish(slot, "stop")
+            return
+        job.generated += 1
+        text = job.output.feed(self.model.token_bytes(token))
+        if text:
+            job.emit(GenerationChunk(text))
+        if job.output.stopped:
+            self._finish(slot, "stop")
+        elif job.generated >= job.max_tokens or job.n_past + 1 >= self.shape.tokens_per_sequence:
+            self._finish(slot, "length")
+        else:
+            job.pending_token = token
+
+    def _finish(self, slot: Slot, reason: DoneReason) -> None:
+        """Send the final chunk, free the sampler and the slot (its cache stays for reuse)."""
+        job = slot.job
+        slot.job = None
+        slot.last_used = time.monotonic()
+        tail = job.output.finish()
+        now = time.perf_counter()
+        stats = job.stats
+        stats.completion_tokens = job.generated
+        stats.done_reason = reason
+        stats.total_seconds = now - job.submitted_at
+        stats.generate_seconds = now - job.first_token_at if job.first_token_at else 0.0
+        job.sampler.free()
+        job.emit(GenerationChunk(tail, done=True, stats=stats))
+
+    def _finish_unplaced(self, job: GenerationJob) -> None:
+        job.sampler.free()
+        job.stats.done_reason = "cancel"
+        job.emit(GenerationChunk("", done=True, stats=job.stats))
+
+    def _fail_batch(self, slots: list[Slot], error: BaseException) -> None:
+        for slot in {s.sequence: s for s in slots}.values():
+            job = slot.job
+            slot.job = None
+            slot.cached = []
+            self._context.forget(slot.sequence)
+            job.sampler.free()
+            job.emit(error)
+
+    def _shut_down(self) -> None:
+        for slot in self._slots:
+            if slot.job is not None:
+                self._finish(slot, "cancel")
+        while self._waiting:
+            self._finish_unplaced(self._waiting.popleft())
+        for function, future in self._calls:
+            future.cancel()

