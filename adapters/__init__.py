@@ -1,0 +1,1 @@
+"""The engine's outward faces: the HTTP API, its client, the command line and upstreams."""

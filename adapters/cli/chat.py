@@ -1,0 +1,285 @@
+"""`ingle run`: answer one prompt, or chat interactively, streaming tokens as they come."""
+
+from __future__ import annotations
+
+import asyncio
+import readline  # noqa: F401  (imported for its effect: line editing and history in input())
+import sys
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.status import Status
+
+from ingle.core.engine import Engine
+from ingle.core.errors import InvalidRequest, ModelNotFound
+from ingle.core.generation import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats, SamplingOptions
+from ingle.core.names import ModelName
+from ingle.core.sources import DEFAULT_MODEL_NAME
+
+from .context import CliContext, cli_context
+from .engine_access import open_engine
+from .formatting import parse_keep_alive
+from .progress import pull_with_progress
+
+# Rich keeps single newlines in help text, so each paragraph is one long line.
+RUN_HELP = (
+    "Chat with a model, or answer one prompt and exit.\n\n"
+    "With a PROMPT the answer streams to stdout and ingle exits. Without one, in a terminal, "
+    "you get an interactive chat (type /help there); with input piped in, that input is the prompt. "
+    "MODEL defaults to the configured default model, which is pulled on first use.\n\n"
+    "Examples:\n"
+    "  ingle run\n"
+    '  ingle run qwen2.5-coder:0.5b "Write a haiku about Python"\n'
+    "  cat question.txt | ingle run qwen2.5-coder:0.5b\n"
+    '  ingle run qwen2.5-coder:0.5b --raw "def fibonacci(n):" --max-tokens 64\n'
+)
+
+CHAT_HELP = """Commands:
+  /clear   forget the conversation so far
+  /help    show this help
+  /bye     leave (so does Ctrl-D)
+Start and end a message with \"\"\" to write several lines.
+Ctrl-C stops an answer."""
+
+_MULTILINE_QUOTE = '"""'
+
+
+class OutputFormat(str, Enum):
+    """Constraints `--format` can put on the answer."""
+
+    json = "json"
+
+
+@dataclass
+class RunOptions:
+    """How each turn of `ingle run` is asked for, from its command-line options."""
+
+    model: str
+    system: str | None = None
+    raw: bool = False
+    format: str | None = None
+    keep_alive: float | None = None
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+
+    def request(self, history: list[ChatMessage], prompt: str) -> GenerationRequest:
+        """The generation request for PROMPT after HISTORY (history is ignored for raw prompts)."""
+        if self.raw:
+            return GenerationRequest(
+                model=self.model,
+                prompt=prompt,
+                raw=True,
+                options=replace(self.sampling),
+                format=self.format,
+                keep_alive=self.keep_alive,
+            )
+        return GenerationRequest(
+            model=self.model,
+            messages=[*history, ChatMessage(role="user", content=prompt)],
+            system=self.system,
+            options=replace(self.sampling),
+            format=self.format,
+            keep_alive=self.keep_alive,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `run` to the app."""
+    app.command("run", help=RUN_HELP)(run_model)
+
+
+def run_model(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Argument(help="Model name, e.g. 'qwen2.5-coder:0.5b'. Default: the configured default model.")
+    ] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Argument(help="The prompt; several words are joined with spaces.", show_default=False)
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="System prompt, e.g. 'Answer in one sentence.' Overrides the model's own.")
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Sampling temperature, e.g. 0 for the most likely tokens, 1 for varied ones."),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many tokens, e.g. 128. Default: until the model stops.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed, e.g. 42, for repeatable answers.")] = None,
+    output_format: Annotated[
+        OutputFormat | None, typer.Option("--format", help="Constrain the answer, e.g. 'json' for a JSON value.")
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Complete PROMPT as plain text, without the chat template, e.g. for code.")
+    ] = False,
+    keep_alive: Annotated[
+        float | None,
+        typer.Option(
+            parser=parse_keep_alive,
+            metavar="DURATION",
+            help="How long the model stays loaded afterwards, e.g. 30s, 5m, 1h, 0 or forever.",
+        ),
+    ] = None,
+) -> None:
+    """Chat with a model, or answer one prompt and exit."""
+    context = cli_context(ctx)
+    name = model or context.settings.default_model
+    ModelName.parse(name)  # a bad name is a usage error, before anything loads
+    sampling_overrides = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    options = RunOptions(
+        model=name,
+        system=system,
+        raw=raw,
+        format=output_format.value if output_format else None,
+        keep_alive=keep_alive,
+        sampling=SamplingOptions(**{key: value for key, value in sampling_overrides.items() if value is not None}),
+    )
+    if prompt:
+        asyncio.run(_answer_once(context, options, " ".join(prompt)))
+    elif sys.stdin is not None and sys.stdin.isatty():
+        chat_interactively(context, options)
+    else:
+        # sys.stdin is None when the process was started with file descriptor 0 closed.
+        text = sys.stdin.read() if sys.stdin is not None else ""
+        if not text.strip():
+            raise InvalidRequest("No prompt: give one after the model name or pipe it to standard input.")
+        # A raw completion continues the text exactly as given; a chat message needs no trailing newline.
+        asyncio.run(_answer_once(context, options, text if raw else text.strip()))
+
+
+async def _answer_once(context: CliContext, options: RunOptions, prompt: str) -> None:
+    async with open_engine(context.settings) as engine:
+        await ensure_model(engine, context, options.model)
+        await stream_answer(engine, context, options.request([], prompt), spinner_text="loading model")
+
+
+async def ensure_model(engine: Engine, context: CliContext, name: str) -> None:
+    """Pull the built-in default model on first use; any other missing model fails with ModelNotFound.
+
+    Only the built-in model has a source ingle knows without being told; a
+    configured default_model of another name must be pulled by hand.
+    """
+    if ModelName.parse(name) != ModelName.parse(DEFAULT_MODEL_NAME):
+        return
+    try:
+        engine.show(name)
+    except ModelNotFound:
+        context.err.print(f"{name} is not in the store yet: pulling it on first use.")
+        await pull_with_progress(engine, context.err, "default")
+
+
+async def stream_answer(engine: Engine, context: CliContext, request: GenerationRequest, spinner_text: str) -> str:
+    """Stream one answer to stdout as it is generated and return its full text."""
+    pieces: list[str] = []
+    stats: GenerationStats | None = None
+    spinner = Status(spinner_text, console=context.err) if context.err.is_terminal else None
+    if spinner:
+        spinner.start()
+    try:
+        chunk: GenerationChunk
+        async for chunk in engine.generate(request):
+            if spinner and (chunk.text or chunk.done):
+                spinner.stop()
+                spinner = None
+            if chunk.text:
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+                pieces.append(chunk.text)
+            if chunk.done:
+                stats = chunk.stats
+    finally:
+        if spinner:
+            spinner.stop()
+        if pieces and not pieces[-1].endswith("\n"):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    if context.verbose and stats:
+        context.err.print(_describe_stats(stats))
+    return "".join(pieces)
+
+
+def _describe_stats(stats: GenerationStats) -> str:
+    def rate(tokens: int, seconds: float) -> str:
+        return f"{tokens / seconds:.1f} tok/s" if seconds > 0 else "n/a"
+
+    return (
+        f"prompt: {stats.prompt_tokens} tokens ({stats.cached_tokens} cached), "
+        f"{rate(stats.prompt_tokens - stats.cached_tokens, stats.prompt_seconds)}; "
+        f"answer: {stats.completion_tokens} tokens, {rate(stats.completion_tokens, stats.generate_seconds)}; "
+        f"load {stats.load_seconds:.2f}s, total {stats.total_seconds:.2f}s, done: {stats.done_reason}"
+    )
+
+
+def chat_interactively(context: CliContext, options: RunOptions) -> None:
+    """A chat loop in the terminal; the model stays loaded between turns.
+
+    This uses one asyncio.Runner for the whole session instead of asyncio.run:
+    input() runs between turns, outside the event loop, so Ctrl-C at the
+    prompt is an ordinary KeyboardInterrupt and Ctrl-C during an answer
+    cancels only that answer's task.
+    """
+    with asyncio.Runner() as runner:
+        resources = AsyncExitStack()
+        engine = runner.run(resources.enter_async_context(open_engine(context.settings)))
+        try:
+            runner.run(ensure_model(engine, context, options.model))
+            _chat_loop(runner, engine, context, options)
+        finally:
+            runner.run(resources.aclose())
+
+
+def _chat_loop(runner: asyncio.Runner, engine: Engine, context: CliContext, options: RunOptions) -> None:
+    history: list[ChatMessage] = []
+    spinner_text = "loading model"
+    context.err.print(f"Chatting with {options.model}. Type /help for commands, /bye or Ctrl-D to leave.")
+    while True:
+        try:
+            line = _read_message()
+        except EOFError:
+            context.err.print()
+            return
+        except KeyboardInterrupt:
+            context.err.print("\nUse Ctrl-D or /bye to leave.")
+            continue
+        command = line.strip()
+        if not command:
+            continue
+        if command in ("/bye", "/exit", "/quit"):
+            return
+        if command == "/clear":
+            history.clear()
+            context.err.print("Conversation cleared.")
+            continue
+        if command in ("/help", "/?"):
+            context.err.print(CHAT_HELP)
+            continue
+        if command.startswith("/") and " " not in command:
+            context.err.print(f"Unknown command '{command}'. Type /help for the commands.")
+            continue
+        try:
+            answer = runner.run(stream_answer(engine, context, options.request(history, line), spinner_text))
+        except KeyboardInterrupt:
+            # The answer's task was cancelled; forget the unfinished turn and carry on.
+            context.err.print("\n(stopped)")
+            continue
+        spinner_text = "thinking"
+        if not options.raw:
+            history += [ChatMessage(role="user", content=line), ChatMessage(role="assistant", content=answer)]
+        sys.stdout.write("\n")
+
+
+def _read_message() -> str:
+    """Read one message; one that starts with \"\"\" goes on until a line that ends with \"\"\"."""
+    line = input(">>> ")
+    if not line.lstrip().startswith(_MULTILINE_QUOTE):
+        return line
+    text = line.lstrip()[len(_MULTILINE_QUOTE) :]
+    lines = []
+    while not text.rstrip().endswith(_MULTILINE_QUOTE):
+        lines.append(text)
+        text = input("... ")
+    lines.append(text.rstrip()[: -len(_MULTILINE_QUOTE)])
+    return "\n".join(lines).strip("\n")

@@ -1,0 +1,48 @@
+"""What every command receives: the settings and the two consoles, built once per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import typer
+from rich.console import Console
+
+from ingle.core.settings import Settings
+
+
+@dataclass
+class GlobalOptions:
+    """Global flags the entry point needs after a command has failed (it has no typer context then)."""
+
+    verbose: bool = False
+
+
+@dataclass
+class CliContext:
+    """Settings and consoles, resolved by the app callback and handed to commands via `ctx.obj`."""
+
+    settings: Settings
+    verbose: bool
+    out: Console
+    """Results (tables, answers, names) go to stdout, so they can be piped."""
+    err: Console
+    """Progress, spinners, hints and errors go to stderr."""
+
+
+def stdout_console() -> Console:
+    """A console for results; markup off because model names and texts may contain brackets."""
+    return Console(highlight=False, markup=False)
+
+
+def stderr_console() -> Console:
+    """A console for progress and messages; soft wrap keeps each message on one line."""
+    return Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+
+def cli_context(ctx: typer.Context) -> CliContext:
+    """The CliContext the app callback stored on the typer context."""
+    context = ctx.find_object(CliContext)
+    if context is None:
+        # Only reachable if a command is invoked without the app callback (a programming error).
+        raise RuntimeError("the ingle app callback did not run before this command")
+    return context

@@ -1,0 +1,143 @@
+"""The `ingle` app: global options, command registration, and the console-script entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tomllib
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.logging import RichHandler
+from rich.text import Text
+
+from ingle.core.errors import IngleError, InvalidRequest
+from ingle.core.settings import Settings, default_config_file, load_settings
+
+from . import chat, models
+from .context import CliContext, GlobalOptions, stderr_console, stdout_console
+
+APP_HELP = """Run open LLMs on your own hardware.
+
+Models live in a local store (--home, INGLE_HOME, default ~/.ingle). Start with:
+  ingle run          chat with the default model (pulled on first use)
+  ingle pull default
+  ingle list
+
+Run 'ingle COMMAND --help' for a command's options and examples.
+"""
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def create_app(options: GlobalOptions) -> typer.Typer:
+    """Build the typer app; the callback records the global flags in OPTIONS for the entry point."""
+    app = typer.Typer(
+        name="ingle",
+        help=APP_HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        # The entry point reports errors itself, in one sentence.
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def configure(
+        ctx: typer.Context,
+        home: Annotated[
+            Path | None,
+            typer.Option(
+                help="Where models and state live, e.g. /srv/ingle. Default: INGLE_HOME, the config file, or ~/.ingle.",
+            ),
+        ] = None,
+        verbose: Annotated[
+            int,
+            typer.Option(
+                "--verbose",
+                "-v",
+                count=True,
+                help="Log what the engine does and show tracebacks of unexpected errors; -vv adds llama.cpp's own log.",
+            ),
+        ] = 0,
+        show_version: Annotated[
+            bool,
+            typer.Option("--version", is_eager=True, callback=_print_version, help="Print ingle's version and exit."),
+        ] = False,
+    ) -> None:
+        """Read the global options and build the settings once for the command."""
+        options.verbose = verbose > 0
+        err = stderr_console()
+        logging.basicConfig(
+            level=logging.WARNING,
+            format="%(name)s: %(message)s",
+            handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+        )
+        # Only our own loggers get chatty with --verbose; asyncio's and httpx's debug lines are noise here,
+        # and llama.cpp's load log (at DEBUG) is hundreds of lines, so it waits for -vv.
+        levels = {0: logging.WARNING, 1: logging.INFO}
+        logging.getLogger("ingle").setLevel(levels.get(verbose, logging.DEBUG))
+        ctx.obj = CliContext(settings=_load_settings(home), verbose=verbose > 0, out=stdout_console(), err=err)
+
+    models.register(app)
+    chat.register(app)
+    return app
+
+
+def _load_settings(home: Path | None) -> Settings:
+    """Settings from flags, INGLE_* and the config file; a bad value is a usage error in one sentence."""
+    try:
+        return load_settings(home=home)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "settings"
+        report(f"invalid setting '{field}': {first['msg']} (check INGLE_* variables and {default_config_file()}).")
+        raise typer.Exit(EXIT_USAGE) from None
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        report(f"cannot read the config file {default_config_file()}: {error}.")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _print_version(value: bool) -> None:
+    """Option callback of --version: it runs while parsing, before any command is required."""
+    if not value:
+        return
+    try:
+        typer.echo(f"ingle {version('ingle')}")
+    except PackageNotFoundError:
+        typer.echo("ingle (not installed as a distribution)")
+    raise typer.Exit()
+
+
+def report(message: str) -> None:
+    """Print one red `Error: ...` line to stderr."""
+    stderr_console().print(Text(f"Error: {message}", style="red"))
+
+
+def run() -> None:
+    """Entry point of the `ingle` console script: run a command, map errors to exit codes."""
+    options = GlobalOptions()
+    app = create_app(options)
+    try:
+        app(prog_name="ingle")
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except InvalidRequest as error:
+        report(error.message)
+        sys.exit(EXIT_USAGE)
+    except IngleError as error:
+        report(error.message)
+        sys.exit(EXIT_ERROR)
+    except Exception as error:
+        if options.verbose:
+            traceback.print_exc()
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
+        hint = "" if options.verbose else "; run with --verbose for details"
+        report(f"ingle hit an unexpected error: {type(error).__name__}: {detail}{hint}")
+        sys.exit(EXIT_ERROR)

