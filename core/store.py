@@ -102,6 +102,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class StoreUnusable(IngleError):
+    """The store's folder cannot be created or written."""
+
+
 class ModelStore:
     """Blobs, manifests and in-progress downloads under one root directory.
 
@@ -112,13 +116,18 @@ class ModelStore:
     """
 
     def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.root = root.resolve()
+        self.root = root.expanduser().resolve()
         self.blobs_dir = self.root / "blobs"
         self.manifests_dir = self.root / "manifests"
         self.partial_dir = self.root / "partial"
-        for folder in (self.blobs_dir, self.manifests_dir, self.partial_dir):
-            folder.mkdir(exist_ok=True)
+        try:
+            for folder in (self.blobs_dir, self.manifests_dir, self.partial_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnusable(
+                f"The model store at '{root}' cannot be used ({error.strerror or error}): "
+                "point --home or INGLE_HOME at a writable folder."
+            ) from error
         self.problems: list[StoreProblem] = self.check()
 
     # --- paths -------------------------------------------------------------

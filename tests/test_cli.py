@@ -127,6 +127,13 @@ def test_show_unknown_model_is_one_line(home: Path) -> None:
     assert "nope" in line
 
 
+def test_unusable_home_is_one_line(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    line = assert_one_error_line(ingle("list", home=not_a_folder), 1)
+    assert "writable folder" in line
+
+
 def test_rm_refuses_a_path_as_name(home: Path) -> None:
     line = assert_one_error_line(ingle("rm", "../../etc/passwd", home=home), 2)
     assert "not a valid model name" in line
