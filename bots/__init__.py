@@ -1,0 +1,1 @@
+"""Chat bots: a shared conversation core plus Slack, Telegram and Mattermost."""

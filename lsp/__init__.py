@@ -1,0 +1,1 @@
+"""The language server: inline and classic code completion from the local model (pygls)."""
