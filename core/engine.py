@@ -59,6 +59,19 @@ class RunningModel:
 
 
 @dataclass
+class QueueStats:
+    """How busy one loaded model's scheduler is right now (for metrics)."""
+
+    name: str
+    active: int
+    """Requests holding a sequence (prefilling or generating)."""
+    waiting: int
+    """Requests queued for a free sequence."""
+    parallel: int
+    """Sequences the model has."""
+
+
+@dataclass
 class LoadedModel:
     """A model in memory with its scheduler and bookkeeping."""
 
@@ -168,6 +181,18 @@ class Engine:
             for loaded in self._loaded.values()
         ]
 
+    def queue_stats(self) -> list[QueueStats]:
+        """Active and waiting requests of each loaded model (cheap; safe to call from the event loop)."""
+        return [
+            QueueStats(
+                name=loaded.name,
+                active=loaded.scheduler.active,
+                waiting=loaded.scheduler.waiting,
+                parallel=loaded.shape.sequences,
+            )
+            for loaded in self._loaded.values()
+        ]
+
     async def load(self, model: str, keep_alive: float | None = None) -> RunningModel:
         """Load a model (if it is not loaded) and start its keep-alive timer."""
         loaded = await self._acquire(model, keep_alive)
@@ -181,11 +206,14 @@ class Engine:
     async def _acquire(self, name: str, keep_alive: float | None) -> LoadedModel:
         """The loaded model for `name`, loading it if needed; the caller must _release it."""
         manifest = self.show(name)
-        async with self._load_lock:
-            loaded = self._loaded.get(manifest.digest)
-            if loaded is None:
-                loaded = await self._load(manifest)
-                self._loaded[manifest.digest] = loaded
+        loaded = self._loaded.get(manifest.digest)
+        if loaded is None:
+            # One load at a time keeps the memory accounting honest; loaded models skip the lock.
+            async with self._load_lock:
+                loaded = self._loaded.get(manifest.digest)
+                if loaded is None:
+                    loaded = await self._load(manifest)
+                    self._loaded[manifest.digest] = loaded
         loaded.users += 1
         loaded.keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
         loaded.expires_at = None

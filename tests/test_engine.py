@@ -193,6 +193,28 @@ async def test_full_queue_is_refused_at_once(default_model_home: Path) -> None:
         await asyncio.gather(*running, return_exceptions=True)
 
 
+async def test_a_request_cancelled_while_queued_frees_its_place(default_model_home: Path) -> None:
+    async with Engine(settings_for(default_model_home, num_parallel=1, queue_size=1)) as busy:
+        await busy.load(DEFAULT_MODEL)
+        loaded = next(iter(busy._loaded.values()))
+        running = asyncio.create_task(collect(busy, raw("Write a long story.", max_tokens=200)))
+        queued = asyncio.create_task(collect(busy, raw("Write another story.", max_tokens=200)))
+        deadline = time.monotonic() + 10
+        while loaded.scheduler.waiting < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        queued.cancel()
+        await asyncio.gather(queued, return_exceptions=True)
+        assert loaded.scheduler.waiting == 0
+        # The place is free again: a new request is queued instead of being refused.
+        replacement = asyncio.create_task(collect(busy, raw("1, 2, 3,", max_tokens=2)))
+        while loaded.scheduler.waiting < 1 and not replacement.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        running.cancel()
+        text, stats = await asyncio.wait_for(replacement, 60)
+        assert stats.completion_tokens == 2
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_keep_alive_unloads_an_idle_model(default_model_home: Path) -> None:
     async with Engine(settings_for(default_model_home)) as short:
         await collect(short, _with_keep_alive(raw("Hi", max_tokens=1), 1))

@@ -40,7 +40,7 @@ Emit = Callable[[GenerationChunk | BaseException], None]
 PREFILL_CHUNK_WHILE_STREAMING = 128
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are compared by identity: two requests are never "equal"
 class GenerationJob:
     """One request inside the scheduler: its prompt, sampler, limits and progress."""
 
@@ -74,7 +74,7 @@ class GenerationJob:
         return self.pending_token is None
 
 
-@dataclass
+@dataclass(eq=False)
 class Slot:
     """A sequence of the llama context and the tokens cached in it."""
 
@@ -126,9 +126,13 @@ class BatchScheduler:
             self._wake.notify()
 
     def cancel(self, job: GenerationJob) -> None:
-        """Stop a job within one decode step and free its sequence."""
+        """Stop a job within one decode step and free its sequence (or its place in the queue)."""
         job.cancel()
         with self._wake:
+            if job in self._waiting:
+                # Leave the queue at once, so a cancelled request never counts against queue_size.
+                self._waiting.remove(job)
+                self._finish_unplaced(job)
             self._wake.notify()
 
     def call(self, function: Callable[[], T]) -> Future[T]:
