@@ -38,6 +38,8 @@ log = logging.getLogger("ingle.engine")
 
 # Longest input an embedding request reads, in tokens.
 EMBEDDING_CONTEXT = 2048
+# Longest wait for the scheduler to confirm a cancellation (one decode step, with slack for a loaded CPU).
+CANCEL_CONFIRM_SECONDS = 10.0
 
 
 @dataclass
@@ -362,6 +364,7 @@ class Engine:
             finally:
                 if not done:
                     loaded.scheduler.cancel(job)
+                    await _until_done(chunks)
         finally:
             self._release(loaded)
 
@@ -376,6 +379,23 @@ class Engine:
         finally:
             self._release(loaded)
         return EmbeddingResult(model=loaded.name, embeddings=vectors, prompt_tokens=tokens)
+
+
+async def _until_done(chunks: asyncio.Queue) -> None:
+    """Wait (at most one decode step, bounded) for a cancelled job's final chunk.
+
+    Until the scheduler confirms, the job's sequence is still taken, and a
+    follow-up request (an editor's next keystroke) would land on another
+    sequence and miss the cached prompt.
+    """
+    try:
+        async with asyncio.timeout(CANCEL_CONFIRM_SECONDS):
+            while True:
+                chunk = await chunks.get()
+                if isinstance(chunk, BaseException) or chunk.done:
+                    return
+    except (TimeoutError, asyncio.CancelledError):
+        pass  # the reader is gone either way; the scheduler frees the sequence on its own
 
 
 def _thread_safe_put(queue: asyncio.Queue) -> Callable[[object], None]:

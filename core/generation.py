@@ -97,6 +97,7 @@ class GenerationChunk:
     text: str
     done: bool = False
     stats: GenerationStats | None = None
+    """Final counts when `done`; on the first piece of text, a snapshot with the prompt's counts."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ..errors import IngleError, QueueFull
@@ -58,6 +58,7 @@ class GenerationJob:
     generated: int = 0
     submitted_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    reported_prompt: bool = False
     stats: GenerationStats = field(default_factory=GenerationStats)
     output: TextOutput = field(init=False)
 
@@ -277,7 +278,10 @@ class BatchScheduler:
         job.generated += 1
         text = job.output.feed(self.model.token_bytes(token))
         if text:
-            job.emit(GenerationChunk(text))
+            # The first piece carries the prompt's counts, for readers that stop early.
+            stats = None if job.reported_prompt else replace(job.stats)
+            job.reported_prompt = True
+            job.emit(GenerationChunk(text, stats=stats))
         if job.output.stopped:
             self._finish(slot, "stop")
         elif job.generated >= job.max_tokens or job.n_past + 1 >= self.shape.tokens_per_sequence:
