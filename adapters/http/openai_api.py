@@ -1,0 +1,448 @@
+"""The OpenAI-compatible API under /v1: chat, completions (with FIM), embeddings, models.
+
+Each handler converts the wire request into a core GenerationRequest, calls
+the backend, and converts the chunks back out. Errors are ingle's typed
+errors; the middleware answers them in OpenAI's error shape on /v1 paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from ...core.generation import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats
+from ...core.manifest import Manifest
+from .assistant_output import AssistantOutputParser, AssistantPiece
+from .errors import BadRequestBody, read_body
+from .keys import BACKEND, ENGINE
+from .metrics import record_generation
+from .openai_wire import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    ChatMessageIn,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    EmbeddingData,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    FunctionCallOut,
+    ModelCard,
+    ModelList,
+    PromptTokensDetails,
+    ToolCallDelta,
+    ToolCallOut,
+    Usage,
+)
+from .openapi import documented
+from .sampling import sampling_options
+from .streaming import server_sent_events
+
+TAGS = ("openai",)
+
+
+# --- handlers -----------------------------------------------------------------
+
+
+@documented(
+    "Chat completion (OpenAI).",
+    request=ChatCompletionRequest,
+    response=ChatCompletion,
+    stream_type="text/event-stream",
+    tags=TAGS,
+)
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Answer a conversation, whole or as a stream of chunks."""
+    body = await read_body(request, ChatCompletionRequest)
+    generation = chat_generation(body)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await server_sent_events(request, chat_chunks(request.app, generation, include_usage))
+    text, stats = await generate_all(request.app, generation)
+    parser = output_parser(generation)
+    answer = parser.feed(text)
+    answer.extend(parser.finish())
+    return json_body(chat_completion(generation.model, answer, stats))
+
+
+@documented(
+    "Text completion, or fill-in-the-middle with `suffix` (OpenAI).",
+    request=CompletionRequest,
+    response=Completion,
+    stream_type="text/event-stream",
+    tags=TAGS,
+)
+async def completions(request: web.Request) -> web.StreamResponse:
+    """Continue a prompt (or fill in between prompt and suffix), whole or streamed."""
+    body = await read_body(request, CompletionRequest)
+    generation = completion_generation(body)
+    echo = generation.prompt if body.echo else ""
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = completion_chunks(request.app, generation, echo, include_usage)
+        return await server_sent_events(request, chunks)
+    text, stats = await generate_all(request.app, generation)
+    return json_body(text_completion(generation.model, echo + text, stats))
+
+
+@documented("Embed texts (OpenAI).", request=EmbeddingRequest, response=EmbeddingList, tags=TAGS)
+async def embeddings(request: web.Request) -> web.Response:
+    """One normalised vector per input text."""
+    body = await read_body(request, EmbeddingRequest)
+    result = await request.app[BACKEND].embed(body.model, embedding_inputs(body))
+    data = [
+        EmbeddingData(index=index, embedding=encode_vector(vector, body.encoding_format))
+        for index, vector in enumerate(result.embeddings)
+    ]
+    usage = EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
+    return json_body(EmbeddingList(data=data, model=body.model, usage=usage))
+
+
+@documented("List the models (OpenAI).", response=ModelList, tags=TAGS)
+async def list_models(request: web.Request) -> web.Response:
+    """Every model in the store."""
+    return json_body(ModelList(data=[model_card(manifest) for manifest in request.app[ENGINE].list_models()]))
+
+
+@documented("Describe one model (OpenAI).", response=ModelCard, tags=TAGS)
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model of the store, or 404."""
+    return json_body(model_card(request.app[ENGINE].show(request.match_info["model"])))
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the /v1 routes."""
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
+
+
+# --- convert in ---------------------------------------------------------------
+
+
+def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
+    """The GenerationRequest a chat completion asks for."""
+    _refuse_unsupported(body.n, body.logprobs or bool(body.top_logprobs), body.logit_bias)
+    if body.audio is not None or (body.modalities and set(body.modalities) != {"text"}):
+        raise BadRequestBody("modalities: only text output is supported.", "modalities")
+    if body.web_search_options is not None:
+        raise BadRequestBody("web_search_options: web search is not supported.", "web_search_options")
+    tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
+    tools += [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in body.functions or []]
+    hidden = body.tool_choice == "none" or body.function_call == "none"
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    return GenerationRequest(
+        model=body.model,
+        messages=[_chat_message(message, index) for index, message in enumerate(body.messages)],
+        options=sampling_options(
+            body,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            seed=body.seed,
+            max_tokens=max_tokens,
+            stop=body.stop,
+        ),
+        format=_output_format(body),
+        tools=tools if tools and not hidden else None,
+    )
+
+
+def completion_generation(body: CompletionRequest) -> GenerationRequest:
+    """The GenerationRequest a text completion asks for: raw, or FIM with a suffix."""
+    _refuse_unsupported(body.n, bool(body.logprobs), body.logit_bias)
+    if body.best_of not in (None, 1):
+        raise BadRequestBody("best_of: only 1 is supported.", "best_of")
+    if body.echo and body.suffix is not None:
+        raise BadRequestBody("echo: cannot be combined with suffix.", "echo")
+    prompt = _single_prompt(body.prompt)
+    options = sampling_options(
+        body,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        seed=body.seed,
+        max_tokens=body.max_tokens,
+        stop=body.stop,
+    )
+    return GenerationRequest(model=body.model, prompt=prompt, suffix=body.suffix, raw=True, options=options)
+
+
+def embedding_inputs(body: EmbeddingRequest) -> list[str]:
+    """The texts to embed."""
+    if body.dimensions is not None:
+        raise BadRequestBody("dimensions: is not supported; vectors have the model's own size.", "dimensions")
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    if not inputs:
+        raise BadRequestBody("input: give at least one text.", "input")
+    if not all(isinstance(item, str) for item in inputs):
+        raise BadRequestBody("input: token-id arrays are not supported; send the text itself.", "input")
+    return inputs
+
+
+def _refuse_unsupported(n: int | None, logprobs: bool, logit_bias: dict[str, float] | None) -> None:
+    if n not in (None, 1):
+        raise BadRequestBody("n: only 1 choice per request is supported.", "n")
+    if logprobs:
+        raise BadRequestBody("logprobs: token log-probabilities are not supported.", "logprobs")
+    if logit_bias:
+        raise BadRequestBody("logit_bias: per-token biases are not supported.", "logit_bias")
+
+
+def _single_prompt(prompt: str | list[str] | list[int] | list[list[int]]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if prompt and all(isinstance(item, str) for item in prompt):
+        if len(prompt) > 1:
+            raise BadRequestBody("prompt: only one prompt per request is supported.", "prompt")
+        return prompt[0]
+    if not prompt:
+        raise BadRequestBody("prompt: is empty; give the model some text to continue.", "prompt")
+    raise BadRequestBody("prompt: token-id arrays are not supported; send the text itself.", "prompt")
+
+
+def _chat_message(message: ChatMessageIn, index: int) -> ChatMessage:
+    role = {"developer": "system", "function": "tool"}.get(message.role, message.role)
+    calls = list(message.tool_calls or [])
+    if message.function_call is not None:
+        calls.append(message.function_call)
+    return ChatMessage(
+        role=role,
+        content=_message_text(message, index),
+        tool_calls=[_tool_call_for_template(call) for call in calls] or None,
+        name=message.name,
+    )
+
+
+def _message_text(message: ChatMessageIn, index: int) -> str:
+    if message.audio is not None:
+        raise BadRequestBody(f"messages.{index}.audio: audio is not supported.", f"messages.{index}.audio")
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    texts = []
+    for number, part in enumerate(message.content):
+        if part.type not in ("text", "refusal"):
+            field = f"messages.{index}.content.{number}"
+            raise BadRequestBody(f"{field}: only text parts are supported, not {part.type}.", field)
+        texts.append(part.text or part.refusal or "")
+    return "\n".join(texts)
+
+
+def _tool_call_for_template(call: Any) -> dict[str, Any]:
+    """A tool call as chat templates expect it: arguments as an object, not a JSON text."""
+    function = getattr(call, "function", call)
+    try:
+        arguments = json.loads(function.arguments)
+    except ValueError:
+        arguments = function.arguments
+    return {"type": "function", "id": getattr(call, "id", None), "function": {"name": function.name, "arguments": arguments}}
+
+
+def _output_format(body: ChatCompletionRequest) -> str | dict[str, Any] | None:
+    response_format = body.response_format
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return "json"
+    spec = response_format.json_schema
+    if spec is None or spec.json_schema is None:
+        raise BadRequestBody("response_format.json_schema.schema: give the JSON schema.", "response_format.json_schema")
+    return spec.json_schema
+
+
+# --- call core ----------------------------------------------------------------
+
+
+async def generate(app: web.Application, generation: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    """The backend's chunks; a finished generation's counts go to the metrics."""
+    async with aclosing(app[BACKEND].generate(generation)) as stream:
+        async for chunk in stream:
+            if chunk.done and chunk.stats is not None:
+                record_generation(app, generation.model, chunk.stats)
+            yield chunk
+
+
+async def generate_all(app: web.Application, generation: GenerationRequest) -> tuple[str, GenerationStats]:
+    """Run a generation to its end; the text and the stats."""
+    parts: list[str] = []
+    stats = GenerationStats()
+    async with aclosing(generate(app, generation)) as stream:
+        async for chunk in stream:
+            parts.append(chunk.text)
+            if chunk.done and chunk.stats is not None:
+                stats = chunk.stats
+    return "".join(parts), stats
+
+
+async def chat_chunks(
+    app: web.Application, generation: GenerationRequest, include_usage: bool
+) -> AsyncIterator[dict[str, Any]]:
+    """Chat completion chunks: the role first, then text, tool calls, the finish reason, and usage if asked."""
+    answer = ChunkFactory(generation.model, "chatcmpl")
+    parser = output_parser(generation)
+    stats = GenerationStats()
+    calls = 0
+    started = False
+    async with aclosing(generate(app, generation)) as stream:
+        async for chunk in stream:  # the first chunk comes before any event, so up-front errors keep their status
+            if not started:
+                started = True
+                yield answer.chat(ChatDelta(role="assistant", content=""))
+            piece = parser.feed(chunk.text)
+            if chunk.done:
+                piece.extend(parser.finish())
+                stats = chunk.stats or stats
+            if piece.content or piece.thinking:
+                yield answer.chat(ChatDelta(content=piece.content or None, reasoning_content=piece.thinking or None))
+            if piece.tool_calls:
+                made = [tool_call(call) for call in piece.tool_calls]
+                deltas = [ToolCallDelta(index=calls + i, id=c.id, function=c.function) for i, c in enumerate(made)]
+                calls += len(deltas)
+                yield answer.chat(ChatDelta(tool_calls=deltas))
+    yield answer.chat(ChatDelta(), finish_reason="tool_calls" if calls else _finish_reason(stats))
+    if include_usage:
+        yield answer.usage_chunk(usage(stats), chat=True)
+
+
+async def completion_chunks(
+    app: web.Application, generation: GenerationRequest, echo: str, include_usage: bool
+) -> AsyncIterator[dict[str, Any]]:
+    """Text completion chunks: text pieces, the finish reason, and usage if asked."""
+    answer = ChunkFactory(generation.model, "cmpl")
+    stats = GenerationStats()
+    started = False
+    async with aclosing(generate(app, generation)) as stream:
+        async for piece in stream:
+            if not started and echo:
+                yield answer.text(echo)
+            started = True
+            if piece.text:
+                yield answer.text(piece.text)
+            if piece.done and piece.stats is not None:
+                stats = piece.stats
+    yield answer.text("", finish_reason=_finish_reason(stats))
+    if include_usage:
+        yield answer.usage_chunk(usage(stats), chat=False)
+
+
+# --- convert out --------------------------------------------------------------
+
+
+class ChunkFactory:
+    """Builds the streamed chunks of one answer, which share an id and a creation time."""
+
+    def __init__(self, model: str, prefix: str) -> None:
+        self.model = model
+        self.id = new_id(prefix)
+        self.created = int(time.time())
+
+    def chat(self, delta: ChatDelta, finish_reason: str | None = None) -> dict[str, Any]:
+        """A chat.completion.chunk."""
+        choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason)
+        return dump(ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[choice]))
+
+    def text(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+        """A text_completion chunk."""
+        choice = CompletionChoice(text=text, finish_reason=finish_reason)
+        return dump(Completion(id=self.id, created=self.created, model=self.model, choices=[choice]))
+
+    def usage_chunk(self, counts: Usage, chat: bool) -> dict[str, Any]:
+        """The last chunk: no choices, only the token counts."""
+        kind = ChatCompletionChunk if chat else Completion
+        return dump(kind(id=self.id, created=self.created, model=self.model, choices=[], usage=counts))
+
+
+def output_parser(generation: GenerationRequest) -> AssistantOutputParser:
+    """Splits the answer into content, reasoning and calls of the tools the request offered."""
+    tool_names = [tool["function"]["name"] for tool in generation.tools or []]
+    return AssistantOutputParser(tool_names or None, keep_thinking=True)
+
+
+def tool_call(call: dict[str, Any]) -> ToolCallOut:
+    """A parsed tool call in OpenAI's shape, with the arguments as a JSON text."""
+    function = call["function"]
+    arguments = json.dumps(function["arguments"], ensure_ascii=False)
+    return ToolCallOut(id=new_id("call"), function=FunctionCallOut(name=function["name"], arguments=arguments))
+
+
+def chat_completion(model: str, answer: AssistantPiece, stats: GenerationStats) -> ChatCompletion:
+    """A whole chat.completion answer."""
+    calls = [tool_call(call) for call in answer.tool_calls]
+    message = AssistantMessage(
+        content=answer.content if answer.content or not calls else None,
+        reasoning_content=answer.thinking or None,
+        tool_calls=calls or None,
+    )
+    choice = ChatChoice(message=message, finish_reason="tool_calls" if calls else _finish_reason(stats))
+    return ChatCompletion(id=new_id("chatcmpl"), created=int(time.time()), model=model, choices=[choice], usage=usage(stats))
+
+
+def text_completion(model: str, text: str, stats: GenerationStats) -> Completion:
+    """A whole text_completion answer."""
+    choice = CompletionChoice(text=text, finish_reason=_finish_reason(stats))
+    return Completion(id=new_id("cmpl"), created=int(time.time()), model=model, choices=[choice], usage=usage(stats))
+
+
+def usage(stats: GenerationStats) -> Usage:
+    """OpenAI's token counts from the generation stats."""
+    return Usage(
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+        total_tokens=stats.prompt_tokens + stats.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=stats.cached_tokens),
+    )
+
+
+def encode_vector(vector: list[float], encoding_format: str) -> list[float] | str:
+    """A vector as floats, or as base64 of little-endian float32 bytes."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector
+
+
+def model_card(manifest: Manifest) -> ModelCard:
+    """A store entry as OpenAI's model object."""
+    try:
+        created = int(datetime.fromisoformat(manifest.created_at).timestamp())
+    except ValueError:
+        created = 0
+    return ModelCard(id=manifest.name, created=created)
+
+
+def _finish_reason(stats: GenerationStats) -> str:
+    return "length" if stats.done_reason == "length" else "stop"
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as `chatcmpl-<24 hex digits>`."""
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A response model as JSON-ready data."""
+    return model.model_dump(mode="json")
+
+
+def json_body(model: BaseModel) -> web.Response:
+    """A response model as a JSON response."""
+    return web.Response(text=model.model_dump_json(), content_type="application/json")
