@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install test run bench clean
+.PHONY: venv install test run bench clean vsix bench-lsp
 
 venv install: $(INSTALLED)
 
@@ -26,11 +26,12 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Until the HTTP API lands this pulls the default model and opens an interactive
-# chat; then it becomes `ingle pull default` followed by `ingle serve`.
+# Pulls the default model (once; later pulls find it in the store) and serves the
+# HTTP API on 127.0.0.1:11435 until Ctrl-C. Try it from another terminal with
+# `.venv/bin/ingle run`, which goes through the running daemon.
 run: $(INSTALLED)
 	$(BIN)/ingle pull default
-	$(BIN)/ingle run
+	$(BIN)/ingle serve
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/engine.py
@@ -38,3 +39,13 @@ bench: $(INSTALLED)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The VS Code extension, packaged as lsp/vscode/ingle.vsix (needs node 20 and npm).
+vsix: lsp/vscode/ingle.vsix
+
+lsp/vscode/ingle.vsix: lsp/vscode/package.json lsp/vscode/package-lock.json lsp/vscode/tsconfig.json lsp/vscode/src/extension.ts
+	cd lsp/vscode && npm ci --no-audit --no-fund && npm run compile && npm run package
+
+# Typing replay through `ingle lsp` vs llama-server's /infill (builds llama-server once into ~/.cache/ingle-bench).
+bench-lsp: $(INSTALLED)
+	$(BIN)/python bench/lsp_typing.py

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.status import Status
 
-from ingle.core.engine import Engine
+from ingle.adapters.engine_api import EngineApi
 from ingle.core.errors import InvalidRequest, ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats, SamplingOptions
 from ingle.core.names import ModelName
@@ -151,12 +151,12 @@ def run_model(
 
 
 async def _answer_once(context: CliContext, options: RunOptions, prompt: str) -> None:
-    async with open_engine(context.settings) as engine:
+    async with open_engine(context.settings, context.engine_choice) as engine:
         await ensure_model(engine, context, options.model)
         await stream_answer(engine, context, options.request([], prompt), spinner_text="loading model")
 
 
-async def ensure_model(engine: Engine, context: CliContext, name: str) -> None:
+async def ensure_model(engine: EngineApi, context: CliContext, name: str) -> None:
     """Pull the built-in default model on first use; any other missing model fails with ModelNotFound.
 
     Only the built-in model has a source ingle knows without being told; a
@@ -165,13 +165,15 @@ async def ensure_model(engine: Engine, context: CliContext, name: str) -> None:
     if ModelName.parse(name) != ModelName.parse(DEFAULT_MODEL_NAME):
         return
     try:
-        engine.show(name)
+        await engine.show(name)
     except ModelNotFound:
         context.err.print(f"{name} is not in the store yet: pulling it on first use.")
         await pull_with_progress(engine, context.err, "default")
 
 
-async def stream_answer(engine: Engine, context: CliContext, request: GenerationRequest, spinner_text: str) -> str:
+async def stream_answer(
+    engine: EngineApi, context: CliContext, request: GenerationRequest, spinner_text: str
+) -> str:
     """Stream one answer to stdout as it is generated and return its full text."""
     pieces: list[str] = []
     stats: GenerationStats | None = None
@@ -223,7 +225,7 @@ def chat_interactively(context: CliContext, options: RunOptions) -> None:
     """
     with asyncio.Runner() as runner:
         resources = AsyncExitStack()
-        engine = runner.run(resources.enter_async_context(open_engine(context.settings)))
+        engine = runner.run(resources.enter_async_context(open_engine(context.settings, context.engine_choice)))
         try:
             runner.run(ensure_model(engine, context, options.model))
             _chat_loop(runner, engine, context, options)
@@ -231,7 +233,7 @@ def chat_interactively(context: CliContext, options: RunOptions) -> None:
             runner.run(resources.aclose())
 
 
-def _chat_loop(runner: asyncio.Runner, engine: Engine, context: CliContext, options: RunOptions) -> None:
+def _chat_loop(runner: asyncio.Runner, engine: EngineApi, context: CliContext, options: RunOptions) -> None:
     history: list[ChatMessage] = []
     spinner_text = "loading model"
     context.err.print(f"Chatting with {options.model}. Type /help for commands, /bye or Ctrl-D to leave.")

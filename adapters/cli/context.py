@@ -9,6 +9,8 @@ from rich.console import Console
 
 from ingle.core.settings import Settings
 
+from .engine_access import EngineChoice
+
 
 @dataclass
 class GlobalOptions:
@@ -27,6 +29,8 @@ class CliContext:
     """Results (tables, answers, names) go to stdout, so they can be piped."""
     err: Console
     """Progress, spinners, hints and errors go to stderr."""
+    engine_choice: EngineChoice = EngineChoice()
+    """Daemon or in-process, from --host and --embedded (see engine_access.py)."""
 
 
 def stdout_console() -> Console:

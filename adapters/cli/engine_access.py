@@ -1,21 +1,111 @@
-"""Where the CLI gets its engine from: the one place to change when a daemon serves it.
+"""Where the CLI gets its engine from: the running daemon if one answers, else an in-process engine.
 
-For now every command runs the engine in-process. Once `ingle serve` exists,
-`open_engine` will return a client of the running daemon with the same
-methods, so three terminals never load three copies of a model.
+This is the one place that decides. Commands get an EngineApi either way
+(adapters/engine_api.py) and await it the same, so three terminals running
+`ingle run` share the daemon's loaded model instead of loading three copies.
+
+The order: `--host URL` names a daemon that must answer (no fallback); else
+the daemon's unix socket in this home, then `host:port` from the settings,
+each probed briefly; else, unless the settings name a non-loopback host
+(which means "that daemon"), the engine runs in this process. `--embedded`
+or INGLE_EMBEDDED=1 skips the daemon altogether.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
+from ingle.adapters.client import DaemonUnavailable, IngleClient
+from ingle.adapters.engine_api import EngineApi, LocalEngine
+from ingle.adapters.http.security import is_loopback
 from ingle.core.engine import Engine
 from ingle.core.settings import Settings
 
+# A daemon on this machine answers /api/version in a few milliseconds; waiting longer only slows
+# every command down when none runs.
+LOCAL_PROBE_SECONDS = 0.3
+# A daemon named explicitly may be across a network.
+REMOTE_PROBE_SECONDS = 5.0
+_ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What the global flags say about where the engine runs."""
+
+    embedded: bool = False
+    """Run the engine in this process even if a daemon runs (--embedded, INGLE_EMBEDDED=1)."""
+    daemon_url: str | None = None
+    """Use the daemon at this URL or host[:port] and nothing else (--host)."""
+
+
+def daemon_url_of(address: str, default_port: int) -> str:
+    """`http://host:port` from a URL, `host[:port]`, `[v6][:port]` or a bare IPv6 address."""
+    address = address.strip().rstrip("/")
+    if "://" in address:
+        return address
+    port = str(default_port)
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest.removeprefix(":") or port
+        return f"http://[{host}]:{port}"
+    if address.count(":") > 1:
+        return f"http://[{address}]:{port}"
+    host, _, given = address.partition(":")
+    return f"http://{host}:{given or port}"
+
+
+def daemon_candidates(settings: Settings, choice: EngineChoice) -> list[IngleClient]:
+    """The daemons to try, in order."""
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    if choice.daemon_url:
+        return [IngleClient(daemon_url_of(choice.daemon_url, settings.port), api_key=api_key)]
+    candidates = []
+    socket_path = settings.unix_socket
+    if socket_path is not None and socket_path.is_socket():
+        candidates.append(IngleClient(socket_path=socket_path, api_key=api_key))
+    if settings.port:
+        host = "127.0.0.1" if settings.host in _ANY_ADDRESS else settings.host
+        candidates.append(IngleClient(daemon_url_of(host, settings.port), api_key=api_key))
+    return candidates
+
+
+def requires_daemon(settings: Settings, choice: EngineChoice) -> bool:
+    """True when the user named a daemon, so running in-process instead would be a silent fallback."""
+    return bool(choice.daemon_url) or not (settings.host in _ANY_ADDRESS or is_loopback(settings.host))
+
+
+async def connect_daemon(settings: Settings, choice: EngineChoice) -> IngleClient | None:
+    """An open client of the first daemon that answers, or None; DaemonUnavailable if a named one does not."""
+    required = requires_daemon(settings, choice)
+    timeout = REMOTE_PROBE_SECONDS if required else LOCAL_PROBE_SECONDS
+    last_error: DaemonUnavailable | None = None
+    for client in daemon_candidates(settings, choice):
+        await client.__aenter__()
+        try:
+            await client.version(timeout=timeout)
+        except DaemonUnavailable as error:
+            last_error = error
+            await client.close()
+            continue
+        except BaseException:
+            await client.close()
+            raise
+        return client
+    if required and last_error is not None:
+        raise last_error
+    return None
+
 
 @asynccontextmanager
-async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
-    """Yield an engine for one command and close it (unloading its models) afterwards."""
+async def open_engine(settings: Settings, choice: EngineChoice = EngineChoice()) -> AsyncIterator[EngineApi]:
+    """Yield the daemon's client, or an in-process engine closed (models unloaded) afterwards."""
+    client = None if choice.embedded else await connect_daemon(settings, choice)
+    if client is not None:
+        async with client:
+            yield client
+        return
     async with Engine(settings) as engine:
-        yield engine
+        yield LocalEngine(engine)

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import tomllib
 import traceback
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.logging import RichHandler
 from rich.text import Text
 
+from ingle.adapters.http.security import UnsafeBind
+from ingle.adapters.logging_setup import configure_logging
 from ingle.core.errors import IngleError, InvalidRequest
 from ingle.core.settings import Settings, default_config_file, load_settings
 
-from . import chat, models
+from . import chat, doctor, models, serve
 from .context import CliContext, GlobalOptions, stderr_console, stdout_console
+from .engine_access import EngineChoice
 
 APP_HELP = """Run open LLMs on your own hardware.
 
@@ -27,6 +28,9 @@ Models live in a local store (--home, INGLE_HOME, default ~/.ingle). Start with:
   ingle run          chat with the default model (pulled on first use)
   ingle pull default
   ingle list
+  ingle serve        keep models loaded and serve the HTTP API
+
+While `ingle serve` runs, the other commands go through it (--embedded runs them in-process).
 
 Run 'ingle COMMAND --help' for a command's options and examples.
 """
@@ -66,6 +70,23 @@ def create_app(options: GlobalOptions) -> typer.Typer:
                 help="Log what the engine does and show tracebacks of unexpected errors; -vv adds llama.cpp's own log.",
             ),
         ] = 0,
+        daemon: Annotated[
+            str | None,
+            typer.Option(
+                "--host",
+                metavar="URL",
+                help="Use the ingle daemon at this URL or host:port, e.g. http://gpu-box:11435. "
+                "Default: the local daemon if one runs, else run in-process.",
+            ),
+        ] = None,
+        embedded: Annotated[
+            bool,
+            typer.Option(
+                "--embedded",
+                envvar="INGLE_EMBEDDED",
+                help="Run the engine in this process even if a daemon is running.",
+            ),
+        ] = False,
         show_version: Annotated[
             bool,
             typer.Option("--version", is_eager=True, callback=_print_version, help="Print ingle's version and exit."),
@@ -74,20 +95,36 @@ def create_app(options: GlobalOptions) -> typer.Typer:
         """Read the global options and build the settings once for the command."""
         options.verbose = verbose > 0
         err = stderr_console()
-        logging.basicConfig(
-            level=logging.WARNING,
-            format="%(name)s: %(message)s",
-            handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+        # Rich lines in a terminal; key=value journal lines under systemd (adapters/logging_setup.py).
+        configure_logging(verbose, err)
+        if ctx.invoked_subcommand == doctor.COMMAND:
+            # `ingle doctor` reports a broken config as one of its checks instead of stopping here.
+            ctx.obj = doctor.DoctorContext(home=home, out=stdout_console())
+            return
+        ctx.obj = CliContext(
+            settings=_load_settings(home),
+            verbose=verbose > 0,
+            out=stdout_console(),
+            err=err,
+            engine_choice=EngineChoice(embedded=embedded, daemon_url=daemon),
         )
-        # Only our own loggers get chatty with --verbose; asyncio's and httpx's debug lines are noise here,
-        # and llama.cpp's load log (at DEBUG) is hundreds of lines, so it waits for -vv.
-        levels = {0: logging.WARNING, 1: logging.INFO}
-        logging.getLogger("ingle").setLevel(levels.get(verbose, logging.DEBUG))
-        ctx.obj = CliContext(settings=_load_settings(home), verbose=verbose > 0, out=stdout_console(), err=err)
 
     models.register(app)
     chat.register(app)
+    serve.register(app)
+    doctor.register(app)
+    register_plugin_commands(app)
     return app
+
+
+def register_plugin_commands(app: typer.Typer) -> None:
+    """Add the commands of the folders built on adapters (`ingle bot`, …) through their entry points.
+
+    lsp/ and bots/ depend on adapters, never the reverse (DESIGN.md), so the CLI
+    finds their commands at run time instead of importing them.
+    """
+    for entry in sorted(entry_points(group="ingle.commands"), key=lambda entry: entry.name):
+        entry.load()(app)
 
 
 def _load_settings(home: Path | None) -> Settings:
@@ -128,7 +165,8 @@ def run() -> None:
         app(prog_name="ingle")
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    except InvalidRequest as error:
+    except (InvalidRequest, UnsafeBind) as error:
+        # Refusing an unsafe bind is a configuration mistake, like a bad option: a usage error.
         report(error.message)
         sys.exit(EXIT_USAGE)
     except IngleError as error:

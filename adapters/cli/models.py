@@ -14,7 +14,6 @@ from rich.text import Text
 from ingle.core.engine import RunningModel
 from ingle.core.manifest import Manifest
 from ingle.core.names import ModelName
-from ingle.core.settings import Settings
 
 from .context import CliContext, cli_context
 from .engine_access import open_engine
@@ -111,14 +110,14 @@ def pull(
 
 
 async def _pull(context: CliContext, spec: str, name: str | None, sha256: str | None) -> Manifest:
-    async with open_engine(context.settings) as engine:
+    async with open_engine(context.settings, context.engine_choice) as engine:
         return await pull_with_progress(engine, context.err, spec, name=name, sha256=sha256)
 
 
 def list_models(ctx: typer.Context) -> None:
     """List the models in the local store."""
     context = cli_context(ctx)
-    manifests = asyncio.run(_list(context.settings))
+    manifests = asyncio.run(_list(context))
     table = _plain_table("NAME", "DIGEST", "SIZE", "MODIFIED")
     now = datetime.now(timezone.utc)
     for manifest in sorted(manifests, key=lambda item: item.name):
@@ -130,9 +129,9 @@ def list_models(ctx: typer.Context) -> None:
         context.err.print("No models yet. Get the default one with: ingle pull default")
 
 
-async def _list(settings: Settings) -> list[Manifest]:
-    async with open_engine(settings) as engine:
-        return engine.list_models()
+async def _list(context: CliContext) -> list[Manifest]:
+    async with open_engine(context.settings, context.engine_choice) as engine:
+        return await engine.list_models()
 
 
 def show(
@@ -145,7 +144,7 @@ def show(
 ) -> None:
     """Show a model's details."""
     context = cli_context(ctx)
-    manifest = asyncio.run(_show(context.settings, name))
+    manifest = asyncio.run(_show(context, name))
     chat_template = manifest.template or manifest.gguf.chat_template
     if template:
         # Exactly the template, unformatted, so it can be redirected to a file.
@@ -154,9 +153,9 @@ def show(
     _print_manifest(context, manifest, chat_template)
 
 
-async def _show(settings: Settings, name: str) -> Manifest:
-    async with open_engine(settings) as engine:
-        return engine.show(name)
+async def _show(context: CliContext, name: str) -> Manifest:
+    async with open_engine(context.settings, context.engine_choice) as engine:
+        return await engine.show(name)
 
 
 def _print_manifest(context: CliContext, manifest: Manifest, chat_template: str | None) -> None:
@@ -218,7 +217,7 @@ def remove(
 
 
 async def _remove(context: CliContext, names: list[str]) -> None:
-    async with open_engine(context.settings) as engine:
+    async with open_engine(context.settings, context.engine_choice) as engine:
         for name in names:
             await engine.remove(name)
             context.err.print(f"deleted '{name}'")
@@ -231,20 +230,21 @@ def copy(
 ) -> None:
     """Copy a model to a new name."""
     context = cli_context(ctx)
-    manifest = asyncio.run(_copy(context.settings, source, destination))
+    manifest = asyncio.run(_copy(context, source, destination))
     context.err.print(f"copied '{source}' to '{manifest.name}'")
 
 
-async def _copy(settings: Settings, source: str, destination: str) -> Manifest:
-    async with open_engine(settings) as engine:
-        return engine.copy(source, destination)
+async def _copy(context: CliContext, source: str, destination: str) -> Manifest:
+    async with open_engine(context.settings, context.engine_choice) as engine:
+        return await engine.copy(source, destination)
 
 
 def running(ctx: typer.Context) -> None:
     """List the models that are loaded in memory."""
     context = cli_context(ctx)
+    daemon_url, models = asyncio.run(_running(context))
     table = _plain_table("NAME", "SIZE", "MEMORY", "CONTEXT", "UNTIL")
-    for model in asyncio.run(_running(context.settings)):
+    for model in models:
         if model.expires_at is None:
             until = "forever"
         else:
@@ -257,11 +257,16 @@ def running(ctx: typer.Context) -> None:
             until,
         )
     context.out.print(table)
+    if daemon_url is None:
+        context.err.print(
+            "No ingle daemon is running, so no model stays loaded between commands; start one with: ingle serve"
+        )
 
 
-async def _running(settings: Settings) -> list[RunningModel]:
-    async with open_engine(settings) as engine:
-        return engine.running()
+async def _running(context: CliContext) -> tuple[str | None, list[RunningModel]]:
+    """Where the daemon is (None when there is none) and the models it has loaded."""
+    async with open_engine(context.settings, context.engine_choice) as engine:
+        return engine.daemon_url, await engine.running()
 
 
 def _plain_table(*columns: str) -> Table:

@@ -15,7 +15,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ingle.core.engine import Engine
+from ingle.adapters.engine_api import EngineApi
 from ingle.core.manifest import Manifest
 from ingle.core.sources import PullProgress
 
@@ -25,7 +25,7 @@ class PullProgressDisplay:
 
     One step is shown at a time and finished before the next begins, so the
     output reads in order even when stderr is not a terminal. Use it as a
-    context manager and pass the instance as `progress=` to Engine.pull.
+    context manager and pass the instance as `progress=` to EngineApi.pull.
     """
 
     def __init__(self, console: Console) -> None:
@@ -78,7 +78,7 @@ class PullProgressDisplay:
 
 
 async def pull_with_progress(
-    engine: Engine, console: Console, spec: str, name: str | None = None, sha256: str | None = None
+    engine: EngineApi, console: Console, spec: str, name: str | None = None, sha256: str | None = None
 ) -> Manifest:
     """Pull SPEC through the engine with a progress display on `console`; used by `pull` and `run`."""
     with PullProgressDisplay(console) as display:
