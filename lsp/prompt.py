@@ -1,0 +1,148 @@
+"""The fill-in-the-middle request for a cursor in a document, laid out for prompt reuse.
+
+The engine reuses the longest token prefix a sequence already holds, so what
+decides the speed of a keystroke is how much of the prompt changes. The
+layout, from the start of the prompt:
+
+1. extra context chunks from other files (change when another file is edited);
+2. a chunk of the text further below the cursor, chosen once and kept while
+   its text is unchanged and the cursor stays above it;
+3. the FIM prefix: from an anchored start line down to the cursor. The start
+   only moves when the prefix grows past `prefix_lines + anchor_lines` lines
+   or shrinks under half of `prefix_lines`, so typing only appends to it;
+4. the FIM suffix: the rest of the line and a few lines after it. It is kept
+   short because it comes after the cursor and is evaluated on every keystroke.
+
+So a keystroke re-evaluates the last few tokens of the prefix plus the short
+suffix: tens of tokens, not the hundreds a long suffix window costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptions
+
+from .settings import CompletionSettings
+
+
+@dataclass
+class Anchors:
+    """Where one document's prompt parts start; kept between requests so the prompt head stays the same."""
+
+    prefix_start: int | None = None
+    below: tuple[str, ...] = ()
+    """The lines of the below-cursor chunk, found again by content after lines are inserted above it."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A document and a position in it, as the completion sees them."""
+
+    filename: str
+    lines: list[str]
+    """The document's lines, without line endings."""
+    line: int
+    character: int
+
+    @property
+    def line_prefix(self) -> str:
+        """Text of the cursor's line before the cursor."""
+        return self.current[: self.character]
+
+    @property
+    def line_suffix(self) -> str:
+        """Text of the cursor's line after the cursor."""
+        return self.current[self.character :]
+
+    @property
+    def current(self) -> str:
+        """The cursor's line."""
+        return self.lines[self.line] if self.line < len(self.lines) else ""
+
+    @property
+    def text_before(self) -> str:
+        """The lines above the cursor's line."""
+        return "\n".join(self.lines[: self.line])
+
+    @property
+    def text_after(self) -> str:
+        """Everything after the cursor."""
+        return "\n".join([self.line_suffix, *self.lines[self.line + 1 :]])
+
+    def next_lines(self, count: int) -> list[str]:
+        """Up to `count` non-blank lines after the cursor's line."""
+        found = [line for line in self.lines[self.line + 1 : self.line + 1 + 4 * count] if line.strip()]
+        return found[:count]
+
+    @property
+    def completes_line(self) -> bool:
+        """True when the cursor is after text on its line: then the suggestion finishes that line only."""
+        return bool(self.line_prefix.strip())
+
+
+@dataclass(frozen=True)
+class FimPrompt:
+    """The parts of a fill-in-the-middle prompt."""
+
+    prefix: str
+    suffix: str
+    chunks: list[ContextChunk]
+    filename: str
+
+    def request(self, model: str, max_tokens: int) -> GenerationRequest:
+        """The engine request: greedy, so that the same context gives the same suggestion (and caches well)."""
+        options = SamplingOptions(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens=max_tokens)
+        return GenerationRequest(
+            model=model,
+            prompt=self.prefix,
+            suffix=self.suffix,
+            extra_context=self.chunks,
+            filename=self.filename,
+            options=options,
+        )
+
+
+def build_prompt(cursor: Cursor, anchors: Anchors, ring_chunks: list[ContextChunk], settings: CompletionSettings) -> FimPrompt:
+    """The FIM prompt for `cursor`; updates `anchors` for the next keystroke."""
+    line = cursor.line
+    start = anchors.prefix_start
+    if start is None or start > line or line - start > settings.prefix_lines + settings.anchor_lines:
+        start = max(0, line - settings.prefix_lines)
+    elif line - start < settings.prefix_lines // 2 and start > 0:
+        start = max(0, line - settings.prefix_lines)
+    anchors.prefix_start = start
+    prefix = "".join(text + "\n" for text in cursor.lines[start:line]) + cursor.line_prefix
+
+    after = cursor.lines[line + 1 : line + 1 + settings.suffix_lines]
+    suffix = cursor.line_suffix + "\n" + "".join(text + "\n" for text in after)
+
+    chunks = list(ring_chunks)
+    below = _below_chunk(cursor, anchors, settings)
+    if below:
+        chunks.append(ContextChunk(text="\n".join(below) + "\n", filename=cursor.filename))
+    return FimPrompt(prefix=prefix, suffix=suffix, chunks=chunks, filename=cursor.filename)
+
+
+def _below_chunk(cursor: Cursor, anchors: Anchors, settings: CompletionSettings) -> tuple[str, ...]:
+    """The lines below the suffix window, reused while they are unchanged, below the cursor and close to it."""
+    if settings.below_lines == 0:
+        return ()
+    lines = cursor.lines
+    first_after_suffix = cursor.line + 1 + settings.suffix_lines
+    if anchors.below:
+        found = _find(lines, anchors.below, cursor.line + 1, first_after_suffix + settings.anchor_lines)
+        if found is not None:
+            return anchors.below
+    fresh = tuple(lines[first_after_suffix : first_after_suffix + settings.below_lines])
+    anchors.below = fresh if any(text.strip() for text in fresh) else ()
+    return anchors.below
+
+
+def _find(lines: list[str], block: tuple[str, ...], lowest: int, highest: int) -> int | None:
+    """First line index in [lowest, highest] where `block` occurs in `lines`, else None."""
+    size = len(block)
+    for index in range(lowest, min(highest, len(lines) - size) + 1):
+        if lines[index] == block[0] and tuple(lines[index : index + size]) == block:
+            return index
+    return None

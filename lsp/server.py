@@ -1,0 +1,365 @@
+"""`ingle lsp`: inline and classic code completion over the Language Server Protocol (pygls).
+
+The state lives on `IngleLanguageServer`; each LSP feature is one thin
+handler below that converts in, calls the server, and converts out. One
+request per document is in flight: a newer one (or `$/cancelRequest`)
+cancels it, which closes the engine's token stream and frees its sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from lsprotocol import types
+from pydantic import ValidationError
+from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
+
+from ingle.adapters.cli.engine_access import EngineChoice
+from ingle.adapters.engine_api import EngineApi
+from ingle.core.errors import IngleError
+from ingle.core.settings import Settings
+
+from .backend import CompletionBackend
+from .cache import CacheKey, SuggestionCache
+from .context import ContextRing
+from .errors import jsonrpc_error
+from .postprocess import StreamStop, clean_suggestion
+from .prompt import Anchors, Cursor, build_prompt
+from .settings import CompletionSettings
+
+log = logging.getLogger("ingle.lsp")
+
+# The identifier being typed before the cursor: classic completion items replace it with itself plus the suggestion.
+_WORD_BEFORE = re.compile(r"\w*$")
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What to insert at the cursor, and whether the model was asked for it."""
+
+    text: str
+    cursor: Cursor
+    from_cache: bool
+    seconds: float
+    evaluated_tokens: int = 0
+    """Prompt tokens the engine decoded for this answer (the rest were reused from its cache)."""
+
+
+def _version() -> str:
+    try:
+        return version("ingle")
+    except PackageNotFoundError:
+        return "0"
+
+
+class IngleLanguageServer(LanguageServer):
+    """The language server's state: settings, the engine, the context ring, the cache and requests in flight."""
+
+    def __init__(self, settings: Settings, backend: CompletionBackend) -> None:
+        super().__init__("ingle", _version())
+        self.engine_settings = settings
+        self.options = CompletionSettings()
+        self.backend = backend
+        self.ring = ContextRing(self.options.context_chunks, self.options.chunk_lines)
+        self.cache = SuggestionCache(self.options.cache_size)
+        self.anchors: dict[str, Anchors] = {}
+        self.in_flight: dict[str, asyncio.Task[Suggestion | None]] = {}
+        self.edited_lines: dict[str, int] = {}
+        """Documents edited since their last chunk was taken, and the line last edited."""
+        self._warm_up: asyncio.Task[EngineApi] | None = None
+        self._last_problem: str | None = None
+
+    # --- settings -----------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """The model that completes."""
+        return self.options.model or self.engine_settings.default_model
+
+    def configure(self, options: object) -> None:
+        """Apply editor settings; a bad value is reported and the previous settings stay."""
+        try:
+            updated = self.options.updated(options)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            self.tell(f"ingle: ignoring invalid setting '{field}': {first['msg']}.", types.MessageType.Warning)
+            return
+        if updated == self.options:
+            return
+        if updated.model != self.options.model:
+            self._warm_up = None  # load the new model
+        self.options = updated
+        self.ring.resize(updated.context_chunks, updated.chunk_lines)
+        self.cache = SuggestionCache(updated.cache_size)
+        self.backend.start_daemon = updated.start_daemon
+
+    # --- status ---------------------------------------------------------------------
+
+    def tell(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        """Show a message in the editor (window/showMessage)."""
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def problem(self, message: str) -> None:
+        """Show an error once, not on every keystroke while it lasts."""
+        if message != self._last_problem:
+            self._last_problem = message
+            self.tell(f"ingle: {message}", types.MessageType.Error)
+
+    def warm_up(self) -> asyncio.Task[EngineApi]:
+        """Connect and load the model in the background (again, if the last attempt failed)."""
+        task = self._warm_up
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._warm_up = asyncio.create_task(self._connect_and_load())
+            # The failure was shown to the user; marking it retrieved keeps asyncio from logging it again.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return task
+
+    async def engine(self) -> EngineApi:
+        """The engine with the model loaded; the first call connects and loads, later calls wait for that."""
+        # Shielded: a cancelled completion must not abort the load the next one needs.
+        return await asyncio.shield(self.warm_up())
+
+    async def _connect_and_load(self) -> EngineApi:
+        token = f"ingle-load-{time.monotonic_ns()}"
+        progress = self._progress_supported()
+        title = f"ingle: loading {self.model}"
+        if progress:
+            await self.work_done_progress.create_async(token)
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+        else:
+            self.tell(f"{title}…")
+        try:
+            api = await self.backend.api(self._status)
+            running = await api.load(self.model)
+        except IngleError as error:
+            self.problem(error.message)
+            raise
+        finally:
+            if progress:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd())
+        self._last_problem = None
+        self.window_log_message(
+            types.LogMessageParams(types.MessageType.Info, f"ingle: {running.name} is ready in {self.backend.where}.")
+        )
+        return api
+
+    def _progress_supported(self) -> bool:
+        window = self.client_capabilities.window
+        return bool(window and window.work_done_progress)
+
+    def _status(self, message: str) -> None:
+        self.tell(f"ingle: {message}")
+
+    # --- documents ------------------------------------------------------------------
+
+    def cursor_at(self, uri: str, position: types.Position) -> tuple[Cursor, str] | None:
+        """The cursor in a document and its language, or None if completion is off there."""
+        document = self.workspace.get_text_document(uri)
+        language = document.language_id or ""
+        if not self.options.enabled_for(language):
+            return None
+        at = document.position_from_client_units(position)
+        lines = [line.rstrip("\r\n") for line in document.lines]
+        return Cursor(filename=self.filename(uri), lines=lines, line=at.line, character=at.character), language
+
+    def filename(self, uri: str) -> str:
+        """A document's path relative to the workspace root, as the model sees it."""
+        path = to_fs_path(uri) or uri
+        root = self.workspace.root_path
+        if root:
+            try:
+                return str(Path(path).relative_to(root))
+            except ValueError:
+                pass
+        return Path(path).name
+
+    def take_chunk(self, uri: str, around: int) -> None:
+        """Put the text around a line of a document into the context ring."""
+        document = self.workspace.get_text_document(uri)
+        self.ring.pick(self.filename(uri), [line.rstrip("\r\n") for line in document.lines], around)
+
+    def take_edited_chunks(self, except_uri: str) -> None:
+        """Move the recent edits of other documents into the ring (deferred until they are needed)."""
+        for uri in [uri for uri in self.edited_lines if uri != except_uri]:
+            self.take_chunk(uri, self.edited_lines.pop(uri))
+
+    def forget(self, uri: str) -> None:
+        """Drop a closed document's state and cancel its request."""
+        task = self.in_flight.pop(uri, None)
+        if task is not None:
+            task.cancel()
+        self.anchors.pop(uri, None)
+        self.edited_lines.pop(uri, None)
+
+    # --- completion -----------------------------------------------------------------
+
+    async def complete(self, uri: str, position: types.Position) -> Suggestion | None:
+        """The suggestion at a position; a newer request for the same document supersedes this one."""
+        previous = self.in_flight.pop(uri, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._suggest(uri, position))
+        self.in_flight[uri] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # $/cancelRequest: pygls answers RequestCancelled
+            return None  # superseded by a newer request: nothing to show for this one
+        except IngleError as error:
+            self.problem(error.message)
+            raise jsonrpc_error(error) from error
+        finally:
+            if self.in_flight.get(uri) is task:
+                del self.in_flight[uri]
+
+    async def _suggest(self, uri: str, position: types.Position) -> Suggestion | None:
+        started = time.perf_counter()
+        found = self.cursor_at(uri, position)
+        if found is None:
+            return None
+        cursor, _ = found
+        key = CacheKey.of(cursor, self.model)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return Suggestion(cached, cursor, True, time.perf_counter() - started)
+        if self.options.debounce_ms:
+            await asyncio.sleep(self.options.debounce_ms / 1000)  # a newer keystroke cancels us meanwhile
+        api = await self.engine()
+        self.take_edited_chunks(except_uri=uri)
+        anchors = self.anchors.setdefault(uri, Anchors())
+        prompt = build_prompt(cursor, anchors, self.ring.chunks_for(cursor.filename), self.options)
+        budget = self.options.single_line_tokens if cursor.completes_line else self.options.max_tokens
+        stop = StreamStop(cursor, self.options.max_lines)
+        # aclosing: leaving early (stop rule, cancellation) closes the stream, which frees the engine's sequence.
+        evaluated = 0
+        async with aclosing(api.generate(prompt.request(self.model, budget))) as stream:
+            async for chunk in stream:
+                if chunk.stats is not None:
+                    evaluated = chunk.stats.prompt_tokens - chunk.stats.cached_tokens
+                if stop.feed(chunk.text) or chunk.done:
+                    break
+        text = clean_suggestion(stop.text, cursor, self.options.max_lines)
+        self.cache.put(key, text)
+        self._last_problem = None
+        seconds = time.perf_counter() - started
+        log.info("suggestion in %.0f ms (%d prompt tokens evaluated): %r", seconds * 1000, evaluated, text)
+        return Suggestion(text, cursor, False, seconds, evaluated)
+
+
+def completion_items(suggestion: Suggestion, position: types.Position) -> list[types.CompletionItem]:
+    """Classic completion: one item that rewrites the word before the cursor as itself plus the suggestion.
+
+    Neovim's omnifunc replaces the keyword before the cursor with the item, so
+    the item must start with that keyword (or typing `ret` would lose it).
+    """
+    if not suggestion.text:
+        return []
+    word = _WORD_BEFORE.search(suggestion.cursor.line_prefix).group(0)
+    start = types.Position(position.line, position.character - _utf16_length(word))
+    text = word + suggestion.text
+    return [
+        types.CompletionItem(
+            label=text.split("\n")[0].strip() or text.strip(),
+            kind=types.CompletionItemKind.Text,
+            detail="ingle",
+            documentation=types.MarkupContent(types.MarkupKind.PlainText, text),
+            filter_text=text,
+            sort_text="0",
+            preselect=True,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(types.Range(start, position), text),
+            # For logs and the typing benchmark: was the model asked, and how long did the answer take.
+            data={
+                "fromCache": suggestion.from_cache,
+                "ms": round(suggestion.seconds * 1000, 1),
+                "evaluatedTokens": suggestion.evaluated_tokens,
+            },
+        )
+    ]
+
+
+def _utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | None = None) -> IngleLanguageServer:
+    """The language server with its features registered; `api`, when given, is the engine to use."""
+    server = IngleLanguageServer(settings, CompletionBackend(settings, choice, api=api))
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: IngleLanguageServer, params: types.InitializeParams) -> None:
+        """Read the editor's settings from initializationOptions."""
+        ls.configure(params.initialization_options)
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: IngleLanguageServer, params: types.InitializedParams) -> None:
+        """Start connecting and loading the model now, so the first completion does not wait for it."""
+        ls.warm_up()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: IngleLanguageServer, params: types.DidChangeConfigurationParams) -> None:
+        """Apply changed settings."""
+        ls.configure(params.settings)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: IngleLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+        """An opened file contributes its top to the extra context."""
+        ls.take_chunk(params.text_document.uri, 0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: IngleLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+        """Remember where the document was edited; its chunk is taken when another file needs it."""
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                ls.edited_lines[params.text_document.uri] = change.range.start.line
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: IngleLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
+        """A saved file contributes the region last edited."""
+        uri = params.text_document.uri
+        ls.take_chunk(uri, ls.edited_lines.pop(uri, 0))
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: IngleLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
+        """Forget a closed document's state."""
+        ls.forget(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
+    async def completion(ls: IngleLanguageServer, params: types.CompletionParams) -> types.CompletionList:
+        """Classic completion (Neovim 0.7-0.11): the suggestion as one item."""
+        suggestion = await ls.complete(params.text_document.uri, params.position)
+        items = completion_items(suggestion, params.position) if suggestion else []
+        # Incomplete: the editor asks again as the user types, and the cache answers.
+        return types.CompletionList(is_incomplete=True, items=items)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(
+        ls: IngleLanguageServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList:
+        """Inline completion (LSP 3.18, VS Code's ghost text): the suggestion inserted at the cursor."""
+        suggestion = await ls.complete(params.text_document.uri, params.position)
+        if not suggestion or not suggestion.text:
+            return types.InlineCompletionList(items=[])
+        here = types.Range(params.position, params.position)
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=suggestion.text, range=here)])
+
+    @server.feature(types.SHUTDOWN)
+    async def shutdown(ls: IngleLanguageServer, params: None) -> None:
+        """Cancel what is in flight and close the engine (an in-process one unloads its model)."""
+        for uri in list(ls.in_flight):
+            ls.forget(uri)
+        await ls.backend.close()
+
+    return server
+
