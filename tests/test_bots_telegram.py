@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -341,3 +342,43 @@ async def test_ingle_bot_telegram_runs_standalone_and_stops_on_sigterm(fake: Fak
     assert process.returncode == 0, stderr.decode()
     assert fake.token not in stderr.decode() + stdout.decode()
     assert (tmp_path / "home" / "bots" / "telegram.db").exists()
+
+
+@pytest.mark.slow
+async def test_ingle_serve_runs_the_configured_bot_and_sigterm_keeps_the_conversation(
+    fake: FakeTelegram, default_model_home: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "ingle.toml"
+    config.write_text(
+        "port = 0\n"
+        "[bots.telegram]\n"
+        f'base_url = "{fake.base_url}"\n'
+        'allowed_users = ["1"]\n'
+        "poll_timeout = 1\n"
+    )
+    env = {
+        **os.environ,
+        "INGLE_CONFIG": str(config),
+        "INGLE_HOME": str(default_model_home),
+        "INGLE_NUM_THREADS": "2",
+        "INGLE_TELEGRAM_TOKEN": fake.token,
+    }
+    process = await asyncio.create_subprocess_exec(
+        ingle_executable(), "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await fake.wait_for(lambda: fake.calls_of("deleteWebhook"), timeout=60)
+        await fake.inject_message("Write a long story about a lighthouse.", chat_id=DM)
+        # SIGTERM while the answer streams: the daemon stops cleanly and the question stays stored.
+        await fake.wait_for(lambda: fake.calls_of("sendMessage", DM) or fake.calls_of("sendMessageDraft"), timeout=120)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    with sqlite3.connect(default_model_home / "bots" / "telegram.db") as db:
+        stored = [row[0] for row in db.execute("SELECT content FROM messages WHERE role = 'user'")]
+    assert stored == ["Write a long story about a lighthouse."]

@@ -9,9 +9,11 @@ import os
 import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from importlib.metadata import entry_points
 
 from aiohttp import web
 
+from ...core.backend import GenerationBackend
 from ...core.engine import Engine
 from ...core.errors import IngleError
 from ...core.settings import Settings, load_settings
@@ -73,15 +75,36 @@ async def serve(
                 on_ready(urls)
             notifier.ready(listening)
             watchdog = asyncio.create_task(notifier.feed_watchdog())
+            services = _start_services(settings, backend or engine)
             await stop.wait()
             log.info("shutting down")
             notifier.stopping("stopping: finishing requests in flight")
+            await _stop_services(services)
         finally:
             await runner.cleanup()
             # Pinged until here: a shutdown waiting on streams is not a hung loop.
             if watchdog is not None:
                 watchdog.cancel()
             notifier.status("stopping: unloading models")
+
+
+def _start_services(settings: Settings, backend: GenerationBackend) -> list[asyncio.Task[None]]:
+    """Start what other folders contribute to the daemon (`ingle.services` entry points: the configured bots).
+
+    Found at run time because bots/ builds on adapters, never the reverse (DESIGN.md).
+    """
+    return [
+        asyncio.create_task(entry.load()(settings, backend), name=f"ingle-service-{entry.name}")
+        for entry in entry_points(group="ingle.services")
+    ]
+
+
+async def _stop_services(services: list[asyncio.Task[None]]) -> None:
+    """Cancel the services first, so bots store what they have before the models unload."""
+    for task in services:
+        task.cancel()
+    if services:
+        await asyncio.wait(services, timeout=SHUTDOWN_GRACE_SECONDS)
 
 
 def _reload(settings: Settings, load: Callable[[], Settings], notifier: SystemdNotifier, listening: str) -> None:
