@@ -339,7 +339,8 @@ class IngleClient:
 # --- requests out ---------------------------------------------------------------------
 
 
-def _ollama_options(options: SamplingOptions) -> dict[str, Any]:
+def _sampling_fields(options: SamplingOptions, max_tokens_field: str) -> dict[str, Any]:
+    """Sampling options under the names Ollama's options and llama-server share; only the token limit differs."""
     values: dict[str, Any] = {
         "temperature": options.temperature,
         "top_k": options.top_k,
@@ -353,14 +354,14 @@ def _ollama_options(options: SamplingOptions) -> dict[str, Any]:
     if options.seed is not None:
         values["seed"] = options.seed
     if options.max_tokens is not None:
-        values["num_predict"] = options.max_tokens
+        values[max_tokens_field] = options.max_tokens
     if options.stop:
         values["stop"] = list(options.stop)
     return values
 
 
 def _common(request: GenerationRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": request.model, "stream": True, "options": _ollama_options(request.options)}
+    body: dict[str, Any] = {"model": request.model, "stream": True, "options": _sampling_fields(request.options, "num_predict")}
     if request.format is not None:
         body["format"] = request.format
     if request.keep_alive is not None:
@@ -398,29 +399,14 @@ def _chat_body(request: GenerationRequest) -> dict[str, Any]:
 
 
 def _infill_body(request: GenerationRequest) -> dict[str, Any]:
-    options = request.options
-    body: dict[str, Any] = {
+    return {
         "model": request.model,
         "input_prefix": request.prompt or "",
         "input_suffix": request.suffix or "",
         "input_extra": [{"filename": chunk.filename, "text": chunk.text} for chunk in request.extra_context],
         "stream": True,
-        "temperature": options.temperature,
-        "top_k": options.top_k,
-        "top_p": options.top_p,
-        "min_p": options.min_p,
-        "repeat_penalty": options.repeat_penalty,
-        "repeat_last_n": options.repeat_last_n,
-        "presence_penalty": options.presence_penalty,
-        "frequency_penalty": options.frequency_penalty,
+        **_sampling_fields(request.options, "n_predict"),
     }
-    if options.seed is not None:
-        body["seed"] = options.seed
-    if options.max_tokens is not None:
-        body["n_predict"] = options.max_tokens
-    if options.stop:
-        body["stop"] = list(options.stop)
-    return body
 
 
 # --- answers in -------------------------------------------------------------------------
