@@ -20,8 +20,7 @@ import asyncio
 import json
 import logging
 import re
-from collections import OrderedDict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -34,6 +33,7 @@ from ..conversation import ConversationCore, IncomingMessage, PlatformStyle
 from ..formatting import as_markdown
 from ..settings import MattermostSettings, database_path
 from ..store import ConversationKey
+from .bookkeeping import AnswerTasks, KnownThreads
 
 log = logging.getLogger("ingle.bots.mattermost")
 
@@ -191,8 +191,8 @@ class MattermostBot:
         self._session: aiohttp.ClientSession | None = None
         self._api: MattermostApi | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._known_threads: OrderedDict[str, bool] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._known_threads = KnownThreads(KNOWN_THREADS)
+        self._tasks = AnswerTasks()
 
     @property
     def api(self) -> MattermostApi:
@@ -225,9 +225,7 @@ class MattermostBot:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.core.__aexit__(None, None, None)
         if self._session is not None:
             await self._session.close()
@@ -300,7 +298,8 @@ class MattermostBot:
             thread = root
         else:
             return
-        self._remember(thread, True)
+        if thread:
+            self._known_threads.remember(thread, True)
         incoming = IncomingMessage(
             key=ConversationKey("mattermost", channel, thread),
             user_id=str(post["user_id"]),
@@ -310,13 +309,12 @@ class MattermostBot:
         reply = MattermostReply(self.api, self.bot_user_id, channel, thread)
         turn = await self.core.receive(incoming, reply)
         if turn is not None:
-            self._spawn(turn.run())
+            self._tasks.spawn(turn.run())
 
     async def _takes_part(self, root: str) -> bool:
         """Whether the bot has posted in the thread of `root` (remembered, else asked of the server once)."""
         known = self._known_threads.get(root)
         if known is not None:
-            self._known_threads.move_to_end(root)
             return known
         try:
             thread = await self.api.thread(root)
@@ -324,21 +322,9 @@ class MattermostBot:
             log.info("mattermost thread lookup failed: %s", error)
             return False
         found = any(post.get("user_id") == self.bot_user_id for post in (thread.get("posts") or {}).values())
-        self._remember(root, found)
+        self._known_threads.remember(root, found)
         return found
 
-    def _remember(self, thread: str, takes_part: bool) -> None:
-        if not thread:
-            return
-        self._known_threads[thread] = takes_part
-        self._known_threads.move_to_end(thread)
-        while len(self._known_threads) > KNOWN_THREADS:
-            self._known_threads.popitem(last=False)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 async def run_mattermost(settings: Settings, backend: GenerationBackend) -> None:

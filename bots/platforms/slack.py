@@ -29,8 +29,7 @@ import asyncio
 import logging
 import re
 import time
-from collections import OrderedDict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,6 +52,7 @@ from ..conversation import ConversationCore, IncomingMessage, PlatformStyle
 from ..formatting import as_markdown, split_markdown, to_slack_mrkdwn
 from ..settings import SlackSettings, database_path
 from ..store import ConversationKey
+from .bookkeeping import AnswerTasks, KnownThreads
 
 log = logging.getLogger("ingle.bots.slack")
 
@@ -335,8 +335,8 @@ class SlackBot:
         )
         self.policy = SlackReplyPolicy(self.client)
         self.bot_user_id = ""
-        self._known_threads: OrderedDict[tuple[str, str], bool] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._known_threads = KnownThreads(KNOWN_THREADS)
+        self._tasks = AnswerTasks()
         self._socket: AsyncSocketModeHandler | None = None
         self._http: web.AppRunner | None = None
 
@@ -371,9 +371,7 @@ class SlackBot:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.core.__aexit__(None, None, None)
 
     async def serve(self) -> None:
@@ -437,7 +435,7 @@ class SlackBot:
             return
         channel, ts = str(event["channel"]), str(event["ts"])
         thread = str(event.get("thread_ts") or ts)
-        self._remember(channel, thread, True)
+        self._known_threads.remember((channel, thread), True)
         incoming = IncomingMessage(
             key=ConversationKey("slack", channel, thread),
             user_id=str(event["user"]),
@@ -448,13 +446,12 @@ class SlackBot:
         target = SlackThread(channel, thread, str(event["user"]), event.get("team"))
         turn = await self.core.receive(incoming, SlackReply(self.client, target, self.policy))
         if turn is not None:
-            self._spawn(turn.run())
+            self._tasks.spawn(turn.run())
 
     async def _takes_part(self, channel: str, thread: str) -> bool:
         """Whether the bot has posted in this thread (remembered, else asked of Slack once)."""
         known = self._known_threads.get((channel, thread))
         if known is not None:
-            self._known_threads.move_to_end((channel, thread))
             return known
         try:
             response = await self.client.conversations_replies(channel=channel, ts=thread, limit=200)
@@ -463,19 +460,9 @@ class SlackBot:
             return False
         messages = response.get("messages") or []
         found = any(message.get("user") == self.bot_user_id for message in messages)
-        self._remember(channel, thread, found)
+        self._known_threads.remember((channel, thread), found)
         return found
 
-    def _remember(self, channel: str, thread: str, takes_part: bool) -> None:
-        self._known_threads[(channel, thread)] = takes_part
-        self._known_threads.move_to_end((channel, thread))
-        while len(self._known_threads) > KNOWN_THREADS:
-            self._known_threads.popitem(last=False)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _code(error: SlackApiError) -> str:

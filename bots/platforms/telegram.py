@@ -21,9 +21,9 @@ import hmac
 import logging
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from telegram import Bot, BotCommand, Chat, Message, MessageEntity, ReplyParameters, Update
@@ -41,6 +41,7 @@ from ..errors import error_sentence
 from ..formatting import to_telegram_html
 from ..settings import TelegramSettings, database_path
 from ..store import ConversationKey
+from .bookkeeping import AnswerTasks
 
 log = logging.getLogger("ingle.bots.telegram")
 
@@ -245,7 +246,7 @@ class TelegramBot:
             default_model=settings.default_model,
             open_reply=self.open_reply,
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = AnswerTasks()
         self._poller: asyncio.Task[None] | None = None
         self._webhook: web.AppRunner | None = None
 
@@ -282,9 +283,7 @@ class TelegramBot:
         if self._webhook is not None:
             await self._webhook.cleanup()
             self._webhook = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.core.__aexit__(None, None, None)
         if self.application.running:
             await self.application.stop()
@@ -398,7 +397,7 @@ class TelegramBot:
         )
         turn = await self.core.receive(incoming, reply)
         if turn is not None:
-            self._spawn(turn.run())
+            self._tasks.spawn(turn.run())
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """PTB's error handler: one sentence to the chat, the details to the log."""
@@ -442,10 +441,6 @@ class TelegramBot:
             text = _cut_utf16(text, start, end)
         return text.strip()
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _cut_utf16(text: str, start: int, end: int) -> str:
