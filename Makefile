@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install test run bench clean vsix bench-lsp
+.PHONY: venv install test run bench clean vsix bench-lsp bench-api bench-bots
 
 venv install: $(INSTALLED)
 
@@ -49,3 +49,10 @@ lsp/vscode/ingle.vsix: lsp/vscode/package.json lsp/vscode/package-lock.json lsp/
 # Typing replay through `ingle lsp` vs llama-server's /infill (builds llama-server once into ~/.cache/ingle-bench).
 bench-lsp: $(INSTALLED)
 	$(BIN)/python bench/lsp_typing.py
+
+bench-api: $(INSTALLED)
+	$(BIN)/python bench/api.py
+
+# Run as a module: it drives the fake Slack from tests/fakes.
+bench-bots: $(INSTALLED)
+	$(BIN)/python -m bench.bots_slack
