@@ -188,7 +188,8 @@ class ModelStore:
         path = self.manifest_path(model)
         if not path.is_file():
             raise ModelNotFound(
-                f"Model '{model}' is not in the store: see `ingle list`, or fetch it with `ingle pull {model}`."
+                f"Model '{model}' is not in the store: `ingle list` shows what is there, and "
+                f"`ingle pull SOURCE --name {model}` fetches it (`ingle pull --help` lists the sources)."
             )
         manifest = self._read_manifest(path)
         if not self.has_blob(manifest.digest):
