@@ -22,7 +22,7 @@ from ingle.core.engine import Engine
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
 from tests.fakes.mattermost_api import BOT_USER_ID, FakeMattermost
-from tests.test_bots_slack import RecordingBackend
+from tests.bot_helpers import RecordingBackend
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,8 @@ from ingle.bots.platforms.slack import EditBudget, SlackBot, clean_text
 from ingle.bots.settings import SlackSettings
 from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
-from ingle.core.errors import QueueFull
-from ingle.core.generation import EmbeddingResult, GenerationChunk, GenerationRequest
 from ingle.core.settings import Settings
+from tests.bot_helpers import BusyBackend, RecordingBackend
 from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
 
 pytestmark = pytest.mark.slow
@@ -31,32 +30,6 @@ ALICE = "U0ALICE001"
 STRANGER = "U0STRANGE1"
 DM = "D0DM000001"
 CHANNEL = "C0GENERAL1"
-
-
-class RecordingBackend:
-    """The real engine, with every request it was asked kept for inspection."""
-
-    def __init__(self, inner: GenerationBackend) -> None:
-        self.inner = inner
-        self.requests: list[GenerationRequest] = []
-
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        self.requests.append(request)
-        return self.inner.generate(request)
-
-    async def embed(
-        self, model: str, inputs: list[str], keep_alive: float | None = None, truncate: bool = True
-    ) -> EmbeddingResult:
-        return await self.inner.embed(model, inputs, keep_alive, truncate)
-
-
-class BusyBackend(RecordingBackend):
-    """A backend whose every sequence is taken, as the engine says when its queue is full."""
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:  # type: ignore[override]
-        self.requests.append(request)
-        raise QueueFull("Every sequence is busy and the queue is full; try again shortly.", retry_after=2.0)
-        yield GenerationChunk("")  # pragma: no cover - makes this an async generator
 
 
 def slack_settings(slack: FakeSlack, tmp_path: Path, **overrides: Any) -> SlackSettings:
@@ -219,7 +192,7 @@ async def test_http_mode_checks_signatures_and_drops_retries(engine: Engine, tmp
 
 
 async def test_a_full_queue_answers_busy_try_again(tmp_path: Path) -> None:
-    async with FakeSlack() as slack, slack_bot(slack, tmp_path, BusyBackend(None)):  # type: ignore[arg-type]
+    async with FakeSlack() as slack, slack_bot(slack, tmp_path, BusyBackend()):
         ts, _ = await slack.user_says(ALICE, "Are you there?", channel=DM)
         (reply,) = await slack.wait_until(lambda: slack.finished_replies(DM, ts), what="the busy answer")
 
