@@ -20,11 +20,11 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from aiohttp import web
-
 from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
 from ingle.core.settings import Settings
+
+from tests.fakes import start_on_loopback
 
 from .test_cli import ingle_executable
 
@@ -32,12 +32,9 @@ from .test_cli import ingle_executable
 @asynccontextmanager
 async def serving(settings: Settings, engine: Engine) -> AsyncIterator[str]:
     """Serve create_app(settings, engine) on 127.0.0.1 and a free port; yield its base URL."""
-    runner = web.AppRunner(create_app(settings, engine), handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, url = await start_on_loopback(create_app(settings, engine))
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield url
     finally:
         await runner.cleanup()
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import aiohttp
 import ollama
 import pytest
-from aiohttp import web
-
 from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
+
+from tests.fakes import start_on_loopback
 
 from .conftest import DEFAULT_MODEL
 from .fakes.gguf_files import write_tiny_gguf
@@ -40,11 +40,7 @@ WEATHER_TOOL = {
 @pytest.fixture(scope="module")
 async def base_url(engine: Engine) -> AsyncIterator[str]:
     """The API over the session's engine, on an ephemeral loopback port, answering once it is up."""
-    runner = web.AppRunner(create_app(engine.settings, engine), handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await start_on_loopback(create_app(engine.settings, engine))
     async with aiohttp.ClientSession() as session:
         for _ in range(100):
             try:

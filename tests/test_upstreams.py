@@ -20,10 +20,13 @@ from pathlib import Path
 
 import openai
 import pytest
-from aiohttp import web
-
 from ingle.adapters.http.app import create_app
-from ingle.adapters.upstreams import BackendRouter, OpenAIUpstream, UpstreamUnavailable, openai_request
+from ingle.adapters.upstreams import (
+    BackendRouter,
+    OpenAIUpstream,
+    UpstreamUnavailable,
+    openai_request,
+)
 from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
 from ingle.core.errors import InvalidRequest, ModelNotFound, QueueFull
@@ -36,6 +39,8 @@ from ingle.core.generation import (
     SamplingOptions,
 )
 from ingle.core.settings import Settings, UpstreamSettings
+
+from tests.fakes import start_on_loopback
 
 from .conftest import DEFAULT_MODEL, link_home, settings_for
 from .fakes.openai_server import FakeOpenAIServer
@@ -357,12 +362,9 @@ class RecordingBackend:
 @asynccontextmanager
 async def running_app(settings: Settings, engine: Engine, backend: GenerationBackend | None = None) -> AsyncIterator[str]:
     """Serve the HTTP API on an ephemeral loopback port; yield its base URL."""
-    runner = web.AppRunner(create_app(settings, engine, backend), handler_cancellation=True)
-    await runner.setup()
+    runner, url = await start_on_loopback(create_app(settings, engine, backend))
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield url
     finally:
         await runner.cleanup()
 

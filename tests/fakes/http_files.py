@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from . import start_on_loopback
+
 
 @dataclass
 class ServedFile:
@@ -162,12 +164,7 @@ class FakeFileServer:
         app.router.add_route("*", "/files/{key}", self._serve_file)
         app.router.add_route("*", "/simple/{project}/", self._project_page)
         app.router.add_route("*", "/{owner}/{repo}/resolve/{revision}/{path:.+}", self._hf_resolve)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await start_on_loopback(app, access_log=None)
 
     def stop(self) -> None:
         """Stop serving and join the server thread."""

@@ -32,6 +32,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from . import start_on_loopback
+
 POST_LIMIT = 16383
 BOT_USER_ID = "botuser0000000000000000001"
 TEAM_ID = "team00000000000000000000001"
@@ -115,11 +117,7 @@ class FakeMattermost:
         app.router.add_get("/api/v4/posts/{post_id}/thread", self._get_thread)
         app.router.add_put("/api/v4/posts/{post_id}", self._update_post)
         app.router.add_put("/api/v4/posts/{post_id}/patch", self._patch_post)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await start_on_loopback(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

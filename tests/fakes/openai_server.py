@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from . import start_on_loopback
+
 
 @dataclass
 class FakeOpenAIServer:
@@ -39,11 +41,7 @@ class FakeOpenAIServer:
         app.router.add_post("/v1/chat/completions", self._generate)
         app.router.add_post("/v1/completions", self._generate)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await start_on_loopback(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

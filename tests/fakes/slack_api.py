@@ -36,6 +36,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from . import start_on_loopback
+
 TEAM_ID = "T0FAKE0001"
 APP_ID = "A0FAKE0001"
 BOT_USER_ID = "U0BOT00001"
@@ -129,11 +131,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._web_api)
         app.router.add_get("/api/{method}", self._web_api)  # slack_sdk reads some methods with GET
         app.router.add_get("/link", self._link)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await start_on_loopback(app)
         self.base_url = f"{self.url}/api/"
         self._session = aiohttp.ClientSession()
         return self

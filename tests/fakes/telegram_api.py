@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from . import start_on_loopback
+
 MAX_TEXT = 4096
 ALLOWED_TAGS = {
     "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "tg-spoiler", "span",
@@ -104,11 +106,7 @@ class FakeTelegram:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._dispatch)
         # No access log: its request lines carry the token, and it is the fake's log, not the bot's.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await start_on_loopback(app, access_log=None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
