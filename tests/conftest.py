@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,23 @@ def link_home(source_home: Path, target_home: Path) -> Path:
 def default_model_home(default_model_cache: Path, tmp_path: Path) -> Path:
     """A fresh INGLE_HOME for this test that already contains the default model."""
     return link_home(default_model_cache, tmp_path / "home")
+
+
+@pytest.fixture
+def tiny_disk_home(tmp_path: Path) -> Iterator[Path]:
+    """A home whose model store is a 2 MiB tmpfs, so a download fills it for real."""
+    home = tmp_path / "home"
+    mount_point = home / "models"
+    mount_point.mkdir(parents=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up ({result.stderr.strip() or 'mount failed'})")
+    try:
+        yield home
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def settings_for(home: Path, **overrides: object) -> Settings:

@@ -126,23 +126,6 @@ async def test_a_cancelled_pull_keeps_its_partial(
     assert server.seen("GET", "/files/")[-1].headers["Range"] == f"bytes={kept}-"
 
 
-@pytest.fixture
-def tiny_disk_home(tmp_path: Path) -> Iterator[Path]:
-    """A home whose model store is a 2 MiB tmpfs, so a download fills it for real."""
-    home = tmp_path / "home"
-    mount_point = home / "models"
-    mount_point.mkdir(parents=True)
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up ({result.stderr.strip() or 'mount failed'})")
-    try:
-        yield home
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 async def test_a_full_disk_during_download_raises_storage_full(
     server: FakeFileServer, tiny_disk_home: Path, tmp_path: Path
 ) -> None:

@@ -236,24 +236,8 @@ def test_commit_refuses_files_outside_partial(store: ModelStore, tmp_path: Path)
     assert outside.exists() and list(store.blobs_dir.iterdir()) == []
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 2 MiB tmpfs mounted where the store lives, so writes fail with a real ENOSPC."""
-    mount_point = tmp_path / "home" / "models"
-    mount_point.mkdir(parents=True)
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up ({result.stderr.strip() or 'mount failed'})")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def test_a_full_disk_during_import_raises_storage_full(tiny_disk: Path, tmp_path: Path, ggufs: list[Path]) -> None:
-    store = ModelStore(tiny_disk)
+def test_a_full_disk_during_import_raises_storage_full(tiny_disk_home: Path, tmp_path: Path, ggufs: list[Path]) -> None:
+    store = ModelStore(tiny_disk_home / "models")
     manifest_for(store, "small", ggufs[0])
     big = tmp_path / "big.gguf"
     big.write_bytes(os.urandom(3 << 20))
@@ -261,7 +245,7 @@ def test_a_full_disk_during_import_raises_storage_full(tiny_disk: Path, tmp_path
         store.import_file(big)
     assert list(store.partial_dir.iterdir()) == []
     assert len(list(store.blobs_dir.iterdir())) == 1
-    assert [m.name for m in ModelStore(tiny_disk).list()] == ["small:latest"]
+    assert [m.name for m in ModelStore(tiny_disk_home / "models").list()] == ["small:latest"]
 
 
 def test_a_file_size_limit_during_import_raises_storage_full(tmp_path: Path, ggufs: list[Path]) -> None:
