@@ -9,7 +9,12 @@ from pathlib import Path
 
 from ingle.core.backend import GenerationBackend
 from ingle.core.errors import QueueFull
-from ingle.core.generation import EmbeddingResult, GenerationChunk, GenerationRequest, GenerationStats
+from ingle.core.generation import (
+    EmbeddingResult,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStats,
+)
 
 
 class RecordingBackend:

@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-
 from ingle.adapters.http.app import create_app
 from ingle.adapters.http.llama_server import StopRules
 from ingle.core.engine import Engine

@@ -12,7 +12,6 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
-
 from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
 

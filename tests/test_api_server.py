@@ -14,13 +14,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from ingle.core.engine import Engine
 from ingle.core.generation import GenerationRequest, SamplingOptions
 
 from .conftest import DEFAULT_MODEL, settings_for
-from .servers import metric_value, poll, serving, start_daemon
 from .fakes.gguf_files import write_tiny_gguf
+from .servers import metric_value, poll, serving, start_daemon
 from .test_cli import ingle
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from ingle.bots.access import AccessPolicy
 from ingle.bots.commands import ScheduleSpec, parse_command, parse_schedule
 from ingle.bots.conversation import (
@@ -26,7 +25,13 @@ from ingle.bots.conversation import (
     strip_reasoning,
 )
 from ingle.bots.errors import BUSY, error_sentence
-from ingle.bots.formatting import as_markdown, preview, split_markdown, to_slack_mrkdwn, to_telegram_html
+from ingle.bots.formatting import (
+    as_markdown,
+    preview,
+    split_markdown,
+    to_slack_mrkdwn,
+    to_telegram_html,
+)
 from ingle.bots.ratelimit import RateLimiter
 from ingle.bots.schedules import BotScheduler
 from ingle.bots.settings import TelegramSettings

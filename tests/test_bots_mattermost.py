@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.platforms.mattermost import MattermostBot, clean_text
 from ingle.bots.settings import MattermostSettings
@@ -21,8 +20,9 @@ from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
-from tests.fakes.mattermost_api import BOT_USER_ID, FakeMattermost
+
 from tests.bot_helpers import RecordingBackend
+from tests.fakes.mattermost_api import BOT_USER_ID, FakeMattermost
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ingle.bots.errors import BUSY
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.platforms.slack import EditBudget, SlackBot, clean_text
@@ -21,6 +20,7 @@ from ingle.bots.settings import SlackSettings
 from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
 from ingle.core.settings import Settings
+
 from tests.bot_helpers import BusyBackend, RecordingBackend
 from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from ingle.bots.formatting import to_telegram_html
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.platforms.telegram import TelegramBot
@@ -24,8 +23,8 @@ from ingle.core.settings import Settings
 
 from .bot_helpers import BusyBackend, RecordingBackend, ScriptedBackend, stored_messages
 from .conftest import settings_for
-from .test_cli import ingle_executable
 from .fakes.telegram_api import MAX_TEXT, FakeTelegram, visible_html
+from .test_cli import ingle_executable
 
 DM = 1001  # a private chat with user 1 (chat id = user id in Telegram; any positive id will do)
 GROUP = -100200
@@ -311,7 +310,8 @@ async def test_the_token_never_reaches_the_log(
     assert not any(fake.token in message for message in messages)
 
 
-async def test_ingle_bot_telegram_runs_standalone_and_stops_on_sigterm(fake: FakeTelegram, tmp_path: Path) -> None:
+def bot_process_env(fake: FakeTelegram, tmp_path: Path, home: Path, **extra: str) -> dict[str, str]:
+    """Environment for an `ingle` subprocess whose config has a [bots.telegram] section aimed at the fake."""
     config = tmp_path / "ingle.toml"
     config.write_text(
         "[bots.telegram]\n"
@@ -319,12 +319,17 @@ async def test_ingle_bot_telegram_runs_standalone_and_stops_on_sigterm(fake: Fak
         'allowed_users = ["1"]\n'
         "poll_timeout = 1\n"
     )
-    env = {
+    return {
         **os.environ,
         "INGLE_CONFIG": str(config),
-        "INGLE_HOME": str(tmp_path / "home"),
+        "INGLE_HOME": str(home),
         "INGLE_TELEGRAM_TOKEN": fake.token,  # secrets from the environment, never a flag
+        **extra,
     }
+
+
+async def test_ingle_bot_telegram_runs_standalone_and_stops_on_sigterm(fake: FakeTelegram, tmp_path: Path) -> None:
+    env = bot_process_env(fake, tmp_path, home=tmp_path / "home")
     process = await asyncio.create_subprocess_exec(
         ingle_executable(), "-v", "bot", "telegram", "--embedded",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -348,21 +353,7 @@ async def test_ingle_bot_telegram_runs_standalone_and_stops_on_sigterm(fake: Fak
 async def test_ingle_serve_runs_the_configured_bot_and_sigterm_keeps_the_conversation(
     fake: FakeTelegram, default_model_home: Path, tmp_path: Path
 ) -> None:
-    config = tmp_path / "ingle.toml"
-    config.write_text(
-        "port = 0\n"
-        "[bots.telegram]\n"
-        f'base_url = "{fake.base_url}"\n'
-        'allowed_users = ["1"]\n'
-        "poll_timeout = 1\n"
-    )
-    env = {
-        **os.environ,
-        "INGLE_CONFIG": str(config),
-        "INGLE_HOME": str(default_model_home),
-        "INGLE_NUM_THREADS": "2",
-        "INGLE_TELEGRAM_TOKEN": fake.token,
-    }
+    env = bot_process_env(fake, tmp_path, home=default_model_home, INGLE_PORT="0", INGLE_NUM_THREADS="2")
     process = await asyncio.create_subprocess_exec(
         ingle_executable(), "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

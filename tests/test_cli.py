@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGUFWriter
-
 from ingle.adapters.cli.formatting import (
     human_size,
     parameter_count,

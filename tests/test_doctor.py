@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from ingle.adapters.cli import doctor
 from ingle.adapters.cli.doctor import Check, run_checks
 

@@ -10,10 +10,19 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
-
 from ingle.core.engine import Engine
-from ingle.core.errors import ContextOverflow, InsufficientMemory, ModelNotFound, QueueFull
-from ingle.core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
+from ingle.core.errors import (
+    ContextOverflow,
+    InsufficientMemory,
+    ModelNotFound,
+    QueueFull,
+)
+from ingle.core.generation import (
+    ChatMessage,
+    GenerationRequest,
+    GenerationStats,
+    SamplingOptions,
+)
 
 from .conftest import DEFAULT_MODEL, settings_for
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from lsprotocol import types
-from pygls.workspace import Workspace
-
 from ingle.adapters.cli.engine_access import EngineChoice
 from ingle.adapters.engine_api import LocalEngine
 from ingle.core.engine import Engine
 from ingle.lsp.server import IngleLanguageServer, create_server
+from lsprotocol import types
+from pygls.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
-
 from ingle.lsp.cache import CacheKey, SuggestionCache
 from ingle.lsp.context import ContextRing
 from ingle.lsp.postprocess import StreamStop, clean_suggestion
 from ingle.lsp.prompt import Anchors, Cursor, build_prompt
 from ingle.lsp.settings import CompletionSettings
+from pydantic import ValidationError
 
 
 def cursor_in(text: str, marker: str = "|", filename: str = "code.py") -> Cursor:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from ingle.adapters.http.assistant_output import (
+    AssistantOutputParser,
+    AssistantPiece,
+    parse_tool_call,
+)
+from ingle.adapters.http.ollama_wire import (
+    ChatRequest,
+    GenerateRequest,
+    parse_keep_alive,
+)
 from pydantic import ValidationError
-
-from ingle.adapters.http.assistant_output import AssistantOutputParser, AssistantPiece, parse_tool_call
-from ingle.adapters.http.ollama_wire import ChatRequest, GenerateRequest, parse_keep_alive
 
 TOOLS = ["get_weather"]
 

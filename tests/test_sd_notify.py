@@ -22,9 +22,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from ingle.adapters.config_reload import reload_settings
-from ingle.adapters.logging_setup import JournalFormatter, configure_logging, journal_attached
+from ingle.adapters.logging_setup import (
+    JournalFormatter,
+    configure_logging,
+    journal_attached,
+)
 from ingle.adapters.systemd import SystemdNotifier
 from ingle.core.settings import Settings
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from ingle.core.errors import CorruptModel, DigestMismatch, InvalidDigest, SourceError
 from ingle.core.names import ModelName
 from ingle.core.pull import pull

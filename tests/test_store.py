@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from ingle.core.errors import (
     CorruptModel,
     DigestMismatch,

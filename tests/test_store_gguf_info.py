@@ -6,11 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
-
 from ingle.core.errors import CorruptModel
 from ingle.core.gguf_info import quantization_name, read_gguf_info
 
-from .fakes.gguf_files import CHAT_TEMPLATE, CODELLAMA_FIM_TOKENS, DEEPSEEK_FIM_TOKENS, write_tiny_gguf
+from .fakes.gguf_files import (
+    CHAT_TEMPLATE,
+    CODELLAMA_FIM_TOKENS,
+    DEEPSEEK_FIM_TOKENS,
+    write_tiny_gguf,
+)
 
 
 def test_reads_the_facts_of_a_tiny_model(tmp_path: Path) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 
 
@@ -15,3 +20,13 @@ async def start_on_loopback(app: web.Application, **runner_options: object) -> t
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def poll_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Re-check `condition` every 20 ms until it returns something truthy; TimeoutError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")

@@ -20,7 +20,6 @@ websocket with `drop_connections` and wait with `wait_until` (polls, never sleep
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -32,7 +31,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import start_on_loopback
+from . import poll_until, start_on_loopback
 
 POST_LIMIT = 16383
 BOT_USER_ID = "botuser0000000000000000001"
@@ -176,13 +175,7 @@ class FakeMattermost:
 
     async def wait_until(self, condition: Callable[[], Any], timeout: float = 180.0, what: str = "condition") -> Any:
         """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"fake Mattermost: timed out after {timeout}s waiting for {what}")
+        return await poll_until(condition, timeout, f"fake Mattermost: {what}")
 
     # --- people posting ----------------------------------------------------------
 

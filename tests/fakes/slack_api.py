@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import start_on_loopback
+from . import poll_until, start_on_loopback
 
 TEAM_ID = "T0FAKE0001"
 APP_ID = "A0FAKE0001"
@@ -186,13 +186,7 @@ class FakeSlack:
 
     async def wait_until(self, condition: Callable[[], Any], timeout: float = 180.0, what: str = "condition") -> Any:
         """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"fake Slack: timed out after {timeout}s waiting for {what}")
+        return await poll_until(condition, timeout, f"fake Slack: {what}")
 
     # --- events the workspace sends ---------------------------------------------
 
