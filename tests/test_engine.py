@@ -280,3 +280,19 @@ async def test_idle_model_is_evicted_for_a_new_one(default_model_home: Path, tmp
 def _with_keep_alive(request: GenerationRequest, seconds: float) -> GenerationRequest:
     request.keep_alive = seconds
     return request
+
+
+async def test_with_kv_reuse_text_inserted_mid_prompt_decodes_only_the_inserted_tokens(default_model_home: Path) -> None:
+    notes = [f"# note {index}: keep the helpers small and pure" for index in range(30)]
+
+    def request(inserted: list[str]) -> GenerationRequest:
+        lines = notes[:15] + inserted + notes[15:] + ["", "def add(a, b):", "    return"]
+        options = SamplingOptions(temperature=0.0, top_k=1, max_tokens=4)
+        return GenerationRequest(model=DEFAULT_MODEL, prompt="\n".join(lines), raw=True, options=options)
+
+    async with Engine(settings_for(default_model_home, num_parallel=1, kv_reuse_min_tokens=16)) as engine:
+        await collect(engine, request([]))
+        text, stats = await collect(engine, request(["# an inserted line"]))
+    decoded = stats.prompt_tokens - stats.cached_tokens
+    assert decoded <= 12, f"{decoded} of {stats.prompt_tokens} prompt tokens decoded again"
+    assert text.strip().startswith("a + b")

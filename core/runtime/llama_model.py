@@ -201,7 +201,9 @@ class LlamaContext:
         params.n_ctx = shape.sequences * shape.tokens_per_sequence
         params.n_batch = shape.batch_tokens
         params.n_ubatch = shape.batch_tokens
-        params.n_seq_max = shape.sequences
+        # One more sequence than requests: the scratch sequence of decode_inside.
+        params.n_seq_max = shape.sequences + 1
+        self._scratch = shape.sequences
         # One KV pool shared by all sequences: a long conversation may use more
         # than its share while others are short, and reuse works across slots.
         params.kv_unified = True
@@ -234,13 +236,47 @@ class LlamaContext:
         if status != 0:
             raise RuntimeFailure(f"llama.cpp failed to evaluate the prompt (llama_decode returned {status}).")
 
-    def forget(self, sequence: int, start: int = 0) -> None:
-        """Drop a sequence's cached tokens from position `start` on."""
-        llama.llama_memory_seq_rm(self._memory, sequence, start, -1)
+    def forget(self, sequence: int, start: int = 0, end: int = -1) -> None:
+        """Drop a sequence's cached tokens at positions [start, end); end -1 means to the end."""
+        llama.llama_memory_seq_rm(self._memory, sequence, start, end)
+
+    @property
+    def can_shift(self) -> bool:
+        """Whether cached tokens can move to other positions (RoPE models can; some others cannot)."""
+        return bool(llama.llama_memory_can_shift(self._memory))
+
+    def shift(self, sequence: int, start: int, end: int, delta: int) -> None:
+        """Move a sequence's cached tokens at positions [start, end) by `delta` positions.
+
+        llama.cpp re-rotates the moved keys at the next decode, over the whole
+        cache at once, so several moves cost about as much as one.
+        """
+        llama.llama_memory_seq_add(self._memory, sequence, start, end, delta)
 
     def clear(self) -> None:
         """Drop every cached token of every sequence."""
         llama.llama_memory_clear(self._memory, True)
+
+    def decode_inside(self, sequence: int, tokens: list[int], start: int, batch: Batch) -> None:
+        """Decode `tokens` at positions start, start+1, ... of a sequence that already holds later positions.
+
+        llama.cpp only appends after a sequence's last position, so the tokens
+        go to a scratch sequence that shares the cells before `start`, and
+        their cells are then shared back. They attend to everything before
+        them, as if decoded in order.
+        """
+        memory, scratch = self._memory, self._scratch
+        llama.llama_memory_seq_rm(memory, scratch, -1, -1)
+        llama.llama_memory_seq_cp(memory, sequence, scratch, 0, start)
+        try:
+            for offset in range(0, len(tokens), batch.capacity):
+                batch.clear()
+                for index, token in enumerate(tokens[offset : offset + batch.capacity]):
+                    batch.add(token, start + offset + index, scratch, False)
+                self.decode(batch)
+            llama.llama_memory_seq_cp(memory, scratch, sequence, start, start + len(tokens))
+        finally:
+            llama.llama_memory_seq_rm(memory, scratch, -1, -1)
 
     def embedding(self, sequence: int) -> list[float]:
         """The pooled embedding of a sequence after decoding it with embeddings on."""

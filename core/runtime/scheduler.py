@@ -8,8 +8,9 @@ arrive mid-generation join at the next step instead of waiting for the others
 to finish; a finished or cancelled request frees its sequence at once.
 
 Each sequence ("slot") keeps the tokens its KV cache holds. A new request is
-placed on the free slot whose cached tokens share the longest prefix with its
-prompt, and only the rest of the prompt is decoded (prompt reuse).
+placed on the free slot that can reuse the most of its prompt: the shared
+prefix, plus runs of cached tokens moved to new positions (kv_reuse.py); only
+the rest of the prompt is decoded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 from ..errors import IngleError, QueueFull
 from ..generation import DoneReason, GenerationChunk, GenerationStats
+from .kv_reuse import ReusePlan, plan_reuse
 from .llama_model import Batch, ContextShape, LlamaContext, LlamaModel
 from .sampler import Sampler
 from .text_output import TextOutput
@@ -38,6 +40,10 @@ Emit = Callable[[GenerationChunk | BaseException], None]
 # many tokens so that the streams stall for a fraction of a second per step
 # rather than for the whole prompt (about 1 s per 128 tokens on 2 CPU cores).
 PREFILL_CHUNK_WHILE_STREAMING = 128
+# Holes between moved runs of cached tokens are decoded when a request is
+# placed, in one go; a plan needing more than this is cut short, and the rest
+# of its prompt is fed in chunks like any other.
+MOST_HOLE_TOKENS = 256
 
 
 @dataclass(eq=False)  # jobs are compared by identity: two requests are never "equal"
@@ -81,27 +87,24 @@ class Slot:
 
     sequence: int
     cached: list[int] = field(default_factory=list)
+    """The token at each position of the sequence's cache."""
     job: GenerationJob | None = None
     last_used: float = 0.0
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    """Number of leading tokens two token lists share."""
-    limit = min(len(a), len(b))
-    index = 0
-    while index < limit and a[index] == b[index]:
-        index += 1
-    return index
 
 
 class BatchScheduler:
     """Runs continuous batching for one loaded model on its own thread."""
 
-    def __init__(self, model: LlamaModel, shape: ContextShape, queue_size: int, name: str = "model") -> None:
+    def __init__(
+        self, model: LlamaModel, shape: ContextShape, queue_size: int, name: str = "model", min_moved_run: int = 0
+    ) -> None:
         self.model = model
         self.shape = shape
         self.queue_size = queue_size
         self._context: LlamaContext = model.new_context(shape)
+        # Cached runs shorter than this are decoded again rather than moved; 0 (or a model whose
+        # cache cannot shift) reuses the common prefix only.
+        self._min_moved_run = min_moved_run if self._context.can_shift else 0
         self._batch = Batch(shape.batch_tokens)
         self._slots = [Slot(sequence) for sequence in range(shape.sequences)]
         self._waiting: deque[GenerationJob] = deque()
@@ -174,9 +177,11 @@ class BatchScheduler:
                     break
                 calls = list(self._calls)
                 self._calls.clear()
-                self._admit()
+                placed = self._admit()
             for function, future in calls:
                 self._run_call(function, future)
+            for slot, plan in placed:
+                self._place(slot, plan)
             self._drop_cancelled()
             if any(slot.job for slot in self._slots):
                 self._step()
@@ -196,8 +201,9 @@ class BatchScheduler:
         except BaseException as error:  # handed to the caller, who translates it
             future.set_exception(error)
 
-    def _admit(self) -> None:
-        """Move waiting jobs onto free slots, choosing the slot with the longest cached prefix."""
+    def _admit(self) -> list[tuple[Slot, ReusePlan]]:
+        """Give waiting jobs the free slots that can reuse the most of their prompts; return the plans."""
+        placed = []
         while self._waiting:
             job = self._waiting[0]
             if job.cancelled:
@@ -206,17 +212,35 @@ class BatchScheduler:
                 continue
             free = [slot for slot in self._slots if slot.job is None]
             if not free:
-                return
+                break
             self._waiting.popleft()
-            slot = max(free, key=lambda s: (common_prefix_length(s.cached, job.tokens), -s.last_used))
-            # At least the last prompt token is decoded again: its logits pick the first token.
-            reuse = min(common_prefix_length(slot.cached, job.tokens), len(job.tokens) - 1)
-            self._context.forget(slot.sequence, reuse)
-            slot.cached = job.tokens[:reuse]
+            plans = {slot.sequence: plan_reuse(slot.cached, job.tokens, self._min_moved_run) for slot in free}
+            slot = max(free, key=lambda s: (plans[s.sequence].reused, -s.last_used))
             slot.job = job
-            job.n_past = reuse
-            job.stats.cached_tokens = reuse
-            job.stats.prompt_tokens = len(job.tokens)
+            placed.append((slot, plans[slot.sequence].with_holes_up_to(MOST_HOLE_TOKENS)))
+        return placed
+
+    def _place(self, slot: Slot, plan: ReusePlan) -> None:
+        """Arrange a slot's cache for its new job: drop what it cannot use, move runs, fill the holes."""
+        job = slot.job
+        for start, end in plan.removals():
+            self._context.forget(slot.sequence, start, end)
+        for move in plan.ordered_moves():
+            self._context.shift(slot.sequence, move.source, move.source + move.length, move.delta)
+        resume_at, reused = plan.resume_at, plan.reused
+        for start, end in plan.holes():
+            try:
+                self._context.decode_inside(slot.sequence, job.tokens[start:end], start, self._batch)
+            except IngleError as error:
+                log.warning("decoding between reused tokens failed (%s); decoding the prompt from there", error)
+                self._context.forget(slot.sequence, start)
+                resume_at = start
+                reused = plan.prefix + sum(move.length for move in plan.moves if move.target < start)
+                break
+        slot.cached = job.tokens[:resume_at]
+        job.n_past = resume_at
+        job.stats.cached_tokens = reused
+        job.stats.prompt_tokens = len(job.tokens)
 
     def _drop_cancelled(self) -> None:
         for slot in self._slots:
