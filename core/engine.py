@@ -292,7 +292,10 @@ class Engine:
     def _open(self, manifest: Manifest, shape: ContextShape, need: MemoryEstimate) -> LoadedModel:
         model = LlamaModel(self.store.blob_path(manifest.digest))
         try:
-            scheduler = BatchScheduler(model, shape, self.settings.queue_size, name=manifest.name)
+            scheduler = BatchScheduler(
+                model, shape, self.settings.queue_size, name=manifest.name,
+                min_moved_run=self.settings.kv_reuse_min_tokens,
+            )
         except Exception:
             model.free()
             raise

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     queue_size: int = Field(default=16, ge=0)
     """Requests that may wait for a free sequence per model before new ones are refused."""
 
+    kv_reuse_min_tokens: int = Field(default=0, ge=0)
+    """Shortest run of cached prompt tokens moved to a new position instead of decoded again
+    (llama-server's --cache-reuse); 0, the default, reuses only a prompt's shared prefix. Off by
+    default: moved tokens keep keys and values computed beside their old neighbours, which cost
+    code completion most of its accuracy in the typing benchmark (README)."""
+
     load_timeout: float = Field(default=300.0, gt=0)
     """Seconds a model load may take before it is abandoned with an error."""
 
