@@ -53,3 +53,9 @@ def test_a_plan_is_cut_where_its_holes_would_cost_too_much() -> None:
     assert plan.with_holes_up_to(10).moves == (Move(20, 15, 30),)
     assert plan.with_holes_up_to(10).resume_at == 45
     assert plan.with_holes_up_to(1000) == plan
+
+
+def test_a_plan_cut_before_a_hole_resumes_decoding_there() -> None:
+    plan = ReusePlan(prefix=10, moves=(Move(20, 15, 30), Move(100, 200, 40)), prompt_length=300)
+    assert plan.before(45).moves == (Move(20, 15, 30),)
+    assert (plan.before(45).resume_at, plan.before(45).reused) == (45, 40)

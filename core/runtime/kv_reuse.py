@@ -88,6 +88,10 @@ class ReusePlan:
         forwards = [move for move in self.moves if move.delta > 0]
         return backwards + forwards[::-1]
 
+    def before(self, position: int) -> "ReusePlan":
+        """This plan without the moves that land at or after `position` (whose tail then starts there)."""
+        return ReusePlan(self.prefix, tuple(move for move in self.moves if move.target < position), self.prompt_length)
+
     def with_holes_up_to(self, tokens: int) -> "ReusePlan":
         """This plan without the moves that would need more than `tokens` tokens decoded in holes."""
         kept, spent, start = [], 0, self.prefix

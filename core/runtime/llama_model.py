@@ -266,7 +266,7 @@ class LlamaContext:
         them, as if decoded in order.
         """
         memory, scratch = self._memory, self._scratch
-        llama.llama_memory_seq_rm(memory, scratch, -1, -1)
+        self.forget(scratch)
         llama.llama_memory_seq_cp(memory, sequence, scratch, 0, start)
         try:
             for offset in range(0, len(tokens), batch.capacity):
@@ -276,7 +276,7 @@ class LlamaContext:
                 self.decode(batch)
             llama.llama_memory_seq_cp(memory, scratch, sequence, start, start + len(tokens))
         finally:
-            llama.llama_memory_seq_rm(memory, scratch, -1, -1)
+            self.forget(scratch)
 
     def embedding(self, sequence: int) -> list[float]:
         """The pooled embedding of a sequence after decoding it with embeddings on."""

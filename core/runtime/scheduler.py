@@ -227,19 +227,17 @@ class BatchScheduler:
             self._context.forget(slot.sequence, start, end)
         for move in plan.ordered_moves():
             self._context.shift(slot.sequence, move.source, move.source + move.length, move.delta)
-        resume_at, reused = plan.resume_at, plan.reused
         for start, end in plan.holes():
             try:
                 self._context.decode_inside(slot.sequence, job.tokens[start:end], start, self._batch)
             except IngleError as error:
                 log.warning("decoding between reused tokens failed (%s); decoding the prompt from there", error)
                 self._context.forget(slot.sequence, start)
-                resume_at = start
-                reused = plan.prefix + sum(move.length for move in plan.moves if move.target < start)
+                plan = plan.before(start)
                 break
-        slot.cached = job.tokens[:resume_at]
-        job.n_past = resume_at
-        job.stats.cached_tokens = reused
+        slot.cached = job.tokens[: plan.resume_at]
+        job.n_past = plan.resume_at
+        job.stats.cached_tokens = plan.reused
         job.stats.prompt_tokens = len(job.tokens)
 
     def _drop_cancelled(self) -> None:
