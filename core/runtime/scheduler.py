@@ -177,12 +177,14 @@ class BatchScheduler:
                     break
                 calls = list(self._calls)
                 self._calls.clear()
+                # Cancelled jobs leave first: an editor cancels a request and sends the next keystroke's at
+                # once, and that one should find the sequence (and the cached prompt) the old one held.
+                self._drop_cancelled()
                 placed = self._admit()
             for function, future in calls:
                 self._run_call(function, future)
             for slot, plan in placed:
                 self._place(slot, plan)
-            self._drop_cancelled()
             if any(slot.job for slot in self._slots):
                 self._step()
         self._shut_down()
