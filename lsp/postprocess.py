@@ -34,6 +34,11 @@ class StreamStop:
         self.base_indent = block_indent(cursor)
         self.text = ""
 
+    @property
+    def has_first_line(self) -> bool:
+        """True once a non-blank line is complete: enough to show while the rest streams in."""
+        return any(line.strip() for line in self.text.split("\n")[:-1])
+
     def feed(self, piece: str) -> bool:
         """Add streamed text; True once more text could not change the suggestion."""
         self.text += piece

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import re
 import time
-from contextlib import aclosing
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -31,7 +30,7 @@ from .backend import CompletionBackend
 from .cache import CacheKey, SuggestionCache
 from .context import ContextRing
 from .errors import jsonrpc_error
-from .postprocess import StreamStop, clean_suggestion
+from .generation import SuggestionGeneration
 from .prompt import Anchors, Cursor, build_prompt
 from .settings import CompletionSettings
 
@@ -72,6 +71,8 @@ class IngleLanguageServer(LanguageServer):
         self.cache = SuggestionCache(self.options.cache_size)
         self.anchors: dict[str, Anchors] = {}
         self.in_flight: dict[str, asyncio.Task[Suggestion | None]] = {}
+        self.finishing: dict[str, SuggestionGeneration] = {}
+        """Suggestions whose first line was shown and whose rest is still being generated, per document."""
         self.edited_lines: dict[str, int] = {}
         """Documents edited since their last chunk was taken, and the line last edited."""
         self._warm_up: asyncio.Task[EngineApi] | None = None
@@ -197,8 +198,22 @@ class IngleLanguageServer(LanguageServer):
         task = self.in_flight.pop(uri, None)
         if task is not None:
             task.cancel()
+        generation = self.finishing.pop(uri, None)
+        if generation is not None:
+            generation.cancel()
         self.anchors.pop(uri, None)
         self.edited_lines.pop(uri, None)
+
+    async def stop_finishing(self, uri: str) -> None:
+        """Stop generating the rest of a document's last suggestion: the model is needed for newer text.
+
+        Waiting until the engine has freed that sequence matters for speed: the
+        next request then lands on the sequence that holds most of its prompt.
+        """
+        generation = self.finishing.pop(uri, None)
+        if generation is not None:
+            generation.cancel()
+            await asyncio.wait([generation.task])
 
     # --- completion -----------------------------------------------------------------
 
@@ -236,23 +251,24 @@ class IngleLanguageServer(LanguageServer):
         if self.options.debounce_ms:
             await asyncio.sleep(self.options.debounce_ms / 1000)  # a newer keystroke cancels us meanwhile
         api = await self.engine()
+        await self.stop_finishing(uri)
         self.take_edited_chunks(except_uri=uri)
         anchors = self.anchors.setdefault(uri, Anchors())
         prompt = build_prompt(cursor, anchors, self.ring.chunks_for(cursor.filename), self.options)
         budget = self.options.single_line_tokens if cursor.completes_line else self.options.max_tokens
-        stop = StreamStop(cursor, self.options.max_lines)
-        # aclosing: leaving early (stop rule, cancellation) closes the stream, which frees the engine's sequence.
-        evaluated = 0
-        async with aclosing(api.generate(prompt.request(self.model, budget))) as stream:
-            async for chunk in stream:
-                if chunk.stats is not None:
-                    evaluated = chunk.stats.prompt_tokens - chunk.stats.cached_tokens
-                if stop.feed(chunk.text) or chunk.done:
-                    break
-        text = clean_suggestion(stop.text, cursor, self.options.max_lines)
-        self.cache.put(key, text)
+        generation = SuggestionGeneration(
+            api, prompt.request(self.model, budget), cursor, self.options.max_lines, lambda text: self.cache.put(key, text)
+        )
+        try:
+            text = await generation.first_line
+        except asyncio.CancelledError:
+            generation.cancel()
+            raise
+        if not generation.task.done():
+            self.finishing[uri] = generation
         self._last_problem = None
         seconds = time.perf_counter() - started
+        evaluated = generation.evaluated_tokens
         log.info("suggestion in %.0f ms (%d prompt tokens evaluated): %r", seconds * 1000, evaluated, text)
         return Suggestion(text, cursor, False, seconds, evaluated)
 
@@ -357,7 +373,7 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: IngleLanguageServer, params: None) -> None:
         """Cancel what is in flight and close the engine (an in-process one unloads its model)."""
-        for uri in list(ls.in_flight):
+        for uri in {*ls.in_flight, *ls.finishing}:
             ls.forget(uri)
         await ls.backend.close()
 

@@ -1,4 +1,8 @@
-"""Cancelling a completion frees the engine's sequence (the server driven in-process on the session engine)."""
+"""Requests in flight, driven in-process on the session engine: cancelled, superseded, or finished in the background.
+
+Cancelling a completion frees the engine's sequence; a block's first line is
+shown before the rest is generated, and a newer request stops that rest.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ pytestmark = pytest.mark.slow
 
 # Long enough for a multi-line block to still be generating when it is cancelled.
 STACK = "class Stack:\n    def __init__(self):\n        \n"
+# A function body the model writes over several lines, after enough lines that evaluating them again shows.
+HELPERS = "".join(f"def scale_{index}(value):\n    return value * {index}\n\n" for index in range(6))
+SORT = HELPERS + "def bubble_sort(items):\n    \n"
+BODY_LINE = SORT.count("\n") - 1
 
 
 def server_on(engine: Engine) -> IngleLanguageServer:
@@ -67,4 +75,30 @@ async def test_a_newer_request_supersedes_and_frees_the_older(engine: Engine) ->
     newer = await asyncio.wait_for(server.complete(uri, types.Position(2, 8)), 60)
     assert await older is None, "the superseded request shows nothing"
     assert newer is not None and newer.text.strip()
+    await until_idle(engine)
+
+
+async def test_a_block_shows_its_first_line_at_once_and_the_whole_block_follows(engine: Engine) -> None:
+    server = server_on(engine)
+    uri = open_in(server, "sort_first_line.py", SORT)
+    first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
+    assert first is not None and first.text.strip() and "\n" not in first.text, first
+    await until_idle(engine)  # the rest of the block was generated meanwhile
+    again = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
+    assert again is not None and again.from_cache
+    assert again.text.startswith(first.text) and again.text.count("\n") >= 2, again.text
+
+
+async def test_a_newer_request_stops_the_rest_and_reuses_its_sequence(engine: Engine) -> None:
+    server = server_on(engine)
+    uri = open_in(server, "sort_newer.py", SORT)
+    first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
+    assert first is not None and uri in server.finishing, "the rest of the block is still being generated"
+    typed = "swaps_made = "  # not the start of the suggestion, so the model is asked again
+    assert not first.text.startswith(typed)
+    server.workspace.put_text_document(types.TextDocumentItem(uri, "python", 2, SORT.replace("    \n", f"    {typed}\n")))
+    newer = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4 + len(typed))), 60)
+    assert uri not in server.finishing and newer is not None and not newer.from_cache
+    # Only the tail after the shared prompt prefix is decoded: it landed on the sequence the block left.
+    assert 0 < newer.evaluated_tokens < 30 < first.evaluated_tokens, (newer.evaluated_tokens, first.evaluated_tokens)
     await until_idle(engine)

@@ -1,0 +1,85 @@
+"""Asking the model for one suggestion: the first line is shown as soon as it is complete, the rest follows.
+
+A suggestion of several lines takes the model about 20 ms per token, so
+waiting for all of it would double the time to ghost text. Instead the first
+non-blank line is handed over the moment it is complete, and the generation
+goes on in the background; when it ends, the whole block replaces the first
+line in the cache, so it is there once the user starts typing the suggestion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import aclosing
+
+from ingle.adapters.engine_api import EngineApi
+from ingle.core.generation import GenerationRequest
+
+from .postprocess import StreamStop, clean_suggestion
+from .prompt import Cursor
+
+log = logging.getLogger("ingle.lsp")
+
+
+class SuggestionGeneration:
+    """One generation, running in its own task; `first_line` resolves with the text to show first."""
+
+    def __init__(
+        self,
+        api: EngineApi,
+        request: GenerationRequest,
+        cursor: Cursor,
+        max_lines: int,
+        store: Callable[[str], None],
+    ) -> None:
+        self.cursor = cursor
+        self.max_lines = max_lines
+        self.store = store
+        """Called with the first line, then with the whole suggestion (they go to the cache)."""
+        self.evaluated_tokens = 0
+        """Prompt tokens the engine decoded (the rest it reused from its cache)."""
+        self.first_line: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._shown = False
+        self.task = asyncio.create_task(self._run(api, request))
+        self.task.add_done_callback(self._report_late_failure)
+
+    def cancel(self) -> None:
+        """Stop generating; closing the stream frees the engine's sequence."""
+        self.task.cancel()
+
+    async def _run(self, api: EngineApi, request: GenerationRequest) -> None:
+        stop = StreamStop(self.cursor, self.max_lines)
+        try:
+            # aclosing: leaving early (stop rule, cancellation) closes the stream, which frees the sequence.
+            async with aclosing(api.generate(request)) as stream:
+                async for chunk in stream:
+                    if chunk.stats is not None:
+                        self.evaluated_tokens = chunk.stats.prompt_tokens - chunk.stats.cached_tokens
+                    if stop.feed(chunk.text) or chunk.done:
+                        break
+                    if stop.has_first_line and not self.first_line.done():
+                        self._show(clean_suggestion(stop.text, self.cursor, 1))
+        except BaseException as error:
+            if not self.first_line.done():
+                if isinstance(error, asyncio.CancelledError):
+                    self.first_line.cancel()
+                else:
+                    self.first_line.set_exception(error)
+            raise
+        text = clean_suggestion(stop.text, self.cursor, self.max_lines)
+        if self.first_line.done():
+            self.store(text)
+        else:
+            self._show(text)
+
+    def _show(self, text: str) -> None:
+        self.store(text)
+        self._shown = True
+        self.first_line.set_result(text)
+
+    def _report_late_failure(self, task: asyncio.Task[None]) -> None:
+        # A failure before the first line reached the caller through `first_line`; one after it only costs the rest.
+        if self._shown and not task.cancelled() and task.exception() is not None:
+            log.warning("finishing a suggestion failed: %s", task.exception())
