@@ -3,14 +3,20 @@
 A suggestion of several lines takes the model about 20 ms per token, so
 waiting for all of it would double the time to ghost text. Instead the first
 non-blank line is handed over the moment it is complete, and the generation
-goes on in the background; when it ends, the whole block replaces the first
-line in the cache, so it is there once the user starts typing the suggestion.
+goes on in the background; when it ends, the whole suggestion replaces what
+was shown in the cache, so it is there once the user types on.
+
+After a jump the prompt is mostly new and evaluating it takes most of a
+second; then, once `answer_within` has passed, the words of the first line
+written so far are shown rather than waiting for its end (llama.vim's
+`t_max_predict_ms` does the same), and the rest follows the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from contextlib import aclosing
 
@@ -21,6 +27,10 @@ from .postprocess import StreamStop, clean_suggestion
 from .prompt import Cursor
 
 log = logging.getLogger("ingle.lsp")
+
+# The word the model is in the middle of writing when time is up: shown half-written, it reads as a typo.
+_PARTIAL_WORD = re.compile(r"\w+$")
+_WORD = re.compile(r"\w")
 
 
 class SuggestionGeneration:
@@ -33,6 +43,7 @@ class SuggestionGeneration:
         cursor: Cursor,
         max_lines: int,
         store: Callable[[str], None],
+        answer_within: float | None = None,
     ) -> None:
         self.cursor = cursor
         self.max_lines = max_lines
@@ -40,7 +51,9 @@ class SuggestionGeneration:
         """Called with the first line, then with the whole suggestion (they go to the cache)."""
         self.evaluated_tokens = 0
         """Prompt tokens the engine decoded (the rest it reused from its cache)."""
-        self.first_line: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.first_line: asyncio.Future[str] = loop.create_future()
+        self._deadline = loop.time() + answer_within if answer_within is not None else None
         self._shown = False
         self.task = asyncio.create_task(self._run(api, request))
         self.task.add_done_callback(self._report_late_failure)
@@ -59,8 +72,8 @@ class SuggestionGeneration:
                         self.evaluated_tokens = chunk.stats.prompt_tokens - chunk.stats.cached_tokens
                     if stop.feed(chunk.text) or chunk.done:
                         break
-                    if stop.has_first_line and not self.first_line.done():
-                        self._show(clean_suggestion(stop.text, self.cursor, 1))
+                    if not self.first_line.done():
+                        self._show_early(stop)
         except BaseException as error:
             if not self.first_line.done():
                 if isinstance(error, asyncio.CancelledError):
@@ -73,6 +86,15 @@ class SuggestionGeneration:
             self.store(text)
         else:
             self._show(text)
+
+    def _show_early(self, stop: StreamStop) -> None:
+        """Show the first line once it is complete, or its whole words so far once time is up."""
+        if stop.has_first_line:
+            self._show(clean_suggestion(stop.text, self.cursor, 1))
+        elif self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline:
+            words = _PARTIAL_WORD.sub("", clean_suggestion(stop.text, self.cursor, 1))
+            if _WORD.search(words):  # a lone quote or bracket is not worth showing yet
+                self._show(words)
 
     def _show(self, text: str) -> None:
         self.store(text)

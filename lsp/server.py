@@ -4,6 +4,8 @@ The state lives on `IngleLanguageServer`; each LSP feature is one thin
 handler below that converts in, calls the server, and converts out. One
 request per document is in flight: a newer one (or `$/cancelRequest`)
 cancels it, which closes the engine's token stream and frees its sequence.
+The rest of a block generated after its first line was shown stops as
+soon as the model is needed for newer text.
 """
 
 from __future__ import annotations
@@ -256,8 +258,14 @@ class IngleLanguageServer(LanguageServer):
         anchors = self.anchors.setdefault(uri, Anchors())
         prompt = build_prompt(cursor, anchors, self.ring.chunks_for(cursor.filename), self.options)
         budget = self.options.single_line_tokens if cursor.completes_line else self.options.max_tokens
+        within = self.options.answer_within_ms
         generation = SuggestionGeneration(
-            api, prompt.request(self.model, budget), cursor, self.options.max_lines, lambda text: self.cache.put(key, text)
+            api,
+            prompt.request(self.model, budget),
+            cursor,
+            self.options.max_lines,
+            lambda text: self.cache.put(key, text),
+            answer_within=None if within is None else within / 1000,
         )
         try:
             text = await generation.first_line

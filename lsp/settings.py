@@ -29,16 +29,21 @@ class CompletionSettings(BaseModel):
     single_line_tokens: int = Field(default=24, ge=1, le=512)
     """Tokens generated at most when the cursor is inside a line, where only that line is completed."""
 
+    answer_within_ms: int | None = Field(default=800, ge=0, le=60_000)
+    """After this long, show the whole words of the first line written so far instead of waiting for its end
+    (the rest follows into the cache). Matters after a jump, when the prompt is mostly new; None waits."""
+
     debounce_ms: int = Field(default=0, ge=0, le=2000)
     """Wait this long after a request before asking the model; a newer request in that time replaces it."""
 
-    prefix_lines: int = Field(default=48, ge=0, le=2000)
-    """Lines before the cursor in the FIM prefix (at least; see anchor_lines)."""
+    prefix_lines: int = Field(default=12, ge=0, le=2000)
+    """Lines before the cursor in the FIM prefix (at least; see anchor_lines). All of them are evaluated
+    again when the cursor jumps elsewhere, so more lines make that first suggestion slower."""
 
     suffix_lines: int = Field(default=2, ge=0, le=200)
     """Lines after the cursor in the FIM suffix. Short on purpose: the suffix is re-evaluated on every keystroke."""
 
-    below_lines: int = Field(default=32, ge=0, le=2000)
+    below_lines: int = Field(default=8, ge=0, le=2000)
     """Lines further below the cursor, given as a context chunk ahead of the prefix, where they stay cached."""
 
     anchor_lines: int = Field(default=16, ge=1, le=512)

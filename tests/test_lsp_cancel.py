@@ -102,3 +102,15 @@ async def test_a_newer_request_stops_the_rest_and_reuses_its_sequence(engine: En
     # Only the tail after the shared prompt prefix is decoded: it landed on the sequence the block left.
     assert 0 < newer.evaluated_tokens < 30 < first.evaluated_tokens, (newer.evaluated_tokens, first.evaluated_tokens)
     await until_idle(engine)
+
+
+async def test_when_time_is_up_the_words_written_so_far_are_shown_and_the_rest_follows(engine: Engine) -> None:
+    server = server_on(engine)
+    server.configure({"answerWithinMs": 0})  # as if evaluating the prompt had taken all the time there is
+    uri = open_in(server, "sort_in_time.py", SORT)
+    first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
+    assert first is not None and first.text.strip() and not first.text[-1].isalnum(), "whole words only"
+    await until_idle(engine)
+    again = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
+    assert again is not None and again.from_cache
+    assert again.text.startswith(first.text) and len(again.text.split("\n")[0]) > len(first.text), again.text

@@ -12,6 +12,8 @@ const SERVER_SETTINGS = [
   "debounceMs",
   "prefixLines",
   "suffixLines",
+  "belowLines",
+  "answerWithinMs",
   "contextChunks",
   "enabledLanguages",
   "disabledLanguages",
