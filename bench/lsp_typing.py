@@ -5,11 +5,13 @@ typed again, one character at a time; at each pause (after a space or a
 punctuation mark) a completion is requested and timed. The same keystrokes
 then go to llama-server's `/infill`, shaped the way llama.vim sends them,
 with the same client-side cache llama.vim keeps. Printed for each: p50/p95
-time to a suggestion, p50 of the model answers alone, the share served from
-cache and how fast those were, and the share of suggestions matching what
-was typed next.
+time to a suggestion, p50 of the model answers alone, the first answer on
+each line (the cursor has just jumped there, so little of the prompt is
+cached), the share served from cache and how fast those were, and the share
+of suggestions matching what was typed next.
 
     .venv/bin/python bench/lsp_typing.py [--file core/engine.py] [--lines 10] [--skip-llama-server]
+        [--options '{"prefixLines": 24}'] [--trace]
 
 The default model comes from INGLE_HOME or ~/.cache/ingle-tests/home;
 llama-server from --llama-server, $LLAMA_SERVER, or bench/build_llama_server.sh.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -60,6 +63,8 @@ class Run:
     """Cache answers timed inside the server, without the JSON-RPC round trip."""
     evaluated_tokens: list[int] = field(default_factory=list)
     """Prompt tokens decoded per model answer, where the answer reported it."""
+    line_starts: list[float] = field(default_factory=list)
+    """The first answer on each line typed: the cursor has just jumped there."""
 
     def record(self, seconds: float, from_cache: bool, suggestion: str, typed_next: str) -> None:
         """One answer: how long it took, where it came from, and whether it was what the user typed next."""
@@ -89,6 +94,7 @@ class Run:
             f"  time to suggestion  p50 {ms(self.seconds, 0.5)}   p95 {ms(self.seconds, 0.95)}",
             f"  model answers       p50 {ms(self.model_seconds, 0.5)}   p95 {ms(self.model_seconds, 0.95)}"
             f"   ({len(self.model_seconds)})",
+            f"  first on each line  p50 {ms(self.line_starts, 0.5)}   max {ms(self.line_starts, 1.0)}",
             f"  from cache          {len(self.cache_seconds) / max(1, count):.0%}"
             f"   p50 {ms(self.cache_seconds, 0.5)}   max {ms(self.cache_seconds, 1.0)}",
             f"  cache answers inside the server: max {max(self.server_cache_ms, default=0):.1f} ms"
@@ -145,7 +151,9 @@ def pick_targets(source: list[str], count: int) -> list[int]:
 # --- ingle over LSP --------------------------------------------------------------------
 
 
-async def run_ingle(sessions: list[list[Pause]], path: Path, home: Path, embedded: bool) -> Run:
+async def run_ingle(
+    sessions: list[list[Pause]], path: Path, home: Path, embedded: bool, options: dict, trace: bool
+) -> Run:
     """The replay through `ingle lsp` over stdio."""
     client = LanguageClient("bench", "1")
     # Status messages are for people; the bench only needs them out of the way.
@@ -155,7 +163,11 @@ async def run_ingle(sessions: list[list[Pause]], path: Path, home: Path, embedde
     args = ["lsp", "--embedded"] if embedded else ["lsp"]
     await client.start_io(str(Path(sys.executable).with_name("ingle")), *args, env=environment)
     stderr_task = asyncio.create_task(_drain(client))
-    await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), root_uri=ROOT.as_uri()))
+    await client.initialize_async(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(), root_uri=ROOT.as_uri(), initialization_options=options
+        )
+    )
     client.initialized(types.InitializedParams())
     uri = path.as_uri()
     version = 1
@@ -184,7 +196,13 @@ async def run_ingle(sessions: list[list[Pause]], path: Path, home: Path, embedde
         elif data.get("evaluatedTokens"):
             run.evaluated_tokens.append(data["evaluatedTokens"])
         word_length = pause.character - item.text_edit.range.start.character
-        return item.text_edit.new_text[word_length:], bool(item.data and item.data.get("fromCache"))
+        suggestion = item.text_edit.new_text[word_length:]
+        if trace:
+            source = "cache" if data.get("fromCache") else f"{data.get('evaluatedTokens', 0)} prompt tokens evaluated"
+            first_line = suggestion.split("\n")[0]
+            print(f"  line {pause.line + 1} col {pause.character}: {data.get('ms', 0):.0f} ms ({source}) "
+                  f"{first_line!r}, typed next {pause.typed_next!r}")
+        return suggestion, bool(data.get("fromCache"))
 
     # Warm-up: the model loads and the file's head gets evaluated once, outside the figures.
     await ask(sessions[0][0])
@@ -205,10 +223,12 @@ async def _drain(client: LanguageClient) -> None:
 
 async def _replay(run: Run, sessions: list[list[Pause]], ask: Callable[[Pause], Awaitable[tuple[str, bool]]]) -> Run:
     for pauses in sessions:
-        for pause in pauses:
+        for index, pause in enumerate(pauses):
             started = time.perf_counter()
             suggestion, from_cache = await ask(pause)
             run.record(time.perf_counter() - started, from_cache, suggestion, pause.typed_next)
+            if index == 0:
+                run.line_starts.append(run.seconds[-1])
     return run
 
 
@@ -314,6 +334,8 @@ def main() -> None:
     parser.add_argument("--llama-server", help="path of a llama-server binary")
     parser.add_argument("--skip-llama-server", action="store_true")
     parser.add_argument("--daemon", action="store_true", help="go through the daemon instead of --embedded")
+    parser.add_argument("--options", type=json.loads, default={}, help="initializationOptions for ingle lsp, as JSON")
+    parser.add_argument("--trace", action="store_true", help="print every answer of ingle lsp")
     options = parser.parse_args()
 
     home = Path(os.environ.get("INGLE_HOME") or Path("~/.cache/ingle-tests/home").expanduser())
@@ -322,7 +344,8 @@ def main() -> None:
     sessions = replay(source, pick_targets(source, options.lines))
     print(f"Typing {len(sessions)} lines of {options.file} again: {sum(map(len, sessions))} pauses, "
           f"default model {MODEL}, 2 threads.\n")
-    runs = [asyncio.run(run_ingle(sessions, path, home, embedded=not options.daemon))]
+    ingle_run = run_ingle(sessions, path, home, not options.daemon, options.options, options.trace)
+    runs = [asyncio.run(ingle_run)]
     print("\n".join(runs[0].report()), flush=True)
     if not options.skip_llama_server:
         store = ModelStore(Settings(home=home).models_dir)
