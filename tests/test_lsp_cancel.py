@@ -83,6 +83,7 @@ async def test_a_block_shows_its_first_line_at_once_and_the_whole_block_follows(
     uri = open_in(server, "sort_first_line.py", SORT)
     first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
     assert first is not None and first.text.strip() and "\n" not in first.text, first
+    assert not first.text[0].isspace(), "the line's indentation is already in the document"
     await until_idle(engine)  # the rest of the block was generated meanwhile
     again = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
     assert again is not None and again.from_cache
