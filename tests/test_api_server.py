@@ -27,9 +27,9 @@ pytestmark = pytest.mark.slow
 LONG = "Write a very long essay about the history of the sea, with many chapters."
 
 
-def generate_body(prompt: str, max_tokens: int, stream: bool = True) -> dict[str, object]:
+def generate_body(prompt: str, max_tokens: int, stream: bool = True, **options: object) -> dict[str, object]:
     """An Ollama /api/generate body for the default model."""
-    return {"model": DEFAULT_MODEL, "prompt": prompt, "stream": stream, "options": {"num_predict": max_tokens}}
+    return {"model": DEFAULT_MODEL, "prompt": prompt, "stream": stream, "options": {"num_predict": max_tokens, **options}}
 
 
 @pytest.fixture
@@ -145,16 +145,19 @@ async def test_a_request_over_the_time_limit_ends_with_a_clear_error(
             first_token = first_token or time.monotonic() - started
     limit = max(2.0, round(5 * first_token))
     settings = engine.settings.model_copy(update={"request_timeout": limit})
+    # Greedy: sampled, the model now and then wrote a few lines and stopped before the limit.
+    whole = generate_body(LONG, 600, stream=False, temperature=0)
+    streamed = generate_body(LONG, 600, temperature=0)
     async with serving(settings, engine) as url:
         started = time.monotonic()
-        async with session.post(f"{url}/api/generate", json=generate_body(LONG, 600, stream=False)) as response:
+        async with session.post(f"{url}/api/generate", json=whole) as response:
             assert response.status == 504
             message = (await response.json())["error"]
         assert f"request_timeout ({limit:g} s)" in message
         assert time.monotonic() - started < limit + 5
         assert await poll(lambda: all(queue.active == 0 for queue in engine.queue_stats()), timeout=10)
 
-        async with session.post(f"{url}/api/generate", json=generate_body(LONG, 600)) as response:
+        async with session.post(f"{url}/api/generate", json=streamed) as response:
             assert response.status == 200
             lines = [json.loads(line) async for line in response.content if line.strip()]
         assert len(lines) >= 2 and lines[0]["response"]  # it streamed before the limit hit
