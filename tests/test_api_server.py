@@ -24,6 +24,8 @@ from .test_cli import ingle
 
 pytestmark = pytest.mark.slow
 
+# Asked greedily (temperature 0), the default model writes hundreds of tokens of it: sampled, it sometimes
+# stops after a few lines, too soon for the tests that need a request still running.
 LONG = "Write a very long essay about the history of the sea, with many chapters."
 
 
@@ -90,7 +92,7 @@ async def test_full_queue_answers_503_with_retry_after(
         async with serving(busy.settings, busy) as url:
 
             async def occupy() -> None:
-                async with session.post(f"{url}/api/generate", json=generate_body(LONG, 300)) as response:
+                async with session.post(f"{url}/api/generate", json=generate_body(LONG, 300, temperature=0)) as response:
                     await response.read()
 
             # Headers come with the first token, so the two run as tasks: one generates, one waits.
@@ -113,7 +115,7 @@ async def test_full_queue_answers_503_with_retry_after(
 
 async def test_a_client_that_disconnects_frees_its_sequence(engine: Engine, session: aiohttp.ClientSession) -> None:
     async with serving(engine.settings, engine) as url:
-        response = await session.post(f"{url}/api/generate", json=generate_body(LONG, 400))
+        response = await session.post(f"{url}/api/generate", json=generate_body(LONG, 400, temperature=0))
         assert response.status == 200
         first = json.loads(await response.content.readline())
         assert first["done"] is False
@@ -145,7 +147,6 @@ async def test_a_request_over_the_time_limit_ends_with_a_clear_error(
             first_token = first_token or time.monotonic() - started
     limit = max(2.0, round(5 * first_token))
     settings = engine.settings.model_copy(update={"request_timeout": limit})
-    # Greedy: sampled, the model now and then wrote a few lines and stopped before the limit.
     whole = generate_body(LONG, 600, stream=False, temperature=0)
     streamed = generate_body(LONG, 600, temperature=0)
     async with serving(settings, engine) as url:
