@@ -46,9 +46,9 @@ class StreamStop:
         complete = lines[:-1]  # the last one may still grow
         if not complete:
             return False
-        if self.first_line_only and any(line.strip() for line in complete):
-            return True
         shown = [line for line in complete if line.strip()]
+        if self.first_line_only and shown:
+            return True
         if len(shown) >= self.max_lines:
             return True
         # A non-blank line after the first that dedents past the block ends it.
