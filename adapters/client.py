@@ -13,7 +13,6 @@ go to the llama-server-compatible `/infill` route instead of `/api/generate`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -100,7 +99,7 @@ class IngleClient:
         """Where the daemon is: `unix:<path>` or the HTTP URL."""
         return f"unix:{self.socket_path}" if self.socket_path is not None else self.url
 
-    async def __aenter__(self) -> "IngleClient":
+    async def __aenter__(self) -> IngleClient:
         connector = aiohttp.UnixConnector(path=str(self.socket_path)) if self.socket_path is not None else None
         # Over the socket the host part is a placeholder; it is a loopback name, so the Host check passes.
         base_url = "http://localhost" if self.socket_path is not None else self.url
@@ -135,7 +134,7 @@ class IngleClient:
                 f"No ingle daemon answers at {self.daemon_url}: start one with `ingle serve`, "
                 "or run the command with --embedded."
             ) from error
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
             raise DaemonUnavailable(
                 f"The ingle daemon at {self.daemon_url} stopped answering ({type(error).__name__}); "
                 "check that it is still running."
@@ -361,7 +360,11 @@ def _sampling_fields(options: SamplingOptions, max_tokens_field: str) -> dict[st
 
 
 def _common(request: GenerationRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": request.model, "stream": True, "options": _sampling_fields(request.options, "num_predict")}
+    body: dict[str, Any] = {
+        "model": request.model,
+        "stream": True,
+        "options": _sampling_fields(request.options, "num_predict"),
+    }
     if request.format is not None:
         body["format"] = request.format
     if request.keep_alive is not None:

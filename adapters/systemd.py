@@ -28,7 +28,7 @@ class SystemdNotifier:
         self._socket: socket.socket | None = None
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "SystemdNotifier":
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> SystemdNotifier:
         """Read `$NOTIFY_SOCKET`, `$WATCHDOG_USEC` and `$WATCHDOG_PID` as sd_notify(3) and sd_watchdog_enabled(3) do."""
         env = os.environ if environ is None else environ
         return cls(env.get("NOTIFY_SOCKET") or None, _watchdog_usec(env))

@@ -51,7 +51,12 @@ FIRST_COOLDOWN = 30.0
 MAX_COOLDOWN = 300.0
 """Longest an unreachable upstream is skipped before it is tried again."""
 
-DONE_REASONS: dict[str, DoneReason] = {"stop": "stop", "length": "length", "tool_calls": "stop", "content_filter": "stop"}
+DONE_REASONS: dict[str, DoneReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "stop",
+    "content_filter": "stop",
+}
 
 
 class UpstreamUnavailable(SourceError):
@@ -98,7 +103,7 @@ class OpenAIUpstream:
         self._read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "OpenAIUpstream":
+    async def __aenter__(self) -> OpenAIUpstream:
         await self.start()
         return self
 
@@ -164,7 +169,9 @@ class OpenAIUpstream:
                 try:
                     body = await response.json(content_type=None)
                 except ValueError as error:
-                    raise UpstreamUnavailable(f"{self.label} answered /v1/embeddings with something not JSON.") from error
+                    raise UpstreamUnavailable(
+                        f"{self.label} answered /v1/embeddings with something not JSON."
+                    ) from error
         try:
             rows = sorted(body["data"], key=lambda row: row.get("index", 0))
             vectors = [_normalised(row["embedding"]) for row in rows]
@@ -266,7 +273,9 @@ async def _raise_for_status(response: aiohttp.ClientResponse, label: str, model:
     if status in (400, 413, 422):
         raise InvalidRequest(f"{label} refused the request: {detail}")
     if status in (401, 403):
-        raise UpstreamUnavailable(f"{label} refused ingle's credentials (HTTP {status}): check its api_key in ingle.toml.")
+        raise UpstreamUnavailable(
+            f"{label} refused ingle's credentials (HTTP {status}): check its api_key in ingle.toml."
+        )
     raise UpstreamUnavailable(f"{label} failed with HTTP {status}: {detail}")
 
 
@@ -391,12 +400,12 @@ class BackendRouter:
         self._resources = AsyncExitStack()
 
     @classmethod
-    def from_settings(cls, engine: Engine, settings: Settings) -> "BackendRouter":
+    def from_settings(cls, engine: Engine, settings: Settings) -> BackendRouter:
         """A router over the engine and every `[[upstreams]]` table of the settings."""
         upstreams = [OpenAIUpstream(config, read_timeout=settings.request_timeout) for config in settings.upstreams]
         return cls(engine, upstreams)
 
-    async def __aenter__(self) -> "BackendRouter":
+    async def __aenter__(self) -> BackendRouter:
         await self._resources.__aenter__()
         for state in self.upstreams:
             await state.upstream.start()

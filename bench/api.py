@@ -232,8 +232,11 @@ async def overload(client: openai.AsyncOpenAI, requests: int) -> Overload:
         started = time.perf_counter()
         try:
             events = await client.completions.create(
-                model=MODEL, prompt=STORY.format(topic=TOPICS[number % len(TOPICS)]), max_tokens=OVERLOAD_TOKENS,
-                temperature=0, stream=True,
+                model=MODEL,
+                prompt=STORY.format(topic=TOPICS[number % len(TOPICS)]),
+                max_tokens=OVERLOAD_TOKENS,
+                temperature=0,
+                stream=True,
             )
             finish = None
             async for event in events:
@@ -302,29 +305,40 @@ async def main(arguments: argparse.Namespace) -> None:
                         load[clients][side][1].extend(s.first_token for s in streams)
             await client.close()
 
-    console.print(f"[bold]3. Overload: queue_size {OVERLOAD_QUEUE}, {4 * (PARALLEL + OVERLOAD_QUEUE)} requests at once[/]")
+    console.print(
+        f"[bold]3. Overload: queue_size {OVERLOAD_QUEUE}, {4 * (PARALLEL + OVERLOAD_QUEUE)} requests at once[/]"
+    )
     async with daemon(home, queue_size=OVERLOAD_QUEUE) as url:
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
         await http_streamer(client)(STORY.format(topic="warming up"), 4)
         burst = await overload(client, 4 * (PARALLEL + OVERLOAD_QUEUE))
         await client.close()
 
-    table = Table(title=f"ingle HTTP API vs the engine in-process — {MODEL}, {THREADS} threads, "
-                  f"num_parallel {PARALLEL}, {tokens} tokens, median of {arguments.rounds}")
+    table = Table(
+        title=f"ingle HTTP API vs the engine in-process — {MODEL}, {THREADS} threads, "
+        f"num_parallel {PARALLEL}, {tokens} tokens, median of {arguments.rounds}"
+    )
     for column in ("measure", "HTTP API (openai client)", "engine in-process", "ratio", "target", "verdict"):
         table.add_column(column)
 
     def ratio_row(measure: str, http: float, local: float, floor: float) -> None:
         ratio = http / local
-        table.add_row(measure, f"{http:.1f}", f"{local:.1f}", f"{ratio:.2f}x", f">= {floor:.2f}x",
-                      "OK" if ratio >= floor else "MISS")
+        table.add_row(
+            measure,
+            f"{http:.1f}",
+            f"{local:.1f}",
+            f"{ratio:.2f}x",
+            f">= {floor:.2f}x",
+            "OK" if ratio >= floor else "MISS",
+        )
 
     ratio_row("1 stream, tok/s", statistics.median(single["http"]), statistics.median(single["engine"]), 0.95)
     for clients, sides in load.items():
         http_rates, http_ttft = sides["http"]
         local_rates, local_ttft = sides["engine"]
-        ratio_row(f"{clients} clients, aggregate tok/s", statistics.median(http_rates),
-                  statistics.median(local_rates), 0.90)
+        ratio_row(
+            f"{clients} clients, aggregate tok/s", statistics.median(http_rates), statistics.median(local_rates), 0.90
+        )
         table.add_row(
             f"{clients} clients, first token p50 / p95",
             f"{percentile(http_ttft, 0.5) * 1000:.0f} / {percentile(http_ttft, 0.95) * 1000:.0f} ms",

@@ -80,7 +80,9 @@ def peak_within(times: list[float], seconds: float) -> int:
     return max((sum(1 for other in times if 0 <= other - start < seconds) for start in times), default=0)
 
 
-async def run_round(engine: Engine, home: Path, users: int, tokens: int, streaming: bool) -> tuple[list[Outcome], dict[str, float]]:
+async def run_round(
+    engine: Engine, home: Path, users: int, tokens: int, streaming: bool
+) -> tuple[list[Outcome], dict[str, float]]:
     """Every user asks at once; returns what each saw and each method's calls a minute."""
     async with FakeSlack(streaming=streaming) as slack:
         with tempfile.TemporaryDirectory() as scratch:
@@ -133,7 +135,13 @@ async def run_round(engine: Engine, home: Path, users: int, tokens: int, streami
             )
         per_minute = {
             method: peak_within([call.at for call in slack.calls_of(method)], 60.0)
-            for method in ("chat.postMessage", "chat.update", "chat.startStream", "chat.appendStream", "chat.stopStream")
+            for method in (
+                "chat.postMessage",
+                "chat.update",
+                "chat.startStream",
+                "chat.appendStream",
+                "chat.stopStream",
+            )
         }
         return outcomes, per_minute
 
@@ -156,7 +164,9 @@ async def direct_round(engine: Engine, users: int, tokens: int) -> Round:
             ChatMessage("system", DEFAULT_SYSTEM_PROMPT),
             ChatMessage("user", QUESTIONS[n % len(QUESTIONS)]),
         ]
-        request = GenerationRequest(MODEL, messages=messages, options=SamplingOptions(temperature=0.0, max_tokens=tokens))
+        request = GenerationRequest(
+            MODEL, messages=messages, options=SamplingOptions(temperature=0.0, max_tokens=tokens)
+        )
         started, first = time.monotonic(), None
         async for chunk in engine.generate(request):
             if chunk.text and first is None:
@@ -176,7 +186,9 @@ def report(console: Console, title: str, rounds: list[Round]) -> None:
     table.add_column("verdict")
     bots = [measured for measured in rounds if measured.edit_method]
 
-    def row(measure: str, show: Callable[[Round], str], target: str = "", check: Callable[[Round], bool] | None = None) -> None:
+    def row(
+        measure: str, show: Callable[[Round], str], target: str = "", check: Callable[[Round], bool] | None = None
+    ) -> None:
         values = [show(measured) for measured in rounds]
         verdict = "" if check is None else ("OK" if all(check(measured) for measured in bots) else "MISS")
         table.add_row(measure, *values, target, verdict)
@@ -212,16 +224,31 @@ def report(console: Console, title: str, rounds: list[Round]) -> None:
 
     row("first visible words, p50 / p95", times(lambda o: o.first))
     row("final answer, p50 / p95", times(lambda o: o.final))
-    row("event ack, slowest", bot_only(lambda m: f"{max(acks(m), default=0) * 1000:.0f} ms"), f"< {ACK_LIMIT:.0f} s",
-        lambda m: bool(acks(m)) and max(acks(m)) < ACK_LIMIT)
+    row(
+        "event ack, slowest",
+        bot_only(lambda m: f"{max(acks(m), default=0) * 1000:.0f} ms"),
+        f"< {ACK_LIMIT:.0f} s",
+        lambda m: bool(acks(m)) and max(acks(m)) < ACK_LIMIT,
+    )
     row("messages lost", lambda m: str(lost(m)), "0", lambda m: lost(m) == 0)
     row("duplicate answers", bot_only(lambda m: str(duplicated(m))), "0", lambda m: duplicated(m) == 0)
     row("edit method", bot_only(lambda m: m.edit_method))
-    row("edits per message, mean / max", bot_only(lambda m: f"{statistics.mean(edits(m) or [0]):.1f} / {max(edits(m), default=0)}"))
-    row("most edits of one message in 1 s", bot_only(lambda m: str(peak(m))), "<= 2 (1/s, + the final)",
-        lambda m: peak(m) <= 2)
-    row("edits in any minute, whole workspace", bot_only(lambda m: f"{rate(m):.0f} (tier {TIER_PER_MINUTE[m.edit_method]})"),
-        "<= the method's tier", lambda m: rate(m) <= TIER_PER_MINUTE[m.edit_method])
+    row(
+        "edits per message, mean / max",
+        bot_only(lambda m: f"{statistics.mean(edits(m) or [0]):.1f} / {max(edits(m), default=0)}"),
+    )
+    row(
+        "most edits of one message in 1 s",
+        bot_only(lambda m: str(peak(m))),
+        "<= 2 (1/s, + the final)",
+        lambda m: peak(m) <= 2,
+    )
+    row(
+        "edits in any minute, whole workspace",
+        bot_only(lambda m: f"{rate(m):.0f} (tier {TIER_PER_MINUTE[m.edit_method]})"),
+        "<= the method's tier",
+        lambda m: rate(m) <= TIER_PER_MINUTE[m.edit_method],
+    )
     console.print(table)
 
 

@@ -200,8 +200,10 @@ async def run_ingle(
         if trace:
             source = "cache" if data.get("fromCache") else f"{data.get('evaluatedTokens', 0)} prompt tokens evaluated"
             first_line = suggestion.split("\n")[0]
-            print(f"  line {pause.line + 1} col {pause.character}: {data.get('ms', 0):.0f} ms ({source}) "
-                  f"{first_line!r}, typed next {pause.typed_next!r}")
+            print(
+                f"  line {pause.line + 1} col {pause.character}: {data.get('ms', 0):.0f} ms ({source}) "
+                f"{first_line!r}, typed next {pause.typed_next!r}"
+            )
         return suggestion, bool(data.get("fromCache"))
 
     # Warm-up: the model loads and the file's head gets evaluated once, outside the figures.
@@ -264,8 +266,23 @@ async def run_llama_server(sessions: list[list[Pause]], binary: str, model_path:
     """The replay against llama-server, with a llama.vim-like client cache in front."""
     port = _free_port()
     process = subprocess.Popen(
-        [binary, "-m", str(model_path), "--port", str(port), "--host", "127.0.0.1", "-t", "2", "-c", "8192",
-         "-np", "1", "--cache-reuse", "256"],
+        [
+            binary,
+            "-m",
+            str(model_path),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "-t",
+            "2",
+            "-c",
+            "8192",
+            "-np",
+            "1",
+            "--cache-reuse",
+            "256",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -342,8 +359,10 @@ def main() -> None:
     path = (ROOT / options.file).resolve()
     source = path.read_text().split("\n")
     sessions = replay(source, pick_targets(source, options.lines))
-    print(f"Typing {len(sessions)} lines of {options.file} again: {sum(map(len, sessions))} pauses, "
-          f"default model {MODEL}, 2 threads.\n")
+    print(
+        f"Typing {len(sessions)} lines of {options.file} again: {sum(map(len, sessions))} pauses, "
+        f"default model {MODEL}, 2 threads.\n"
+    )
     ingle_run = run_ingle(sessions, path, home, not options.daemon, options.options, options.trace)
     runs = [asyncio.run(ingle_run)]
     print("\n".join(runs[0].report()), flush=True)
@@ -360,18 +379,26 @@ def main() -> None:
     print("\nTargets:")
     print(f"  p50 < 300 ms: {'yes' if p50 < 0.3 else 'NO'} ({p50 * 1000:.0f} ms)")
     print(f"  p95 < 1 s: {'yes' if p95 < 1.0 else 'NO'} ({p95 * 1000:.0f} ms)")
-    print(f"  cache answers < 10 ms: {'yes' if cache_max < 0.01 else 'NO'} (slowest {cache_max * 1000:.1f} ms "
-          f"with the JSON-RPC round trip, {inside:.1f} ms inside the server)")
+    print(
+        f"  cache answers < 10 ms: {'yes' if cache_max < 0.01 else 'NO'} (slowest {cache_max * 1000:.1f} ms "
+        f"with the JSON-RPC round trip, {inside:.1f} ms inside the server)"
+    )
     if len(runs) > 1:
         other = statistics.median(runs[1].seconds)
-        print(f"  p50 no slower than llama-server: {'yes' if p50 <= other else 'NO'} "
-              f"({p50 * 1000:.0f} ms vs {other * 1000:.0f} ms)")
+        print(
+            f"  p50 no slower than llama-server: {'yes' if p50 <= other else 'NO'} "
+            f"({p50 * 1000:.0f} ms vs {other * 1000:.0f} ms)"
+        )
         # Both sides answer about half the pauses from a cache, so the model answers are the fairer comparison.
         mine, theirs = statistics.median(ingle.model_seconds), statistics.median(runs[1].model_seconds)
-        print(f"  model answers p50 no slower than llama-server's: {'yes' if mine <= theirs else 'NO'} "
-              f"({mine * 1000:.0f} ms vs {theirs * 1000:.0f} ms)")
-    print(f"\nLoad average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-          "(timings are only comparable on an otherwise idle machine).")
+        print(
+            f"  model answers p50 no slower than llama-server's: {'yes' if mine <= theirs else 'NO'} "
+            f"({mine * 1000:.0f} ms vs {theirs * 1000:.0f} ms)"
+        )
+    print(
+        f"\nLoad average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        "(timings are only comparable on an otherwise idle machine)."
+    )
 
 
 if __name__ == "__main__":

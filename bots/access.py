@@ -20,17 +20,14 @@ class AccessPolicy:
     channels: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, users: list[str], channels: list[str]) -> "AccessPolicy":
+    def of(cls, users: list[str], channels: list[str]) -> AccessPolicy:
         """A policy from the configured lists (ids as strings)."""
         return cls(frozenset(str(user) for user in users), frozenset(str(channel) for channel in channels))
 
     def allows(self, user_id: str, channel_id: str) -> bool:
         """Whether `user_id` may talk to the bot in `channel_id`."""
         return (
-            EVERYONE in self.users
-            or user_id in self.users
-            or EVERYONE in self.channels
-            or channel_id in self.channels
+            EVERYONE in self.users or user_id in self.users or EVERYONE in self.channels or channel_id in self.channels
         )
 
     @property

@@ -16,15 +16,14 @@ from typing import Annotated
 
 import typer
 
+from ingle.adapters.cli.context import cli_context
+from ingle.adapters.cli.engine_access import EngineChoice, connect_daemon
 from ingle.adapters.client import DaemonUnavailable
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.settings import bot_settings
 from ingle.core.engine import Engine
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
-
-from ingle.adapters.cli.context import cli_context
-from ingle.adapters.cli.engine_access import EngineChoice, connect_daemon
 
 # Rich keeps single newlines in help text, so each paragraph is one long line.
 BOT_HELP = (

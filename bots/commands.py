@@ -93,7 +93,8 @@ _DAYS = {
 _DAY_GROUPS = {"day": "*", "weekday": "mon-fri", "weekdays": "mon-fri", "weekend": "sat,sun", "weekends": "sat,sun"}
 
 _INTERVAL = re.compile(
-    r"^every\s+(?:(\d+(?:\.\d+)?)\s+)?(second|sec|minute|min|hour|day|week)s?\b[\s:,—-]*(.*)$", re.IGNORECASE | re.DOTALL
+    r"^every\s+(?:(\d+(?:\.\d+)?)\s+)?(second|sec|minute|min|hour|day|week)s?\b[\s:,—-]*(.*)$",
+    re.IGNORECASE | re.DOTALL,
 )
 _DAY_WORD = r"(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*|day|weekdays?|weekends?"
 _AT = re.compile(
@@ -125,7 +126,9 @@ def parse_schedule(argument: str, min_interval: float) -> tuple[ScheduleSpec, st
         return ScheduleSpec(kind="interval", description=described, seconds=seconds), _prompt(match.group(3))
     if match := _DAILY.match(text):
         hour, minute = _clock(match.group(1), match.group(2), match.group(3))
-        spec = ScheduleSpec(kind="cron", description=f"every day at {hour:02d}:{minute:02d}", cron=f"{minute} {hour} * * *")
+        spec = ScheduleSpec(
+            kind="cron", description=f"every day at {hour:02d}:{minute:02d}", cron=f"{minute} {hour} * * *"
+        )
         return spec, _prompt(match.group(4))
     if (match := _CRON.match(text)) and (text.lower().startswith("cron") or text[0] in "0123456789*"):
         fields = " ".join(match.group(1).split())

@@ -270,7 +270,7 @@ class ConversationCore:
         """The last turn of each conversation with turns pending, which the next one waits for."""
         self.edit_interval = settings.edit_interval or style.edit_interval
 
-    async def __aenter__(self) -> "ConversationCore":
+    async def __aenter__(self) -> ConversationCore:
         await self.store.__aenter__()
         self.schedules.start()
         if self.access.answers_nobody:

@@ -84,7 +84,9 @@ def _slack_escape(text: str) -> str:
 def _slack_link(text: str, url: str) -> str:
     if not url.lower().startswith(("http://", "https://", "mailto:")):
         return text
-    return f"<{_slack_escape(url)}|{text.replace('|', '¦')}>" if text != _slack_escape(url) else f"<{_slack_escape(url)}>"
+    return (
+        f"<{_slack_escape(url)}|{text.replace('|', '¦')}>" if text != _slack_escape(url) else f"<{_slack_escape(url)}>"
+    )
 
 
 SLACK_MRKDWN = _Dialect(
@@ -301,7 +303,9 @@ def _split_text(block: str, limit: int, render: Render) -> list[str]:
             units.append(line)
             continue
         words = [word for word in line.split(" ") if word]
-        for piece in _pack([u for word in words for u in _hard_split(word, limit, render, _same)], " ", _same, limit, render):
+        for piece in _pack(
+            [u for word in words for u in _hard_split(word, limit, render, _same)], " ", _same, limit, render
+        ):
             units.append(piece)
     return _pack(units, "\n", _same, limit, render)
 
@@ -343,4 +347,6 @@ def _verified(group: list[str], joiner: str, wrap: Callable[[str], str], limit: 
     if len(group) == 1 or len(render(wrap(joined))) <= limit:
         return [joined]
     middle = len(group) // 2
-    return _verified(group[:middle], joiner, wrap, limit, render) + _verified(group[middle:], joiner, wrap, limit, render)
+    return _verified(group[:middle], joiner, wrap, limit, render) + _verified(
+        group[middle:], joiner, wrap, limit, render
+    )

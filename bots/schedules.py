@@ -137,7 +137,9 @@ class BotScheduler:
             for job in self._scheduler.get_jobs()
             if job.kwargs.get("platform") == key.platform and job.kwargs.get("channel") == key.channel
         ]
-        return sorted(listed, key=lambda item: (item.next_run is None, item.next_run or datetime.max.replace(tzinfo=self.zone)))
+        return sorted(
+            listed, key=lambda item: (item.next_run is None, item.next_run or datetime.max.replace(tzinfo=self.zone))
+        )
 
     def remove(self, key: ConversationKey, schedule_id: str) -> bool:
         """Remove one of `key`'s channel's schedules; False if it has none of that id."""

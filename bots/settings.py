@@ -28,9 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful assistant in a team chat. Answer briefly and clearly; use Markdown for code."
-)
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a team chat. Answer briefly and clearly; use Markdown for code."
 
 
 B = TypeVar("B", bound="BotSettings")
@@ -129,7 +127,9 @@ class BotSettings(BaseSettings):
             try:
                 values[field] = Path(path).read_text().strip()
             except OSError as error:
-                raise InvalidRequest(f"Cannot read the bot token file named by {variable} ({error.strerror}).") from None
+                raise InvalidRequest(
+                    f"Cannot read the bot token file named by {variable} ({error.strerror})."
+                ) from None
         return values
 
     @classmethod
@@ -183,7 +183,7 @@ class TelegramSettings(BotSettings):
     """Stream into private chats with sendMessageDraft instead of editing a placeholder."""
 
     @model_validator(mode="after")
-    def _webhook_complete(self) -> "TelegramSettings":
+    def _webhook_complete(self) -> TelegramSettings:
         if self.mode == "webhook" and (not self.webhook_url or self.webhook_secret is None):
             raise ValueError("webhook mode needs webhook_url and webhook_secret")
         return self
@@ -219,7 +219,7 @@ class SlackSettings(BotSettings):
     """Port the HTTP-mode receiver listens on (0 picks a free one)."""
 
     @model_validator(mode="after")
-    def _mode_complete(self) -> "SlackSettings":
+    def _mode_complete(self) -> SlackSettings:
         if self.mode == "socket" and self.app_token is None:
             raise ValueError("socket mode needs app_token")
         if self.mode == "http" and self.signing_secret is None:

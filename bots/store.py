@@ -155,7 +155,7 @@ class BotStore:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
-    async def __aenter__(self) -> "BotStore":
+    async def __aenter__(self) -> BotStore:
         await asyncio.to_thread(self._open)
         return self
 

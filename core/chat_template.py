@@ -53,7 +53,9 @@ class ChatTemplate:
                 eos_token=eos_token,
             )
         except TemplateError as error:
-            raise InvalidRequest(f"messages: the model's chat template rejected this conversation ({error}).") from error
+            raise InvalidRequest(
+                f"messages: the model's chat template rejected this conversation ({error})."
+            ) from error
 
 
 def _message_dict(message: ChatMessage) -> dict[str, Any]:

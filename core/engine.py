@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psutil
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -126,7 +126,7 @@ class Engine:
         self._load_lock = asyncio.Lock()
         self._timers = AsyncIOScheduler()
 
-    async def __aenter__(self) -> "Engine":
+    async def __aenter__(self) -> Engine:
         sys.setswitchinterval(DECODE_FRIENDLY_SWITCH_INTERVAL)
         self._timers.start()
         return self
@@ -293,7 +293,10 @@ class Engine:
         model = LlamaModel(self.store.blob_path(manifest.digest))
         try:
             scheduler = BatchScheduler(
-                model, shape, self.settings.queue_size, name=manifest.name,
+                model,
+                shape,
+                self.settings.queue_size,
+                name=manifest.name,
                 min_moved_run=self.settings.kv_reuse_min_tokens,
             )
         except Exception:
@@ -422,4 +425,4 @@ def _thread_safe_put(queue: asyncio.Queue) -> Callable[[object], None]:
 
 
 def _as_datetime(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return datetime.fromtimestamp(timestamp, tz=UTC)

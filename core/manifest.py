@@ -60,7 +60,7 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
         """Read a manifest written by `to_json`."""
         fields = dict(data)
         fields["gguf"] = GgufInfo(**fields["gguf"])

@@ -27,7 +27,7 @@ class ModelName:
     tag: str = DEFAULT_TAG
 
     @classmethod
-    def parse(cls, text: str) -> "ModelName":
+    def parse(cls, text: str) -> ModelName:
         """Parse and validate `name[:tag]`; raise InvalidModelName with the reason."""
         text = text.strip()
         name, sep, tag = text.rpartition(":")
@@ -35,13 +35,10 @@ class ModelName:
             name, tag = text, DEFAULT_TAG
         if not _NAME_PATTERN.fullmatch(name) or ".." in name:
             raise InvalidModelName(
-                f"'{text}' is not a valid model name: use letters, digits, '.', '_' and '-', "
-                "like 'qwen2.5-coder:0.5b'."
+                f"'{text}' is not a valid model name: use letters, digits, '.', '_' and '-', like 'qwen2.5-coder:0.5b'."
             )
         if not _TAG_PATTERN.fullmatch(tag) or ".." in tag:
-            raise InvalidModelName(
-                f"'{text}' has an invalid tag '{tag}': use letters, digits, '.', '_' and '-'."
-            )
+            raise InvalidModelName(f"'{text}' has an invalid tag '{tag}': use letters, digits, '.', '_' and '-'.")
         return cls(name.lower(), tag)
 
     def __str__(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .errors import CorruptModel, ModelNotFound
 from .gguf_info import read_gguf_info
@@ -57,7 +57,7 @@ async def pull(
             digest=digest,
             size=store.blob_path(digest).stat().st_size,
             source=spec,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             gguf=info,
         )
         if existing is not None:

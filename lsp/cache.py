@@ -34,9 +34,11 @@ class CacheKey:
     line_prefix: str
 
     @classmethod
-    def of(cls, cursor: Cursor, model: str) -> "CacheKey":
+    def of(cls, cursor: Cursor, model: str) -> CacheKey:
         """The key of a cursor's context."""
-        return cls(f"{model}\0{cursor.filename}", _digest(cursor.text_before), _digest(cursor.text_after), cursor.line_prefix)
+        return cls(
+            f"{model}\0{cursor.filename}", _digest(cursor.text_before), _digest(cursor.text_after), cursor.line_prefix
+        )
 
 
 class SuggestionCache:

@@ -9,9 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ingle.lsp.server import create_server
-
 from ingle.adapters.cli.context import cli_context
+from ingle.lsp.server import create_server
 
 # Rich keeps single newlines in help text, so each paragraph is one long line.
 LSP_HELP = (

@@ -32,11 +32,11 @@ class RingChunk:
         """Line after the last one."""
         return self.start + len(self.lines)
 
-    def overlaps(self, other: "RingChunk") -> bool:
+    def overlaps(self, other: RingChunk) -> bool:
         """Whether both are from the same file and share a line number."""
         return self.filename == other.filename and self.start < other.end and other.start < self.end
 
-    def similarity(self, other: "RingChunk") -> float:
+    def similarity(self, other: RingChunk) -> float:
         """Share of lines the two chunks have in common (llama.vim's measure)."""
         mine, theirs = set(self.lines), set(other.lines)
         common = sum(1 for line in self.lines if line in theirs) + sum(1 for line in other.lines if line in mine)

@@ -108,13 +108,13 @@ class FimPrompt:
         )
 
 
-def build_prompt(cursor: Cursor, anchors: Anchors, ring_chunks: list[ContextChunk], settings: CompletionSettings) -> FimPrompt:
+def build_prompt(
+    cursor: Cursor, anchors: Anchors, ring_chunks: list[ContextChunk], settings: CompletionSettings
+) -> FimPrompt:
     """The FIM prompt for `cursor`; updates `anchors` for the next keystroke."""
     line = cursor.line
     start = anchors.prefix_start
-    if start is None or start > line or line - start > settings.prefix_lines + settings.anchor_lines:
-        start = max(0, line - settings.prefix_lines)
-    elif line - start < settings.prefix_lines // 2 and start > 0:
+    if start is None or start > line or line - start > settings.prefix_lines + settings.anchor_lines or (line - start < settings.prefix_lines // 2 and start > 0):
         start = max(0, line - settings.prefix_lines)
     anchors.prefix_start = start
     # At the indentation of a line the prefix ends at the line break, and the model writes the indentation

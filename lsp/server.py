@@ -386,4 +386,3 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
         await ls.backend.close()
 
     return server
-

@@ -73,7 +73,7 @@ class CompletionSettings(BaseModel):
             return False
         return "*" in self.enabled_languages or language_id in self.enabled_languages
 
-    def updated(self, options: Any) -> "CompletionSettings":
+    def updated(self, options: Any) -> CompletionSettings:
         """These settings with the editor's options applied (bare or under an `ingle` key)."""
         if not isinstance(options, dict):
             return self

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
 from ingle.core.engine import Engine
 from ingle.core.pull import pull
 from ingle.core.settings import Settings

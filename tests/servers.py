@@ -20,10 +20,10 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+
 from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
 from ingle.core.settings import Settings
-
 from tests.fakes import start_on_loopback
 
 from .test_cli import ingle_executable

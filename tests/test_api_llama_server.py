@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+
 from ingle.adapters.http.app import create_app
 from ingle.adapters.http.llama_server import StopRules
 from ingle.core.engine import Engine
@@ -170,7 +171,9 @@ async def test_llama_vim_ring_buffer_update_answers_nothing(base_url: str) -> No
 
 
 async def test_llama_vscode_infill_and_its_cache_warm_up(base_url: str) -> None:
-    status, raw = await post(base_url, "/infill", llama_vscode_fim("def add(a, b):\n", "    return ", "\n", n_predict=0))
+    status, raw = await post(
+        base_url, "/infill", llama_vscode_fim("def add(a, b):\n", "    return ", "\n", n_predict=0)
+    )
     assert status == 200, raw
     warm = json.loads(raw)
     assert warm["content"] == "" and warm["tokens_predicted"] == 0 and warm["tokens_evaluated"] > 0
@@ -197,7 +200,13 @@ async def test_identical_infill_reuses_the_cached_prompt(base_url: str) -> None:
 
 
 async def test_completion_streams_llama_server_events(base_url: str) -> None:
-    body = {"prompt": "Counting: one, two, three,", "n_predict": 6, "temperature": 0, "stream": True, "cache_prompt": True}
+    body = {
+        "prompt": "Counting: one, two, three,",
+        "n_predict": 6,
+        "temperature": 0,
+        "stream": True,
+        "cache_prompt": True,
+    }
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{base_url}/completion", json=body) as response:
             assert response.status == 200
@@ -212,7 +221,9 @@ async def test_completion_streams_llama_server_events(base_url: str) -> None:
 
 
 async def test_completion_alias_answers_whole(base_url: str) -> None:
-    status, raw = await post(base_url, "/completions", {"prompt": ["The capital of France is"], "n_predict": 3, "temperature": 0})
+    status, raw = await post(
+        base_url, "/completions", {"prompt": ["The capital of France is"], "n_predict": 3, "temperature": 0}
+    )
     assert status == 200, raw
     assert "Paris" in json.loads(raw)["content"]
     async with aiohttp.ClientSession() as session:

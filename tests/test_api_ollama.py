@@ -12,9 +12,9 @@ from pathlib import Path
 import aiohttp
 import ollama
 import pytest
+
 from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
-
 from tests.fakes import start_on_loopback
 
 from .conftest import DEFAULT_MODEL
@@ -112,7 +112,10 @@ async def test_generate_streams_chunks_then_the_stats(client: ollama.AsyncClient
     chunks = [
         chunk
         async for chunk in await client.generate(
-            DEFAULT_MODEL, "Write one sentence about the sea.", stream=True, options={"temperature": 0, "num_predict": 12}
+            DEFAULT_MODEL,
+            "Write one sentence about the sea.",
+            stream=True,
+            options={"temperature": 0, "num_predict": 12},
         )
     ]
     assert len(chunks) > 2
@@ -358,7 +361,9 @@ async def test_unknown_field_and_bad_json_are_400(base_url: str) -> None:
     assert status == 400 and "prompts" in body["error"]
     status, body = await post(base_url, "/api/chat", b'{"model": "x", "messages": [')
     assert status == 400 and "JSON" in body["error"]
-    status, body = await post(base_url, "/api/generate", {"model": DEFAULT_MODEL, "prompt": "hi", "template": "{{ x }}"})
+    status, body = await post(
+        base_url, "/api/generate", {"model": DEFAULT_MODEL, "prompt": "hi", "template": "{{ x }}"}
+    )
     assert status == 400 and "template" in body["error"]
 
 

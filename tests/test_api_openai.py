@@ -12,6 +12,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+
 from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
 
@@ -50,7 +51,12 @@ async def client(engine: Engine, tmp_path: Path) -> AsyncIterator[openai.AsyncOp
 async def test_chat_answers_with_usage(client: openai.AsyncOpenAI) -> None:
     answer = await client.chat.completions.create(
         model=DEFAULT_MODEL,
-        messages=[{"role": "user", "content": [{"type": "text", "text": "What is the capital of France? Answer in one word."}]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "What is the capital of France? Answer in one word."}],
+            }
+        ],
         temperature=0,
         max_tokens=8,
         seed=1,
@@ -167,7 +173,9 @@ async def test_completion_streams_text_completion_chunks(client: openai.AsyncOpe
 
 
 async def test_embeddings_as_floats_and_as_the_clients_default_base64(client: openai.AsyncOpenAI) -> None:
-    floats = await client.embeddings.create(model=DEFAULT_MODEL, input=["The cat sat.", "A dog ran."], encoding_format="float")
+    floats = await client.embeddings.create(
+        model=DEFAULT_MODEL, input=["The cat sat.", "A dog ran."], encoding_format="float"
+    )
     assert [item.index for item in floats.data] == [0, 1]
     assert all(len(item.embedding) == 896 for item in floats.data)
     assert floats.usage.prompt_tokens > 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from ingle.core.engine import Engine
 
 from .conftest import settings_for

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from ingle.core.engine import Engine
 from ingle.core.generation import GenerationRequest, SamplingOptions
 
@@ -31,7 +32,12 @@ LONG = "Write a very long essay about the history of the sea, with many chapters
 
 def generate_body(prompt: str, max_tokens: int, stream: bool = True, **options: object) -> dict[str, object]:
     """An Ollama /api/generate body for the default model."""
-    return {"model": DEFAULT_MODEL, "prompt": prompt, "stream": stream, "options": {"num_predict": max_tokens, **options}}
+    return {
+        "model": DEFAULT_MODEL,
+        "prompt": prompt,
+        "stream": stream,
+        "options": {"num_predict": max_tokens, **options},
+    }
 
 
 @pytest.fixture
@@ -92,7 +98,9 @@ async def test_full_queue_answers_503_with_retry_after(
         async with serving(busy.settings, busy) as url:
 
             async def occupy() -> None:
-                async with session.post(f"{url}/api/generate", json=generate_body(LONG, 300, temperature=0)) as response:
+                async with session.post(
+                    f"{url}/api/generate", json=generate_body(LONG, 300, temperature=0)
+                ) as response:
                     await response.read()
 
             # Headers come with the first token, so the two run as tasks: one generates, one waits.
@@ -175,4 +183,3 @@ async def test_generation_metrics_after_a_request(engine: Engine, session: aioht
         assert await metric_value(session, url, "ingle_generated_tokens_total", labels) == 3
         assert await metric_value(session, url, "ingle_time_to_first_token_seconds_count", labels) == 1
         assert await metric_value(session, url, "ingle_loaded_models") == 1
-

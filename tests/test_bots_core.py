@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from ingle.bots.access import AccessPolicy
 from ingle.bots.commands import ScheduleSpec, parse_command, parse_schedule
 from ingle.bots.conversation import (
@@ -81,12 +82,20 @@ def test_splitting_keeps_code_blocks_whole_and_parts_within_the_limit(render) ->
     assert len(parts) > 5
     assert all(len(part) <= 400 for part in parts)
     for part in parts:
-        assert part.count("```") % 2 == 0 if render is not to_telegram_html else part.count("<pre>") == part.count("</pre>")
+        assert (
+            part.count("```") % 2 == 0
+            if render is not to_telegram_html
+            else part.count("<pre>") == part.count("</pre>")
+        )
         if render is to_telegram_html:
             visible_html(part)
     joined = "\n".join(visible_html(part) if render is to_telegram_html else part for part in parts)
     for line in code_lines:
-        shown = line if render is not to_slack_mrkdwn else line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        shown = (
+            line
+            if render is not to_slack_mrkdwn
+            else line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        )
         assert joined.count(shown) == 1, line
 
 
@@ -124,7 +133,9 @@ def test_reasoning_is_stripped_even_mid_stream(raw: str, visible: str) -> None:
 
 
 def test_history_is_trimmed_oldest_first_and_keeps_the_system_prompt() -> None:
-    history = [StoredMessage(i, "user" if i % 2 == 0 else "assistant", f"message {i} " + "x" * 300, None) for i in range(20)]
+    history = [
+        StoredMessage(i, "user" if i % 2 == 0 else "assistant", f"message {i} " + "x" * 300, None) for i in range(20)
+    ]
     budget = estimate_tokens("sys") + 5 * estimate_tokens(history[0].content)
     messages = fit_history("sys", history, budget)
     assert messages[0].role == "system" and messages[0].content == "sys"
@@ -175,7 +186,14 @@ def test_schedule_syntax(text: str, cron: str, seconds: float, prompt: str) -> N
 
 
 @pytest.mark.parametrize(
-    "text", ["every 10 seconds too often", "sometime soon do it", "every weekday at 25:00 x", "every 30 minutes", "every funday at 9 x"]
+    "text",
+    [
+        "every 10 seconds too often",
+        "sometime soon do it",
+        "every weekday at 25:00 x",
+        "every 30 minutes",
+        "every funday at 9 x",
+    ],
 )
 def test_schedule_syntax_errors_are_sentences(text: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
@@ -380,7 +398,9 @@ async def test_commands_reset_model_and_system(tmp_path: Path) -> None:
     backend = ScriptedBackend(["ok"])
     key = ConversationKey("test", "c", "t1")
     async with core_for(tmp_path, backend, log) as core:
-        for index, text in enumerate(["hello", "/system Answer like a pirate.", "/model qwen2.5-coder:1.5b", "/reset", "again"]):
+        for index, text in enumerate(
+            ["hello", "/system Answer like a pirate.", "/model qwen2.5-coder:1.5b", "/reset", "again"]
+        ):
             await core.handle(said(key, text, f"e{index}"), RecordedReply(log))
         await core.handle(said(key, "/model ../../etc", "e9"), RecordedReply(log))
     last = backend.requests[-1]

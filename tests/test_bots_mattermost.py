@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.platforms.mattermost import MattermostBot, clean_text
 from ingle.bots.settings import MattermostSettings
@@ -20,7 +21,6 @@ from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
-
 from tests.bot_helpers import RecordingBackend
 from tests.fakes.mattermost_api import BOT_USER_ID, FakeMattermost
 
@@ -137,7 +137,9 @@ async def test_a_bad_token_is_one_sentence(tmp_path: Path) -> None:
 
 
 def test_the_mention_is_cleaned_for_the_model() -> None:
-    assert clean_text("@ingle what is 2+2? cc @ingle2 mail@ingle.org", "ingle") == "what is 2+2? cc @ingle2 mail@ingle.org"
+    assert (
+        clean_text("@ingle what is 2+2? cc @ingle2 mail@ingle.org", "ingle") == "what is 2+2? cc @ingle2 mail@ingle.org"
+    )
 
 
 def test_mattermost_is_in_the_platform_registry() -> None:

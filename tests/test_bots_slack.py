@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ingle.bots.errors import BUSY
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.platforms.slack import EditBudget, SlackBot, clean_text
@@ -20,7 +21,6 @@ from ingle.bots.settings import SlackSettings
 from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
 from ingle.core.settings import Settings
-
 from tests.bot_helpers import BusyBackend, RecordingBackend
 from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
 
@@ -173,9 +173,12 @@ async def test_a_retried_event_is_answered_once(engine: Engine, tmp_path: Path) 
 
 async def test_http_mode_checks_signatures_and_drops_retries(engine: Engine, tmp_path: Path) -> None:
     backend = RecordingBackend(engine)
-    async with FakeSlack() as slack, slack_bot(
-        slack, tmp_path, backend, mode="http", app_token=None, signing_secret=slack.signing_secret, http_port=0
-    ) as bot:
+    async with (
+        FakeSlack() as slack,
+        slack_bot(
+            slack, tmp_path, backend, mode="http", app_token=None, signing_secret=slack.signing_secret, http_port=0
+        ) as bot,
+    ):
         url = f"http://127.0.0.1:{bot.http_port}/slack/events"
         event = slack.message_event(ALICE, "Say hi.", DM)
         body = slack.callback(event)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from ingle.bots.formatting import to_telegram_html
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.platforms.telegram import TelegramBot
@@ -67,13 +68,17 @@ def database(settings: Settings) -> Path:
 
 async def final_answer(fake: FakeTelegram, settings: Settings, chat_id: int, count: int = 1) -> str:
     """Wait for the `count`-th stored answer and for the chat to show it; return its Markdown."""
-    answers = await fake.wait_for(lambda: (found := stored_messages(database(settings), "assistant")) and len(found) >= count and found)
+    answers = await fake.wait_for(
+        lambda: (found := stored_messages(database(settings), "assistant")) and len(found) >= count and found
+    )
     answer = answers[count - 1][1]
     await fake.wait_for(lambda: to_telegram_html(answer) in fake.sent_texts(chat_id))
     return answer
 
 
-async def test_dm_round_trip_streams_a_placeholder_then_edits(fake: FakeTelegram, engine: Engine, tmp_path: Path) -> None:
+async def test_dm_round_trip_streams_a_placeholder_then_edits(
+    fake: FakeTelegram, engine: Engine, tmp_path: Path
+) -> None:
     settings = bot_config(tmp_path, fake)
     async with telegram_bot(settings, engine):
         await fake.inject_message("Count from 1 to 20, separated by commas.", chat_id=DM)
@@ -239,8 +244,12 @@ async def test_a_schedule_fires_and_survives_a_restart(fake: FakeTelegram, engin
 
     def scheduled_posts() -> list[str]:
         # Scheduled answers are posted, not replies: placeholders without reply parameters, then edited.
-        placeholders = [call.result["message_id"] for call in fake.calls_of("sendMessage", DM) if call.params["text"] == "…"]
-        return [fake.messages[(DM, message_id)] for message_id in placeholders if fake.messages[(DM, message_id)] != "…"]
+        placeholders = [
+            call.result["message_id"] for call in fake.calls_of("sendMessage", DM) if call.params["text"] == "…"
+        ]
+        return [
+            fake.messages[(DM, message_id)] for message_id in placeholders if fake.messages[(DM, message_id)] != "…"
+        ]
 
     async with telegram_bot(settings, engine):
         await fake.inject_message("/schedule every 3 seconds Say hello in one word.", chat_id=DM)
@@ -313,12 +322,7 @@ async def test_the_token_never_reaches_the_log(
 def bot_process_env(fake: FakeTelegram, tmp_path: Path, home: Path, **extra: str) -> dict[str, str]:
     """Environment for an `ingle` subprocess whose config has a [bots.telegram] section aimed at the fake."""
     config = tmp_path / "ingle.toml"
-    config.write_text(
-        "[bots.telegram]\n"
-        f'base_url = "{fake.base_url}"\n'
-        'allowed_users = ["1"]\n'
-        "poll_timeout = 1\n"
-    )
+    config.write_text(f'[bots.telegram]\nbase_url = "{fake.base_url}"\nallowed_users = ["1"]\npoll_timeout = 1\n')
     return {
         **os.environ,
         "INGLE_CONFIG": str(config),
@@ -331,8 +335,14 @@ def bot_process_env(fake: FakeTelegram, tmp_path: Path, home: Path, **extra: str
 async def test_ingle_bot_telegram_runs_standalone_and_stops_on_sigterm(fake: FakeTelegram, tmp_path: Path) -> None:
     env = bot_process_env(fake, tmp_path, home=tmp_path / "home")
     process = await asyncio.create_subprocess_exec(
-        ingle_executable(), "-v", "bot", "telegram", "--embedded",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        ingle_executable(),
+        "-v",
+        "bot",
+        "telegram",
+        "--embedded",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await fake.wait_for(lambda: fake.calls_of("deleteWebhook"), timeout=60)

@@ -10,12 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gguf import GGUFWriter
+
 from ingle.adapters.cli.formatting import (
     human_size,
     parameter_count,
@@ -266,7 +267,7 @@ def test_sizes_and_counts() -> None:
 
 
 def test_relative_times() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert relative_time(now - timedelta(seconds=5), now) == "just now"
     assert relative_time(now - timedelta(minutes=3), now) == "3 minutes ago"
     assert relative_time(now + timedelta(minutes=4), now) == "4 minutes from now"

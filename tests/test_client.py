@@ -8,6 +8,7 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
+
 from ingle.adapters.client import DaemonUnavailable, IngleClient
 from ingle.adapters.engine_api import EngineApi, LocalEngine
 from ingle.core.engine import Engine

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from ingle.adapters.cli import doctor
 from ingle.adapters.cli.doctor import Check, run_checks
 
@@ -103,7 +104,7 @@ def health_server() -> Iterator[int]:
     """A loopback HTTP server answering /health like ingle does."""
 
     class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             body = json.dumps({"status": "ok"}).encode()
             self.send_response(200 if self.path == "/health" else 404)
             self.send_header("Content-Type", "application/json")

@@ -10,6 +10,7 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
+
 from ingle.core.engine import Engine
 from ingle.core.errors import (
     ContextOverflow,
@@ -27,6 +28,7 @@ from ingle.core.generation import (
 from .conftest import DEFAULT_MODEL, settings_for
 
 pytestmark = pytest.mark.slow
+
 
 async def collect(engine: Engine, request: GenerationRequest) -> tuple[str, GenerationStats]:
     """Run a generation to the end; return its text and stats."""
@@ -282,7 +284,9 @@ def _with_keep_alive(request: GenerationRequest, seconds: float) -> GenerationRe
     return request
 
 
-async def test_with_kv_reuse_text_inserted_mid_prompt_decodes_only_the_inserted_tokens(default_model_home: Path) -> None:
+async def test_with_kv_reuse_text_inserted_mid_prompt_decodes_only_the_inserted_tokens(
+    default_model_home: Path,
+) -> None:
     notes = [f"# note {index}: keep the helpers small and pure" for index in range(30)]
 
     def request(inserted: list[str]) -> GenerationRequest:

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from ingle.core.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

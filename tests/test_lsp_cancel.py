@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from lsprotocol import types
+from pygls.workspace import Workspace
+
 from ingle.adapters.cli.engine_access import EngineChoice
 from ingle.adapters.engine_api import LocalEngine
 from ingle.core.engine import Engine
 from ingle.lsp.server import IngleLanguageServer, create_server
-from lsprotocol import types
-from pygls.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +98,9 @@ async def test_a_newer_request_stops_the_rest_and_reuses_its_sequence(engine: En
     assert first is not None and uri in server.finishing, "the rest of the block is still being generated"
     typed = "swaps_made = "  # not the start of the suggestion, so the model is asked again
     assert not first.text.startswith(typed)
-    server.workspace.put_text_document(types.TextDocumentItem(uri, "python", 2, SORT.replace("    \n", f"    {typed}\n")))
+    server.workspace.put_text_document(
+        types.TextDocumentItem(uri, "python", 2, SORT.replace("    \n", f"    {typed}\n"))
+    )
     newer = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4 + len(typed))), 60)
     assert uri not in server.finishing and newer is not None and not newer.from_cache
     # Only the tail after the shared prompt prefix is decoded: it landed on the sequence the block left.

@@ -106,7 +106,9 @@ def replace_text(client: EditorClient, uri: str, text: str) -> None:
     whole = types.Range(types.Position(0, 0), types.Position(10_000, 0))
     change = types.TextDocumentContentChangePartial(range=whole, text=text)
     client.text_document_did_change(
-        types.DidChangeTextDocumentParams(types.VersionedTextDocumentIdentifier(version=client.version + 1, uri=uri), [change])
+        types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(version=client.version + 1, uri=uri), [change]
+        )
     )
 
 

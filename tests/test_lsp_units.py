@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from ingle.lsp.cache import CacheKey, SuggestionCache
 from ingle.lsp.context import ContextRing
 from ingle.lsp.postprocess import StreamStop, clean_suggestion
 from ingle.lsp.prompt import Anchors, Cursor, build_prompt
 from ingle.lsp.settings import CompletionSettings
-from pydantic import ValidationError
 
 
 def cursor_in(text: str, marker: str = "|", filename: str = "code.py") -> Cursor:
@@ -84,7 +85,9 @@ def test_the_prompt_re_anchors_after_moving_far() -> None:
 def test_extra_context_chunks_come_first_and_the_below_chunk_last() -> None:
     ring = ContextRing(max_chunks=4, chunk_lines=8)
     ring.pick("other.py", _source(20).split("\n"), 5)
-    prompt = build_prompt(Cursor("a.py", _source(60).split("\n"), 5, 0), Anchors(), ring.chunks_for("a.py"), CompletionSettings())
+    prompt = build_prompt(
+        Cursor("a.py", _source(60).split("\n"), 5, 0), Anchors(), ring.chunks_for("a.py"), CompletionSettings()
+    )
     assert [chunk.filename for chunk in prompt.chunks] == ["other.py", "a.py"]
 
 
@@ -132,7 +135,9 @@ def test_a_line_in_progress_gets_one_line() -> None:
 def test_a_block_ends_where_the_indentation_drops() -> None:
     cursor = cursor_in("def f(items):\n    |\n")
     raw = "total = 0\n    for item in items:\n        total += item\n    return total\nprint(f([1]))"
-    assert clean_suggestion(raw, cursor, 8) == "total = 0\n    for item in items:\n        total += item\n    return total"
+    assert (
+        clean_suggestion(raw, cursor, 8) == "total = 0\n    for item in items:\n        total += item\n    return total"
+    )
     stop = StreamStop(cursor, 8)
     assert not stop.feed("total = 0\n    for item in items:\n")
     assert stop.feed("        total += item\n    return total\nprint(f([1]))\n")

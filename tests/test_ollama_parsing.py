@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from ingle.adapters.http.assistant_output import (
     AssistantOutputParser,
     AssistantPiece,
@@ -13,7 +15,6 @@ from ingle.adapters.http.ollama_wire import (
     GenerateRequest,
     parse_keep_alive,
 )
-from pydantic import ValidationError
 
 TOOLS = ["get_weather"]
 

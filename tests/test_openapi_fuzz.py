@@ -25,9 +25,10 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from ingle.core.engine import Engine
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+
+from ingle.core.engine import Engine
 
 from .conftest import DEFAULT_MODEL, settings_for
 from .test_upstreams import running_app

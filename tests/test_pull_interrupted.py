@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ingle.core.errors import StorageFull
 from ingle.core.pull import pull
 from ingle.core.settings import Settings

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from ingle.adapters.config_reload import reload_settings
 from ingle.adapters.logging_setup import (
     JournalFormatter,
@@ -180,7 +181,7 @@ def test_journal_format_only_when_stderr_is_the_announced_stream(
             logging.getLogger("ingle.test").info("hello %s", "journal")
         finally:
             logging.basicConfig(force=True)
-    assert (tmp_path / "journal").read_text() == "<6>level=info logger=ingle.test msg=\"hello journal\"\n"
+    assert (tmp_path / "journal").read_text() == '<6>level=info logger=ingle.test msg="hello journal"\n'
 
 
 # --- reload ---------------------------------------------------------------------------

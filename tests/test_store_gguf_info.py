@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from ingle.core.errors import CorruptModel
 from ingle.core.gguf_info import quantization_name, read_gguf_info
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from ingle.adapters.http.app import create_app
 from ingle.adapters.upstreams import (
     BackendRouter,
@@ -39,7 +40,6 @@ from ingle.core.generation import (
     SamplingOptions,
 )
 from ingle.core.settings import Settings, UpstreamSettings
-
 from tests.fakes import start_on_loopback
 
 from .conftest import DEFAULT_MODEL, link_home, settings_for
@@ -104,7 +104,13 @@ def test_raw_prompts_and_fim_go_to_completions_and_the_rest_to_chat() -> None:
     options = SamplingOptions(temperature=0, max_tokens=5, stop=["\n"], seed=1)
     path, body = openai_request(GenerationRequest(model="m", prompt="def f(", suffix=")", options=options))
     assert path == "/v1/completions"
-    assert (body["prompt"], body["suffix"], body["max_tokens"], body["stop"], body["seed"]) == ("def f(", ")", 5, ["\n"], 1)
+    assert (body["prompt"], body["suffix"], body["max_tokens"], body["stop"], body["seed"]) == (
+        "def f(",
+        ")",
+        5,
+        ["\n"],
+        1,
+    )
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     path, body = openai_request(GenerationRequest(model="m", prompt="Once", raw=True))
     assert path == "/v1/completions" and "suffix" not in body
@@ -120,9 +126,10 @@ def test_raw_prompts_and_fim_go_to_completions_and_the_rest_to_chat() -> None:
 
 
 async def test_upstream_streams_chat_and_reports_usage() -> None:
-    async with FakeOpenAIServer() as server, OpenAIUpstream(
-        upstream_config(server.url + "/v1", api_key="s3cret"), read_timeout=10
-    ) as upstream:
+    async with (
+        FakeOpenAIServer() as server,
+        OpenAIUpstream(upstream_config(server.url + "/v1", api_key="s3cret"), read_timeout=10) as upstream,
+    ):
         text, stats = await collect(upstream, chat())
     assert text == "Hello, world"
     assert (stats.prompt_tokens, stats.completion_tokens, stats.done_reason) == (7, 3, "length")
@@ -360,7 +367,9 @@ class RecordingBackend:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings, engine: Engine, backend: GenerationBackend | None = None) -> AsyncIterator[str]:
+async def running_app(
+    settings: Settings, engine: Engine, backend: GenerationBackend | None = None
+) -> AsyncIterator[str]:
     """Serve the HTTP API on an ephemeral loopback port; yield its base URL."""
     runner, url = await start_on_loopback(create_app(settings, engine, backend))
     try:
@@ -422,7 +431,9 @@ async def test_a_routes_a_model_it_lacks_to_b(engine: Engine, daemon_b: DaemonB)
         assert "Paris" in await ask(url)
         assert daemon_b.backend.models[before:] == [REMOTE_MODEL]
         # Non-streaming too, and A's own model stays local.
-        answer = await client(url).completions.create(model=REMOTE_MODEL, prompt="1, 2, 3,", max_tokens=4, temperature=0)
+        answer = await client(url).completions.create(
+            model=REMOTE_MODEL, prompt="1, 2, 3,", max_tokens=4, temperature=0
+        )
         assert "4" in answer.choices[0].text
         assert "Paris" in await ask(url, DEFAULT_MODEL)
         assert daemon_b.backend.models[before:] == [REMOTE_MODEL, REMOTE_MODEL]

@@ -171,9 +171,7 @@ async def ensure_model(engine: EngineApi, context: CliContext, name: str) -> Non
         await pull_with_progress(engine, context.err, "default")
 
 
-async def stream_answer(
-    engine: EngineApi, context: CliContext, request: GenerationRequest, spinner_text: str
-) -> str:
+async def stream_answer(engine: EngineApi, context: CliContext, request: GenerationRequest, spinner_text: str) -> str:
     """Stream one answer to stdout as it is generated and return its full text."""
     pieces: list[str] = []
     stats: GenerationStats | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 _TIME_UNITS = (
@@ -53,12 +53,12 @@ def parse_timestamp(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except (TypeError, ValueError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def relative_time(moment: datetime, now: datetime | None = None) -> str:
     """`3 minutes ago`, `4 minutes from now`, `just now`."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     seconds = (moment - now).total_seconds()
     future = seconds > 0
     seconds = abs(seconds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -119,7 +119,7 @@ def list_models(ctx: typer.Context) -> None:
     context = cli_context(ctx)
     manifests = asyncio.run(_list(context))
     table = _plain_table("NAME", "DIGEST", "SIZE", "MODIFIED")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for manifest in sorted(manifests, key=lambda item: item.name):
         created = parse_timestamp(manifest.created_at)
         modified = relative_time(created, now) if created else manifest.created_at
@@ -248,7 +248,7 @@ def running(ctx: typer.Context) -> None:
         if model.expires_at is None:
             until = "forever"
         else:
-            until = relative_time(datetime.fromtimestamp(model.expires_at, timezone.utc))
+            until = relative_time(datetime.fromtimestamp(model.expires_at, UTC))
         table.add_row(
             model.name,
             human_size(model.size),

@@ -34,7 +34,7 @@ class PullProgressDisplay:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
-    def __enter__(self) -> "PullProgressDisplay":
+    def __enter__(self) -> PullProgressDisplay:
         return self
 
     def __exit__(

@@ -32,7 +32,7 @@ class AssistantPiece:
     def __bool__(self) -> bool:
         return bool(self.content or self.thinking or self.tool_calls)
 
-    def extend(self, other: "AssistantPiece") -> None:
+    def extend(self, other: AssistantPiece) -> None:
         """Append another piece to this one."""
         self.content += other.content
         self.thinking += other.thinking

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -19,7 +19,6 @@ from aiohttp import web
 from ...core.generation import ContextChunk, GenerationRequest, GenerationStats, SamplingOptions
 from .errors import BadRequestBody, read_body
 from .keys import BACKEND, SETTINGS
-from .metrics import record_generation
 from .llama_server_wire import (
     CompletionOptions,
     CompletionPartial,
@@ -29,6 +28,7 @@ from .llama_server_wire import (
     InfillRequest,
     Timings,
 )
+from .metrics import record_generation
 from .openapi import documented
 from .sampling import sampling_options
 from .streaming import server_sent_events
@@ -113,7 +113,9 @@ def completion_generation(body: CompletionRequest, default_model: str) -> Genera
     prompt = body.prompt
     if isinstance(prompt, list):
         if len(prompt) != 1 or not isinstance(prompt[0], str):
-            raise BadRequestBody("prompt: send one prompt as text; token ids and several prompts are not supported.", "prompt")
+            raise BadRequestBody(
+                "prompt: send one prompt as text; token ids and several prompts are not supported.", "prompt"
+            )
         prompt = prompt[0]
     return GenerationRequest(
         model=_model(body, default_model), prompt=prompt, raw=True, options=_options(body), format=_output_format(body)

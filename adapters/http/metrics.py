@@ -134,7 +134,9 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         metrics.request_seconds.labels(request.method, route).observe(time.perf_counter() - started)
 
 
-@documented("Prometheus metrics: requests, tokens, time to first token, queue depth (text exposition format).", tags=("meta",))
+@documented(
+    "Prometheus metrics: requests, tokens, time to first token, queue depth (text exposition format).", tags=("meta",)
+)
 async def metrics_endpoint(request: web.Request) -> web.Response:
     """Serve the application's metrics in the Prometheus text format."""
     body = generate_latest(request.app[METRICS].registry)

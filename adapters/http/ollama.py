@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -84,7 +84,7 @@ def ingle_version() -> str:
 
 def rfc3339(moment: datetime | None = None) -> str:
     """A UTC timestamp as Ollama writes it, ending in Z."""
-    moment = (moment or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
@@ -94,7 +94,7 @@ def _stored_time(text: str) -> str:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return text
-    return rfc3339(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+    return rfc3339(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def _nanoseconds(seconds: float) -> int:
@@ -263,9 +263,9 @@ def _generation_request(body: GenerateRequest, context_length: int) -> Generatio
 async def _generate_chunks(request: web.Request, body: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
     if not body.prompt and body.suffix is None:
         reason = await _load_or_unload(request, body.model, body.keep_alive)
-        yield GenerateChunk(model=body.model, created_at=rfc3339(), response="", done=True, done_reason=reason).model_dump(
-            exclude_none=True
-        )
+        yield GenerateChunk(
+            model=body.model, created_at=rfc3339(), response="", done=True, done_reason=reason
+        ).model_dump(exclude_none=True)
         return
     generation = _generation_request(body, request.app[SETTINGS].num_ctx)
     thinking = _wants_thinking(body.think)
@@ -429,7 +429,9 @@ async def embed(request: web.Request) -> web.Response:
     return web.json_response(response.model_dump())
 
 
-@documented("Embed one text (legacy form of /api/embed).", request=EmbeddingsRequest, response=EmbeddingsResponse, tags=TAGS)
+@documented(
+    "Embed one text (legacy form of /api/embed).", request=EmbeddingsRequest, response=EmbeddingsResponse, tags=TAGS
+)
 async def embeddings(request: web.Request) -> web.Response:
     """The vector of one prompt."""
     body = await read_body(request, EmbeddingsRequest)
@@ -564,9 +566,9 @@ def _running_info(request: web.Request, running: RunningModel) -> RunningModelIn
     except ModelNotFound:  # its name was removed while it is still loaded
         details = ModelDetails(family="", families=[], parameter_size="", quantization_level="")
     expires = (
-        datetime.fromtimestamp(running.expires_at, timezone.utc)
+        datetime.fromtimestamp(running.expires_at, UTC)
         if running.expires_at is not None
-        else datetime.now(timezone.utc) + _NEVER
+        else datetime.now(UTC) + _NEVER
     )
     return RunningModelInfo(
         name=running.name,

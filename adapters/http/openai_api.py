@@ -255,7 +255,11 @@ def _tool_call_for_template(call: Any) -> dict[str, Any]:
         arguments = json.loads(function.arguments)
     except ValueError:
         arguments = function.arguments
-    return {"type": "function", "id": getattr(call, "id", None), "function": {"name": function.name, "arguments": arguments}}
+    return {
+        "type": "function",
+        "id": getattr(call, "id", None),
+        "function": {"name": function.name, "arguments": arguments},
+    }
 
 
 def _output_format(body: ChatCompletionRequest) -> str | dict[str, Any] | None:
@@ -394,7 +398,9 @@ def chat_completion(model: str, answer: AssistantPiece, stats: GenerationStats) 
         tool_calls=calls or None,
     )
     choice = ChatChoice(message=message, finish_reason="tool_calls" if calls else _finish_reason(stats))
-    return ChatCompletion(id=new_id("chatcmpl"), created=int(time.time()), model=model, choices=[choice], usage=usage(stats))
+    return ChatCompletion(
+        id=new_id("chatcmpl"), created=int(time.time()), model=model, choices=[choice], usage=usage(stats)
+    )
 
 
 def text_completion(model: str, text: str, stats: GenerationStats) -> Completion:

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 ERROR_SCHEMA = {
     "type": "object",
@@ -100,4 +99,7 @@ def build_openapi(app: web.Application, version: str) -> dict[str, Any]:
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }

@@ -57,9 +57,7 @@ async def serve(
         # handler_cancellation: a client that disconnects cancels its handler,
         # which frees its sequence in the engine within one decode step.
         # shutdown_timeout: on stop, in-flight requests and streams finish (or are cancelled after it).
-        runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=log, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
-        )
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=log, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
         await runner.setup()
         watchdog: asyncio.Task[None] | None = None
         try:

@@ -326,7 +326,6 @@ class MattermostBot:
         return found
 
 
-
 async def run_mattermost(settings: Settings, backend: GenerationBackend) -> None:
     """Run the `[bots.mattermost]` bot against `backend` until cancelled."""
     async with MattermostBot(settings, MattermostSettings.from_settings(settings), backend) as running:

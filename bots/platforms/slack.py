@@ -138,9 +138,7 @@ class SlackReplyPolicy:
     def refused(self, error: SlackApiError) -> None:
         """Slack refused chat.startStream: fall back to chat.update from now on."""
         if self.available:
-            log.warning(
-                "slack refused chat.startStream (%s); streaming by chat.update instead", _code(error)
-            )
+            log.warning("slack refused chat.startStream (%s); streaming by chat.update instead", _code(error))
         self.available = False
 
 
@@ -281,7 +279,9 @@ class SlackReply:
             )
             return
         for text in mrkdwn_parts(markdown):
-            await self._client.chat_postMessage(channel=self._thread.channel, thread_ts=self._thread.thread_ts, text=text)
+            await self._client.chat_postMessage(
+                channel=self._thread.channel, thread_ts=self._thread.thread_ts, text=text
+            )
 
 
 # --- events in -------------------------------------------------------------------------
@@ -462,7 +462,6 @@ class SlackBot:
         found = any(message.get("user") == self.bot_user_id for message in messages)
         self._known_threads.remember((channel, thread), found)
         return found
-
 
 
 def _code(error: SlackApiError) -> str:

@@ -255,7 +255,7 @@ class TelegramBot:
         """The PTB Bot object (the HTTP client of the Bot API)."""
         return self.application.bot
 
-    async def __aenter__(self) -> "TelegramBot":
+    async def __aenter__(self) -> TelegramBot:
         try:
             try:
                 await self.application.initialize()  # getMe: checks the token
@@ -342,7 +342,9 @@ class TelegramBot:
         site = web.TCPSite(self._webhook, self.settings.webhook_listen, self.settings.webhook_port)
         await site.start()
         secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else ""
-        await self.bot.set_webhook(self.settings.webhook_url or "", secret_token=secret, allowed_updates=[Update.MESSAGE])
+        await self.bot.set_webhook(
+            self.settings.webhook_url or "", secret_token=secret, allowed_updates=[Update.MESSAGE]
+        )
 
     @property
     def webhook_port(self) -> int | None:
@@ -424,9 +426,8 @@ class TelegramBot:
         )
         cut: list[tuple[int, int]] = []
         for entity, value in message.parse_entities().items():
-            mentioned = (
-                (entity.type == MessageEntity.MENTION and value.lower() == handle)
-                or (entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and entity.user.id == me.id)
+            mentioned = (entity.type == MessageEntity.MENTION and value.lower() == handle) or (
+                entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and entity.user.id == me.id
             )
             named_command = entity.type == MessageEntity.BOT_COMMAND and value.lower().endswith(handle)
             if mentioned:
@@ -440,7 +441,6 @@ class TelegramBot:
         for start, end in sorted(cut, reverse=True):
             text = _cut_utf16(text, start, end)
         return text.strip()
-
 
 
 def _cut_utf16(text: str, start: int, end: int) -> str:

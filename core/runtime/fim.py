@@ -35,7 +35,7 @@ class FimTokens:
     """Codestral's order: suffix, then prefix."""
 
     @classmethod
-    def of(cls, model: LlamaModel) -> "FimTokens | None":
+    def of(cls, model: LlamaModel) -> FimTokens | None:
         """The model's FIM tokens, or None if it cannot fill in the middle."""
         vocab = model.vocab
 

@@ -88,11 +88,11 @@ class ReusePlan:
         forwards = [move for move in self.moves if move.delta > 0]
         return backwards + forwards[::-1]
 
-    def before(self, position: int) -> "ReusePlan":
+    def before(self, position: int) -> ReusePlan:
         """This plan without the moves that land at or after `position` (whose tail then starts there)."""
         return ReusePlan(self.prefix, tuple(move for move in self.moves if move.target < position), self.prompt_length)
 
-    def with_holes_up_to(self, tokens: int) -> "ReusePlan":
+    def with_holes_up_to(self, tokens: int) -> ReusePlan:
         """This plan without the moves that would need more than `tokens` tokens decoded in holes."""
         kept, spent, start = [], 0, self.prefix
         for move in self.moves:
@@ -127,7 +127,9 @@ def plan_reuse(cached: Sequence[int], prompt: Sequence[int], min_run: int) -> Re
     moves: list[Move] = []
     position, floor = prefix, prefix
     while position + min_run <= last:
-        best = _longest_run(cached, prompt, position, last, index.get(tuple(prompt[position : position + key]), []), floor)
+        best = _longest_run(
+            cached, prompt, position, last, index.get(tuple(prompt[position : position + key]), []), floor
+        )
         if best is not None and best[1] >= min_run:
             source, length = best
             moves.append(Move(source, position, length))
@@ -154,7 +156,11 @@ def _longest_run(
     for source in candidates[first : first + _CANDIDATES]:
         length = 0
         # The last prompt token is never reused (it is decoded for its logits).
-        while position + length < last and source + length < len(cached) and cached[source + length] == prompt[position + length]:
+        while (
+            position + length < last
+            and source + length < len(cached)
+            and cached[source + length] == prompt[position + length]
+        ):
             length += 1
         if best is None or length > best[1]:
             best = (source, length)

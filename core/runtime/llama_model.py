@@ -182,7 +182,7 @@ class LlamaModel:
         value = llama.llama_model_chat_template(self._model, None)
         return value.decode("utf-8", "replace") if value else None
 
-    def new_context(self, shape: ContextShape) -> "LlamaContext":
+    def new_context(self, shape: ContextShape) -> LlamaContext:
         """Create a context (KV cache + compute buffers) on this model."""
         return LlamaContext(self, shape)
 

@@ -24,7 +24,7 @@ def grammar_for_format(output_format: str | dict[str, Any] | None) -> str | None
             return json_schema_to_gbnf(json.dumps(output_format))
         except Exception as error:  # the converter raises bare Exceptions on bad schemas
             raise InvalidRequest(f"format: the JSON schema cannot be used ({error}).") from error
-    raise InvalidRequest("format: expected \"json\" or a JSON schema object.")
+    raise InvalidRequest('format: expected "json" or a JSON schema object.')
 
 
 class Sampler:

@@ -93,9 +93,7 @@ async def partial_lock(partial: Path) -> AsyncIterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
-            raise SourceError(
-                "Another pull of this model is already running; wait for it to finish."
-            ) from error
+            raise SourceError("Another pull of this model is already running; wait for it to finish.") from error
         try:
             yield
             # Unlinked while still held, so no one can lock the old file after us.

@@ -73,10 +73,7 @@ class HfSource:
 
     def _status_message(self, status: int) -> str:
         if status in (401, 403, 404):
-            return (
-                f"Hugging Face answered {status} for {self.label}: check the name, "
-                "or set hf_token for a gated repo."
-            )
+            return f"Hugging Face answered {status} for {self.label}: check the name, or set hf_token for a gated repo."
         return f"Hugging Face answered {status} for {self.label}; try again later."
 
     async def _linked_sha256(self, client: httpx.AsyncClient) -> str | None:

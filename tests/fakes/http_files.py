@@ -194,9 +194,7 @@ class FakeFileServer:
 
     def seen(self, method: str | None = None, path_prefix: str = "") -> list[RecordedRequest]:
         """Requests seen so far, filtered by method and path prefix."""
-        return [
-            r for r in self.requests if (method is None or r.method == method) and r.path.startswith(path_prefix)
-        ]
+        return [r for r in self.requests if (method is None or r.method == method) and r.path.startswith(path_prefix)]
 
     # --- handlers ----------------------------------------------------------
 
@@ -256,7 +254,9 @@ class FakeFileServer:
             return web.json_response({"error": "Access to this repo is restricted."}, status=401)
         entry = self.hf_files.get(key)
         if entry is None or entry.key not in self.files:
-            return web.json_response({"error": "Entry not found"}, status=404, headers={"X-Error-Code": "EntryNotFound"})
+            return web.json_response(
+                {"error": "Entry not found"}, status=404, headers={"X-Error-Code": "EntryNotFound"}
+            )
         served = self.files[entry.key]
         headers = {
             "Location": f"{self.cdn_url or self.url}/files/{entry.key}",
@@ -289,7 +289,7 @@ class FakeFileServer:
             return web.json_response(payload, content_type="application/vnd.pypi.simple.v1+json")
         links = "\n".join(
             f'<a href="/files/{f.key}#sha256={f.sha256 or self.files[f.key].sha256}"'
-            f'{" data-yanked" if f.yanked else ""}>{f.filename}</a><br/>'
+            f"{' data-yanked' if f.yanked else ''}>{f.filename}</a><br/>"
             for f in files
         )
         return web.Response(text=f"<!DOCTYPE html><html><body>\n{links}\n</body></html>", content_type="text/html")

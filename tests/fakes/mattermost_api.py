@@ -236,8 +236,13 @@ class FakeMattermost:
                 if action.get("action") == "authentication_challenge":
                     if action.get("data", {}).get("token") != self.bot_token:
                         await socket.send_str(
-                            json.dumps({"status": "FAIL", "seq_reply": action.get("seq"),
-                                        "error": {"id": "api.web_socket_router.not_authenticated.app_error"}})
+                            json.dumps(
+                                {
+                                    "status": "FAIL",
+                                    "seq_reply": action.get("seq"),
+                                    "error": {"id": "api.web_socket_router.not_authenticated.app_error"},
+                                }
+                            )
                         )
                         await socket.close()
                         break
@@ -272,11 +277,17 @@ class FakeMattermost:
                 if pending and request.path.endswith(route):
                     reset = pending.pop(0)
                     status = 429
-                    headers = {"X-Ratelimit-Limit": "10", "X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": f"{reset:g}"}
+                    headers = {
+                        "X-Ratelimit-Limit": "10",
+                        "X-Ratelimit-Remaining": "0",
+                        "X-Ratelimit-Reset": f"{reset:g}",
+                    }
                     return _error(429, "api.context.rate_limit.app_error", "Too many requests.", headers)
             if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
                 status = 401
-                return _error(401, "api.context.session_expired.app_error", "Invalid or expired session, please login again.")
+                return _error(
+                    401, "api.context.session_expired.app_error", "Invalid or expired session, please login again."
+                )
             response = await handler(request)
             status = response.status
             return response
@@ -308,7 +319,9 @@ class FakeMattermost:
         body = await request.json()
         message = body.get("message", "")
         if body.get("channel_id") not in self.channels:
-            return _error(400, "api.context.invalid_body_param.app_error", "Invalid or missing channel_id in request body.")
+            return _error(
+                400, "api.context.invalid_body_param.app_error", "Invalid or missing channel_id in request body."
+            )
         if len(message) > POST_LIMIT:
             return _error(400, "model.post.is_valid.msg.app_error", "Invalid Message.")
         post = await self._store_and_broadcast(BOT_USER_ID, body["channel_id"], message, body.get("root_id", ""))
@@ -329,8 +342,13 @@ class FakeMattermost:
             return _error(404, "app.post.get.app_error", "Unable to get the post.")
         posts = [post for post in self.posts if post.thread == root.thread]
         return web.json_response(
-            {"order": [post.id for post in reversed(posts)], "posts": {post.id: post.wire() for post in posts},
-             "next_post_id": "", "prev_post_id": "", "has_next": False}
+            {
+                "order": [post.id for post in reversed(posts)],
+                "posts": {post.id: post.wire() for post in posts},
+                "next_post_id": "",
+                "prev_post_id": "",
+                "has_next": False,
+            }
         )
 
     async def _edit(self, post_id: str, message: str | None) -> web.Response:

@@ -36,7 +36,7 @@ class FakeOpenAIServer:
     url: str = ""
     _runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> "FakeOpenAIServer":
+    async def __aenter__(self) -> FakeOpenAIServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._generate)
         app.router.add_post("/v1/completions", self._generate)
@@ -76,7 +76,11 @@ class FakeOpenAIServer:
             last.update({"delta": {}} if chat else {"text": ""})
             await response.write(_event({"choices": [last]}))
             if self.usage:
-                usage = {"prompt_tokens": 7, "completion_tokens": len(self.pieces), "total_tokens": 7 + len(self.pieces)}
+                usage = {
+                    "prompt_tokens": 7,
+                    "completion_tokens": len(self.pieces),
+                    "total_tokens": 7 + len(self.pieces),
+                }
                 await response.write(_event({"choices": [], "usage": usage}))
             await response.write(b"data: [DONE]\n\n")
             finished = True

@@ -242,7 +242,13 @@ class FakeSlack:
             "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
             "event_time": int(time.time()),
             "authorizations": [
-                {"enterprise_id": None, "team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True, "is_enterprise_install": False}
+                {
+                    "enterprise_id": None,
+                    "team_id": TEAM_ID,
+                    "user_id": BOT_USER_ID,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
             ],
             "is_ext_shared_channel": False,
             "event_context": uuid.uuid4().hex,
@@ -464,7 +470,9 @@ class FakeSlack:
         return {"channel": message.channel, "ts": message.ts, "message": _wire(message)}
 
     def _api_assistant_threads_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.statuses.append((args.get("channel_id", ""), args.get("thread_ts", ""), args.get("status", ""), time.monotonic()))
+        self.statuses.append(
+            (args.get("channel_id", ""), args.get("thread_ts", ""), args.get("status", ""), time.monotonic())
+        )
         return {}
 
     def _api_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:

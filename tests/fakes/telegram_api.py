@@ -28,7 +28,21 @@ from . import start_on_loopback
 
 MAX_TEXT = 4096
 ALLOWED_TAGS = {
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "tg-spoiler", "span",
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-spoiler",
+    "span",
 }
 _HTML_TOKEN = re.compile(r"<(/?)([a-zA-Z-]+)((?:\s+[^<>]*)?)>|&(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);|[<>&]")
 
@@ -49,7 +63,7 @@ def visible_html(text: str) -> str:
         if match.group(2) is not None:
             name = match.group(2).lower()
             if name not in ALLOWED_TAGS:
-                raise HtmlError(f"Unsupported start tag \"{name}\" at byte offset {match.start()}")
+                raise HtmlError(f'Unsupported start tag "{name}" at byte offset {match.start()}')
             if match.group(1):
                 if not stack or stack[-1] != name:
                     raise HtmlError(f"Unexpected end tag at byte offset {match.start()}")
@@ -62,7 +76,7 @@ def visible_html(text: str) -> str:
             out.append(html.unescape(token))
     out.append(text[position:])
     if stack:
-        raise HtmlError(f"Can't find end tag corresponding to start tag \"{stack[-1]}\"")
+        raise HtmlError(f'Can\'t find end tag corresponding to start tag "{stack[-1]}"')
     return "".join(out)
 
 
@@ -101,7 +115,7 @@ class FakeTelegram:
         """What PTB's `base_url` should be (it appends the token)."""
         return f"{self.url}/bot"
 
-    async def __aenter__(self) -> "FakeTelegram":
+    async def __aenter__(self) -> FakeTelegram:
         self._changed = asyncio.Condition()
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._dispatch)
@@ -229,7 +243,12 @@ class FakeTelegram:
             await self._notify()
 
     async def _api_getMe(self, params: dict[str, Any]) -> Any:
-        return {**self.bot_user(), "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+        return {
+            **self.bot_user(),
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
 
     async def _api_getUpdates(self, params: dict[str, Any]) -> Any:
         offset = int(params.get("offset") or 0)
@@ -261,7 +280,9 @@ class FakeTelegram:
         if key not in self.messages:
             raise _BadRequest("message to edit not found")
         if self.messages[key] == text:
-            raise _BadRequest("message is not modified: specified new message content and reply markup are exactly the same")
+            raise _BadRequest(
+                "message is not modified: specified new message content and reply markup are exactly the same"
+            )
         self.messages[key] = text
         return self._message(chat_id, message_id, text)
 
