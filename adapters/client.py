@@ -301,7 +301,7 @@ class IngleClient:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Stream a generation from the daemon; closing the iterator closes the HTTP response,
         which cancels the generation there and frees its sequence."""
-        if request.extra_context and request.suffix is not None:
+        if request.suffix is not None:
             path, body, read = "/infill", _infill_body(request), _chunk_from_infill
         elif request.messages is not None:
             path, body, read = "/api/chat", _chat_body(request), _chunk_from_ollama
@@ -407,7 +407,10 @@ def _infill_body(request: GenerationRequest) -> dict[str, Any]:
         "input_prefix": request.prompt or "",
         "input_suffix": request.suffix or "",
         "input_extra": [{"filename": chunk.filename, "text": chunk.text} for chunk in request.extra_context],
+        "filename": request.filename or "",
         "stream": True,
+        # The prompt's counts with every piece: a stream closed early never gets the last one.
+        "timings_per_token": True,
         **_sampling_fields(request.options, "n_predict"),
     }
 
@@ -442,9 +445,16 @@ def _chunk_from_ollama(item: dict[str, Any]) -> GenerationChunk:
 def _chunk_from_infill(item: dict[str, Any]) -> GenerationChunk:
     """A chunk of llama-server's /infill stream (`content`, `stop`, `timings`)."""
     text = item.get("content", "")
-    if not item.get("stop"):
-        return GenerationChunk(text)
     timings = item.get("timings") or {}
+    if not item.get("stop"):
+        if not timings:
+            return GenerationChunk(text)
+        snapshot = GenerationStats(
+            prompt_tokens=int(timings.get("prompt_n") or 0) + int(timings.get("cache_n") or 0),
+            cached_tokens=int(timings.get("cache_n") or 0),
+            prompt_seconds=float(timings.get("prompt_ms") or 0) / 1000,
+        )
+        return GenerationChunk(text, stats=snapshot)
     stop_type = item.get("stop_type")
     stats = GenerationStats(
         prompt_tokens=int(item.get("tokens_evaluated") or timings.get("prompt_n") or 0),

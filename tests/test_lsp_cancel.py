@@ -13,7 +13,7 @@ from lsprotocol import types
 from pygls.workspace import Workspace
 
 from ingle.adapters.cli.engine_access import EngineChoice
-from ingle.adapters.engine_api import LocalEngine
+from ingle.adapters.engine_api import EngineApi, LocalEngine
 from ingle.core.engine import Engine
 from ingle.lsp.server import IngleLanguageServer, create_server
 
@@ -27,9 +27,9 @@ SORT = HELPERS + "def bubble_sort(items):\n    \n"
 BODY_LINE = SORT.count("\n") - 1
 
 
-def server_on(engine: Engine) -> IngleLanguageServer:
-    """The language server on the shared engine, with a workspace as `initialize` would make it."""
-    server = create_server(engine.settings, EngineChoice(embedded=True), api=LocalEngine(engine))
+def server_on(engine: Engine, api: EngineApi | None = None) -> IngleLanguageServer:
+    """The language server on the shared engine (or `api`), with a workspace as `initialize` would make it."""
+    server = create_server(engine.settings, EngineChoice(embedded=True), api=api or LocalEngine(engine))
     server.protocol._workspace = Workspace(None)
     server.protocol.client_capabilities = types.ClientCapabilities()
     server.configure({"maxLines": 32, "maxTokens": 256, "startDaemon": False})

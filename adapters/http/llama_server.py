@@ -86,7 +86,8 @@ async def answer(request: web.Request, body: CompletionOptions, generation: Gene
     rules = StopRules(body.n_indent, body.t_max_predict_ms)
     run = CompletionRun(request.app, generation, rules, warm_only=_n_predict(body) == 0)
     if body.stream:
-        return await server_sent_events(request, stream_events(run), done_marker=False)
+        events = stream_events(run, timings_per_token=bool(body.timings_per_token))
+        return await server_sent_events(request, events, done_marker=False)
     async with aclosing(run.pieces()) as pieces:
         async for _ in pieces:
             pass
@@ -103,6 +104,7 @@ def infill_generation(body: InfillRequest, default_model: str) -> GenerationRequ
         prompt=body.input_prefix + body.prompt,
         suffix=body.input_suffix,
         extra_context=[ContextChunk(text=chunk.text, filename=chunk.filename) for chunk in body.input_extra],
+        filename=body.filename or None,
         options=_options(body),
         format=_output_format(body),
     )
@@ -298,13 +300,22 @@ class CompletionRun:
         )
 
 
-async def stream_events(run: CompletionRun) -> AsyncIterator[dict[str, Any]]:
-    """Server-sent events: one per piece of text, then the final result."""
+async def stream_events(run: CompletionRun, timings_per_token: bool = False) -> AsyncIterator[dict[str, Any]]:
+    """Server-sent events: one per piece of text, then the final result.
+
+    The prompt's counts go out with every piece, so a client that closes the
+    stream early (an editor that has its line) still learns what was evaluated.
+    """
     count = 0
     async with aclosing(run.pieces()) as pieces:
         async for text in pieces:
             count += 1
-            yield CompletionPartial(content=text, tokens_predicted=count, tokens_evaluated=0).model_dump(mode="json")
+            stats = run.stats or GenerationStats()
+            partial = CompletionPartial(content=text, tokens_predicted=count, tokens_evaluated=stats.prompt_tokens)
+            if timings_per_token:
+                prompt_n = stats.prompt_tokens - stats.cached_tokens
+                partial.timings = _timings(stats.cached_tokens, prompt_n, stats.prompt_seconds, count, 0.0)
+            yield partial.model_dump(mode="json")
     yield run.result(streamed=True).model_dump(mode="json")
 
 

@@ -86,6 +86,9 @@ class InfillRequest(CompletionOptions):
     """Text after the cursor."""
     input_extra: list[ExtraContextChunk] = Field(default_factory=list)
     """Chunks of other files, placed ahead of the prefix."""
+    filename: str = ""
+    """ingle's addition: the path of the file being completed, written ahead of it in the repository
+    formats of the models that have one (Qwen2.5-Coder, StarCoder2)."""
     prompt: str = ""
     """The cursor's line up to the cursor (continued by the completion)."""
 
@@ -162,7 +165,9 @@ class CompletionPartial(BaseModel):
     tokens_predicted: int
     """Tokens generated so far."""
     tokens_evaluated: int
-    """Always 0 until the last event."""
+    """Tokens in the prompt once known (from the first piece of text), as llama-server sends it."""
+    timings: Timings | None = None
+    """Token counts and durations so far; only with `timings_per_token` (as llama-server)."""
 
 
 class Health(BaseModel):

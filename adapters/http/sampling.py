@@ -93,7 +93,7 @@ class LlamaCppSampling(BaseModel):
     lora: list[dict[str, Any]] | None = None
     """Accepted for compatibility; LoRA adapters are not supported and not applied."""
     timings_per_token: bool | None = None
-    """Accepted for compatibility; not used."""
+    """/infill and /completion: send the token counts with every streamed piece, not only the last."""
     return_tokens: bool | None = None
     """Accepted for compatibility; token ids are not returned."""
     return_progress: bool | None = None

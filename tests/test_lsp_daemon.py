@@ -1,0 +1,45 @@
+"""`ingle lsp` through the daemon (`IngleClient` against the real app on a loopback port), on the session engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from lsprotocol import types
+
+from ingle.adapters.client import IngleClient
+from ingle.core.engine import Engine
+
+from .servers import serving
+from .test_lsp_cancel import BODY_LINE, SORT, open_in, server_on, until_idle
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def daemon_client(engine: Engine) -> AsyncIterator[IngleClient]:
+    """A client of the app serving the session engine over real HTTP."""
+    async with serving(engine.settings, engine) as url, IngleClient(url) as client:
+        yield client
+
+
+async def test_the_prompt_tokens_evaluated_are_reported_through_the_daemon(
+    daemon_client: IngleClient, engine: Engine
+) -> None:
+    server = server_on(engine, api=daemon_client)
+    server.configure({"maxLines": 1})  # the stream is closed as soon as the first line is there
+    uri = open_in(server, "sort_counts.py", SORT)
+    first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
+    assert first is not None and not first.from_cache
+    # A new document: the whole prompt (six helper functions and the cursor's line) is evaluated.
+    assert first.evaluated_tokens > 60, first.evaluated_tokens
+    typed = "swaps_made = "
+    server.workspace.put_text_document(
+        types.TextDocumentItem(uri, "python", 2, SORT.replace("    \n", f"    {typed}\n"))
+    )
+    newer = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4 + len(typed))), 60)
+    assert newer is not None and not newer.from_cache
+    # A keystroke later only the end of the prompt is new: the daemon reused the rest, and says so.
+    assert 0 < newer.evaluated_tokens < 30, newer.evaluated_tokens
+    await until_idle(engine)
