@@ -7,6 +7,7 @@ from ..names import digest_from_hex
 from ..settings import Settings
 from .base import Source
 from .default_model import DEFAULT_MODEL_DIGEST, DEFAULT_MODEL_SPECS, default_model_source
+from .embed_model import EMBED_MODEL_SPECS, embed_model_source
 from .file import FileSource, path_from_spec
 from .hf import HfSource
 from .http import HttpSource
@@ -29,6 +30,8 @@ def parse_source(spec: str, settings: Settings, sha256: str | None = None) -> So
         if expected and expected != DEFAULT_MODEL_DIGEST:
             raise DigestMismatch(f"The default model is pinned to {DEFAULT_MODEL_DIGEST}, not {expected}.")
         return default_model_source(spec, settings)
+    if spec in EMBED_MODEL_SPECS:
+        return embed_model_source(spec, settings)
     if spec.startswith("hf:"):
         return HfSource(spec, settings, expected)
     if spec.startswith(("https://", "http://")):
