@@ -30,7 +30,7 @@ log = logging.getLogger("ingle.lsp")
 
 # The word the model is in the middle of writing when time is up: shown half-written, it reads as a typo.
 _PARTIAL_WORD = re.compile(r"\w+$")
-_WORD = re.compile(r"\w")
+_WORD_RUN = re.compile(r"\w+")
 
 
 class SuggestionGeneration:
@@ -93,7 +93,10 @@ class SuggestionGeneration:
             self._show(clean_suggestion(stop.text, self.cursor, 1))
         elif self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline:
             words = _PARTIAL_WORD.sub("", clean_suggestion(stop.text, self.cursor, 1))
-            if _WORD.search(words):  # a lone quote or bracket is not worth showing yet
+            # A lone quote or bracket is not worth showing yet; where a whole line was asked for, neither is a
+            # lone word (`def`, `return`): the user would type it faster than read it.
+            needed = 1 if self.cursor.completes_line else 2
+            if len(_WORD_RUN.findall(words)) >= needed:
                 self._show(words)
 
     def _show(self, text: str) -> None:

@@ -4,13 +4,16 @@ The engine reuses the longest token prefix a sequence already holds, so what
 decides the speed of a keystroke is how much of the prompt changes. The
 layout, from the start of the prompt:
 
-1. extra context chunks from other files (change when another file is edited);
-2. a chunk of the text further below the cursor, chosen once and kept while
+1. repository context: definitions from other files of the names this file
+   imports and uses (computed once per file, see repository.py);
+2. extra context chunks from other files (change when another file is edited);
+3. a chunk of the text further below the cursor, chosen once and kept while
    its text is unchanged and the cursor stays above it;
-3. the FIM prefix: from an anchored start line down to the cursor. The start
-   only moves when the prefix grows past `prefix_lines + anchor_lines` lines
-   or shrinks under half of `prefix_lines`, so typing only appends to it;
-4. the FIM suffix: the rest of the line and a few lines after it. It is kept
+4. the FIM prefix: the file's imports when the window does not hold them, then
+   from an anchored start line down to the cursor. The start only moves when
+   the prefix grows past `prefix_lines + anchor_lines` lines or shrinks under
+   half of `prefix_lines`, so typing only appends to it;
+5. the FIM suffix: the rest of the line and a few lines after it. It is kept
    short because it comes after the cursor and is evaluated on every keystroke.
 
 So a keystroke re-evaluates the last few tokens of the prefix plus the short
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptions
 
 from .settings import CompletionSettings
+from .symbols import import_lines
 
 
 @dataclass
@@ -109,12 +113,21 @@ class FimPrompt:
 
 
 def build_prompt(
-    cursor: Cursor, anchors: Anchors, ring_chunks: list[ContextChunk], settings: CompletionSettings
+    cursor: Cursor,
+    anchors: Anchors,
+    ring_chunks: list[ContextChunk],
+    settings: CompletionSettings,
+    repository: list[ContextChunk] | None = None,
 ) -> FimPrompt:
     """The FIM prompt for `cursor`; updates `anchors` for the next keystroke."""
     line = cursor.line
     start = anchors.prefix_start
-    if start is None or start > line or line - start > settings.prefix_lines + settings.anchor_lines or (line - start < settings.prefix_lines // 2 and start > 0):
+    if (
+        start is None
+        or start > line
+        or line - start > settings.prefix_lines + settings.anchor_lines
+        or (line - start < settings.prefix_lines // 2 and start > 0)
+    ):
         start = max(0, line - settings.prefix_lines)
     anchors.prefix_start = start
     # At the indentation of a line the prefix ends at the line break, and the model writes the indentation
@@ -122,11 +135,15 @@ def build_prompt(
     # token in two, and it then answers with a second indentation.
     typed = "" if cursor.at_indentation else cursor.line_prefix
     prefix = "".join(text + "\n" for text in cursor.lines[start:line]) + typed
+    if settings.file_imports and start > 0:
+        imports = import_lines(cursor.lines[:start])
+        if imports:
+            prefix = "".join(text + "\n" for text in imports) + "\n" + prefix
 
     after = cursor.lines[line + 1 : line + 1 + settings.suffix_lines]
     suffix = cursor.line_suffix + "\n" + "".join(text + "\n" for text in after)
 
-    chunks = list(ring_chunks)
+    chunks = [*(repository or []), *ring_chunks]
     below = _below_chunk(cursor, anchors, settings)
     if below:
         chunks.append(ContextChunk(text="\n".join(below) + "\n", filename=cursor.filename))

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,6 +27,7 @@ from pygls.uris import to_fs_path
 from ingle.adapters.cli.engine_access import EngineChoice
 from ingle.adapters.engine_api import EngineApi
 from ingle.core.errors import IngleError
+from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptions
 from ingle.core.settings import Settings
 
 from .backend import CompletionBackend
@@ -34,6 +36,7 @@ from .context import ContextRing
 from .errors import jsonrpc_error
 from .generation import SuggestionGeneration
 from .prompt import Anchors, Cursor, build_prompt
+from .repository import RepositoryIndex, read_source, repository_chunks
 from .settings import CompletionSettings
 
 log = logging.getLogger("ingle.lsp")
@@ -77,6 +80,12 @@ class IngleLanguageServer(LanguageServer):
         """Suggestions whose first line was shown and whose rest is still being generated, per document."""
         self.edited_lines: dict[str, int] = {}
         """Documents edited since their last chunk was taken, and the line last edited."""
+        self.index = RepositoryIndex()
+        self.repository: dict[str, list[ContextChunk]] = {}
+        """Each document's repository context, fixed from when it opens (or is saved) so the prompt head stays."""
+        self.warming: dict[str, asyncio.Task[None]] = {}
+        """Documents whose prompt head is being evaluated ahead of their first completion."""
+        self._scan: asyncio.Task[int] | None = None
         self._warm_up: asyncio.Task[EngineApi] | None = None
         self._last_problem: str | None = None
 
@@ -104,6 +113,7 @@ class IngleLanguageServer(LanguageServer):
         self.ring.resize(updated.context_chunks, updated.chunk_lines)
         self.cache = SuggestionCache(updated.cache_size)
         self.backend.start_daemon = updated.start_daemon
+        self.repository.clear()
 
     # --- status ---------------------------------------------------------------------
 
@@ -191,9 +201,108 @@ class IngleLanguageServer(LanguageServer):
         self.ring.pick(self.filename(uri), [line.rstrip("\r\n") for line in document.lines], around)
 
     def take_edited_chunks(self, except_uri: str) -> None:
-        """Move the recent edits of other documents into the ring (deferred until they are needed)."""
+        """Move the recent edits of other documents into the ring and the index (deferred until needed)."""
         for uri in [uri for uri in self.edited_lines if uri != except_uri]:
             self.take_chunk(uri, self.edited_lines.pop(uri))
+            self.index_document(uri)
+
+    def scan_workspace(self) -> None:
+        """Index the workspace's files in a thread; the documents' repository context follows once it is done."""
+        root = self.workspace.root_path
+        if root and self._scan is None:
+            self._scan = asyncio.create_task(asyncio.to_thread(self.index.scan, Path(root)))
+            self._scan.add_done_callback(self._scanned)
+
+    def _scanned(self, task: asyncio.Task[int]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            log.warning("indexing the workspace failed: %s", "cancelled" if task.cancelled() else task.exception())
+            return
+        log.info("indexed %d files of the workspace", task.result())
+        # Documents opened before the index was there got none of it: take it in, and warm their heads again.
+        for uri in list(self.repository):
+            self.opened(uri)
+
+    def index_document(self, uri: str) -> None:
+        """Index a document's current text (it may differ from the file on disk)."""
+        document = self.workspace.get_text_document(uri)
+        self.index.update(self.filename(uri), document.source)
+
+    def repository_for(self, uri: str) -> list[ContextChunk]:
+        """The document's repository context, computed once and kept until it is saved or opened again."""
+        if self.options.repository_tokens == 0:
+            return []
+        chunks = self.repository.get(uri)
+        if chunks is None:
+            document = self.workspace.get_text_document(uri)
+            lines = [line.rstrip("\r\n") for line in document.lines]
+            used = self.index.definitions_used_by(self.filename(uri), lines)
+            chunks = self.repository[uri] = repository_chunks(used, self.options.repository_tokens)
+        return chunks
+
+    async def watch_files(self) -> None:
+        """Ask the editor to report changes to the workspace's Python files, where it can."""
+        workspace = self.client_capabilities.workspace
+        watching = workspace.did_change_watched_files if workspace else None
+        if not (watching and watching.dynamic_registration and self.workspace.root_path):
+            return
+        watchers = [types.FileSystemWatcher(glob_pattern="**/*.py")]
+        registration = types.Registration(
+            id="ingle-watch-python",
+            method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            register_options=types.DidChangeWatchedFilesRegistrationOptions(watchers=watchers),
+        )
+        await self.client_register_capability_async(types.RegistrationParams(registrations=[registration]))
+
+    async def file_changed(self, uri: str, deleted: bool) -> None:
+        """Index a file changed on disk again (unless the editor has it open: its text is newer), or forget it."""
+        filename = self.filename(uri)
+        if deleted:
+            self.index.remove(filename)
+            self.ring.forget(filename)
+            return
+        if uri in self.workspace.text_documents:
+            return
+        source = await asyncio.to_thread(read_source, Path(to_fs_path(uri) or ""))
+        if source is None:
+            self.index.remove(filename)
+        else:
+            self.index.update(filename, source)
+
+    def opened(self, uri: str) -> None:
+        """A document opened: index it, and evaluate its prompt head before the first keystroke."""
+        self.index_document(uri)
+        self.repository.pop(uri, None)
+        if self.options.warm_on_open:
+            previous = self.warming.pop(uri, None)
+            if previous is not None:
+                previous.cancel()
+            task = self.warming[uri] = asyncio.create_task(self._warm_head(uri))
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def _warm_head(self, uri: str) -> None:
+        """Evaluate the chunks every prompt in this document starts with (one token is generated and dropped)."""
+        api = await self.engine()
+        filename = self.filename(uri)
+        head = [*self.repository_for(uri), *self.ring.chunks_for(filename)]
+        if not head:
+            return
+        request = GenerationRequest(
+            model=self.model,
+            prompt="",
+            suffix="",
+            extra_context=head,
+            filename=filename,
+            options=SamplingOptions(temperature=0.0, top_k=1, max_tokens=1),
+        )
+        async with aclosing(api.generate(request)) as stream:
+            async for _ in stream:
+                pass
+
+    async def until_warm(self, uri: str) -> None:
+        """Wait for the document's head to be evaluated, if that is under way: the completion needs the same."""
+        task = self.warming.pop(uri, None)
+        if task is not None and not task.done():
+            await asyncio.wait([task])
 
     def forget(self, uri: str) -> None:
         """Drop a closed document's state and cancel its request."""
@@ -205,6 +314,10 @@ class IngleLanguageServer(LanguageServer):
             generation.cancel()
         self.anchors.pop(uri, None)
         self.edited_lines.pop(uri, None)
+        self.repository.pop(uri, None)
+        warming = self.warming.pop(uri, None)
+        if warming is not None:
+            warming.cancel()
 
     async def stop_finishing(self, uri: str) -> None:
         """Stop generating the rest of a document's last suggestion: the model is needed for newer text.
@@ -254,9 +367,11 @@ class IngleLanguageServer(LanguageServer):
             await asyncio.sleep(self.options.debounce_ms / 1000)  # a newer keystroke cancels us meanwhile
         api = await self.engine()
         await self.stop_finishing(uri)
+        await self.until_warm(uri)
         self.take_edited_chunks(except_uri=uri)
         anchors = self.anchors.setdefault(uri, Anchors())
-        prompt = build_prompt(cursor, anchors, self.ring.chunks_for(cursor.filename), self.options)
+        ring = self.ring.chunks_for(cursor.filename)
+        prompt = build_prompt(cursor, anchors, ring, self.options, self.repository_for(uri))
         budget = self.options.single_line_tokens if cursor.completes_line else self.options.max_tokens
         within = self.options.answer_within_ms
         generation = SuggestionGeneration(
@@ -327,9 +442,11 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
         ls.configure(params.initialization_options)
 
     @server.feature(types.INITIALIZED)
-    def initialized(ls: IngleLanguageServer, params: types.InitializedParams) -> None:
-        """Start connecting and loading the model now, so the first completion does not wait for it."""
+    async def initialized(ls: IngleLanguageServer, params: types.InitializedParams) -> None:
+        """Start connecting and loading the model and indexing the workspace now, before the first completion."""
         ls.warm_up()
+        ls.scan_workspace()
+        await ls.watch_files()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: IngleLanguageServer, params: types.DidChangeConfigurationParams) -> None:
@@ -338,8 +455,9 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: IngleLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
-        """An opened file contributes its top to the extra context."""
-        ls.take_chunk(params.text_document.uri, 0)
+        """Index the file and evaluate its prompt head. Opening leaves the context ring alone, so the other
+        documents' prompt heads stay cached."""
+        ls.opened(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: IngleLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -353,6 +471,14 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
         """A saved file contributes the region last edited."""
         uri = params.text_document.uri
         ls.take_chunk(uri, ls.edited_lines.pop(uri, 0))
+        ls.index_document(uri)
+        ls.repository.pop(uri, None)  # a pause in typing: the time to take new definitions in
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    async def did_change_watched_files(ls: IngleLanguageServer, params: types.DidChangeWatchedFilesParams) -> None:
+        """Files changed on disk (a checkout, another tool): index them again, forget deleted ones."""
+        for change in params.changes:
+            await ls.file_changed(change.uri, deleted=change.type == types.FileChangeType.Deleted)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: IngleLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
@@ -381,7 +507,7 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: IngleLanguageServer, params: None) -> None:
         """Cancel what is in flight and close the engine (an in-process one unloads its model)."""
-        for uri in {*ls.in_flight, *ls.finishing}:
+        for uri in {*ls.in_flight, *ls.finishing, *ls.warming}:
             ls.forget(uri)
         await ls.backend.close()
 

@@ -55,6 +55,17 @@ class CompletionSettings(BaseModel):
     chunk_lines: int = Field(default=32, ge=4, le=512)
     """Lines per extra context chunk."""
 
+    repository_tokens: int = Field(default=256, ge=0, le=8192)
+    """Tokens of repository context at most: definitions, in other files of the workspace, of the names the
+    file imports and uses (most used first). Evaluated once per file, when it opens; 0 turns it off."""
+
+    file_imports: bool = True
+    """Start the FIM prefix with the file's import statements when the lines around the cursor do not hold them."""
+
+    warm_on_open: bool = True
+    """Evaluate a file's prompt head (context chunks and repository context) when it opens, before the first
+    keystroke, so the first suggestion there only evaluates the lines around the cursor."""
+
     enabled_languages: list[str] = Field(default_factory=lambda: ["*"])
     """Language ids to complete in (`python`, `rust`, ...); `*` means all."""
 

@@ -7,6 +7,7 @@ shown before the rest is generated, and a newer request stops that rest.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from lsprotocol import types
@@ -114,6 +115,7 @@ async def test_when_time_is_up_the_words_written_so_far_are_shown_and_the_rest_f
     uri = open_in(server, "sort_in_time.py", SORT)
     first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
     assert first is not None and first.text.strip() and not first.text[-1].isalnum(), "whole words only"
+    assert len(re.findall(r"\w+", first.text)) >= 2, f"a line was asked for, not a lone keyword: {first.text!r}"
     await until_idle(engine)
     again = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
     assert again is not None and again.from_cache

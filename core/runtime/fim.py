@@ -21,6 +21,18 @@ from .llama_model import LlamaModel
 _REPOSITORY_NAME = "workspace"
 
 
+# Line-comment markers by file extension, for the path header of a context chunk; `//` for the rest.
+_HASH_COMMENT = frozenset({"py", "sh", "bash", "rb", "pl", "r", "yaml", "yml", "toml", "cfg", "conf", "mk", "cmake"})
+_DASH_COMMENT = frozenset({"lua", "sql", "hs", "elm", "ada"})
+
+
+def _line_comment(filename: str) -> str:
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if extension in _HASH_COMMENT or filename.endswith(("Makefile", "Dockerfile")):
+        return "#"
+    return "--" if extension in _DASH_COMMENT else "//"
+
+
 @dataclass(frozen=True)
 class FimTokens:
     """The FIM marker tokens of one model (None where the family has none)."""
@@ -89,15 +101,19 @@ def build_fim_prompt(
         return model.tokenize(value, add_special=False, parse_special=False)
 
     tokens: list[int] = [model.bos] if model.add_bos else []
-    if fim.repository is not None and fim.file_separator is not None:
-        tokens += [fim.repository] + text(f"{_REPOSITORY_NAME}\n")
+    if fim.file_separator is not None:
+        # Qwen2.5-Coder's `<|repo_name|>` / `<|file_sep|>`, StarCoder2's `<repo_name>` / `<file_sep>`: whichever
+        # the vocabulary has (llama.cpp may know a family's file separator but not its repository marker).
+        if fim.repository is not None:
+            tokens += [fim.repository] + text(f"{_REPOSITORY_NAME}\n")
         for chunk in extra_context:
             tokens += [fim.file_separator] + text(f"{chunk.filename}\n{chunk.text}")
         if extra_context or filename:
             tokens += [fim.file_separator] + text(f"{filename or 'untitled'}\n")
     else:
+        # Families without a repository format get each chunk's path as a comment, as a file header reads.
         for chunk in extra_context:
-            tokens += text(chunk.text)
+            tokens += text(f"{_line_comment(chunk.filename)} {chunk.filename}\n{chunk.text}")
     prefix_part = [fim.prefix] + text(prefix)
     suffix_part = [fim.suffix] + text(suffix)
     if fim.suffix_first:

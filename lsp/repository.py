@@ -1,0 +1,184 @@
+"""The workspace's Python files as an index of definitions, and the repository context of a document.
+
+The index is filled by one bounded scan of the workspace root when the
+editor connects, and kept fresh from the documents the editor edits and
+saves and from its file watcher. For a document it answers with what the
+model cannot see in the window around the cursor: the definitions, in other
+files of the workspace, of the names the document imports and uses, most
+used first, cut to a budget of tokens. The answer depends on the document
+alone, not on the cursor, so it stays the same prompt head while the user
+moves around in the file and the engine's prompt cache keeps applying.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingle.core.generation import ContextChunk
+
+from .symbols import IDENTIFIER, Definition, FileSymbols, read_symbols
+
+log = logging.getLogger("ingle.lsp")
+
+# Bounds on the scan: a workspace holding a virtual environment or a huge monorepo must not stall the editor.
+MAX_FILES = 5000
+MAX_FILE_BYTES = 1_000_000
+SKIPPED_FOLDERS = frozenset(
+    {".git", ".hg", ".svn", ".venv", "venv", "env", "node_modules", "__pycache__", "site-packages", "build", "dist"}
+)
+# Characters per token of source code with the default model's tokenizer, for the budget (measured: 3.3-3.8).
+CHARS_PER_TOKEN = 3.5
+# `alias.attribute`: a use of something a module (or a class) imported under `alias` defines.
+_DOTTED = re.compile(r"\b[A-Za-z_]\w*\.[A-Za-z_]\w*")
+
+
+def module_name(path: str) -> tuple[str, str]:
+    """A file's dotted module name, and the name relative imports are resolved from.
+
+    `pkg/mod.py` is `pkg.mod` for both; `pkg/__init__.py` is `pkg`, but its
+    `from . import x` means `pkg.x`, so it resolves as `pkg.__init__`.
+    """
+    parts = list(Path(path).with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        return ".".join(parts[:-1]), ".".join(parts)
+    dotted = ".".join(parts)
+    return dotted, dotted
+
+
+@dataclass
+class RepositoryIndex:
+    """Definitions of every indexed file, by module, kept fresh as files change."""
+
+    files: dict[str, FileSymbols] = field(default_factory=dict)
+    """By path relative to the workspace root."""
+    modules: dict[str, str] = field(default_factory=dict)
+    """Dotted module name (and each shorter suffix of it, for `src/` layouts) to path."""
+
+    def update(self, path: str, source: str) -> None:
+        """Index a file's text again; a file that does not parse keeps its last good definitions."""
+        if not path.endswith(".py"):
+            return
+        dotted, relative_base = module_name(path)
+        symbols = read_symbols(path, source, relative_base)
+        if symbols is None:
+            return
+        if path not in self.files and len(self.files) >= MAX_FILES:
+            return
+        self.files[path] = symbols
+        # `src/pkg/mod.py` is imported as `pkg.mod`: shorter suffixes of the dotted name point at the file too,
+        # unless another file already claimed them; the file's own full name always does.
+        pieces = dotted.split(".")
+        for start in range(len(pieces)):
+            self.modules.setdefault(".".join(pieces[start:]), path)
+        self.modules[dotted] = path
+
+    def remove(self, path: str) -> None:
+        """Forget a deleted file."""
+        self.files.pop(path, None)
+        for name in [name for name, owner in self.modules.items() if owner == path]:
+            del self.modules[name]
+
+    def scan(self, root: Path) -> int:
+        """Index the Python files under `root` (bounded); returns how many were indexed. Blocking: run in a thread."""
+        count = 0
+        for folder, subfolders, names in os.walk(root):
+            subfolders[:] = sorted(
+                name for name in subfolders if name not in SKIPPED_FOLDERS and not name.startswith(".")
+            )
+            for name in sorted(names):
+                if not name.endswith(".py"):
+                    continue
+                if count >= MAX_FILES:
+                    return count
+                full = Path(folder) / name
+                source = read_source(full)
+                if source is not None:
+                    self.update(str(full.relative_to(root)), source)
+                    count += 1
+        return count
+
+    def definitions_used_by(self, path: str, lines: list[str]) -> list[Definition]:
+        """Definitions elsewhere in the workspace of the names a document imports and uses, most used first."""
+        symbols = self.files.get(path)
+        if symbols is None:
+            return []
+        uses = Counter(IDENTIFIER.findall("\n".join(line for line in lines if not _is_import(line))))
+        attribute_uses = Counter(_attribute_uses(lines))
+        found: dict[tuple[str, str], tuple[int, Definition]] = {}
+        for imported in symbols.imports:
+            if imported.name is not None:
+                # `from module import name`: the name itself, or a submodule imported by name (whose uses are
+                # `name.attribute`).
+                definition = self._definition(imported.module, imported.name)
+                if definition is not None and uses[imported.alias]:
+                    found[(definition.path, definition.name)] = (uses[imported.alias], definition)
+                    continue
+                target = f"{imported.module}.{imported.name}"
+            else:
+                target = imported.module
+            for (alias, attribute), count in attribute_uses.items():
+                if alias == imported.alias:
+                    definition = self._definition(target, attribute)
+                    if definition is not None:
+                        found[(definition.path, definition.name)] = (count, definition)
+        ranked = sorted(found.values(), key=lambda pair: (-pair[0], pair[1].path, pair[1].line))
+        return [definition for _, definition in ranked if definition.path != path]
+
+    def _definition(self, module: str, name: str) -> Definition | None:
+        path = self.modules.get(module)
+        symbols = self.files.get(path) if path else None
+        if symbols is None:
+            return None
+        return next((definition for definition in symbols.definitions if definition.name == name), None)
+
+
+def read_source(path: Path) -> str | None:
+    """A source file's text; None if it cannot be read or is too big to be source. Blocking."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return None
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _is_import(line: str) -> bool:
+    stripped = line.lstrip()
+    return stripped.startswith(("import ", "from "))
+
+
+def _attribute_uses(lines: list[str]) -> list[tuple[str, str]]:
+    """`alias.attribute` pairs used in the text (outside import lines)."""
+    found = []
+    for line in lines:
+        if _is_import(line):
+            continue
+        found += [tuple(match.split(".")[:2]) for match in _DOTTED.findall(line)]
+    return found  # type: ignore[return-value]
+
+
+def repository_chunks(definitions: list[Definition], token_budget: int) -> list[ContextChunk]:
+    """The definitions that fit in the budget (most used first), as one chunk per file in a stable order.
+
+    Files are ordered by path and definitions by line, so the same set of
+    definitions always makes the same prompt text.
+    """
+    budget = token_budget * CHARS_PER_TOKEN
+    chosen: list[Definition] = []
+    for definition in definitions:
+        cost = len(definition.text) + len(definition.path) + 2
+        if cost <= budget:
+            chosen.append(definition)
+            budget -= cost
+    by_file: dict[str, list[Definition]] = {}
+    for definition in sorted(chosen, key=lambda item: (item.path, item.line)):
+        by_file.setdefault(definition.path, []).append(definition)
+    return [
+        ContextChunk(text="\n\n".join(item.text for item in items) + "\n", filename=path)
+        for path, items in by_file.items()
+    ]
