@@ -1,4 +1,4 @@
-# Entry points for people and CI: `make run` to try ingle, `make test` to check it.
+# Entry points for people and CI: `make run` to try ingle, `make test` and `make check` to check it.
 # Everything installs into .venv; nothing touches the system Python.
 
 PYTHON ?= python3.11
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install test run bench clean vsix bench-lsp bench-api bench-bots
+.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots
 
 venv install: $(INSTALLED)
 
@@ -19,12 +19,34 @@ $(BIN)/python:
 # llama-cpp-python is built from source here (6-7 minutes on 2 cores, once; pip
 # caches the wheel). CMAKE_ARGS and FORCE_CMAKE pass through from the environment,
 # e.g. `CMAKE_ARGS="-DGGML_CUDA=on" make install` for a CUDA build.
+#
+# The editable install uses setuptools' strict mode: build/__editable__.ingle-*/ingle/ is a tree of links
+# to the files in core/ adapters/ lsp/ bots/, which editors and static tools (pyright, mypy) read like any
+# installed package. The default mode serves `ingle.*` through an import hook that only Python runs.
+STRICT := --config-settings editable_mode=strict
 $(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install 'setuptools>=77'
+	$(BIN)/python -m pip install -e '.[test,dev]' $(STRICT)
 	touch $@
 
-test: $(INSTALLED)
+# A link tree holds the modules that existed when it was made: re-link when one is added or removed
+# (a few seconds; `make test` and `make check` do it, run `make links` before calling pytest directly).
+MODULES := build/ingle-modules.txt
+links: $(INSTALLED)
+	@find core adapters lsp bots -name '*.py' -not -path '*/node_modules/*' | LC_ALL=C sort >$(MODULES).new
+	@if cmp -s $(MODULES).new $(MODULES); then rm $(MODULES).new; else \
+		PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install -q --no-deps \
+			--no-build-isolation -e . $(STRICT) && mv $(MODULES).new $(MODULES); fi
+
+test: links
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Lint, format and types, at zero findings (rules and the reasons for any switched off: pyproject.toml).
+# `ruff format` and `ruff check --fix` fix most of what the first two report.
+check: links
+	$(BIN)/ruff format --check
+	$(BIN)/ruff check
+	$(BIN)/basedpyright
 
 # Pulls the default model (once; later pulls find it in the store) and serves the
 # HTTP API on 127.0.0.1:11435 until Ctrl-C. Try it from another terminal with
