@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from dataclasses import replace
 from typing import Annotated
 
 import typer
 
-from ingle.adapters.cli.context import cli_context
+from ingle.adapters.cli.context import EmbeddedOption, cli_context
 from ingle.adapters.cli.engine_access import EngineChoice, connect_daemon
 from ingle.adapters.client import DaemonUnavailable
 from ingle.bots.platforms import PLATFORMS
@@ -48,13 +47,11 @@ def register(app: typer.Typer) -> None:
 def bot(
     ctx: typer.Context,
     platform: Annotated[str, typer.Argument(metavar="PLATFORM", help="One of: " + ", ".join(PLATFORMS) + ".")],
-    embedded: Annotated[
-        bool, typer.Option("--embedded", help="Run the model in this process instead of through the daemon.")
-    ] = False,
+    embedded: EmbeddedOption = False,
 ) -> None:
     """Run one chat bot until stopped."""
     context = cli_context(ctx)
-    choice = replace(context.engine_choice, embedded=True) if embedded else context.engine_choice
+    choice = context.engine_choice_with(embedded)
     name = platform.lower()
     if name not in PLATFORMS:
         raise InvalidRequest(f"There is no {platform!r} bot; choose one of {', '.join(PLATFORMS)}.")

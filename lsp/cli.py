@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import replace
-from typing import Annotated
 
 import typer
 
-from ingle.adapters.cli.context import cli_context
+from ingle.adapters.cli.context import EmbeddedOption, cli_context
 from ingle.lsp.server import create_server
 
 # Rich keeps single newlines in help text, so each paragraph is one long line.
@@ -32,17 +30,10 @@ def register(app: typer.Typer) -> None:
     app.command("lsp", help=LSP_HELP)(language_server)
 
 
-def language_server(
-    ctx: typer.Context,
-    embedded: Annotated[
-        bool, typer.Option("--embedded", help="Run the model in this process instead of through the daemon.")
-    ] = False,
-) -> None:
+def language_server(ctx: typer.Context, embedded: EmbeddedOption = False) -> None:
     """Serve code completion over LSP on stdin/stdout."""
     context = cli_context(ctx)
-    choice = context.engine_choice
-    if embedded:
-        choice = replace(choice, embedded=True)
+    choice = context.engine_choice_with(embedded)
     # stdout carries the protocol: every log line goes to stderr, which editors show in their LSP log.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
     logging.getLogger("ingle").setLevel(logging.INFO if context.verbose else logging.WARNING)

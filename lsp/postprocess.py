@@ -110,6 +110,4 @@ def _repeats_existing(text: str, cursor: Cursor) -> bool:
     following = cursor.next_lines(1)
     if text.strip() == cursor.line_suffix.strip():
         return True
-    if "\n" not in text and first and (first == above or (following and first == following[0].strip())):
-        return True
-    return False
+    return bool("\n" not in text and first and (first == above or (following and first == following[0].strip())))

@@ -76,7 +76,7 @@ class CompletionSettings(BaseModel):
     """Suggestions kept for serving again while the user types them."""
 
     start_daemon: bool = True
-    """With no daemon running, start `ingle serve` (one model copy for every editor) before falling back to in-process."""
+    """With no daemon running, start `ingle serve` (one model copy for every editor); in-process only if that fails."""
 
     def enabled_for(self, language_id: str) -> bool:
         """Whether completion is on for this language."""

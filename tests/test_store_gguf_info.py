@@ -80,7 +80,7 @@ def test_a_truncated_model_is_refused(tmp_path: Path, keep: int) -> None:
     data = write_tiny_gguf(tmp_path / "whole.gguf").read_bytes()
     path = tmp_path / "cut.gguf"
     path.write_bytes(data[:keep])
-    with pytest.raises(CorruptModel, match="'cut.gguf' is not a valid GGUF model file"):
+    with pytest.raises(CorruptModel, match=r"'cut\.gguf' is not a valid GGUF model file"):
         read_gguf_info(path)
 
 

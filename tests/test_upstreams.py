@@ -426,7 +426,7 @@ async def ask(url: str, model: str = REMOTE_MODEL) -> str:
 
 @pytest.mark.slow
 async def test_a_routes_a_model_it_lacks_to_b(engine: Engine, daemon_b: DaemonB) -> None:
-    async with daemon_a(engine, [upstream_config(daemon_b.url)]) as (url, router):
+    async with daemon_a(engine, [upstream_config(daemon_b.url)]) as (url, _):
         before = len(daemon_b.backend.models)
         assert "Paris" in await ask(url)
         assert daemon_b.backend.models[before:] == [REMOTE_MODEL]
@@ -457,7 +457,7 @@ async def test_a_dead_upstream_is_skipped_and_cools_down(engine: Engine, daemon_
 async def test_an_upstream_answering_503_is_retried_elsewhere(engine: Engine, daemon_b: DaemonB) -> None:
     async with FakeOpenAIServer(status=503, retry_after="5") as busy:
         upstreams = [upstream_config(busy.url, name="busy"), upstream_config(daemon_b.url, name="b")]
-        async with daemon_a(engine, upstreams) as (url, router):
+        async with daemon_a(engine, upstreams) as (url, _):
             before = len(daemon_b.backend.models)
             assert "Paris" in await ask(url)
             assert len(busy.requests) == 1 and len(daemon_b.backend.models) == before + 1
@@ -465,7 +465,7 @@ async def test_an_upstream_answering_503_is_retried_elsewhere(engine: Engine, da
 
 @pytest.mark.slow
 async def test_a_model_nothing_serves_is_404(engine: Engine, daemon_b: DaemonB) -> None:
-    async with daemon_a(engine, [upstream_config(daemon_b.url)]) as (url, router):
+    async with daemon_a(engine, [upstream_config(daemon_b.url)]) as (url, _):
         with pytest.raises(openai.NotFoundError):
             await ask(url, "nowhere:1b")
 

@@ -7,7 +7,7 @@ import readline  # noqa: F401  (imported for its effect: line editing and histor
 import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -47,7 +47,7 @@ Ctrl-C stops an answer."""
 _MULTILINE_QUOTE = '"""'
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     """Constraints `--format` can put on the answer."""
 
     json = "json"

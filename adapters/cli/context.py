@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,8 +30,18 @@ class CliContext:
     """Results (tables, answers, names) go to stdout, so they can be piped."""
     err: Console
     """Progress, spinners, hints and errors go to stderr."""
-    engine_choice: EngineChoice = EngineChoice()
+    engine_choice: EngineChoice = field(default_factory=EngineChoice)
     """Daemon or in-process, from --host and --embedded (see engine_access.py)."""
+
+    def engine_choice_with(self, embedded: bool) -> EngineChoice:
+        """The global choice, made in-process when a command's own --embedded (EmbeddedOption) asks for it."""
+        return replace(self.engine_choice, embedded=True) if embedded else self.engine_choice
+
+
+EmbeddedOption = Annotated[
+    bool, typer.Option("--embedded", help="Run the model in this process instead of through the daemon.")
+]
+"""`--embedded` for a command that runs on its own (`ingle lsp`, `ingle bot`), also accepted after its name."""
 
 
 def stdout_console() -> Console:

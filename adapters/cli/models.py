@@ -245,10 +245,7 @@ def running(ctx: typer.Context) -> None:
     daemon_url, models = asyncio.run(_running(context))
     table = _plain_table("NAME", "SIZE", "MEMORY", "CONTEXT", "UNTIL")
     for model in models:
-        if model.expires_at is None:
-            until = "forever"
-        else:
-            until = relative_time(datetime.fromtimestamp(model.expires_at, UTC))
+        until = "forever" if model.expires_at is None else relative_time(datetime.fromtimestamp(model.expires_at, UTC))
         table.add_row(
             model.name,
             human_size(model.size),

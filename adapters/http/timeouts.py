@@ -58,10 +58,7 @@ def request_timeout(settings: Settings) -> Callable[[web.Request, Handler], Awai
 async def _end_stream_with_error(response: web.StreamResponse, message: str) -> None:
     """Write a last error item in the stream's framing and close it; the client may be gone already."""
     payload = json.dumps({"error": message}).encode()
-    if response.content_type == "text/event-stream":
-        frame = b"data: " + payload + b"\n\n"
-    else:
-        frame = payload + b"\n"
+    frame = b"data: " + payload + b"\n\n" if response.content_type == "text/event-stream" else payload + b"\n"
     try:
         await response.write(frame)
         await response.write_eof()
