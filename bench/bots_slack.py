@@ -274,7 +274,8 @@ async def main(arguments: argparse.Namespace) -> None:
             outcomes, per_minute = await run_round(engine, settings.home, arguments.users, arguments.tokens, streaming)
             rounds.append(Round(name, outcomes, per_minute, method))
         title = (
-            f"Slack bot on the fake Slack (Socket Mode): {arguments.users} users in {arguments.users} threads at once — "
+            f"Slack bot on the fake Slack (Socket Mode): {arguments.users} users in {arguments.users} threads "
+            "at once — "
             f"{MODEL}, {THREADS} threads, {arguments.parallel} sequences, answers ≤ {arguments.tokens} tokens"
         )
         report(console, title, rounds)

@@ -75,7 +75,7 @@ class Run:
             self.suggested += 1
             if typed_next.startswith(first):
                 self.matched += 1
-            common = len(os.path.commonprefix([first, typed_next]))
+            common = len(os.path.commonprefix([first, typed_next]))  # noqa: RUF071 - characters, not path parts
             if common >= min(4, len(typed_next)):
                 self.useful += 1
 

@@ -85,9 +85,9 @@ class CompletionBackend:
         log_file = self.settings.home / "serve.log"
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_file, "ab") as output:
+            with open(log_file, "ab") as output:  # noqa: ASYNC230 - an append handle for the child, nothing read
                 # Its own session: the daemon outlives this editor and serves the next one.
-                process = subprocess.Popen(
+                process = subprocess.Popen(  # noqa: ASYNC220 - only forks; readiness is polled afterwards
                     [*command, "serve"],
                     stdin=subprocess.DEVNULL,
                     stdout=output,

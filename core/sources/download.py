@@ -89,7 +89,7 @@ async def partial_lock(partial: Path) -> AsyncIterator[None]:
     is refused with a sentence instead of waiting without a word.
     """
     lock_path = partial.with_suffix(".lock")
-    with open(lock_path, "a+b") as handle:
+    with open(lock_path, "a+b") as handle:  # noqa: ASYNC230 - opening an empty lock file does not wait on I/O
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
