@@ -15,6 +15,7 @@ const SERVER_SETTINGS = [
   "belowLines",
   "answerWithinMs",
   "contextChunks",
+  "repositoryTokens",
   "enabledLanguages",
   "disabledLanguages",
 ];

@@ -1,0 +1,351 @@
+"""Completion quality on code that is not ours: lines blanked in well-known packages, each in a newly opened file.
+
+The sources of a few packages from the package index, pinned by version
+(downloaded once with pip into ~/.cache/ingle-bench/quality), are the
+repositories. A fixed, seeded set of tasks (bench/data/completion_tasks.json)
+blanks one line, or the first lines of a function body, at its indentation;
+the file is opened in the language server as the editor would, with the
+package's other files as its workspace, and a completion is asked once, a
+second after the file opened (a person looks before typing). Scored against
+the line(s) that were there: exact match, and edit similarity (difflib's
+ratio, 0 to 1). The same tasks go through:
+
+- ingle's language server in-process on the default model, once per context
+  source (the window around the cursor alone; plus the file's imports; plus
+  definitions from other files; both, the default);
+- llama-server's /infill with llama.vim's request shape (256 lines before,
+  64 after, n_indent, 250 ms of prediction) on the same model file.
+
+Times are to the first suggestion shown in the newly opened file.
+
+    .venv/bin/python bench/completion_quality.py [--limit N] [--skip-llama-server] [--conditions both,window]
+    .venv/bin/python bench/completion_quality.py --make-tasks    # only to rebuild the task file (changes the set)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import difflib
+import json
+import logging
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+from lsp_typing import MODEL, Pause, _free_port, _until_healthy, find_llama_server, llama_vim_request
+from lsprotocol import types
+from pygls.workspace import Workspace
+
+from ingle.adapters.cli.engine_access import EngineChoice
+from ingle.adapters.engine_api import LocalEngine
+from ingle.core.engine import Engine
+from ingle.core.settings import Settings
+from ingle.core.store import ModelStore
+from ingle.lsp.server import IngleLanguageServer, create_server
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS_FILE = ROOT / "bench" / "data" / "completion_tasks.json"
+CACHE = Path("~/.cache/ingle-bench/quality").expanduser()
+# The repositories: pure-Python packages everyone knows, pinned so the task set never moves.
+PACKAGES = {"requests": "2.32.3", "click": "8.1.7", "flask": "3.0.3", "attrs": "24.2.0"}
+SEED = 16
+TASKS_PER_PACKAGE = 16
+MULTI_LINE_SHARE = 0.35
+# A person looks at a file they just opened for about this long before typing.
+LOOK_SECONDS = 1.0
+CONDITIONS = {
+    "window": {"repositoryTokens": 0, "fileImports": False},
+    "imports": {"repositoryTokens": 0, "fileImports": True},
+    "definitions": {"fileImports": False},
+    "both": {},
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """Lines `line` .. `line + size - 1` of a file of a package, blanked from their indentation on."""
+
+    package: str
+    path: str
+    line: int
+    size: int
+
+
+@dataclass
+class Score:
+    """How one completer did on the tasks."""
+
+    name: str
+    exact: list[bool] = field(default_factory=list)
+    similarity: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    multi_exact: list[bool] = field(default_factory=list)
+    lone_words: int = 0
+    """Suggestions that were one word where a line was asked for."""
+
+    def add(self, task: Task, expected: list[str], suggestion: str, seconds: float) -> None:
+        """Score one suggestion against the lines that were there."""
+        got = [line.rstrip() for line in suggestion.split("\n")][: task.size]
+        want = [line.rstrip() for line in expected]
+        exact = got == want
+        self.exact.append(exact)
+        if task.size > 1:
+            self.multi_exact.append(exact)
+        self.similarity.append(difflib.SequenceMatcher(None, "\n".join(got), "\n".join(want)).ratio())
+        self.seconds.append(seconds)
+        if len(suggestion.split()) == 1 and len(want[0].split()) > 1:
+            self.lone_words += 1
+
+    def row(self) -> str:
+        """One line of the table."""
+        ordered = sorted(self.seconds)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        similarity = statistics.mean(self.similarity)
+        return (
+            f"| {self.name} | {_share(self.exact)} | {_share(self.multi_exact)} | {similarity:.2f} "
+            f"| {statistics.median(self.seconds) * 1000:,.0f} / {p95 * 1000:,.0f} ms | {self.lone_words} |"
+        )
+
+
+def _share(values: list[bool]) -> str:
+    return f"{sum(values) / max(1, len(values)):.0%}"
+
+
+# --- the repositories ---------------------------------------------------------------------
+
+
+def fetch(package: str, version: str) -> Path:
+    """The package's source tree at that version, downloaded once (a wheel holds the sources of a pure package)."""
+    tree = CACHE / "src" / f"{package}-{version}"
+    if tree.is_dir():
+        return tree
+    wheels = CACHE / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:", "-d", str(wheels)]
+        + [f"{package}=={version}"],
+        check=True,
+    )
+    name = package.replace("-", "_")
+    wheel = next(wheels.glob(f"{name}-{version}-*.whl"))
+    partial = tree.with_suffix(".partial")
+    with zipfile.ZipFile(wheel) as archive:
+        for member in archive.namelist():
+            if member.endswith(".py") and ".dist-info/" not in member:
+                archive.extract(member, partial)
+    partial.rename(tree)
+    return tree
+
+
+def make_tasks(trees: dict[str, Path]) -> list[Task]:
+    """The seeded task set: code lines inside functions, and the first lines of function bodies."""
+    rng = random.Random(SEED)
+    tasks: list[Task] = []
+    for package, tree in sorted(trees.items()):
+        singles: list[Task] = []
+        multis: list[Task] = []
+        for file in sorted(tree.rglob("*.py")):
+            path = str(file.relative_to(tree))
+            source = file.read_text()
+            lines = source.split("\n")
+            try:
+                parsed = ast.parse(source)
+            except SyntaxError:
+                continue
+            strings = _string_lines(parsed)
+            for node in ast.walk(parsed):
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                body = [statement for statement in node.body if statement.lineno - 1 not in strings]
+                for statement in body:
+                    index = statement.lineno - 1
+                    if statement.end_lineno == statement.lineno and _is_code(lines[index]):
+                        singles.append(Task(package, path, index, 1))
+                # The start of a body: two or three one-line statements in a row.
+                run = []
+                for statement in body:
+                    if statement.end_lineno != statement.lineno or not _is_code(lines[statement.lineno - 1]):
+                        break
+                    if run and statement.lineno != run[-1] + 1:
+                        break
+                    run.append(statement.lineno)
+                if len(run) >= 2:
+                    multis.append(Task(package, path, run[0] - 1, min(3, len(run))))
+        multi_count = round(TASKS_PER_PACKAGE * MULTI_LINE_SHARE)
+        chosen = rng.sample(multis, min(multi_count, len(multis)))
+        chosen += rng.sample(singles, TASKS_PER_PACKAGE - len(chosen))
+        tasks += sorted(chosen, key=lambda task: (task.path, task.line))
+    return tasks
+
+
+def _string_lines(tree: ast.Module) -> set[int]:
+    """0-based lines covered by docstrings and other bare string statements."""
+    covered: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            covered.update(range(node.lineno - 1, node.end_lineno or node.lineno))
+    return covered
+
+
+def _is_code(line: str) -> bool:
+    text = line.strip()
+    return (
+        len(text) >= 8
+        and not text.startswith(("#", "@", "pass", "..."))
+        and text not in ("return", "continue", "break")
+    )
+
+
+def holed(lines: list[str], task: Task) -> tuple[list[str], list[str], int]:
+    """The file's lines with the hole, the lines that were there (the first without its indentation), the column."""
+    first = lines[task.line]
+    indent = len(first) - len(first.lstrip())
+    expected = [first[indent:], *lines[task.line + 1 : task.line + task.size]]
+    return lines[: task.line] + [first[:indent]] + lines[task.line + task.size :], expected, indent
+
+
+# --- ingle ----------------------------------------------------------------------------------
+
+
+async def run_ingle(name: str, options: dict, tasks: list[Task], trees: dict[str, Path], home: Path) -> Score:
+    """Each task in a newly opened file of its package's workspace, through the language server in-process."""
+    score = Score(f"ingle, {name}")
+    settings = Settings(home=home, num_threads=2)
+    async with Engine(settings) as engine:
+        await engine.load(MODEL)
+        for package in sorted({task.package for task in tasks}):
+            server = _server(engine, trees[package], options)
+            server.scan_workspace()
+            assert server._scan is not None
+            await server._scan
+            for task in [task for task in tasks if task.package == package]:
+                lines = (trees[package] / task.path).read_text().split("\n")
+                text, expected, column = holed(lines, task)
+                uri = (trees[package] / task.path).as_uri()
+                server.workspace.put_text_document(types.TextDocumentItem(uri, "python", 1, "\n".join(text)))
+                server.opened(uri)
+                await asyncio.sleep(LOOK_SECONDS)
+                started = time.perf_counter()
+                suggestion = await server.complete(uri, types.Position(task.line, column))
+                seconds = time.perf_counter() - started
+                shown = suggestion.text if suggestion else ""
+                if task.size > 1 and uri in server.finishing:
+                    # The first line was shown at once; the block follows into the cache, where the next ask finds it.
+                    await server.finishing[uri].task
+                    again = await server.complete(uri, types.Position(task.line, column))
+                    shown = again.text if again else shown
+                score.add(task, expected, shown, seconds)
+                server.forget(uri)
+                server.workspace.remove_text_document(uri)
+            for uri in list(server.warming):
+                server.forget(uri)
+    return score
+
+
+def _server(engine: Engine, tree: Path, options: dict) -> IngleLanguageServer:
+    server = create_server(engine.settings, EngineChoice(embedded=True), api=LocalEngine(engine))
+    server.protocol._workspace = Workspace(tree.as_uri())
+    server.protocol.client_capabilities = types.ClientCapabilities()
+    server.configure({"startDaemon": False, **options})
+    return server
+
+
+# --- llama-server, llama.vim's shape ----------------------------------------------------------
+
+
+async def run_llama_server(binary: str, model_path: Path, tasks: list[Task], trees: dict[str, Path]) -> Score:
+    """Each task as llama.vim's first request at that cursor (no ring chunks: the editor just started)."""
+    score = Score("llama-server /infill, llama.vim shape")
+    port = _free_port()
+    process = _start_llama_server(binary, model_path, port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+            await _until_healthy(http, process)
+            for task in tasks:
+                lines = (trees[task.package] / task.path).read_text().split("\n")
+                text, expected, column = holed(lines, task)
+                body = llama_vim_request(Pause(text, task.line, column, ""))
+                started = time.perf_counter()
+                response = await http.post("/infill", json=body)
+                response.raise_for_status()
+                score.add(task, expected, response.json().get("content", ""), time.perf_counter() - started)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return score
+
+
+def _start_llama_server(binary: str, model_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """llama-server as lsp_typing.py runs it: 2 threads, one slot, cache reuse on."""
+    arguments = ["-m", str(model_path), "--port", str(port), "--host", "127.0.0.1", "-t", "2", "-c", "8192"]
+    return subprocess.Popen(
+        [binary, *arguments, "-np", "1", "--cache-reuse", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, help="run only the first N tasks of each package")
+    parser.add_argument("--conditions", default=",".join(CONDITIONS), help="ingle's context sources to compare")
+    parser.add_argument("--skip-llama-server", action="store_true")
+    parser.add_argument("--llama-server", help="path of a llama-server binary")
+    parser.add_argument("--make-tasks", action="store_true", help="rebuild the task file (it is meant to stay fixed)")
+    arguments = parser.parse_args()
+    logging.getLogger("pygls").setLevel(logging.CRITICAL)  # no editor is attached to show its messages
+
+    trees = {package: fetch(package, version) for package, version in PACKAGES.items()}
+    if arguments.make_tasks or not TASKS_FILE.exists():
+        TASKS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        tasks = make_tasks(trees)
+        TASKS_FILE.write_text(json.dumps({"packages": PACKAGES, "tasks": [asdict(t) for t in tasks]}, indent=1) + "\n")
+    stored = json.loads(TASKS_FILE.read_text())
+    tasks = [Task(**task) for task in stored["tasks"]]
+    if arguments.limit:
+        tasks = [
+            task
+            for task in tasks
+            if sum(t.package == task.package for t in tasks[: tasks.index(task)]) < arguments.limit
+        ]
+    multi = sum(task.size > 1 for task in tasks)
+    print(f"{len(tasks)} tasks ({multi} of 2-3 lines) in {', '.join(f'{p} {v}' for p, v in PACKAGES.items())}.\n")
+
+    home = Path(os.environ.get("INGLE_HOME") or Path("~/.cache/ingle-tests/home").expanduser())
+    scores = []
+    for name in arguments.conditions.split(","):
+        scores.append(asyncio.run(run_ingle(name, CONDITIONS[name], tasks, trees, home)))
+        print(scores[-1].row(), flush=True)
+    if not arguments.skip_llama_server:
+        store = ModelStore(Settings(home=home).models_dir)
+        blob = store.blob_path(store.get(MODEL).digest)
+        binary = find_llama_server(arguments.llama_server)
+        scores.append(asyncio.run(run_llama_server(binary, blob, tasks, trees)))
+        print(scores[-1].row(), flush=True)
+
+    print(
+        "\n| completer | exact match | of which 2-3 lines | edit similarity | first suggestion p50 / p95 | lone words |"
+    )
+    print(
+        "| --------- | ----------- | ------------------ | --------------- | -------------------------- | ---------- |"
+    )
+    for score in scores:
+        print(score.row())
+    print(
+        f"\nLoad average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        "(timings are only comparable on an otherwise idle machine)."
+    )
+
+
+if __name__ == "__main__":
+    main()
