@@ -14,7 +14,7 @@ go to the llama-server-compatible `/infill` route instead of `/api/generate`.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -298,7 +298,7 @@ class IngleClient:
 
     # --- generation -------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Stream a generation from the daemon; closing the iterator closes the HTTP response,
         which cancels the generation there and frees its sequence."""
         if request.suffix is not None:

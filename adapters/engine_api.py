@@ -10,7 +10,7 @@ synchronous methods into it, and `IngleClient` implements it directly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from ..core.engine import Engine, RunningModel
@@ -54,7 +54,7 @@ class EngineApi(Protocol):
         """The models loaded in memory."""
         ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Stream a generation; the last chunk has `done=True`. Closing the iterator cancels it."""
         ...
 
@@ -110,7 +110,7 @@ class LocalEngine:
         """See Engine.running."""
         return self.engine.running()
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """See Engine.generate."""
         return self.engine.generate(request)
 

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -126,7 +126,7 @@ class OpenAIUpstream:
 
     # --- the GenerationBackend contract --------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Stream a chat or completion from the upstream; the last chunk has `done=True` and the stats."""
         path, body = openai_request(request)
         started = time.perf_counter()
@@ -419,7 +419,7 @@ class BackendRouter:
         """(model name, upstream label) for every model an upstream serves, for model listings."""
         return [(model, state.upstream.label) for state in self.upstreams for model in state.upstream.models]
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Stream from the first candidate that starts answering; see the class docstring for the order."""
         failures: list[IngleError] = []
         for candidate in self._candidates(request.model):

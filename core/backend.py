@@ -7,7 +7,7 @@ knowing which; streaming, cancellation and bookkeeping stay in one place.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from .generation import EmbeddingResult, GenerationChunk, GenerationRequest
@@ -17,7 +17,7 @@ from .generation import EmbeddingResult, GenerationChunk, GenerationRequest
 class GenerationBackend(Protocol):
     """Something that can generate text and embeddings for named models."""
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Stream a generation; the last chunk has `done=True`. Closing the iterator cancels it."""
         ...
 

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -335,7 +335,7 @@ class Engine:
 
     # --- generation -----------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Stream a generation; the last chunk has `done=True` and the stats.
 
         Closing the iterator early (or cancelling the task reading it) stops the
@@ -372,7 +372,8 @@ class Engine:
                         raise chunk
                     if chunk.done:
                         done = True
-                        chunk.stats.load_seconds = load_seconds
+                        if chunk.stats is not None:
+                            chunk.stats.load_seconds = load_seconds
                     yield chunk
             finally:
                 if not done:

@@ -21,6 +21,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from ingle.adapters.cli.engine_access import EngineChoice, connect_daemon, requires_daemon
+from ingle.adapters.client import IngleClient
 from ingle.adapters.engine_api import EngineApi, LocalEngine
 from ingle.core.engine import Engine
 from ingle.core.settings import Settings
@@ -75,7 +76,7 @@ class CompletionBackend:
         self.where = "this process (embedded)"
         return LocalEngine(engine)
 
-    async def _start_daemon(self, status: Status) -> EngineApi | None:
+    async def _start_daemon(self, status: Status) -> IngleClient | None:
         """Start `ingle serve` in its own session and wait (bounded) until it answers; None if it cannot."""
         command = _ingle_command()
         if command is None:

@@ -404,7 +404,8 @@ def completion_items(suggestion: Suggestion, position: types.Position) -> list[t
     """
     if not suggestion.text:
         return []
-    word = _WORD_BEFORE.search(suggestion.cursor.line_prefix).group(0)
+    before = _WORD_BEFORE.search(suggestion.cursor.line_prefix)
+    word = before.group(0) if before else ""
     start = types.Position(position.line, position.character - _utf16_length(word))
     text = word + suggestion.text
     return [

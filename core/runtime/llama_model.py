@@ -6,6 +6,11 @@ This module is the one place that calls llama.cpp and translates its failures
 into ingle's errors; everything above it speaks Python types.
 """
 
+# llama-cpp-python declares every pointer it returns Optional and every pointer it takes as not, and
+# calls a buffer `bytes`; this module checks the NULLs that can happen where they come back (model,
+# context, embeddings) and sets freed pointers to None, which the checker cannot follow through `self`.
+# pyright: reportOptionalMemberAccess=false, reportArgumentType=false, reportReturnType=false
+
 from __future__ import annotations
 
 import ctypes
@@ -117,8 +122,9 @@ class LlamaModel:
         self.n_ctx_train = llama.llama_model_n_ctx_train(self._model)
         self.n_embd = llama.llama_model_n_embd(self._model)
         self.add_bos = bool(llama.llama_vocab_get_add_bos(self._vocab))
-        self.bos = llama.llama_vocab_bos(self._vocab)
-        self.eos = llama.llama_vocab_eos(self._vocab)
+        # Declared as ctypes.c_int32 (llama_token), returned as a plain int: say so once, here.
+        self.bos = int(llama.llama_vocab_bos(self._vocab))
+        self.eos = int(llama.llama_vocab_eos(self._vocab))
 
     @property
     def raw(self) -> llama.llama_model_p:
