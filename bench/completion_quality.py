@@ -298,7 +298,9 @@ def _start_llama_server(binary: str, model_path: Path, port: int) -> subprocess.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, help="run only the first N tasks of each package")
-    parser.add_argument("--conditions", default=",".join(CONDITIONS), help="ingle's context sources to compare")
+    parser.add_argument(
+        "--conditions", default=",".join(CONDITIONS), help="ingle's context sources to compare ('' for none)"
+    )
     parser.add_argument("--skip-llama-server", action="store_true")
     parser.add_argument("--llama-server", help="path of a llama-server binary")
     parser.add_argument("--make-tasks", action="store_true", help="rebuild the task file (it is meant to stay fixed)")
@@ -323,7 +325,7 @@ def main() -> None:
 
     home = Path(os.environ.get("INGLE_HOME") or Path("~/.cache/ingle-tests/home").expanduser())
     scores = []
-    for name in arguments.conditions.split(","):
+    for name in [name for name in arguments.conditions.split(",") if name]:
         scores.append(asyncio.run(run_ingle(name, CONDITIONS[name], tasks, trees, home)))
         print(scores[-1].row(), flush=True)
     if not arguments.skip_llama_server:

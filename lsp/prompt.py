@@ -5,14 +5,14 @@ decides the speed of a keystroke is how much of the prompt changes. The
 layout, from the start of the prompt:
 
 1. repository context: definitions from other files of the names this file
-   imports and uses (computed once per file, see repository.py);
+   imports and uses (computed once per file, see repository.py), then the
+   file's own import statements (they change only when they are edited);
 2. extra context chunks from other files (change when another file is edited);
 3. a chunk of the text further below the cursor, chosen once and kept while
    its text is unchanged and the cursor stays above it;
-4. the FIM prefix: the file's imports when the window does not hold them, then
-   from an anchored start line down to the cursor. The start only moves when
-   the prefix grows past `prefix_lines + anchor_lines` lines or shrinks under
-   half of `prefix_lines`, so typing only appends to it;
+4. the FIM prefix: from an anchored start line down to the cursor. The start
+   only moves when the prefix grows past `prefix_lines + anchor_lines` lines
+   or shrinks under half of `prefix_lines`, so typing only appends to it;
 5. the FIM suffix: the rest of the line and a few lines after it. It is kept
    short because it comes after the cursor and is evaluated on every keystroke.
 
@@ -135,19 +135,32 @@ def build_prompt(
     # token in two, and it then answers with a second indentation.
     typed = "" if cursor.at_indentation else cursor.line_prefix
     prefix = "".join(text + "\n" for text in cursor.lines[start:line]) + typed
-    if settings.file_imports and start > 0:
-        imports = import_lines(cursor.lines[:start])
-        if imports:
-            prefix = "".join(text + "\n" for text in imports) + "\n" + prefix
 
     after = cursor.lines[line + 1 : line + 1 + settings.suffix_lines]
     suffix = cursor.line_suffix + "\n" + "".join(text + "\n" for text in after)
 
-    chunks = [*(repository or []), *ring_chunks]
+    chunks = head_chunks(cursor.lines, cursor.filename, ring_chunks, settings, repository or [])
     below = _below_chunk(cursor, anchors, settings)
     if below:
         chunks.append(ContextChunk(text="\n".join(below) + "\n", filename=cursor.filename))
     return FimPrompt(prefix=prefix, suffix=suffix, chunks=chunks, filename=cursor.filename)
+
+
+def head_chunks(
+    lines: list[str],
+    filename: str,
+    ring_chunks: list[ContextChunk],
+    settings: CompletionSettings,
+    repository: list[ContextChunk],
+) -> list[ContextChunk]:
+    """The context every prompt in a document starts with, wherever the cursor is: what warming evaluates."""
+    chunks = list(repository)
+    # The imports go ahead of the chunks that change with the cursor, even where the window holds them too:
+    # dropping them near the top of the file would change the prompt head and cost its whole evaluation.
+    imports = import_lines(lines) if settings.file_imports else []
+    if imports:
+        chunks.append(ContextChunk(text="\n".join(imports) + "\n", filename=filename))
+    return chunks + ring_chunks
 
 
 def _below_chunk(cursor: Cursor, anchors: Anchors, settings: CompletionSettings) -> tuple[str, ...]:

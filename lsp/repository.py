@@ -130,7 +130,16 @@ class RepositoryIndex:
         return [definition for _, definition in ranked if definition.path != path]
 
     def _definition(self, module: str, name: str) -> Definition | None:
-        path = self.modules.get(module)
+        # `ingle.core.store` for `core/store.py`: a package mapped to another folder name is found by its tail.
+        pieces = module.split(".")
+        path = next(
+            (
+                self.modules[tail]
+                for tail in (".".join(pieces[start:]) for start in range(len(pieces)))
+                if tail in self.modules
+            ),
+            None,
+        )
         symbols = self.files.get(path) if path else None
         if symbols is None:
             return None

@@ -35,7 +35,7 @@ from .cache import CacheKey, SuggestionCache
 from .context import ContextRing
 from .errors import jsonrpc_error
 from .generation import SuggestionGeneration
-from .prompt import Anchors, Cursor, build_prompt
+from .prompt import Anchors, Cursor, build_prompt, head_chunks
 from .repository import RepositoryIndex, read_source, repository_chunks
 from .settings import CompletionSettings
 
@@ -184,6 +184,10 @@ class IngleLanguageServer(LanguageServer):
         lines = [line.rstrip("\r\n") for line in document.lines]
         return Cursor(filename=self.filename(uri), lines=lines, line=at.line, character=at.character), language
 
+    def document_lines(self, uri: str) -> list[str]:
+        """A document's lines without their line endings."""
+        return [line.rstrip("\r\n") for line in self.workspace.get_text_document(uri).lines]
+
     def filename(self, uri: str) -> str:
         """A document's path relative to the workspace root, as the model sees it."""
         path = to_fs_path(uri) or uri
@@ -197,8 +201,7 @@ class IngleLanguageServer(LanguageServer):
 
     def take_chunk(self, uri: str, around: int) -> None:
         """Put the text around a line of a document into the context ring."""
-        document = self.workspace.get_text_document(uri)
-        self.ring.pick(self.filename(uri), [line.rstrip("\r\n") for line in document.lines], around)
+        self.ring.pick(self.filename(uri), self.document_lines(uri), around)
 
     def take_edited_chunks(self, except_uri: str) -> None:
         """Move the recent edits of other documents into the ring and the index (deferred until needed)."""
@@ -233,9 +236,7 @@ class IngleLanguageServer(LanguageServer):
             return []
         chunks = self.repository.get(uri)
         if chunks is None:
-            document = self.workspace.get_text_document(uri)
-            lines = [line.rstrip("\r\n") for line in document.lines]
-            used = self.index.definitions_used_by(self.filename(uri), lines)
+            used = self.index.definitions_used_by(self.filename(uri), self.document_lines(uri))
             chunks = self.repository[uri] = repository_chunks(used, self.options.repository_tokens)
         return chunks
 
@@ -283,7 +284,8 @@ class IngleLanguageServer(LanguageServer):
         """Evaluate the chunks every prompt in this document starts with (one token is generated and dropped)."""
         api = await self.engine()
         filename = self.filename(uri)
-        head = [*self.repository_for(uri), *self.ring.chunks_for(filename)]
+        lines = self.document_lines(uri)
+        head = head_chunks(lines, filename, self.ring.chunks_for(filename), self.options, self.repository_for(uri))
         if not head:
             return
         request = GenerationRequest(

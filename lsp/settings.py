@@ -60,7 +60,7 @@ class CompletionSettings(BaseModel):
     file imports and uses (most used first). Evaluated once per file, when it opens; 0 turns it off."""
 
     file_imports: bool = True
-    """Start the FIM prefix with the file's import statements when the lines around the cursor do not hold them."""
+    """Give the file's import statements as context ahead of the lines around the cursor."""
 
     warm_on_open: bool = True
     """Evaluate a file's prompt head (context chunks and repository context) when it opens, before the first

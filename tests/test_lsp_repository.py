@@ -106,18 +106,17 @@ def test_a_file_that_does_not_parse_keeps_its_last_definitions(tmp_path: Path) -
     assert index.definitions_used_by("shapes/report.py", REPORT.split("\n")) == []
 
 
-def test_repository_context_comes_first_and_imports_start_a_prefix_that_does_not_hold_them() -> None:
-    lines = ["import os", "from shapes import geometry", "", *[f"value_{index} = {index}" for index in range(40)], ""]
-    cursor = Cursor("a.py", lines, 40, 0)
+def test_repository_context_and_the_imports_come_first_and_stay_when_the_cursor_moves() -> None:
+    lines = ["import os", "from shapes import geometry", "", *[f"value_{index} = {index}" for index in range(60)], ""]
     repository = [ContextChunk(text="def area(radius): ...\n", filename="shapes/geometry.py")]
     ring = [ContextChunk(text="edited\n", filename="b.py")]
-    prompt = build_prompt(cursor, Anchors(), ring, CompletionSettings(), repository)
-    assert [chunk.filename for chunk in prompt.chunks][:2] == ["shapes/geometry.py", "b.py"]
-    assert prompt.prefix.startswith("import os\nfrom shapes import geometry\n\nvalue_")
-    near_top = build_prompt(Cursor("a.py", lines, 5, 0), Anchors(), [], CompletionSettings())
-    assert near_top.prefix.count("import os") == 1, "imports already in the window are not repeated"
-    off = build_prompt(cursor, Anchors(), [], CompletionSettings(file_imports=False))
-    assert "import os" not in off.prefix
+    far = build_prompt(Cursor("a.py", lines, 50, 0), Anchors(), ring, CompletionSettings(), repository)
+    assert [chunk.filename for chunk in far.chunks] == ["shapes/geometry.py", "a.py", "b.py", "a.py"]
+    assert far.chunks[1].text == "import os\nfrom shapes import geometry\n"
+    near_top = build_prompt(Cursor("a.py", lines, 5, 0), Anchors(), ring, CompletionSettings(), repository)
+    assert near_top.chunks[:3] == far.chunks[:3], "the head does not change with the cursor"
+    off = build_prompt(Cursor("a.py", lines, 50, 0), Anchors(), ring, CompletionSettings(file_imports=False))
+    assert [chunk.filename for chunk in off.chunks] == ["b.py", "a.py"]
 
 
 # --- in the language server, on the real model ----------------------------------------------
