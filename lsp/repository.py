@@ -16,6 +16,7 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ SKIPPED_FOLDERS = frozenset(
 # Characters per token of source code with the default model's tokenizer, for the budget (measured: 3.3-3.8).
 CHARS_PER_TOKEN = 3.5
 # `alias.attribute`: a use of something a module (or a class) imported under `alias` defines.
-_DOTTED = re.compile(r"\b[A-Za-z_]\w*\.[A-Za-z_]\w*")
+_DOTTED = re.compile(r"\b([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 
 
 def module_name(path: str) -> tuple[str, str]:
@@ -102,7 +103,7 @@ class RepositoryIndex:
                     count += 1
         return count
 
-    def definitions_used_by(self, path: str, lines: list[str]) -> list[Definition]:
+    def definitions_used_by(self, path: str, lines: Sequence[str]) -> list[Definition]:
         """Definitions elsewhere in the workspace of the names a document imports and uses, most used first."""
         symbols = self.files.get(path)
         if symbols is None:
@@ -161,14 +162,13 @@ def _is_import(line: str) -> bool:
     return stripped.startswith(("import ", "from "))
 
 
-def _attribute_uses(lines: list[str]) -> list[tuple[str, str]]:
+def _attribute_uses(lines: Sequence[str]) -> list[tuple[str, str]]:
     """`alias.attribute` pairs used in the text (outside import lines)."""
-    found = []
+    found: list[tuple[str, str]] = []
     for line in lines:
-        if _is_import(line):
-            continue
-        found += [tuple(match.split(".")[:2]) for match in _DOTTED.findall(line)]
-    return found  # type: ignore[return-value]
+        if not _is_import(line):
+            found += [(alias, attribute) for alias, attribute in _DOTTED.findall(line)]
+    return found
 
 
 def repository_chunks(definitions: list[Definition], token_budget: int) -> list[ContextChunk]:
