@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 from ingle.core.backend import GenerationBackend
@@ -24,7 +24,7 @@ class RecordingBackend:
         self.inner = inner
         self.requests: list[GenerationRequest] = []
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Record, then delegate."""
         self.requests.append(request)
         return self.inner.generate(request)
@@ -44,7 +44,7 @@ class ScriptedBackend:
         self.delay = delay
         self.requests: list[GenerationRequest] = []
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Yield the pieces, then a done chunk."""
         self.requests.append(request)
         for piece in self.pieces:
@@ -62,7 +62,7 @@ class ScriptedBackend:
 class BusyBackend:
     """Answers every generation like a daemon whose queue is full (its 503)."""
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Raise QueueFull before the first chunk."""
         raise QueueFull("Every sequence of the model is busy and the queue is full; retry later.", retry_after=1.0)
         yield  # pragma: no cover - makes this an async generator

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,9 +87,9 @@ def tiny_disk_home(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def settings_for(home: Path, **overrides: object) -> Settings:
+def settings_for(home: Path, **overrides: Any) -> Settings:
     """Test settings: 2 threads, small contexts so that loads are quick."""
-    values: dict[str, object] = {"home": home, "num_threads": 2, "num_ctx": 4096}
+    values: dict[str, Any] = {"home": home, "num_threads": 2, "num_ctx": 4096}
     values.update(overrides)
     return Settings(**values)
 

@@ -8,6 +8,7 @@ import math
 import time
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,10 +39,11 @@ async def collect(engine: Engine, request: GenerationRequest) -> tuple[str, Gene
         text += chunk.text
         if chunk.done:
             stats = chunk.stats
+    assert stats is not None, "the stream ended without its done chunk"
     return text, stats
 
 
-def raw(prompt: str, max_tokens: int = 16, **options: object) -> GenerationRequest:
+def raw(prompt: str, max_tokens: int = 16, **options: Any) -> GenerationRequest:
     """A raw completion request on the default model."""
     sampling = SamplingOptions(temperature=0, repeat_penalty=1.0, max_tokens=max_tokens, **options)
     return GenerationRequest(model=DEFAULT_MODEL, prompt=prompt, raw=True, options=sampling)

@@ -13,10 +13,11 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -48,7 +49,7 @@ from .fakes.openai_server import FakeOpenAIServer
 REMOTE_MODEL = "remote-coder:latest"
 
 
-def upstream_config(url: str, *models: str, **extra: object) -> UpstreamSettings:
+def upstream_config(url: str, *models: str, **extra: Any) -> UpstreamSettings:
     return UpstreamSettings(url=url, models=list(models) or [REMOTE_MODEL], **extra)
 
 
@@ -218,7 +219,7 @@ class ScriptedUpstream:
     async def close(self) -> None:
         pass
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -344,7 +345,7 @@ def test_upstreams_are_typed_settings(tmp_path: Path, monkeypatch: pytest.Monkey
     [upstream] = settings.upstreams
     assert upstream.label == "gpu-box:8000" and upstream.api_key.get_secret_value() == "k"
     with pytest.raises(ValueError):
-        Settings(upstreams=[{"url": "gpu-box", "models": ["m"]}])
+        Settings(upstreams=[{"url": "gpu-box", "models": ["m"]}])  # pyright: ignore[reportArgumentType] - a raw table
 
 
 # --- two real daemons -----------------------------------------------------------------
@@ -357,7 +358,7 @@ class RecordingBackend:
         self.engine = engine
         self.models: list[str] = []
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.models.append(request.model)
         return self.engine.generate(request)
 

@@ -10,7 +10,8 @@ the contract it implements) and add one line here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ingle.core.backend import GenerationBackend
 from ingle.core.settings import Settings
@@ -19,7 +20,7 @@ from .mattermost import run_mattermost
 from .slack import run_slack
 from .telegram import run_telegram
 
-PlatformRunner = Callable[[Settings, GenerationBackend], Awaitable[None]]
+PlatformRunner = Callable[[Settings, GenerationBackend], Coroutine[Any, Any, None]]
 """Runs one platform's bot against a backend until cancelled."""
 
 PLATFORMS: dict[str, PlatformRunner] = {
