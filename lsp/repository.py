@@ -81,7 +81,8 @@ class RepositoryIndex:
     def remove(self, path: str) -> None:
         """Forget a deleted file."""
         self.files.pop(path, None)
-        for name in [name for name, owner in self.modules.items() if owner == path]:
+        # A copy: the workspace scan may be adding modules from its thread meanwhile.
+        for name in [name for name, owner in list(self.modules.items()) if owner == path]:
             del self.modules[name]
 
     def scan(self, root: Path) -> int:
