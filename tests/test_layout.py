@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,18 @@ def test_core_never_imports_an_edge_library() -> None:
     for path in sources("core"):
         for module in imported_modules(path):
             assert module.split(".")[0] not in EDGE_LIBRARIES, f"{path.relative_to(ROOT)} imports {module}"
+
+
+def test_every_package_folder_is_listed_for_the_install() -> None:
+    # Only the packages pyproject.toml lists go into the wheel and the editable install's link tree.
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        ".".join(["ingle", *init.relative_to(ROOT).parent.parts])
+        for top in ALLOWED
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert folders == set(setuptools["packages"])
+    assert setuptools["package-dir"] == {f"ingle.{top}": top for top in ALLOWED}
 
 
 def test_importing_the_engine_loads_no_edge_library() -> None:
