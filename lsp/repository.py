@@ -132,16 +132,11 @@ class RepositoryIndex:
         return [definition for _, definition in ranked if definition.path != path]
 
     def _definition(self, module: str, name: str) -> Definition | None:
-        # `ingle.core.store` for `core/store.py`: a package mapped to another folder name is found by its tail.
+        # `ingle.core.store` for `core/store.py`: a package mapped to another folder name is found by its tail,
+        # of two names at least (a lone `json` must not find some `tools/json.py`).
         pieces = module.split(".")
-        path = next(
-            (
-                self.modules[tail]
-                for tail in (".".join(pieces[start:]) for start in range(len(pieces)))
-                if tail in self.modules
-            ),
-            None,
-        )
+        tails = [".".join(pieces[start:]) for start in range(max(1, len(pieces) - 1))]
+        path = next((self.modules[tail] for tail in tails if tail in self.modules), None)
         symbols = self.files.get(path) if path else None
         if symbols is None:
             return None
