@@ -9,10 +9,13 @@ import pytest
 from lsprotocol import types
 from pygls.workspace import Workspace
 
+from ingle.adapters.cli.engine_access import EngineChoice
 from ingle.core.engine import Engine
 from ingle.core.generation import ContextChunk
+from ingle.core.settings import Settings
 from ingle.lsp.prompt import Anchors, Cursor, build_prompt
 from ingle.lsp.repository import RepositoryIndex, repository_chunks
+from ingle.lsp.server import IngleLanguageServer, create_server
 from ingle.lsp.settings import CompletionSettings
 
 from .servers import poll
@@ -132,6 +135,14 @@ TABLE += "def table(value):\n" + "".join(f"    row_{index} = scale_{index}(value
 TABLE += "    return \n"
 
 
+def server_on_workspace(root: Path) -> IngleLanguageServer:
+    """A language server with `root` as its workspace and no engine (nothing here completes)."""
+    server = create_server(Settings(home=root / "home"), EngineChoice(embedded=True))
+    server.protocol._workspace = Workspace(root.as_uri())
+    server.protocol.client_capabilities = types.ClientCapabilities()
+    return server
+
+
 async def until_idle(engine: Engine) -> None:
     """Poll (bounded generously: the machine may be busy) until no request holds a sequence."""
     assert await poll(lambda: not any(stats.active or stats.waiting for stats in engine.queue_stats()), 120)
@@ -174,3 +185,19 @@ async def test_a_newly_opened_file_is_warmed_and_its_first_suggestion_evaluates_
     assert server.repository_for(uri) == repository
     await asyncio.wait_for(asyncio.gather(*server.warming.values(), return_exceptions=True), 60)
     await until_idle(engine)
+
+
+async def test_files_changed_on_disk_are_indexed_again_and_deleted_ones_forgotten(tmp_path: Path) -> None:
+    workspace_index(tmp_path)
+    server = server_on_workspace(tmp_path)
+    server.scan_workspace()
+    assert server._scan is not None
+    await asyncio.wait_for(server._scan, 30)
+    report = REPORT.split("\n")
+    geometry = tmp_path / "shapes" / "geometry.py"
+    geometry.write_text(GEOMETRY.replace("def area(", "def surface("))
+    await server.file_changed(geometry.as_uri(), deleted=False)
+    assert "area" not in [item.name for item in server.index.definitions_used_by("shapes/report.py", report)]
+    geometry.unlink()
+    await server.file_changed(geometry.as_uri(), deleted=True)
+    assert server.index.definitions_used_by("shapes/report.py", report) == []
