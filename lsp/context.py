@@ -1,7 +1,9 @@
-"""Extra context for completions: chunks of other open and recently edited files, in a ring buffer.
+"""Extra context for completions: chunks of recently edited files, in a ring buffer.
 
-As in llama.vim, chunks are gathered when a file is opened, saved or edited
-and the oldest falls out when the ring is full. The order matters for speed:
+As in llama.vim, chunks are gathered when a file is saved or edited and the
+oldest falls out when the ring is full; unlike llama.vim, not when a file is
+merely opened, which would change every other document's prompt head (what a
+file needs from the others comes from the repository index). The order matters for speed:
 a new chunk goes to the end, so the chunks ahead of it stay an unchanged
 prompt prefix that the engine does not evaluate again.
 """
