@@ -30,6 +30,7 @@ LIVE_FIELDS = frozenset(
         "num_threads",
         "queue_size",
         "kv_reuse_min_tokens",
+        "draft_tokens",
         "load_timeout",
         "memory_headroom_mib",
         "memory_limit_mib",

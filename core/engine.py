@@ -21,16 +21,18 @@ import psutil
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import pull as pulling
-from .errors import InsufficientMemory, ModelLoadTimeout
+from .errors import InsufficientMemory, ModelLoadTimeout, ModelNotFound, UnsupportedFeature
 from .generation import EmbeddingResult, GenerationChunk, GenerationRequest
 from .manifest import Manifest
-from .memory import MIB, MemoryEstimate, estimate_memory, format_bytes, memory_available
+from .memory import MIB, MemoryEstimate, default_parallel, estimate_memory, format_bytes, memory_available
 from .names import ModelName
+from .runtime.draft_model import DraftModel
 from .runtime.embeddings import EmbeddingContext
 from .runtime.llama_model import ContextShape, LlamaModel
 from .runtime.prompt import PromptBuilder
 from .runtime.sampler import Sampler, grammar_for_format
 from .runtime.scheduler import BatchScheduler, GenerationJob
+from .runtime.speculative import DraftSettings
 from .settings import Settings
 from .sources import PullProgress
 from .store import ModelStore
@@ -266,22 +268,31 @@ class Engine:
             await asyncio.to_thread(loaded.close)
 
     def _shape_for(self, manifest: Manifest) -> ContextShape:
-        trained = manifest.gguf.context_length or self.settings.num_ctx
+        settings = self.settings
+        trained = manifest.gguf.context_length or settings.num_ctx
+        tokens = min(settings.num_ctx, trained)
+        threads = settings.num_threads or default_threads()
+        sequences = settings.num_parallel
+        if sequences is None:
+            limit = settings.memory_limit_mib * MIB if settings.memory_limit_mib else None
+            in_use = sum(loaded.memory.total for loaded in self._loaded.values())
+            free = memory_available(settings.memory_headroom_mib * MIB, limit, in_use)
+            sequences = default_parallel(manifest, tokens, threads, free)
         return ContextShape(
-            sequences=self.settings.num_parallel,
-            tokens_per_sequence=min(self.settings.num_ctx, trained),
-            batch_tokens=self.settings.num_batch,
-            threads=self.settings.num_threads or default_threads(),
+            sequences=sequences, tokens_per_sequence=tokens, batch_tokens=settings.num_batch, threads=threads
         )
 
     async def _load(self, manifest: Manifest) -> LoadedModel:
         shape = self._shape_for(manifest)
         need = estimate_memory(manifest, shape.sequences * shape.tokens_per_sequence)
+        draft = self._draft_manifest()
+        if draft is not None:
+            need = need.plus(estimate_memory(draft, shape.sequences * shape.tokens_per_sequence))
         await self._make_room(manifest, need)
         log.info("loading %s (%s)", manifest.name, format_bytes(need.total))
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(self._open, manifest, shape, need), timeout=self.settings.load_timeout
+                asyncio.to_thread(self._open, manifest, shape, need, draft), timeout=self.settings.load_timeout
             )
         except TimeoutError as error:
             raise ModelLoadTimeout(
@@ -289,17 +300,39 @@ class Engine:
                 "check the disk and memory, or raise load_timeout."
             ) from error
 
-    def _open(self, manifest: Manifest, shape: ContextShape, need: MemoryEstimate) -> LoadedModel:
-        model = LlamaModel(self.store.blob_path(manifest.digest))
+    def _draft_manifest(self) -> Manifest | None:
+        """The draft_model's manifest, if one is configured."""
+        name = self.settings.draft_model
+        if not name:
+            return None
         try:
+            return self.show(name)
+        except ModelNotFound as error:
+            raise ModelNotFound(
+                f"The draft_model '{name}' is not in the store: pull it, "
+                "or unset draft_model to guess by prompt lookup."
+            ) from error
+
+    def _open(
+        self, manifest: Manifest, shape: ContextShape, need: MemoryEstimate, draft: Manifest | None
+    ) -> LoadedModel:
+        model = LlamaModel(self.store.blob_path(manifest.digest))
+        draft_model = None
+        try:
+            if draft is not None:
+                draft_model = self._open_draft(draft, model, shape)
             scheduler = BatchScheduler(
                 model,
                 shape,
                 self.settings.queue_size,
                 name=manifest.name,
                 min_moved_run=self.settings.kv_reuse_min_tokens,
+                drafts=DraftSettings(most_tokens=self.settings.draft_tokens),
+                draft_model=draft_model,
             )
         except Exception:
+            if draft_model is not None:
+                draft_model.free()
             model.free()
             raise
         return LoadedModel(
@@ -312,6 +345,21 @@ class Engine:
             shape=shape,
             keep_alive=self.settings.keep_alive,
         )
+
+    def _open_draft(self, draft: Manifest, target: LlamaModel, shape: ContextShape) -> DraftModel:
+        """Load the draft model beside `target`, with a sequence for each of the target's."""
+        model = LlamaModel(self.store.blob_path(draft.digest))
+        if model.n_vocab != target.n_vocab:
+            model.free()
+            raise UnsupportedFeature(
+                f"The draft_model {draft.name} has {model.n_vocab} tokens in its vocabulary and the model "
+                f"{target.n_vocab}: pick a draft model of the same family, or unset draft_model."
+            )
+        try:
+            return DraftModel(model, shape)
+        except Exception:
+            model.free()
+            raise
 
     async def _make_room(self, manifest: Manifest, need: MemoryEstimate) -> None:
         """Evict idle models, least recently used first, until `need` fits; else refuse."""

@@ -83,6 +83,10 @@ class GenerationStats:
     cached_tokens: int = 0
     """Prompt tokens reused from a sequence's cache instead of being decoded again."""
     completion_tokens: int = 0
+    draft_tokens: int = 0
+    """Tokens guessed ahead by speculative decoding and checked by the model."""
+    accepted_draft_tokens: int = 0
+    """Guessed tokens the model confirmed: each one saved a decode step."""
     done_reason: DoneReason = "stop"
     load_seconds: float = 0.0
     prompt_seconds: float = 0.0

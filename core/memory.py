@@ -12,6 +12,11 @@ MIB = 1024 * 1024
 # Compute buffers, the logits of a batch and allocator slack: measured at
 # 150-250 MiB for sub-8B models on CPU; rounded up so that estimates err high.
 _FIXED_OVERHEAD = 256 * MIB
+# Batched decoding on a CPU keeps gaining up to about four sequences per core
+# (llama-batched-bench, 2 cores: 1.65x one sequence's rate at 4, 1.92x at 8);
+# past that every stream slows while the total hardly grows.
+SEQUENCES_PER_CORE = 4
+MOST_DEFAULT_SEQUENCES = 16
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,12 @@ class MemoryEstimate:
         """All of it."""
         return self.weights + self.kv_cache + self.overhead
 
+    def plus(self, other: MemoryEstimate) -> MemoryEstimate:
+        """Both together (a model and its draft model)."""
+        return MemoryEstimate(
+            self.weights + other.weights, self.kv_cache + other.kv_cache, self.overhead + other.overhead
+        )
+
 
 def estimate_memory(manifest: Manifest, context_tokens: int) -> MemoryEstimate:
     """Estimate weights + f16 KV cache for `context_tokens` tokens over all sequences."""
@@ -35,6 +46,20 @@ def estimate_memory(manifest: Manifest, context_tokens: int) -> MemoryEstimate:
         kv_cache=manifest.gguf.kv_bytes_per_token() * context_tokens,
         overhead=_FIXED_OVERHEAD + manifest.size // 20,
     )
+
+
+def default_parallel(manifest: Manifest, tokens_per_sequence: int, cores: int, free: int) -> int:
+    """Sequences a model gets when num_parallel is not set: what `cores` batch well, as far as the KV cache fits.
+
+    Every sequence may fill its whole context, so each costs `tokens_per_sequence`
+    tokens of KV cache in `free` bytes besides the weights; at least one always.
+    """
+    by_cores = min(MOST_DEFAULT_SEQUENCES, SEQUENCES_PER_CORE * max(1, cores))
+    per_sequence = manifest.gguf.kv_bytes_per_token() * tokens_per_sequence
+    if per_sequence <= 0:
+        return by_cores
+    by_memory = (free - estimate_memory(manifest, 0).total) // per_sequence
+    return max(1, min(by_cores, by_memory))
 
 
 def memory_available(headroom: int, limit: int | None, in_use_by_models: int) -> int:

@@ -94,8 +94,9 @@ class Settings(BaseSettings):
     keep_alive: float = Field(default=300.0, ge=-1)
     """Seconds an idle model stays loaded; 0 unloads at once, -1 keeps it forever."""
 
-    num_parallel: int = Field(default=4, ge=1, le=64)
-    """Sequences (concurrent requests) per loaded model."""
+    num_parallel: int | None = Field(default=None, ge=1, le=64)
+    """Sequences (concurrent requests) per loaded model; default: four per CPU core, at most 16,
+    fewer if their KV cache would not fit in free memory (`ingle ps` shows the choice)."""
 
     num_ctx: int = Field(default=8192, ge=256)
     """Context window of each sequence, in tokens (clamped to the model's training context)."""
@@ -114,6 +115,19 @@ class Settings(BaseSettings):
     (llama-server's --cache-reuse); 0, the default, reuses only a prompt's shared prefix. Off by
     default: moved tokens keep keys and values computed beside their old neighbours, which cost
     code completion most of its accuracy in the typing benchmark (README)."""
+
+    draft_tokens: int = Field(default=8, ge=0, le=64)
+    """Most tokens speculative decoding guesses ahead per sequence and step, by prompt lookup (the
+    tokens that followed the latest text where it occurred before in the prompt or answer); the model
+    checks them in the same decode and keeps those it would have picked. 0 turns it off. Output is
+    the same either way; only speed changes."""
+
+    draft_model: str | None = None
+    """A smaller model in the store with the same vocabulary (e.g. a 0.5B beside a 7B of the same
+    family) that makes the guesses instead of prompt lookup; default: none."""
+
+    responses_keep_days: float = Field(default=30.0, gt=0)
+    """Days a stored /v1/responses answer can be fetched or continued (previous_response_id) before it is deleted."""
 
     load_timeout: float = Field(default=300.0, gt=0)
     """Seconds a model load may take before it is abandoned with an error."""

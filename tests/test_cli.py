@@ -183,7 +183,7 @@ def test_list_on_an_empty_home(home: Path) -> None:
 def test_ps_without_loaded_models(home: Path) -> None:
     result = ingle("ps", home=home)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["NAME", "SIZE", "MEMORY", "CONTEXT", "UNTIL"]
+    assert result.stdout.split() == ["NAME", "SIZE", "MEMORY", "CONTEXT", "PARALLEL", "UNTIL"]
 
 
 def test_pull_list_show_cp_rm_round_trip(home: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from ingle.core.generation import (
     GenerationStats,
     SamplingOptions,
 )
+from ingle.core.memory import MIB, estimate_memory
 
 from .conftest import DEFAULT_MODEL, settings_for
 
@@ -302,3 +303,14 @@ async def test_with_kv_reuse_text_inserted_mid_prompt_decodes_only_the_inserted_
     decoded = stats.prompt_tokens - stats.cached_tokens
     assert decoded <= 12, f"{decoded} of {stats.prompt_tokens} prompt tokens decoded again"
     assert text.strip().startswith("a + b")
+
+
+async def test_parallelism_follows_the_cores_and_the_memory(default_model_home: Path) -> None:
+    async with Engine(settings_for(default_model_home, num_threads=2)) as engine:
+        assert (await engine.load(DEFAULT_MODEL)).parallel == 8  # four sequences per core
+        manifest = engine.show(DEFAULT_MODEL)
+    # A memory limit with room for the weights and two sequences' worth of context, not three.
+    sequence = manifest.gguf.kv_bytes_per_token() * 4096
+    limit = estimate_memory(manifest, 0).total + sequence * 5 // 2
+    async with Engine(settings_for(default_model_home, num_threads=2, memory_limit_mib=limit // MIB + 1)) as engine:
+        assert (await engine.load(DEFAULT_MODEL)).parallel == 2

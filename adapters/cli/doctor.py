@@ -27,9 +27,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
+from ingle.core.engine import default_threads
 from ingle.core.errors import IngleError
 from ingle.core.manifest import Manifest
-from ingle.core.memory import MIB, estimate_memory, format_bytes
+from ingle.core.memory import MIB, default_parallel, estimate_memory, format_bytes
 from ingle.core.settings import Settings, default_config_file, load_settings
 from ingle.core.sources import DEFAULT_MODEL_NAME
 from ingle.core.store import ModelStore
@@ -193,7 +194,9 @@ def check_memory(settings: Settings) -> Check:
     if manifest is None:
         return Check("memory", True, f"{format_bytes(budget)} usable; the default model is missing, so no estimate.")
     # The engine's own shape: num_parallel sequences of num_ctx tokens, capped at the trained context.
-    tokens = min(settings.num_ctx, manifest.gguf.context_length or settings.num_ctx) * settings.num_parallel
+    per_sequence = min(settings.num_ctx, manifest.gguf.context_length or settings.num_ctx)
+    cores = settings.num_threads or default_threads()
+    tokens = per_sequence * (settings.num_parallel or default_parallel(manifest, per_sequence, cores, budget))
     need = estimate_memory(manifest, tokens).total
     if need > budget:
         return Check(

@@ -243,7 +243,7 @@ def running(ctx: typer.Context) -> None:
     """List the models that are loaded in memory."""
     context = cli_context(ctx)
     daemon_url, models = asyncio.run(_running(context))
-    table = _plain_table("NAME", "SIZE", "MEMORY", "CONTEXT", "UNTIL")
+    table = _plain_table("NAME", "SIZE", "MEMORY", "CONTEXT", "PARALLEL", "UNTIL")
     for model in models:
         until = "forever" if model.expires_at is None else relative_time(datetime.fromtimestamp(model.expires_at, UTC))
         table.add_row(
@@ -251,6 +251,7 @@ def running(ctx: typer.Context) -> None:
             human_size(model.size),
             human_size(model.memory),
             str(model.context_length),
+            str(model.parallel),
             until,
         )
     context.out.print(table)

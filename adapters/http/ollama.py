@@ -578,6 +578,7 @@ def _running_info(request: web.Request, running: RunningModel) -> RunningModelIn
         details=details,
         expires_at=rfc3339(expires),
         context_length=running.context_length,
+        parallel=running.parallel,
     )
 
 

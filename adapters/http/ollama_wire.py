@@ -531,6 +531,8 @@ class RunningModelInfo(BaseModel):
     """Bytes in GPU memory: ingle runs on the CPU."""
     context_length: int
     """Context window of one sequence, in tokens."""
+    parallel: int = 1
+    """Requests the model serves at once (its sequences); ingle's addition."""
 
 
 class PsResponse(BaseModel):

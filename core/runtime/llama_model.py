@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp as llama
+import numpy as np
 
 from ..errors import ContextOverflow, CorruptModel, RuntimeFailure
 
@@ -241,6 +242,14 @@ class LlamaContext:
             raise ContextOverflow("The model's context is full: shorten the conversation or raise num_ctx.")
         if status != 0:
             raise RuntimeFailure(f"llama.cpp failed to evaluate the prompt (llama_decode returned {status}).")
+
+    def argmax(self, batch_index: int) -> int:
+        """The most likely next token after the batch token at `batch_index` (its logits were requested)."""
+        logits = llama.llama_get_logits_ith(self._ctx, batch_index)
+        if not logits:
+            raise RuntimeFailure(f"llama.cpp returned no logits for batch position {batch_index}.")
+        # A view of llama.cpp's buffer, no copy; ties go to the lowest id, as llama.cpp's greedy sampler does.
+        return int(np.ctypeslib.as_array(logits, shape=(self.model.n_vocab,)).argmax())
 
     def forget(self, sequence: int, start: int = 0, end: int = -1) -> None:
         """Drop a sequence's cached tokens at positions [start, end); end -1 means to the end."""

@@ -32,6 +32,15 @@ class Sampler:
 
     def __init__(self, model: LlamaModel, options: SamplingOptions, grammar: str | None = None) -> None:
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        # Greedy with nothing that reads the history or constrains tokens: the pick is the logits' argmax,
+        # which the scheduler takes itself, without llama.cpp's copy of the whole vocabulary (~1 ms a token).
+        self.argmax_only = (
+            grammar is None
+            and options.temperature <= 0
+            and options.repeat_penalty == 1.0
+            and not options.frequency_penalty
+            and not options.presence_penalty
+        )
         try:
             if grammar is not None:
                 self._add_grammar(model, grammar)

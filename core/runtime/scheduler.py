@@ -11,6 +11,13 @@ Each sequence ("slot") keeps the tokens its KV cache holds. A new request is
 placed on the free slot that can reuse the most of its prompt: the shared
 prefix, plus runs of cached tokens moved to new positions (kv_reuse.py); only
 the rest of the prompt is decoded.
+
+Speculative decoding rides in the same batch: a generating sequence whose
+history suggests how it goes on (speculative.py) adds its pending token plus
+the drafted tokens, all with logits. The job's own sampler then picks a token
+at each position in turn; while it picks the drafted token, the next position's
+logits are valid too, so one decode yields several tokens. The first miss ends
+the run and the drafts after it leave the cache (llama_memory_seq_rm).
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from ..errors import IngleError, QueueFull
+from ..errors import ContextOverflow, IngleError, QueueFull
 from ..generation import DoneReason, GenerationChunk, GenerationStats
+from .draft_model import DraftModel, DraftRequest
 from .kv_reuse import ReusePlan, plan_reuse
 from .llama_model import Batch, ContextShape, LlamaContext, LlamaModel
 from .sampler import Sampler
+from .speculative import DraftSettings, Guesses, PromptLookup, token_cost
 from .text_output import TextOutput
 
 log = logging.getLogger("ingle.scheduler")
@@ -57,6 +66,8 @@ class GenerationJob:
     """Called on the decode thread with each chunk, the final chunk, or an error."""
     stop: list[str] = field(default_factory=list)
     stop_tokens: frozenset[int] = frozenset()
+    speculate: bool = True
+    """Whether drafted tokens may be verified for this job (when the scheduler drafts at all)."""
     cancelled: bool = False
     # progress, owned by the decode thread
     n_past: int = 0
@@ -67,6 +78,7 @@ class GenerationJob:
     reported_prompt: bool = False
     stats: GenerationStats = field(default_factory=GenerationStats)
     output: TextOutput = field(init=False)
+    drafter: Guesses | None = None
 
     def __post_init__(self) -> None:
         self.output = TextOutput(self.stop)
@@ -91,16 +103,33 @@ class Slot:
     job: GenerationJob | None = None
     last_used: float = 0.0
 
+    def busy(self) -> GenerationJob:
+        """The job holding this slot, for code that only visits busy slots."""
+        if self.job is None:  # a scheduler bug, never a client's doing
+            raise RuntimeError(f"sequence {self.sequence} has no job")
+        return self.job
+
 
 class BatchScheduler:
     """Runs continuous batching for one loaded model on its own thread."""
 
     def __init__(
-        self, model: LlamaModel, shape: ContextShape, queue_size: int, name: str = "model", min_moved_run: int = 0
+        self,
+        model: LlamaModel,
+        shape: ContextShape,
+        queue_size: int,
+        name: str = "model",
+        min_moved_run: int = 0,
+        drafts: DraftSettings | None = None,
+        draft_model: DraftModel | None = None,
     ) -> None:
         self.model = model
         self.shape = shape
         self.queue_size = queue_size
+        # None or most_tokens 0: no speculative decoding.
+        self._drafts = drafts if drafts is not None and drafts.most_tokens > 0 else None
+        # Guesses come from this model when given (the scheduler frees it), else by prompt lookup.
+        self._draft_model = draft_model
         self._context: LlamaContext = model.new_context(shape)
         # Cached runs shorter than this are decoded again rather than moved; 0 (or a model whose
         # cache cannot shift) reuses the common prefix only.
@@ -165,6 +194,8 @@ class BatchScheduler:
         self._thread.join()
         self._batch.free()
         self._context.free()
+        if self._draft_model is not None:
+            self._draft_model.free()
 
     # --- the decode thread ---------------------------------------------------
 
@@ -224,7 +255,7 @@ class BatchScheduler:
 
     def _place(self, slot: Slot, plan: ReusePlan) -> None:
         """Arrange a slot's cache for its new job: drop what it cannot use, move runs, fill the holes."""
-        job = slot.job
+        job = slot.busy()
         for start, end in plan.removals():
             self._context.forget(slot.sequence, start, end)
         for move in plan.ordered_moves():
@@ -241,6 +272,9 @@ class BatchScheduler:
         job.n_past = plan.resume_at
         job.stats.cached_tokens = plan.reused
         job.stats.prompt_tokens = len(job.tokens)
+        if self._drafts is not None and job.speculate:
+            kind = PromptLookup if self._draft_model is None else Guesses
+            job.drafter = kind(job.tokens, self._drafts)
 
     def _drop_cancelled(self) -> None:
         for slot in self._slots:
@@ -249,15 +283,78 @@ class BatchScheduler:
 
     def _step(self) -> None:
         """Build one batch over every active sequence, decode it, sample."""
+        drafts = self._draft_all()
+        sampled: list[tuple[Slot, int]] = []
+        fed: list[tuple[Slot, int]] = []
+        try:
+            sampled, fed = self._fill_batch(drafts)
+            try:
+                self._context.decode(self._batch)
+            except ContextOverflow:
+                if not any(drafts.values()):
+                    raise
+                # The shared KV pool has no room for the guesses: decode the same step without them.
+                drafts = {sequence: [] for sequence in drafts}
+                sampled, fed = self._fill_batch(drafts)
+                self._context.decode(self._batch)
+        except IngleError as error:
+            self._fail_batch([slot for slot, _ in sampled] + [slot for slot, _ in fed], error)
+            return
+
+        for slot, take in fed:
+            job = slot.busy()
+            slot.cached.extend(job.tokens[job.n_past : job.n_past + take])
+            job.n_past += take
+        for slot, index in sampled:
+            job = slot.busy()
+            if job.pending_token is None:  # its prompt is done: the first token
+                self._accept(slot, self._pick(job, index))
+            else:
+                self._verify(slot, job.pending_token, index, drafts.get(slot.sequence, []))
+
+    def _draft_all(self) -> dict[int, list[int]]:
+        """Each generating sequence's pending token comes first; these are the guesses after it, by sequence."""
+        streaming = [slot for slot in self._slots if slot.job and not slot.busy().prefilling]
+        drafts: dict[int, list[int]] = {slot.sequence: [] for slot in streaming}
+        room = self._batch.capacity - len(streaming)
+        cost = token_cost(len(streaming))
+        asks: dict[int, DraftRequest] = {}
+        for slot in streaming:
+            job = slot.busy()
+            if job.drafter is None or room <= 0:
+                continue
+            # Never guess past the job's token limit or the end of its context.
+            limit = min(room, job.max_tokens - job.generated - 1, self.shape.tokens_per_sequence - job.n_past - 2)
+            if isinstance(job.drafter, PromptLookup):
+                drafts[slot.sequence] = draft = job.drafter.draft(limit, cost)
+                room -= len(draft)
+            elif limit > 0:
+                # At least one token, so that the hit rate keeps being measured.
+                asks[slot.sequence] = DraftRequest(job.drafter.history, min(limit, max(1, job.drafter.depth(cost))))
+                room -= asks[slot.sequence].depth
+        if asks and self._draft_model is not None:
+            try:
+                drafts.update(self._draft_model.draft(asks))
+            except IngleError as error:
+                # Guesses are optional: the step goes on without them.
+                log.warning("the draft model failed (%s); decoding this step without guesses", error)
+                self._draft_model.reset()
+        return drafts
+
+    def _fill_batch(self, drafts: dict[int, list[int]]) -> tuple[list[tuple[Slot, int]], list[tuple[Slot, int]]]:
+        """Fill the batch: pending tokens with their drafts, then a chunk of prompt; return what to sample and feed."""
         batch = self._batch
         batch.clear()
         sampled: list[tuple[Slot, int]] = []
-        streaming = [slot for slot in self._slots if slot.job and not slot.job.prefilling]
-        for slot in streaming:
+        for slot in self._slots:
             job = slot.job
+            if job is None or job.pending_token is None:
+                continue
             sampled.append((slot, batch.add(job.pending_token, job.n_past, slot.sequence, True)))
+            for offset, token in enumerate(drafts[slot.sequence], start=1):
+                batch.add(token, job.n_past + offset, slot.sequence, True)
         budget = batch.capacity - len(batch)
-        if streaming:
+        if sampled:
             budget = min(budget, PREFILL_CHUNK_WHILE_STREAMING)
         fed: list[tuple[Slot, int]] = []
         for slot in self._slots:
@@ -267,38 +364,67 @@ class BatchScheduler:
             take = min(budget, len(job.tokens) - job.n_past)
             last = len(job.tokens) - 1
             for position in range(job.n_past, job.n_past + take):
-                index = batch.add(job.tokens[position], position, slot.sequence, position == last)
+                batch.add(job.tokens[position], position, slot.sequence, position == last)
             if job.n_past + take == len(job.tokens):
-                sampled.append((slot, index))
+                sampled.append((slot, len(batch) - 1))
             fed.append((slot, take))
             budget -= take
+        return sampled, fed
 
-        try:
-            self._context.decode(batch)
-        except IngleError as error:
-            self._fail_batch([slot for slot, _ in sampled] + [slot for slot, _ in fed], error)
-            return
+    def _verify(self, slot: Slot, pending: int, index: int, draft: list[int]) -> None:
+        """Sample after the pending token and after each drafted token, while the sampler agrees with the draft.
 
-        for slot in streaming:
-            slot.cached.append(slot.job.pending_token)
-            slot.job.n_past += 1
-        for slot, take in fed:
-            job = slot.job
-            slot.cached.extend(job.tokens[job.n_past : job.n_past + take])
-            job.n_past += take
-        for slot, index in sampled:
-            self._accept(slot, slot.job.sampler.sample(self._context.raw, index))
+        The sampler runs exactly as without speculation: one call per token,
+        in order, each on logits computed after the tokens it already picked
+        (a drafted token is only followed further once it was picked). So the
+        output follows the target distribution at any temperature, and with
+        greedy sampling it is the same token for token. A prompt-lookup draft
+        is deterministic (its "draft distribution" puts all mass on one token),
+        and for such a draft standard speculative sampling's rule, accept with
+        probability min(1, p/q), reduces to: accept when the target sampler
+        picks that token. Grammars and repetition penalties stay exact too: the
+        chain sees precisely the tokens that are kept.
+        """
+        job = slot.busy()
+        slot.cached.append(pending)
+        job.n_past += 1
+        first_guess = job.n_past
+        # Counted before any token is accepted: accepting the last one sends the final stats.
+        job.stats.draft_tokens += len(draft)
+        accepted = 0
+        for offset, drafted in enumerate([*draft, None]):
+            token = self._pick(job, index + offset)
+            confirmed = token == drafted
+            if confirmed:
+                accepted += 1
+                job.stats.accepted_draft_tokens += 1
+            if not self._accept(slot, token) or not confirmed:
+                break
+            # The drafted token is already in the cache, so it is not pending any more.
+            slot.cached.append(token)
+            job.n_past += 1
+        # Drop the cache entries of the guesses that were not kept (and of a confirmed one that ended the job).
+        if len(slot.cached) < first_guess + len(draft):
+            self._context.forget(slot.sequence, len(slot.cached))
+        if job.drafter is not None:
+            job.drafter.feedback(len(draft), accepted)
 
-    def _accept(self, slot: Slot, token: int) -> None:
-        """Handle one sampled token: stream its text or finish the job."""
-        job = slot.job
+    def _pick(self, job: GenerationJob, index: int) -> int:
+        """The job's next token from the logits at `index`."""
+        if job.sampler.argmax_only:
+            return self._context.argmax(index)
+        return job.sampler.sample(self._context.raw, index)
+
+    def _accept(self, slot: Slot, token: int) -> bool:
+        """Handle one sampled token: stream its text or finish the job; True while the job goes on."""
+        job = slot.busy()
         now = time.perf_counter()
         if job.first_token_at is None:
             job.first_token_at = now
             job.stats.prompt_seconds = now - job.submitted_at
         if self.model.is_end_of_generation(token) or token in job.stop_tokens:
             self._finish(slot, "stop")
-            return
+            return False
         job.generated += 1
         text = job.output.feed(self.model.token_bytes(token))
         if text:
@@ -312,10 +438,14 @@ class BatchScheduler:
             self._finish(slot, "length")
         else:
             job.pending_token = token
+            if job.drafter is not None:
+                job.drafter.append(token)
+            return True
+        return False
 
     def _finish(self, slot: Slot, reason: DoneReason) -> None:
         """Send the final chunk, free the sampler and the slot (its cache stays for reuse)."""
-        job = slot.job
+        job = slot.busy()
         slot.job = None
         slot.last_used = time.monotonic()
         tail = job.output.finish()
@@ -335,7 +465,7 @@ class BatchScheduler:
 
     def _fail_batch(self, slots: list[Slot], error: BaseException) -> None:
         for slot in {s.sequence: s for s in slots}.values():
-            job = slot.job
+            job = slot.busy()
             slot.job = None
             slot.cached = []
             self._context.forget(slot.sequence)
@@ -348,5 +478,5 @@ class BatchScheduler:
                 self._finish(slot, "cancel")
         while self._waiting:
             self._finish_unplaced(self._waiting.popleft())
-        for function, future in self._calls:
+        for _function, future in self._calls:
             future.cancel()
