@@ -8,7 +8,9 @@ the file is opened in the language server as the editor would, with the
 package's other files as its workspace, and a completion is asked once, a
 second after the file opened (a person looks before typing). Scored against
 the line(s) that were there: exact match, and edit similarity (difflib's
-ratio, 0 to 1). The same tasks go through:
+ratio, 0 to 1), of the suggestion once complete (ingle shows its start early
+and writes the rest into its cache, where the next keystroke finds it), and
+the exact match of what was shown first. The same tasks go through:
 
 - ingle's language server in-process on the default model, once per context
   source (the window around the cursor alone; plus the file's imports; plus
@@ -89,20 +91,23 @@ class Score:
     similarity: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     multi_exact: list[bool] = field(default_factory=list)
+    shown_exact: list[bool] = field(default_factory=list)
+    """Exact matches of the first suggestion shown, before the rest of it was written."""
     lone_words: int = 0
-    """Suggestions that were one word where a line was asked for."""
+    """First suggestions that were one word where a line was asked for."""
 
-    def add(self, task: Task, expected: list[str], suggestion: str, seconds: float) -> None:
-        """Score one suggestion against the lines that were there."""
-        got = [line.rstrip() for line in suggestion.split("\n")][: task.size]
+    def add(self, task: Task, expected: list[str], shown: str, settled: str, seconds: float) -> None:
+        """Score a suggestion (as first shown, and once complete) against the lines that were there."""
         want = [line.rstrip() for line in expected]
-        exact = got == want
+        exact = _lines(settled, task.size) == want
         self.exact.append(exact)
         if task.size > 1:
             self.multi_exact.append(exact)
-        self.similarity.append(difflib.SequenceMatcher(None, "\n".join(got), "\n".join(want)).ratio())
+        self.shown_exact.append(_lines(shown, task.size) == want)
+        ratio = difflib.SequenceMatcher(None, "\n".join(_lines(settled, task.size)), "\n".join(want)).ratio()
+        self.similarity.append(ratio)
         self.seconds.append(seconds)
-        if len(suggestion.split()) == 1 and len(want[0].split()) > 1:
+        if len(shown.split()) == 1 and len(want[0].split()) > 1:
             self.lone_words += 1
 
     def row(self) -> str:
@@ -112,8 +117,13 @@ class Score:
         similarity = statistics.mean(self.similarity)
         return (
             f"| {self.name} | {_share(self.exact)} | {_share(self.multi_exact)} | {similarity:.2f} "
-            f"| {statistics.median(self.seconds) * 1000:,.0f} / {p95 * 1000:,.0f} ms | {self.lone_words} |"
+            f"| {_share(self.shown_exact)} | {statistics.median(self.seconds) * 1000:,.0f} / {p95 * 1000:,.0f} ms "
+            f"| {self.lone_words} |"
         )
+
+
+def _lines(text: str, count: int) -> list[str]:
+    return [line.rstrip() for line in text.split("\n")][:count]
 
 
 def _share(values: list[bool]) -> str:
@@ -237,13 +247,13 @@ async def run_ingle(name: str, options: dict, tasks: list[Task], trees: dict[str
                 started = time.perf_counter()
                 suggestion = await server.complete(uri, types.Position(task.line, column))
                 seconds = time.perf_counter() - started
-                shown = suggestion.text if suggestion else ""
-                if task.size > 1 and uri in server.finishing:
-                    # The first line was shown at once; the block follows into the cache, where the next ask finds it.
+                shown = settled = suggestion.text if suggestion else ""
+                if uri in server.finishing:
+                    # The start was shown at once; the rest follows into the cache, where the next ask finds it.
                     await server.finishing[uri].task
                     again = await server.complete(uri, types.Position(task.line, column))
-                    shown = again.text if again else shown
-                score.add(task, expected, shown, seconds)
+                    settled = again.text if again else shown
+                score.add(task, expected, shown, settled, seconds)
                 server.forget(uri)
                 server.workspace.remove_text_document(uri)
             for uri in list(server.warming):
@@ -277,7 +287,8 @@ async def run_llama_server(binary: str, model_path: Path, tasks: list[Task], tre
                 started = time.perf_counter()
                 response = await http.post("/infill", json=body)
                 response.raise_for_status()
-                score.add(task, expected, response.json().get("content", ""), time.perf_counter() - started)
+                content = response.json().get("content", "")
+                score.add(task, expected, content, content, time.perf_counter() - started)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -336,11 +347,10 @@ def main() -> None:
         print(scores[-1].row(), flush=True)
 
     print(
-        "\n| completer | exact match | of which 2-3 lines | edit similarity | first suggestion p50 / p95 | lone words |"
+        "\n| completer | exact match | on 2-3 line holes | edit similarity | exact, as first shown "
+        "| first suggestion p50 / p95 | lone words shown |"
     )
-    print(
-        "| --------- | ----------- | ------------------ | --------------- | -------------------------- | ---------- |"
-    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for score in scores:
         print(score.row())
     print(
