@@ -5,8 +5,8 @@ decides the speed of a keystroke is how much of the prompt changes. The
 layout, from the start of the prompt:
 
 1. repository context: definitions from other files of the names this file
-   imports and uses (computed once per file, see repository.py), then the
-   file's own import statements (they change only when they are edited);
+   imports and uses, and the file's own import statements (fixed when the
+   file opens or is saved, see repository.py);
 2. extra context chunks from other files (change when another file is edited);
 3. a chunk of the text further below the cursor, chosen once and kept while
    its text is unchanged and the cursor stays above it;
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptions
 
 from .settings import CompletionSettings
-from .symbols import import_lines
 
 
 @dataclass
@@ -139,28 +138,11 @@ def build_prompt(
     after = cursor.lines[line + 1 : line + 1 + settings.suffix_lines]
     suffix = cursor.line_suffix + "\n" + "".join(text + "\n" for text in after)
 
-    chunks = head_chunks(cursor.lines, cursor.filename, ring_chunks, settings, repository or [])
+    chunks = [*(repository or []), *ring_chunks]
     below = _below_chunk(cursor, anchors, settings)
     if below:
         chunks.append(ContextChunk(text="\n".join(below) + "\n", filename=cursor.filename))
     return FimPrompt(prefix=prefix, suffix=suffix, chunks=chunks, filename=cursor.filename)
-
-
-def head_chunks(
-    lines: list[str],
-    filename: str,
-    ring_chunks: list[ContextChunk],
-    settings: CompletionSettings,
-    repository: list[ContextChunk],
-) -> list[ContextChunk]:
-    """The context every prompt in a document starts with, wherever the cursor is: what warming evaluates."""
-    chunks = list(repository)
-    # The imports go ahead of the chunks that change with the cursor, even where the window holds them too:
-    # dropping them near the top of the file would change the prompt head and cost its whole evaluation.
-    imports = import_lines(lines) if settings.file_imports else []
-    if imports:
-        chunks.append(ContextChunk(text="\n".join(imports) + "\n", filename=filename))
-    return chunks + ring_chunks
 
 
 def _below_chunk(cursor: Cursor, anchors: Anchors, settings: CompletionSettings) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ingle.core.generation import ContextChunk
 
-from .symbols import IDENTIFIER, Definition, FileSymbols, read_symbols
+from .symbols import IDENTIFIER, Definition, FileSymbols, import_lines, read_symbols
 
 log = logging.getLogger("ingle.lsp")
 
@@ -165,6 +165,21 @@ def _attribute_uses(lines: Sequence[str]) -> list[tuple[str, str]]:
         if not _is_import(line):
             found += [(alias, attribute) for alias, attribute in _DOTTED.findall(line)]
     return found
+
+
+def file_context(
+    index: RepositoryIndex, path: str, lines: Sequence[str], token_budget: int, imports: bool
+) -> list[ContextChunk]:
+    """A document's repository context: definitions it uses from other files, then its own imports.
+
+    The imports are given even where the window at the cursor holds them too:
+    leaving them out near the top of the file would change the prompt head.
+    """
+    chunks = repository_chunks(index.definitions_used_by(path, lines), token_budget) if token_budget else []
+    statements = import_lines(list(lines)) if imports else []
+    if statements:
+        chunks.append(ContextChunk(text="\n".join(statements) + "\n", filename=path))
+    return chunks
 
 
 def repository_chunks(definitions: list[Definition], token_budget: int) -> list[ContextChunk]:

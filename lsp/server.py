@@ -35,8 +35,8 @@ from .cache import CacheKey, SuggestionCache
 from .context import ContextRing
 from .errors import jsonrpc_error
 from .generation import SuggestionGeneration
-from .prompt import Anchors, Cursor, build_prompt, head_chunks
-from .repository import RepositoryIndex, read_source, repository_chunks
+from .prompt import Anchors, Cursor, build_prompt
+from .repository import RepositoryIndex, file_context, read_source
 from .settings import CompletionSettings
 
 log = logging.getLogger("ingle.lsp")
@@ -231,13 +231,16 @@ class IngleLanguageServer(LanguageServer):
         self.index.update(self.filename(uri), document.source)
 
     def repository_for(self, uri: str) -> list[ContextChunk]:
-        """The document's repository context, computed once and kept until it is saved or opened again."""
-        if self.options.repository_tokens == 0:
-            return []
+        """The document's repository context, computed once and kept until it is saved or opened again
+        (typing an import must not change the prompt head on every keystroke)."""
         chunks = self.repository.get(uri)
         if chunks is None:
-            used = self.index.definitions_used_by(self.filename(uri), self.document_lines(uri))
-            chunks = self.repository[uri] = repository_chunks(used, self.options.repository_tokens)
+            options = self.options
+            lines = self.document_lines(uri)
+            chunks = file_context(
+                self.index, self.filename(uri), lines, options.repository_tokens, options.file_imports
+            )
+            self.repository[uri] = chunks
         return chunks
 
     async def watch_files(self) -> None:
@@ -284,8 +287,7 @@ class IngleLanguageServer(LanguageServer):
         """Evaluate the chunks every prompt in this document starts with (one token is generated and dropped)."""
         api = await self.engine()
         filename = self.filename(uri)
-        lines = self.document_lines(uri)
-        head = head_chunks(lines, filename, self.ring.chunks_for(filename), self.options, self.repository_for(uri))
+        head = [*self.repository_for(uri), *self.ring.chunks_for(filename)]
         if not head:
             return
         request = GenerationRequest(

@@ -60,7 +60,8 @@ class CompletionSettings(BaseModel):
     file imports and uses (most used first). Evaluated once per file, when it opens; 0 turns it off."""
 
     file_imports: bool = True
-    """Give the file's import statements as context ahead of the lines around the cursor."""
+    """Give the file's import statements as context ahead of the lines around the cursor (fixed, like the
+    repository context, when the file opens or is saved)."""
 
     warm_on_open: bool = True
     """Evaluate a file's prompt head (context chunks and repository context) when it opens, before the first

@@ -14,7 +14,7 @@ from ingle.core.engine import Engine
 from ingle.core.generation import ContextChunk
 from ingle.core.settings import Settings
 from ingle.lsp.prompt import Anchors, Cursor, build_prompt
-from ingle.lsp.repository import RepositoryIndex, repository_chunks
+from ingle.lsp.repository import RepositoryIndex, file_context, repository_chunks
 from ingle.lsp.server import IngleLanguageServer, create_server
 from ingle.lsp.settings import CompletionSettings
 
@@ -109,17 +109,18 @@ def test_a_file_that_does_not_parse_keeps_its_last_definitions(tmp_path: Path) -
     assert index.definitions_used_by("shapes/report.py", REPORT.split("\n")) == []
 
 
-def test_repository_context_and_the_imports_come_first_and_stay_when_the_cursor_moves() -> None:
-    lines = ["import os", "from shapes import geometry", "", *[f"value_{index} = {index}" for index in range(60)], ""]
-    repository = [ContextChunk(text="def area(radius): ...\n", filename="shapes/geometry.py")]
+def test_repository_context_comes_first_and_holds_the_file_imports(tmp_path: Path) -> None:
+    index = workspace_index(tmp_path)
+    lines = REPORT.split("\n")
+    context = file_context(index, "shapes/report.py", lines, token_budget=1000, imports=True)
+    assert [chunk.filename for chunk in context] == ["shapes/geometry.py", "shapes/report.py"]
+    assert context[1].text == "from shapes.geometry import Point, area, perimeter\nfrom shapes import geometry\n"
+    assert file_context(index, "shapes/report.py", lines, token_budget=0, imports=False) == []
     ring = [ContextChunk(text="edited\n", filename="b.py")]
-    far = build_prompt(Cursor("a.py", lines, 50, 0), Anchors(), ring, CompletionSettings(), repository)
-    assert [chunk.filename for chunk in far.chunks] == ["shapes/geometry.py", "a.py", "b.py", "a.py"]
-    assert far.chunks[1].text == "import os\nfrom shapes import geometry\n"
-    near_top = build_prompt(Cursor("a.py", lines, 5, 0), Anchors(), ring, CompletionSettings(), repository)
-    assert near_top.chunks[:3] == far.chunks[:3], "the head does not change with the cursor"
-    off = build_prompt(Cursor("a.py", lines, 50, 0), Anchors(), ring, CompletionSettings(file_imports=False))
-    assert [chunk.filename for chunk in off.chunks] == ["b.py", "a.py"]
+    many = [*lines, *[f"value_{index} = {index}" for index in range(60)]]
+    far = build_prompt(Cursor("shapes/report.py", many, 50, 0), Anchors(), ring, CompletionSettings(), context)
+    near_top = build_prompt(Cursor("shapes/report.py", many, 5, 0), Anchors(), ring, CompletionSettings(), context)
+    assert far.chunks[:3] == near_top.chunks[:3] == [*context, *ring], "the head does not change with the cursor"
 
 
 # --- in the language server, on the real model ----------------------------------------------
