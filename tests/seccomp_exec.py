@@ -23,7 +23,21 @@ SCMP_CMP_MASKED_EQ = 7
 PROT_WRITE, PROT_EXEC, SHM_EXEC = 0x2, 0x4, 0o100000
 PR_SET_NO_NEW_PRIVS = 38
 # `systemd-analyze syscall-filter @resources` on systemd 252.
-RESOURCES = ["ioprio_set", "mbind", "migrate_pages", "move_pages", "nice", "sched_setaffinity", "sched_setattr", "sched_setparam", "sched_setscheduler", "set_mempolicy", "set_mempolicy_home_node", "setpriority", "setrlimit"]
+RESOURCES = [
+    "ioprio_set",
+    "mbind",
+    "migrate_pages",
+    "move_pages",
+    "nice",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "set_mempolicy",
+    "set_mempolicy_home_node",
+    "setpriority",
+    "setrlimit",
+]
 
 
 class _ArgCmp(ctypes.Structure):

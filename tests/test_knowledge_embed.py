@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -111,7 +112,7 @@ def reference_embedding(weights: dict[str, np.ndarray], ids: list[int]) -> np.nd
 
 
 @pytest.fixture(scope="module")
-async def embed_engine(embed_model_cache: Path) -> Engine:  # noqa: F811
+async def embed_engine(embed_model_cache: Path) -> AsyncIterator[Engine]:  # noqa: F811
     async with Engine(Settings(home=embed_model_cache, num_threads=2)) as engine:
         yield engine
 

@@ -199,7 +199,7 @@ def test_reload_applies_live_fields_and_names_the_rest(tmp_path: Path) -> None:
 
 def test_a_broken_config_changes_nothing(tmp_path: Path) -> None:
     current = Settings(home=tmp_path, keep_alive=300)
-    result = reload_settings(current, lambda: Settings(home=tmp_path, keep_alive="forever"))
+    result = reload_settings(current, lambda: Settings(home=tmp_path, keep_alive="forever"))  # pyright: ignore[reportArgumentType]
     assert result.error and "keep_alive" in result.error
     assert current.keep_alive == 300
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from ingle.core.errors import CorruptModel, DigestMismatch, InvalidDigest, SourceError
 from ingle.core.names import ModelName
@@ -95,7 +96,7 @@ async def test_hf_revision_token_and_endpoint(server: FakeFileServer, tmp_path: 
     with pytest.raises(SourceError, match=r"answered 401 for .*set hf_token"):
         await pull(ModelStore(anonymous.models_dir), anonymous, f"hf:{REPO}/{FILE}@v1.0")
 
-    with_token = Settings(home=tmp_path / "b", hf_endpoint=server.url, hf_token="secret-token")
+    with_token = Settings(home=tmp_path / "b", hf_endpoint=server.url, hf_token=SecretStr("secret-token"))
     with FakeFileServer(files=server.files) as cdn:
         server.cdn_url = cdn.url
         manifest = await pull(ModelStore(with_token.models_dir), with_token, f"hf:{REPO}/{FILE}@v1.0", name="mine:v1")

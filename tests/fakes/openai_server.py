@@ -51,7 +51,7 @@ class FakeOpenAIServer:
     def _error(self) -> web.Response:
         headers = {"Retry-After": self.retry_after} if self.retry_after else {}
         body = {"error": {"message": f"fake failure {self.status}", "type": "server_error", "code": self.status}}
-        return web.json_response(body, status=self.status, headers=headers)
+        return web.json_response(body, status=self.status or 500, headers=headers)
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
