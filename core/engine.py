@@ -214,6 +214,14 @@ class Engine:
         """Unload a model now; requests in flight on it are cancelled."""
         await self._unload(self.show(model).digest)
 
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """How many tokens `request`'s prompt is, as the model would decode it (loading the model if needed)."""
+        loaded = await self._acquire(request.model, request.keep_alive)
+        try:
+            return len(loaded.prompts.build(request).tokens)
+        finally:
+            self._release(loaded)
+
     async def _acquire(self, name: str, keep_alive: float | None) -> LoadedModel:
         """The loaded model for `name`, loading it if needed; the caller must _release it."""
         manifest = self.show(name)
@@ -394,7 +402,8 @@ class Engine:
         load_seconds = time.perf_counter() - started
         try:
             prepared = loaded.prompts.build(request)
-            sampler = Sampler(loaded.model, request.options, grammar_for_format(request.format))
+            tool_grammar = prepared.tool_grammar if self.settings.tool_call_grammar else None
+            sampler = Sampler(loaded.model, request.options, grammar_for_format(request.format), tool_grammar)
             room = loaded.shape.tokens_per_sequence - len(prepared.tokens)
             max_tokens = min(request.options.max_tokens or room, room)
             chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()

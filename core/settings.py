@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     default: moved tokens keep keys and values computed beside their old neighbours, which cost
     code completion most of its accuracy in the typing benchmark (README)."""
 
+    tool_call_grammar: bool = True
+    """Constrain a tool call, once the model starts one, by a grammar from the tool's JSON schema,
+    so its arguments always parse and match; off only to measure what the grammar buys (bench/api_agents.py)."""
+
+    responses_keep_days: float = Field(default=30.0, gt=0)
+    """Days a stored /v1/responses answer can be fetched or continued (previous_response_id) before it is deleted."""
+
     draft_tokens: int = Field(default=8, ge=0, le=64)
     """Most tokens speculative decoding guesses ahead per sequence and step, by prompt lookup (the
     tokens that followed the latest text where it occurred before in the prompt or answer); the model

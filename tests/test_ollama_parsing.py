@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ingle.adapters.http.assistant_output import (
-    AssistantOutputParser,
-    AssistantPiece,
-    parse_tool_call,
-)
 from ingle.adapters.http.ollama_wire import (
     ChatRequest,
     GenerateRequest,
     parse_keep_alive,
+)
+from ingle.core.tool_calls import (
+    AssistantOutputParser,
+    AssistantPiece,
+    parse_tool_call,
 )
 
 TOOLS = ["get_weather"]

@@ -24,7 +24,6 @@ from ...core.engine import RunningModel
 from ...core.errors import InvalidRequest, ModelNotFound, UnsupportedFeature
 from ...core.generation import (
     ChatMessage,
-    GenerationChunk,
     GenerationRequest,
     GenerationStats,
     SamplingOptions,
@@ -32,10 +31,10 @@ from ...core.generation import (
 from ...core.manifest import Manifest
 from ...core.names import ModelName
 from ...core.sources import PullProgress
-from .assistant_output import AssistantOutputParser, AssistantPiece
+from ...core.tool_calls import AssistantOutputParser
 from .errors import read_body
+from .generating import answer_pieces, output_parser
 from .keys import BACKEND, ENGINE, SETTINGS
-from .metrics import record_generation
 from .ollama_wire import (
     ChatChunk,
     ChatRequest,
@@ -194,36 +193,6 @@ def _check_common(body: GenerateRequest | ChatRequest) -> None:
         raise UnsupportedFeature("logprobs: log probabilities are not supported by ingle; leave logprobs out.")
 
 
-def _tool_names(tools: list[dict[str, Any]] | None) -> list[str] | None:
-    if not tools:
-        return None
-    names = [tool.get("function", {}).get("name") for tool in tools if isinstance(tool.get("function"), dict)]
-    return [name for name in names if isinstance(name, str)] or None
-
-
-async def _generation_pieces(
-    request: web.Request, generation: GenerationRequest, parser: AssistantOutputParser | None
-) -> AsyncIterator[tuple[AssistantPiece, GenerationStats | None]]:
-    """Run a generation, yielding non-empty pieces and, last, one with the stats.
-
-    The generation is closed however this iterator ends, so a client that
-    goes away frees its sequence.
-    """
-    async with aclosing(request.app[BACKEND].generate(generation)) as chunks:
-        chunk: GenerationChunk
-        async for chunk in chunks:
-            piece = parser.feed(chunk.text) if parser else AssistantPiece(content=chunk.text)
-            if chunk.done:
-                if parser:
-                    piece.extend(parser.finish())
-                stats = chunk.stats or GenerationStats()
-                record_generation(request.app, generation.model, stats)
-                yield piece, stats
-                return
-            if piece:
-                yield piece, None
-
-
 async def _load_or_unload(request: web.Request, model: str, keep_alive: float | None) -> str:
     """Ollama's convention for an empty request: load the model, or unload it when keep_alive is 0."""
     engine = request.app[ENGINE]
@@ -268,17 +237,17 @@ async def _generate_chunks(request: web.Request, body: GenerateRequest) -> Async
         ).model_dump(exclude_none=True)
         return
     generation = _generation_request(body, request.app[SETTINGS].num_ctx)
-    thinking = _wants_thinking(body.think)
-    parser = AssistantOutputParser(None, keep_thinking=True) if thinking else None
-    async with aclosing(_generation_pieces(request, generation, parser)) as pieces:
-        async for piece, stats in pieces:
+    # Without `think`, reasoning stays in the text as the model wrote it, as Ollama leaves it.
+    parser = AssistantOutputParser(None, keep_thinking=True) if _wants_thinking(body.think) else None
+    async with aclosing(answer_pieces(request.app, generation, parser)) as pieces:
+        async for step in pieces:
             chunk = GenerateChunk(
                 model=body.model,
                 created_at=rfc3339(),
-                response=piece.content,
-                thinking=piece.thinking or None,
-                done=stats is not None,
-                **(_timings(stats) if stats is not None else {}),
+                response=step.piece.content,
+                thinking=step.piece.thinking or None,
+                done=step.done,
+                **(_timings(step.stats) if step.done else {}),
             )
             yield chunk.model_dump(exclude_none=True)
 
@@ -324,6 +293,7 @@ def _chat_request(body: ChatRequest, context_length: int) -> GenerationRequest:
         format=body.format or None,
         tools=body.tools or None,
         keep_alive=body.keep_alive,
+        knowledge=body.knowledge or [],
     )
 
 
@@ -335,20 +305,20 @@ async def _chat_chunks(request: web.Request, body: ChatRequest) -> AsyncIterator
         ).model_dump(exclude_none=True)
         return
     generation = _chat_request(body, request.app[SETTINGS].num_ctx)
-    parser = AssistantOutputParser(_tool_names(body.tools), keep_thinking=_wants_thinking(body.think))
-    async with aclosing(_generation_pieces(request, generation, parser)) as pieces:
-        async for piece, stats in pieces:
+    parser = output_parser(request.app, generation, keep_thinking=_wants_thinking(body.think))
+    async with aclosing(answer_pieces(request.app, generation, parser)) as pieces:
+        async for step in pieces:
             message = ResponseMessage(
-                content=piece.content,
-                thinking=piece.thinking or None,
-                tool_calls=[ToolCall.model_validate(call) for call in piece.tool_calls] or None,
+                content=step.piece.content,
+                thinking=step.piece.thinking or None,
+                tool_calls=[ToolCall.model_validate(call) for call in step.piece.tool_calls] or None,
             )
             chunk = ChatChunk(
                 model=body.model,
                 created_at=rfc3339(),
                 message=message,
-                done=stats is not None,
-                **(_timings(stats) if stats is not None else {}),
+                done=step.done,
+                **(_timings(step.stats) if step.done else {}),
             )
             yield chunk.model_dump(exclude_none=True)
 

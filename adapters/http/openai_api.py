@@ -20,12 +20,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from ...core.generation import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats
+from ...core.generation import ChatMessage, GenerationRequest, GenerationStats
 from ...core.manifest import Manifest
-from .assistant_output import AssistantOutputParser, AssistantPiece
+from ...core.tool_calls import AssistantPiece
 from .errors import BadRequestBody, read_body
+from .generating import answer_pieces, generate, generate_all, output_parser, whole_answer
 from .keys import BACKEND, ENGINE
-from .metrics import record_generation
 from .openai_wire import (
     AssistantMessage,
     ChatChoice,
@@ -74,10 +74,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await server_sent_events(request, chat_chunks(request.app, generation, include_usage))
-    text, stats = await generate_all(request.app, generation)
-    parser = output_parser(generation)
-    answer = parser.feed(text)
-    answer.extend(parser.finish())
+    answer, stats = await whole_answer(request.app, generation, output_parser(request.app, generation, True))
     return json_body(chat_completion(generation.model, answer, stats))
 
 
@@ -164,6 +161,7 @@ def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
         ),
         format=_output_format(body),
         tools=tools if tools and not hidden else None,
+        knowledge=body.knowledge or [],
     )
 
 
@@ -274,28 +272,7 @@ def _output_format(body: ChatCompletionRequest) -> str | dict[str, Any] | None:
     return spec.json_schema
 
 
-# --- call core ----------------------------------------------------------------
-
-
-async def generate(app: web.Application, generation: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-    """The backend's chunks; a finished generation's counts go to the metrics."""
-    async with aclosing(app[BACKEND].generate(generation)) as stream:
-        async for chunk in stream:
-            if chunk.done and chunk.stats is not None:
-                record_generation(app, generation.model, chunk.stats)
-            yield chunk
-
-
-async def generate_all(app: web.Application, generation: GenerationRequest) -> tuple[str, GenerationStats]:
-    """Run a generation to its end; the text and the stats."""
-    parts: list[str] = []
-    stats = GenerationStats()
-    async with aclosing(generate(app, generation)) as stream:
-        async for chunk in stream:
-            parts.append(chunk.text)
-            if chunk.done and chunk.stats is not None:
-                stats = chunk.stats
-    return "".join(parts), stats
+# --- streams ------------------------------------------------------------------
 
 
 async def chat_chunks(
@@ -303,19 +280,16 @@ async def chat_chunks(
 ) -> AsyncIterator[dict[str, Any]]:
     """Chat completion chunks: the role first, then text, tool calls, the finish reason, and usage if asked."""
     answer = ChunkFactory(generation.model, "chatcmpl")
-    parser = output_parser(generation)
+    parser = output_parser(app, generation, True)
     stats = GenerationStats()
     calls = 0
     started = False
-    async with aclosing(generate(app, generation)) as stream:
-        async for chunk in stream:  # the first chunk comes before any event, so up-front errors keep their status
+    async with aclosing(answer_pieces(app, generation, parser)) as pieces:
+        async for step in pieces:  # the first step comes before any event, so up-front errors keep their status
             if not started:
                 started = True
                 yield answer.chat(ChatDelta(role="assistant", content=""))
-            piece = parser.feed(chunk.text)
-            if chunk.done:
-                piece.extend(parser.finish())
-                stats = chunk.stats or stats
+            piece, stats = step.piece, step.stats
             if piece.content or piece.thinking:
                 yield answer.chat(ChatDelta(content=piece.content or None, reasoning_content=piece.thinking or None))
             if piece.tool_calls:
@@ -374,12 +348,6 @@ class ChunkFactory:
         """The last chunk: no choices, only the token counts."""
         kind = ChatCompletionChunk if chat else Completion
         return dump(kind(id=self.id, created=self.created, model=self.model, choices=[], usage=counts))
-
-
-def output_parser(generation: GenerationRequest) -> AssistantOutputParser:
-    """Splits the answer into content, reasoning and calls of the tools the request offered."""
-    tool_names = [tool["function"]["name"] for tool in generation.tools or []]
-    return AssistantOutputParser(tool_names or None, keep_thinking=True)
 
 
 def tool_call(call: dict[str, Any]) -> ToolCallOut:

@@ -9,8 +9,10 @@ from ..chat_template import ChatTemplate
 from ..errors import ContextOverflow, InvalidRequest
 from ..generation import ChatMessage, GenerationRequest
 from ..manifest import Manifest
+from ..tool_calls import ToolCallFormat, require_tool_format
 from .fim import FimTokens, build_fim_prompt
 from .llama_model import LlamaModel
+from .sampler import LazyGrammar, grammar_for_tool_calls
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,8 @@ class PreparedPrompt:
 
     tokens: list[int]
     stop_tokens: frozenset[int] = frozenset()
+    tool_grammar: LazyGrammar | None = None
+    """Constrains a tool call once the model starts one; None when no tools were offered."""
 
 
 class PromptBuilder:
@@ -32,8 +36,18 @@ class PromptBuilder:
 
     @cached_property
     def template(self) -> ChatTemplate:
-        """The chat template: the manifest's override, else the GGUF's."""
-        return ChatTemplate(self.manifest.template or self.model.chat_template())
+        """The compiled chat template."""
+        return ChatTemplate(self.template_source)
+
+    @cached_property
+    def template_source(self) -> str | None:
+        """The chat template's text: the manifest's override, else the GGUF's."""
+        return self.manifest.template or self.model.chat_template()
+
+    @cached_property
+    def tool_format(self) -> ToolCallFormat:
+        """How this model writes tool calls; UnsupportedFeature when its template has no tool support."""
+        return require_tool_format(self.template_source)
 
     def build(self, request: GenerationRequest) -> PreparedPrompt:
         """Tokens for a chat, a templated or raw completion, or a fill-in-the-middle."""
@@ -43,7 +57,8 @@ class PromptBuilder:
             )
             prepared = PreparedPrompt(tokens, self.fim.stop_tokens())
         elif request.messages is not None:
-            prepared = PreparedPrompt(self._chat_tokens(request.messages, request))
+            tool_grammar = grammar_for_tool_calls(self.tool_format, request.tools) if request.tools else None
+            prepared = PreparedPrompt(self._chat_tokens(request.messages, request), tool_grammar=tool_grammar)
         elif request.raw:
             prepared = PreparedPrompt(self.model.tokenize(request.prompt or "", add_special=self.model.add_bos))
         else:

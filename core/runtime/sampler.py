@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp as llama
@@ -10,7 +13,21 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from ..errors import InvalidRequest
 from ..generation import SamplingOptions
+from ..tool_calls import ToolCallFormat, call_schema
 from .llama_model import LlamaModel
+
+# Whitespace in a tool call: bounded, so a constrained model cannot pad forever. JSON's whitespace
+# replaces the converter's single optional space, since models pretty-print their calls.
+_WHITESPACE = "[ \\t\\n]{0,20}"
+# A lazy grammar is fed the text from its trigger's capture group to the end of the output so far, and
+# llama.cpp aborts the process if the grammar rejects it. So each trigger matches only when the output
+# ends with text the grammar accepts: the open tag and whitespace, or a bare call up to `"name":`.
+# Small models often answer a tool request with the bare call, fenced or not, whatever their template
+# says (the default model does); waiting for `{"name"` leaves a JSON answer that is no call free.
+_BARE_CALL_TRIGGER = (
+    r"^[ \t\n]{0,20}(?:```(?:json)?[ \t\n]{0,20})?(?:<\|python_tag\|>)?[ \t\n]{0,20}"
+    r'(\{[ \t\n]{0,20}"name"[ \t\n]{0,20}(?::[ \t\n]{0,20})?)$'
+)
 
 
 def grammar_for_format(output_format: str | dict[str, Any] | None) -> str | None:
@@ -27,15 +44,67 @@ def grammar_for_format(output_format: str | dict[str, Any] | None) -> str | None
     raise InvalidRequest('format: expected "json" or a JSON schema object.')
 
 
-class Sampler:
-    """A llama.cpp sampler chain built from SamplingOptions; free() it when done."""
+@dataclass(frozen=True)
+class LazyGrammar:
+    """A grammar that starts constraining only once the output matches a trigger (llama.cpp's lazy grammar)."""
 
-    def __init__(self, model: LlamaModel, options: SamplingOptions, grammar: str | None = None) -> None:
+    grammar: str
+    triggers: tuple[str, ...]
+    """Regexes; the grammar applies from the first capture group (or the match) of the first that matches."""
+
+
+def grammar_for_tool_calls(tool_format: ToolCallFormat, tools: list[dict[str, Any]]) -> LazyGrammar:
+    """A lazy grammar that makes a started tool call parse and match its tool's JSON schema.
+
+    A framed call is `open call close` (the model may end after it or start
+    another) or, for a family that writes an array, `open [call, …]`; a bare
+    call is the JSON object alone, with the closing fence of a ```json block.
+    """
+    try:
+        call_rules = json_schema_to_gbnf(json.dumps(call_schema(tool_format, tools)))
+    except Exception as error:  # the converter raises bare Exceptions on bad schemas
+        raise InvalidRequest(f"tools: a tool's parameters schema cannot be used ({error}).") from error
+    # The converter names its top rule `root`; it becomes `tool-call`, and `root` frames the calls.
+    rules = re.sub(r"^root ::=", "tool-call ::=", call_rules, count=1, flags=re.MULTILINE)
+    rules = re.sub(r"^space ::= .*$", f"space ::= {_WHITESPACE}", rules, count=1, flags=re.MULTILINE)
+    bare = 'tool-call (tool-space "```")?'
+    triggers = [_BARE_CALL_TRIGGER]
+    if tool_format.framed:
+        opening = json.dumps(tool_format.open)
+        if tool_format.as_list:
+            framed = (
+                f'{opening} tool-space "[" tool-space tool-call (tool-space "," tool-space tool-call)* tool-space "]"'
+            )
+        else:
+            one = f"{opening} tool-space tool-call tool-space {json.dumps(tool_format.close)}"
+            framed = f"{one} (tool-space {one})*"
+        root = f"root ::= {framed} | {bare}"
+        triggers.insert(0, f"({re.escape(tool_format.open)})[ \\t\\n]{{0,20}}$")
+    else:
+        root = f"root ::= {bare}"
+    return LazyGrammar(f"{root}\ntool-space ::= {_WHITESPACE}\n{rules}", tuple(triggers))
+
+
+class Sampler:
+    """A llama.cpp sampler chain built from SamplingOptions; free() it when done.
+
+    `grammar` constrains the whole output; `tool_grammar` only what follows its
+    trigger (ignored when `grammar` is given: the output format wins).
+    """
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        options: SamplingOptions,
+        grammar: str | None = None,
+        tool_grammar: LazyGrammar | None = None,
+    ) -> None:
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         # Greedy with nothing that reads the history or constrains tokens: the pick is the logits' argmax,
         # which the scheduler takes itself, without llama.cpp's copy of the whole vocabulary (~1 ms a token).
         self.argmax_only = (
             grammar is None
+            and tool_grammar is None
             and options.temperature <= 0
             and options.repeat_penalty == 1.0
             and not options.frequency_penalty
@@ -44,6 +113,8 @@ class Sampler:
         try:
             if grammar is not None:
                 self._add_grammar(model, grammar)
+            elif tool_grammar is not None:
+                self._add_lazy_grammar(model, tool_grammar)
             if options.repeat_penalty != 1.0 or options.frequency_penalty or options.presence_penalty:
                 self._add(
                     llama.llama_sampler_init_penalties(
@@ -77,6 +148,16 @@ class Sampler:
         sampler = llama.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
         if not sampler:
             raise InvalidRequest("format: the grammar derived from it could not be parsed by llama.cpp.")
+        self._add(sampler)
+
+    def _add_lazy_grammar(self, model: LlamaModel, lazy: LazyGrammar) -> None:
+        patterns = (ctypes.c_char_p * len(lazy.triggers))(*(pattern.encode() for pattern in lazy.triggers))
+        no_tokens = (llama.llama_token * 0)()
+        sampler = llama.llama_sampler_init_grammar_lazy_patterns(
+            model.vocab, lazy.grammar.encode(), b"root", patterns, len(lazy.triggers), no_tokens, 0
+        )
+        if not sampler:
+            raise InvalidRequest("tools: the grammar derived from the tools' schemas could not be parsed by llama.cpp.")
         self._add(sampler)
 
     def sample(self, context: llama.llama_context_p, batch_index: int) -> int:

@@ -1,23 +1,113 @@
-"""Splits a model's streamed answer into content, reasoning and tool calls.
+"""Tool calls as model families write them: the format, read from the chat template, and the parser.
 
-Models write tool calls and reasoning as text: Qwen-style
-`<tool_call>{"name": …, "arguments": …}</tool_call>` blocks and
-`<think>…</think>`. Small models also answer a tool request with a bare JSON
-object, sometimes in a ```json fence. The parser is fed text as it streams
-and releases text only once it cannot be the start of such a block, so a
-client never sees half a tag.
+Models write tool calls and reasoning as text. Hermes-style templates (Qwen2.5,
+the default model's, and Hermes) wrap each call in `<tool_call>…</tool_call>`;
+Mistral writes `[TOOL_CALLS]` and a JSON array; Llama 3.x writes a bare
+`{"name": …, "parameters": …}` object, sometimes after `<|python_tag|>`. Small
+models also answer a tool request with a bare JSON object, sometimes in a
+```json fence, whatever their template says. The parser is fed text as it
+streams and releases text only once it cannot be the start of such a block, so
+a client never sees half a tag.
+
+`call_schema` is the JSON schema of one call to the offered tools, which the
+runtime turns into a grammar that constrains a call once the model starts it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UnsupportedFeature
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 _FENCE = "```"
+
+
+@dataclass(frozen=True)
+class ToolCallFormat:
+    """How one model family writes a tool call."""
+
+    family: str
+    open: str
+    """Text that starts a call (or the calls); empty when calls are bare JSON."""
+    close: str
+    """Text that ends one call; empty when the call runs to the end of the answer."""
+    arguments_key: str = "arguments"
+    """The key the family writes the arguments under."""
+    as_list: bool = False
+    """The calls come as one JSON array after `open`."""
+
+    @property
+    def framed(self) -> bool:
+        """Calls start with `open` and end with `close`, or with the end of the array `open` starts."""
+        return bool(self.open and (self.close or self.as_list))
+
+
+HERMES = ToolCallFormat("hermes", "<tool_call>", "</tool_call>")
+MISTRAL = ToolCallFormat("mistral", "[TOOL_CALLS]", "", as_list=True)
+LLAMA3 = ToolCallFormat("llama3", "<|python_tag|>", "", arguments_key="parameters")
+# A template that renders tools in a way ingle does not know: bare JSON calls are still parsed.
+GENERIC = ToolCallFormat("generic", "", "")
+
+_USES_TOOLS = re.compile(r"\btools\b")
+
+
+def detect_tool_format(template: str | None) -> ToolCallFormat | None:
+    """The tool-call format a chat template teaches its model; None when the template never renders tools."""
+    if not template or not _USES_TOOLS.search(template):
+        return None
+    if "<tool_call>" in template:
+        return HERMES
+    if "[TOOL_CALLS]" in template:
+        return MISTRAL
+    if "<|start_header_id|>" in template or "<|python_tag|>" in template:
+        return LLAMA3
+    return GENERIC
+
+
+def require_tool_format(template: str | None) -> ToolCallFormat:
+    """The template's tool-call format, or UnsupportedFeature (a 400) when it has no tool support."""
+    found = detect_tool_format(template)
+    if found is None:
+        raise UnsupportedFeature(
+            "tools: this model's chat template has no tool support; send the request without tools "
+            "or use a model whose template renders them (such as the default qwen2.5-coder)."
+        )
+    return found
+
+
+def tool_function(tool: dict[str, Any]) -> dict[str, Any]:
+    """The function part of a tool in OpenAI's or Ollama's shape (`{"type": "function", "function": {…}}`)."""
+    function = tool.get("function")
+    return function if isinstance(function, dict) else tool
+
+
+def tool_names(tools: list[dict[str, Any]] | None) -> list[str] | None:
+    """The names of the offered tools; None when there are none."""
+    names = [tool_function(tool).get("name") for tool in tools or []]
+    return [name for name in names if isinstance(name, str)] or None
+
+
+def call_schema(tool_format: ToolCallFormat, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON schema of one call to any of `tools`, with the arguments key the family writes."""
+    variants = []
+    for tool in tools:
+        function = tool_function(tool)
+        parameters = function.get("parameters")
+        arguments = parameters if isinstance(parameters, dict) and parameters else {"type": "object"}
+        variants.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": function.get("name")}, tool_format.arguments_key: arguments},
+                "required": ["name", tool_format.arguments_key],
+                "additionalProperties": False,
+            }
+        )
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
 
 
 @dataclass
@@ -40,7 +130,7 @@ class AssistantPiece:
 
 
 def parse_tool_call(text: str, tool_names: Collection[str] | None = None) -> dict[str, Any] | None:
-    """`{"name", "arguments"}` JSON as an Ollama tool call, or None if it is not one.
+    """`{"name", "arguments"}` (or `"parameters"`) JSON as an Ollama tool call, or None if it is not one.
 
     With `tool_names`, the name must be one of them (used for bare JSON, which
     may just be an answer that happens to be JSON).
@@ -49,6 +139,10 @@ def parse_tool_call(text: str, tool_names: Collection[str] | None = None) -> dic
         value = json.loads(text)
     except ValueError:
         return None
+    return _call_from_value(value, tool_names)
+
+
+def _call_from_value(value: Any, tool_names: Collection[str] | None) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return None
     arguments = value.get("arguments", value.get("parameters", {}))
@@ -64,26 +158,28 @@ def parse_tool_call(text: str, tool_names: Collection[str] | None = None) -> dic
     return {"function": {"name": value["name"], "arguments": arguments}}
 
 
-def _bare_tool_calls(text: str, tool_names: Collection[str]) -> list[dict[str, Any]] | None:
-    """Tool calls from a whole answer that is one JSON call (or a list of them), fenced or not."""
+def _json_tool_calls(text: str, tool_names: Collection[str] | None) -> list[dict[str, Any]] | None:
+    """Tool calls from text that is one JSON call or an array of them, fenced or not; None if it is not."""
     body = text.strip()
     if body.startswith(_FENCE):
         body = body[len(_FENCE) :].removeprefix("json").strip()
         if not body.endswith(_FENCE):
             return None
         body = body[: -len(_FENCE)].strip()
+    else:
+        body = body.removesuffix(_FENCE).strip()  # a model that wrote the closing fence only
     try:
         value = json.loads(body)
     except ValueError:
         return None
     items = value if isinstance(value, list) else [value]
-    calls = [parse_tool_call(json.dumps(item), tool_names) for item in items]
+    calls = [_call_from_value(item, tool_names) for item in items]
     if not calls or any(call is None for call in calls):
         return None
     return calls  # type: ignore[return-value]
 
 
-def _partial_tag_at_end(text: str, tags: Collection[str]) -> int:
+def partial_tag_at_end(text: str, tags: Collection[str]) -> int:
     """Length of the longest tail of `text` that begins one of `tags`."""
     longest = 0
     for tag in tags:
@@ -99,16 +195,19 @@ class AssistantOutputParser:
 
     `tool_names`: the tools the request offered (None: tool calls are not
     parsed). `keep_thinking`: return reasoning as `thinking`; otherwise it is
-    dropped from the answer.
+    dropped from the answer. `tool_format`: how the model writes calls.
     """
 
-    def __init__(self, tool_names: Collection[str] | None, keep_thinking: bool) -> None:
+    def __init__(
+        self, tool_names: Collection[str] | None, keep_thinking: bool, tool_format: ToolCallFormat = HERMES
+    ) -> None:
         self._tool_names = set(tool_names) if tool_names else None
         self._keep_thinking = keep_thinking
+        self._format = tool_format
         self._held = ""
         self._mode = "start" if self._tool_names else "text"
         self._trim_next = False
-        self._opening = (THINK_OPEN, TOOL_OPEN) if self._tool_names else (THINK_OPEN,)
+        self._opening = (THINK_OPEN, tool_format.open) if self._tool_names and tool_format.open else (THINK_OPEN,)
 
     def feed(self, text: str) -> AssistantPiece:
         """Add streamed text; return what can be released now."""
@@ -143,7 +242,7 @@ class AssistantOutputParser:
         """A bare JSON answer: held to the end, then a tool call if it parses as one."""
         if not final:
             return False
-        calls = _bare_tool_calls(self._held, self._tool_names or ())
+        calls = _json_tool_calls(self._held, self._tool_names or ())
         if calls is None:
             self._mode = "text"
             return True
@@ -159,7 +258,7 @@ class AssistantOutputParser:
             self._held = self._held[index + len(tag) :]
             self._mode = "think" if tag == THINK_OPEN else "tool"
             return True
-        keep = 0 if final else _partial_tag_at_end(self._held, self._opening)
+        keep = 0 if final else partial_tag_at_end(self._held, self._opening)
         self._emit_content(piece, self._held[: len(self._held) - keep])
         self._held = self._held[len(self._held) - keep :]
         return False
@@ -172,24 +271,25 @@ class AssistantOutputParser:
             self._mode = "text"
             self._trim_next = True
             return True
-        keep = 0 if final else _partial_tag_at_end(self._held, (THINK_CLOSE,))
+        keep = 0 if final else partial_tag_at_end(self._held, (THINK_CLOSE,))
         self._emit_thinking(piece, self._held[: len(self._held) - keep])
         self._held = self._held[len(self._held) - keep :]
         return False
 
     def _tool(self, piece: AssistantPiece, final: bool) -> bool:
-        index = self._held.find(TOOL_CLOSE)
+        close = self._format.close
+        index = self._held.find(close) if close else -1
         if index == -1 and not final:
             return False
         body = self._held if index == -1 else self._held[:index]
-        call = parse_tool_call(body.strip())
-        if call is not None:
-            piece.tool_calls.append(call)
+        calls = _json_tool_calls(body, None)
+        if calls is not None:
+            piece.tool_calls.extend(calls)
         else:
             # Not a call after all: show the model's text as it was rather than lose it.
-            closing = "" if index == -1 else TOOL_CLOSE
-            self._emit_content(piece, TOOL_OPEN + body + closing)
-        self._held = "" if index == -1 else self._held[index + len(TOOL_CLOSE) :]
+            closing = "" if index == -1 else close
+            self._emit_content(piece, self._format.open + body + closing)
+        self._held = "" if index == -1 else self._held[index + len(close) :]
         self._mode = "text"
         self._trim_next = True
         return bool(self._held)

@@ -1,0 +1,167 @@
+"""Calling core for every chat-shaped route: run a generation, record it, split its text into an answer.
+
+Ollama's /api/chat, OpenAI's chat completions and Responses, and Anthropic's
+Messages all do the same three things between "convert in" and "convert
+out"; they do them here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ...core.errors import ModelNotFound
+from ...core.generation import GenerationChunk, GenerationRequest, GenerationStats
+from ...core.tool_calls import (
+    HERMES,
+    AssistantOutputParser,
+    AssistantPiece,
+    ToolCallFormat,
+    partial_tag_at_end,
+    require_tool_format,
+)
+from ...core.tool_calls import tool_names as offered_tool_names
+from .keys import BACKEND, ENGINE
+from .metrics import record_generation
+
+
+async def generate(app: web.Application, generation: GenerationRequest) -> AsyncGenerator[GenerationChunk]:
+    """The backend's chunks; a finished generation's counts go to the metrics.
+
+    The generation is closed however this iterator ends, so a client that
+    goes away frees its sequence.
+    """
+    async with aclosing(app[BACKEND].generate(generation)) as stream:
+        async for chunk in stream:
+            if chunk.done:
+                record_generation(app, generation.model, chunk.stats or GenerationStats())
+            yield chunk
+
+
+async def generate_all(app: web.Application, generation: GenerationRequest) -> tuple[str, GenerationStats]:
+    """Run a generation to its end; the text and the stats."""
+    parts: list[str] = []
+    stats = GenerationStats()
+    async with aclosing(generate(app, generation)) as stream:
+        async for chunk in stream:
+            parts.append(chunk.text)
+            if chunk.done and chunk.stats is not None:
+                stats = chunk.stats
+    return "".join(parts), stats
+
+
+def tool_format(app: web.Application, model: str) -> ToolCallFormat:
+    """How `model` writes tool calls, from its chat template; a 400 when the template has no tool support.
+
+    A model that is not in the local store is served by an upstream, whose
+    answer arrives in the Hermes-style tags the parser also reads for bare JSON.
+    """
+    try:
+        manifest = app[ENGINE].show(model)
+    except ModelNotFound:
+        return HERMES
+    return require_tool_format(manifest.template or manifest.gguf.chat_template)
+
+
+def output_parser(app: web.Application, generation: GenerationRequest, keep_thinking: bool) -> AssistantOutputParser:
+    """Splits the answer into content, reasoning and calls of the tools the request offered."""
+    names = offered_tool_names(generation.tools)
+    if names is None:
+        return AssistantOutputParser(None, keep_thinking)
+    return AssistantOutputParser(names, keep_thinking, tool_format(app, generation.model))
+
+
+@dataclass
+class AnswerStep:
+    """A piece of a parsed answer, with the counts known so far (the prompt's, until `done`)."""
+
+    piece: AssistantPiece
+    stats: GenerationStats
+    done: bool
+
+
+class StopSequences:
+    """Client stop sequences matched here rather than in core, so the answer can say which one ended it.
+
+    Text is released only once it cannot be the start of a stop sequence.
+    """
+
+    def __init__(self, sequences: list[str]) -> None:
+        self._sequences = [sequence for sequence in sequences if sequence]
+        self._held = ""
+        self.hit: str | None = None
+        """The stop sequence that ended the answer, if one did."""
+
+    def feed(self, text: str) -> str:
+        """Add text; return what is safe to release (nothing more once a stop sequence is hit)."""
+        if self.hit is not None:
+            return ""
+        self._held += text
+        found = [(self._held.find(sequence), sequence) for sequence in self._sequences if sequence in self._held]
+        if found:
+            index, self.hit = min(found)
+            released, self._held = self._held[:index], ""
+            return released
+        keep = partial_tag_at_end(self._held, self._sequences)
+        released, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
+        return released
+
+    def finish(self) -> str:
+        """Release what is held at the end of the answer."""
+        released, self._held = self._held, ""
+        return released
+
+
+async def answer_pieces(
+    app: web.Application,
+    generation: GenerationRequest,
+    parser: AssistantOutputParser | None,
+    stops: StopSequences | None = None,
+) -> AsyncGenerator[AnswerStep]:
+    """Run a generation, yielding non-empty pieces of the answer and, last, a step with the final stats.
+
+    Without a parser the text is all content, as the model wrote it. The first
+    step comes only once the backend has answered, so an error up front
+    (unknown model, full queue) is raised before a stream starts. A hit stop
+    sequence ends the generation there, as core's own stop strings do.
+    """
+    stats = GenerationStats()
+    pieces = 0  # streamed pieces, about one per token: the count when a stop sequence cuts the generation short
+    async with aclosing(generate(app, generation)) as chunks:
+        async for chunk in chunks:
+            pieces += 1
+            stats = chunk.stats or stats
+            text = chunk.text
+            if stops is not None:
+                text = stops.feed(text) + (stops.finish() if chunk.done else "")
+            piece = parser.feed(text) if parser else AssistantPiece(content=text)
+            done = chunk.done or (stops is not None and stops.hit is not None)
+            if done:
+                if parser:
+                    piece.extend(parser.finish())
+                if not chunk.done:
+                    stats = dataclasses.replace(stats, done_reason="stop", completion_tokens=pieces)
+                yield AnswerStep(piece, stats, True)
+                return
+            if piece:
+                yield AnswerStep(piece, stats, False)
+
+
+async def whole_answer(
+    app: web.Application,
+    generation: GenerationRequest,
+    parser: AssistantOutputParser,
+    stops: StopSequences | None = None,
+) -> tuple[AssistantPiece, GenerationStats]:
+    """Run a generation to its end; the parsed answer and the stats."""
+    answer = AssistantPiece()
+    stats = GenerationStats()
+    async with aclosing(answer_pieces(app, generation, parser, stops)) as steps:
+        async for step in steps:
+            answer.extend(step.piece)
+            stats = step.stats
+    return answer, stats
