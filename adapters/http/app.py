@@ -9,7 +9,7 @@ from aiohttp import web
 from ...core.backend import GenerationBackend
 from ...core.engine import Engine
 from ...core.settings import Settings
-from . import llama_server, metrics, ollama, openai_api, timeouts
+from . import anthropic_api, llama_server, metrics, ollama, openai_api, responses_api, timeouts
 from .errors import error_middleware
 from .keys import BACKEND, ENGINE, SETTINGS
 from .openapi import build_openapi, documented
@@ -56,6 +56,8 @@ def create_app(settings: Settings, engine: Engine, backend: GenerationBackend | 
     timeouts.setup(app)
     ollama.add_routes(app)
     openai_api.add_routes(app)
+    anthropic_api.add_routes(app)
+    responses_api.add_routes(app)
     llama_server.add_routes(app)
     app.router.add_get("/openapi.json", openapi_document)
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -73,9 +73,30 @@ async def read_body(request: web.Request, model: type[Model]) -> Model:
         raise BadRequestBody(message, field) from error
 
 
+# Anthropic's error types by status; clients such as Claude Code decide on retries by them.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    """An error body as Anthropic's Messages API writes it."""
+    kind = ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
 def error_response(request: web.Request, status: int, message: str, field: str | None = None) -> web.Response:
     """A JSON error in the shape the calling client expects."""
-    if request.path.startswith("/v1/"):
+    if request.path.startswith("/v1/messages"):
+        body = anthropic_error(status, message)
+    elif request.path.startswith("/v1/"):
         kind = "invalid_request_error" if status < 500 else "server_error"
         body = {"error": {"message": message, "type": kind, "param": field, "code": status}}
     else:

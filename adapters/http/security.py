@@ -73,7 +73,10 @@ def host_guard(settings: Settings) -> Callable[[web.Request, Handler], Awaitable
 
 
 def api_key_guard(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """With an API key configured, every route but /health needs `Authorization: Bearer <key>`."""
+    """With an API key configured, every route but /health needs `Authorization: Bearer <key>`.
+
+    `x-api-key: <key>` is accepted as well: Anthropic's clients (Claude Code) send the key that way.
+    """
     expected = settings.api_key.get_secret_value().encode() if settings.api_key else None
 
     @web.middleware
@@ -81,8 +84,12 @@ def api_key_guard(settings: Settings) -> Callable[[web.Request, Handler], Awaita
         if expected is None or request.path in OPEN_PATHS or request.method == "OPTIONS":
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            response = error_response(request, 401, "A valid API key is required: send 'Authorization: Bearer <key>'.")
+        if scheme.lower() != "bearer":
+            token = request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(token.strip().encode(), expected):
+            response = error_response(
+                request, 401, "A valid API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+            )
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
         return await handler(request)
@@ -102,7 +109,9 @@ def cors(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.S
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta"
+            )
             response.headers["Access-Control-Max-Age"] = "600"
         else:
             response = await handler(request)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -25,8 +25,17 @@ def _dumps(item: Any) -> bytes:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _plain_error(message: str) -> dict[str, Any]:
+    return {"error": message}
+
+
 async def _stream(
-    request: web.Request, items: AsyncIterator[dict[str, Any]], content_type: str, frame, closing: bytes
+    request: web.Request,
+    items: AsyncIterator[dict[str, Any]],
+    content_type: str,
+    frame,
+    closing: bytes,
+    error_item: Callable[[str], dict[str, Any]] = _plain_error,
 ) -> web.StreamResponse:
     async with aclosing(items):
         first = await anext(items)
@@ -37,10 +46,10 @@ async def _stream(
             async for item in items:
                 await response.write(frame(item))
         except IngleError as error:
-            await response.write(frame({"error": error.message}))
+            await response.write(frame(error_item(error.message)))
         except Exception:
             log.exception("error while streaming %s", request.path)
-            await response.write(frame({"error": "ingle hit an internal error; the server log has the details."}))
+            await response.write(frame(error_item("ingle hit an internal error; the server log has the details.")))
         if closing:
             await response.write(closing)
         await response.write_eof()
@@ -58,3 +67,15 @@ async def server_sent_events(
     """Stream `data: <json>` events, ending with `data: [DONE]` as OpenAI does."""
     closing = b"data: [DONE]\n\n" if done_marker else b""
     return await _stream(request, items, "text/event-stream", lambda item: b"data: " + _dumps(item) + b"\n\n", closing)
+
+
+async def typed_events(
+    request: web.Request, items: AsyncIterator[dict[str, Any]], error_item: Callable[[str], dict[str, Any]]
+) -> web.StreamResponse:
+    """Stream `event: <type>` / `data: <json>` pairs named by each item's `type`, as Anthropic's and
+    OpenAI's Responses streams do; an error after the start is sent as `error_item(message)`."""
+
+    def frame(item: dict[str, Any]) -> bytes:
+        return f"event: {item['type']}\n".encode() + b"data: " + _dumps(item) + b"\n\n"
+
+    return await _stream(request, items, "text/event-stream", frame, b"", error_item)

@@ -1,0 +1,241 @@
+"""OpenAI Responses API wire format (`/v1/responses`): one pydantic model per request and response.
+
+Requests list the fields the official `openai` client sends; fields ingle
+cannot act on are accepted and ignored when ignoring them changes nothing the
+caller relies on, or refused in the handler with a sentence naming them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_INPUT_ITEMS = 10_000
+
+
+class Input(BaseModel):
+    """Base of every request part: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ContentPartIn(Input):
+    """A part of an input message: text, or something ingle's models cannot read."""
+
+    type: Literal["input_text", "output_text", "refusal", "input_image", "input_file", "input_audio"]
+    """The kind of part; ingle reads the text kinds."""
+    text: str | None = None
+    """The text of a text part."""
+    refusal: str | None = None
+    """The text of a refusal part (an earlier answer)."""
+    annotations: list[Any] | None = None
+    """An earlier answer's annotations; ignored."""
+    logprobs: list[Any] | None = None
+    """An earlier answer's log-probabilities; ignored."""
+    image_url: str | None = None
+    """An image; not supported."""
+    file_id: str | None = None
+    """A file; not supported."""
+    file_data: str | None = None
+    """A file; not supported."""
+    filename: str | None = None
+    """A file's name; not supported."""
+    detail: str | None = None
+    """An image's detail level; not supported."""
+    input_audio: dict[str, Any] | None = None
+    """Audio; not supported."""
+
+
+class InputItem(Input):
+    """One item of the input: a message, an earlier function call, a function's output, or earlier reasoning."""
+
+    type: Literal["message", "function_call", "function_call_output", "reasoning", "item_reference"] = "message"
+    """The kind of item (a message when absent)."""
+    role: Literal["user", "assistant", "system", "developer"] | None = None
+    """A message's author."""
+    content: str | list[ContentPartIn] | None = None
+    """A message's text, or its parts."""
+    id: str | None = None
+    """The item's id, when it came from an earlier response."""
+    status: str | None = None
+    """An earlier item's status; ignored."""
+    call_id: str | None = Field(default=None, max_length=256)
+    """A function call's id, which its output refers to."""
+    name: str | None = Field(default=None, max_length=256)
+    """A function call's function."""
+    arguments: str | None = None
+    """A function call's arguments, as a JSON text."""
+    output: str | list[ContentPartIn] | None = None
+    """A function call's output."""
+    summary: list[Any] | None = None
+    """Earlier reasoning's summary; ignored."""
+    encrypted_content: str | None = None
+    """Earlier reasoning; ignored."""
+
+
+class FunctionTool(Input):
+    """A function the model may call."""
+
+    type: Literal["function", "web_search", "web_search_preview", "file_search", "code_interpreter", "mcp", "custom"]
+    """Only `function` tools are available here."""
+    name: str | None = Field(default=None, max_length=128)
+    """The function's name."""
+    description: str | None = None
+    """What the function does, for the model."""
+    parameters: dict[str, Any] | None = None
+    """JSON schema of its arguments; the arguments the model writes are held to it."""
+    strict: bool | None = None
+    """Accepted: arguments are always held to the schema."""
+
+
+class TextFormat(Input):
+    """The shape of the answer's text."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    """Free text, any JSON, or JSON matching `schema`."""
+    name: str | None = None
+    """The schema's name."""
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    """The JSON schema the answer must match (held to it by a grammar)."""
+    description: str | None = None
+    """What the format is for; ignored."""
+    strict: bool | None = None
+    """Accepted: the answer always matches the schema."""
+
+
+class TextOptions(Input):
+    """Text output options."""
+
+    format: TextFormat | None = None
+    """The answer's format."""
+    verbosity: str | None = None
+    """Accepted and ignored."""
+
+
+class ReasoningOptions(Input):
+    """Reasoning options."""
+
+    effort: str | None = None
+    """Accepted and ignored."""
+    summary: str | None = None
+    """Accepted and ignored."""
+    generate_summary: str | None = None
+    """Accepted and ignored."""
+
+
+class ResponseRequest(Input):
+    """POST /v1/responses."""
+
+    model: str = Field(min_length=1)
+    """The model to answer with."""
+    input: str | list[InputItem] = Field(max_length=MAX_INPUT_ITEMS)
+    """A text, or input items."""
+    instructions: str | None = None
+    """A system prompt for this response (not carried to the next one)."""
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    """The most tokens to generate (bounded by the context)."""
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    """Randomness (0 is greedy)."""
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Nucleus sampling."""
+    text: TextOptions | None = None
+    """The answer's format."""
+    tools: list[FunctionTool] | None = None
+    """Functions the model may call."""
+    tool_choice: str | dict[str, Any] | None = None
+    """`none` hides the tools; anything else offers them."""
+    parallel_tool_calls: bool | None = None
+    """Accepted; the model writes one call or several as it sees fit."""
+    previous_response_id: str | None = Field(default=None, max_length=128)
+    """Continue from a stored response: its conversation comes before `input`."""
+    store: bool = True
+    """Keep this response so it can be fetched or continued (until it expires)."""
+    stream: bool = False
+    """Answer as server-sent events."""
+    metadata: dict[str, str] | None = None
+    """Up to 16 key-value pairs, returned with the response."""
+    reasoning: ReasoningOptions | None = None
+    """Accepted and ignored."""
+    truncation: Literal["auto", "disabled"] | None = None
+    """Accepted; a prompt too long for the context is an error."""
+    user: str | None = None
+    """Accepted and ignored."""
+    include: list[str] | None = None
+    """Accepted and ignored."""
+    background: bool | None = None
+    """Background responses are not available; false is fine."""
+    prompt_cache_key: str | None = None
+    """Accepted and ignored: ingle reuses cached prompt prefixes on its own."""
+    prompt_cache_retention: str | None = None
+    """Accepted and ignored."""
+    safety_identifier: str | None = None
+    """Accepted and ignored."""
+    service_tier: str | None = None
+    """Accepted and ignored."""
+    stream_options: dict[str, Any] | None = None
+    """Accepted and ignored."""
+    top_logprobs: int | None = None
+    """Log-probabilities are not available; 0 is fine."""
+    max_tool_calls: int | None = None
+    """Accepted and ignored."""
+    conversation: Any = None
+    """Conversations are not available; use previous_response_id."""
+    prompt: Any = None
+    """Stored prompts are not available."""
+
+
+class ResponseObject(BaseModel):
+    """A response, as created, fetched or streamed."""
+
+    id: str
+    """`resp_…`."""
+    object: Literal["response"] = "response"
+    """Always `response`."""
+    created_at: int
+    """Unix time of creation."""
+    status: Literal["completed", "incomplete", "in_progress", "failed"]
+    """Whether the answer is whole."""
+    model: str
+    """The model that answered."""
+    output: list[dict[str, Any]]
+    """Output items: a `message` with `output_text`, `function_call`s, `reasoning`."""
+    instructions: str | None = None
+    """The instructions this response was made with."""
+    max_output_tokens: int | None = None
+    """The token limit it was made with."""
+    temperature: float | None = None
+    """The temperature it was made with."""
+    top_p: float | None = None
+    """The top_p it was made with."""
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    """The tools it was offered."""
+    tool_choice: Any = "auto"
+    """The tool choice it was made with."""
+    parallel_tool_calls: bool = True
+    """Always true."""
+    previous_response_id: str | None = None
+    """The response it continued."""
+    store: bool = True
+    """Whether it is stored."""
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    """The text format it was made with."""
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """The request's metadata."""
+    usage: dict[str, Any] | None = None
+    """Token counts: input_tokens (with cached_tokens), output_tokens, total_tokens."""
+    incomplete_details: dict[str, Any] | None = None
+    """Why the answer is incomplete (`max_output_tokens`)."""
+    error: dict[str, Any] | None = None
+    """Always null for an answered response."""
+
+
+class DeletedResponse(BaseModel):
+    """The answer to DELETE /v1/responses/{id}."""
+
+    id: str
+    """The deleted response's id."""
+    object: Literal["response.deleted"] = "response.deleted"
+    """Always `response.deleted`."""
+    deleted: bool = True
+    """Always true."""
