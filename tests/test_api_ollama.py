@@ -81,7 +81,7 @@ def assert_final_stats(final: ollama.GenerateResponse | ollama.ChatResponse) -> 
     assert final.load_duration is not None and final.load_duration >= 0
     assert final.total_duration >= final.eval_duration
     assert final.total_duration < 120 * 10**9
-    assert datetime.fromisoformat(final.created_at).tzinfo is not None
+    assert datetime.fromisoformat(final.created_at or "").tzinfo is not None
 
 
 # --- the probes ---------------------------------------------------------------
@@ -103,7 +103,7 @@ async def test_root_and_version_answer_like_ollama(base_url: str) -> None:
 
 async def test_generate_without_streaming(client: ollama.AsyncClient) -> None:
     answer = await client.generate(DEFAULT_MODEL, "Counting in English: one, two, three,", raw=True, options=GREEDY)
-    assert "four" in answer.response
+    assert "four" in (answer.response or "")
     assert answer.model == DEFAULT_MODEL
     assert_final_stats(answer)
 
@@ -120,7 +120,7 @@ async def test_generate_streams_chunks_then_the_stats(client: ollama.AsyncClient
     ]
     assert len(chunks) > 2
     assert all(not chunk.done for chunk in chunks[:-1])
-    assert "".join(chunk.response for chunk in chunks).strip()
+    assert "".join(chunk.response or "" for chunk in chunks).strip()
     assert_final_stats(chunks[-1])
 
 
@@ -138,7 +138,7 @@ async def test_format_json_and_json_schema(client: ollama.AsyncClient) -> None:
         format="json",
         options={"temperature": 0, "num_predict": 32},
     )
-    assert isinstance(json.loads(any_json.response), dict)
+    assert isinstance(json.loads(any_json.response or ""), dict)
     schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
     typed = await client.chat(
         DEFAULT_MODEL,
@@ -146,7 +146,7 @@ async def test_format_json_and_json_schema(client: ollama.AsyncClient) -> None:
         format=schema,
         options={"temperature": 0, "num_predict": 32},
     )
-    assert isinstance(json.loads(typed.message.content)["answer"], int)
+    assert isinstance(json.loads(typed.message.content or "")["answer"], int)
 
 
 # --- chat -----------------------------------------------------------------------
@@ -163,7 +163,7 @@ async def test_chat_answers_the_question(client: ollama.AsyncClient) -> None:
         keep_alive="10m",
     )
     assert answer.message.role == "assistant"
-    assert "Paris" in answer.message.content
+    assert "Paris" in (answer.message.content or "")
     assert_final_stats(answer)
 
 
@@ -259,7 +259,7 @@ async def test_embed_and_legacy_embeddings(client: ollama.AsyncClient) -> None:
 async def test_list_show_copy_ps_delete_round_trip(client: ollama.AsyncClient) -> None:
     listed = {model.model: model for model in (await client.list()).models}
     default = listed[DEFAULT_MODEL]
-    assert len(default.digest) == 64 and not default.digest.startswith("sha256")
+    assert default.digest and len(default.digest) == 64 and not default.digest.startswith("sha256")
     assert default.size > 400 * 2**20
     assert default.details.format == "gguf" and default.details.family == "qwen2"
     assert default.details.parameter_size.endswith("M") and default.details.quantization_level == "Q4_K_M"
@@ -267,8 +267,8 @@ async def test_list_show_copy_ps_delete_round_trip(client: ollama.AsyncClient) -
     shown = await client.show(DEFAULT_MODEL)
     assert shown.modelinfo["general.architecture"] == "qwen2"
     assert shown.modelinfo["qwen2.context_length"] == 32768
-    assert {"completion", "insert", "tools"} <= set(shown.capabilities)
-    assert "<tool_call>" in shown.template and "FROM" in shown.modelfile
+    assert {"completion", "insert", "tools"} <= set(shown.capabilities or [])
+    assert "<tool_call>" in (shown.template or "") and "FROM" in (shown.modelfile or "")
 
     await client.copy(DEFAULT_MODEL, "coder-copy:v1")
     names = [model.model for model in (await client.list()).models]
@@ -278,7 +278,7 @@ async def test_list_show_copy_ps_delete_round_trip(client: ollama.AsyncClient) -
     running = (await client.ps()).models
     assert [model.model for model in running] == [DEFAULT_MODEL]
     assert running[0].digest == default.digest and running[0].size_vram == 0
-    assert running[0].context_length == 4096 and running[0].size > default.size
+    assert running[0].context_length == 4096 and (running[0].size or 0) > (default.size or 0)
     assert running[0].expires_at.year > 2300  # the session engine keeps it loaded
 
     await client.delete("coder-copy:v1")
@@ -324,7 +324,7 @@ async def test_empty_requests_load_and_unload(client: ollama.AsyncClient, engine
 
 
 def loaded_at(response: ollama.GenerateResponse) -> datetime:
-    return datetime.fromisoformat(response.created_at)
+    return datetime.fromisoformat(response.created_at or "")
 
 
 # --- errors -------------------------------------------------------------------
@@ -333,9 +333,10 @@ def loaded_at(response: ollama.GenerateResponse) -> datetime:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_unknown_model_is_404_even_when_streaming(client: ollama.AsyncClient, stream: bool) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
-        result = await client.generate("no-such-model:1b", "hi", stream=stream)
         if stream:
-            [chunk async for chunk in result]
+            [chunk async for chunk in await client.generate("no-such-model:1b", "hi", stream=True)]
+        else:
+            await client.generate("no-such-model:1b", "hi", stream=False)
     # A stream that had already begun would give the error without a status (-1): this one never started.
     assert caught.value.status_code == 404
     assert "no-such-model" in caught.value.error

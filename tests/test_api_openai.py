@@ -12,6 +12,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
@@ -64,7 +65,7 @@ async def test_chat_answers_with_usage(client: openai.AsyncOpenAI) -> None:
     )
     assert answer.id.startswith("chatcmpl-") and answer.object == "chat.completion"
     assert answer.system_fingerprint == "ingle" and answer.model == DEFAULT_MODEL
-    assert "Paris" in answer.choices[0].message.content
+    assert "Paris" in (answer.choices[0].message.content or "")
     assert answer.choices[0].finish_reason == "stop"
     assert answer.usage.prompt_tokens > 10 and 0 < answer.usage.completion_tokens <= 8
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
@@ -103,12 +104,12 @@ async def test_json_schema_response_format_gives_matching_json(client: openai.As
         temperature=0,
         max_tokens=32,
     )
-    value = json.loads(answer.choices[0].message.content)
+    value = json.loads(answer.choices[0].message.content or "")
     assert isinstance(value["name"], str) and isinstance(value["age"], int)
 
 
 async def test_tool_calls_come_back_parsed(client: openai.AsyncOpenAI) -> None:
-    tools = [
+    tools: list[ChatCompletionToolParam] = [
         {
             "type": "function",
             "function": {
@@ -196,7 +197,7 @@ async def test_models_are_listed_and_retrieved(client: openai.AsyncOpenAI) -> No
 
 
 async def test_unknown_model_is_not_found_also_when_streaming(client: openai.AsyncOpenAI) -> None:
-    messages = [{"role": "user", "content": "Hi"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
     with pytest.raises(openai.NotFoundError) as caught:
         await client.chat.completions.create(model="nope:1b", messages=messages)
     assert "nope" in caught.value.message
@@ -204,17 +205,23 @@ async def test_unknown_model_is_not_found_also_when_streaming(client: openai.Asy
         await client.chat.completions.create(model="nope:1b", messages=messages, stream=True)
 
 
+def error_param(error: openai.APIStatusError) -> object:
+    """The `param` of an OpenAI-style error body: the request field the server names."""
+    assert isinstance(error.body, dict)
+    return error.body["param"]
+
+
 async def test_unsupported_and_malformed_fields_are_named(client: openai.AsyncOpenAI) -> None:
-    messages = [{"role": "user", "content": "Hi"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(model=DEFAULT_MODEL, messages=messages, n=2)
-    assert caught.value.body["param"] == "n" and "n:" in caught.value.message
+    assert error_param(caught.value) == "n" and "n:" in caught.value.message
     with pytest.raises(openai.BadRequestError) as caught:
-        await client.chat.completions.create(model=DEFAULT_MODEL, messages=messages, temperature="hot")
-    assert caught.value.body["param"] == "temperature"
+        await client.chat.completions.create(model=DEFAULT_MODEL, messages=messages, temperature="hot")  # pyright: ignore[reportArgumentType]
+    assert error_param(caught.value) == "temperature"
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(model=DEFAULT_MODEL, messages=messages, logprobs=True)
-    assert caught.value.body["param"] == "logprobs"
+    assert error_param(caught.value) == "logprobs"
     with pytest.raises(openai.BadRequestError) as caught:
         await client.embeddings.create(model=DEFAULT_MODEL, input=[[1, 2, 3]])
     assert "token-id" in caught.value.message
