@@ -47,6 +47,10 @@ class ModelNotFound(IngleError):
     """No model of that name is in the store."""
 
 
+class KnowledgeBaseNotFound(IngleError):
+    """No knowledge base of that name exists under the home."""
+
+
 # --- a model file or download is bad (HTTP 422 / 502) -----------------------
 
 

@@ -71,8 +71,12 @@ class GenerationRequest:
     format: str | dict[str, Any] | None = None
     """`"json"` for any JSON value, or a JSON schema the output must match."""
     tools: list[dict[str, Any]] | None = None
+    require_tool_call: bool = False
+    """The answer must be a call of one of `tools` (OpenAI's tool_choice `required`, Anthropic's `any`)."""
     keep_alive: float | None = None
     """Seconds to keep the model loaded after this request; None uses the default."""
+    knowledge: list[str] = field(default_factory=list)
+    """Knowledge bases to answer a chat from, with numbered sources (core/knowledge/grounding.py)."""
 
 
 @dataclass

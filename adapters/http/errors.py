@@ -26,6 +26,7 @@ STATUS_FOR_ERROR: list[tuple[type[errors.IngleError], int]] = [
     (errors.InvalidRequest, 400),
     (errors.UnsupportedFeature, 400),
     (errors.ModelNotFound, 404),
+    (errors.KnowledgeBaseNotFound, 404),
     (errors.CorruptModel, 422),
     (errors.DigestMismatch, 422),
     (errors.SourceError, 502),

@@ -1,4 +1,12 @@
-"""Embeddings: a separate llama context with pooling, on the model's decode thread."""
+"""Embeddings: a separate llama context with pooling, on the model's decode thread.
+
+For a non-causal model (BERT, as its GGUF says), short inputs share one
+decode: each gets its own sequence id in the batch, and llama.cpp attends
+and pools within each sequence separately. The context stays
+at the model's trained length (BERT's position table ends there), so inputs
+are packed until their tokens fill it. Packing makes indexing a knowledge
+base several times faster than one decode per input.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +15,38 @@ import math
 from ..errors import ContextOverflow, InvalidRequest
 from .llama_model import Batch, ContextShape, LlamaContext, LlamaModel
 
+EMBED_SEQUENCES = 7
+"""Most inputs pooled in one decode. The context gets one more sequence (LlamaContext's scratch one), and
+llama.cpp sizes its worst-case graph by splitting the batch evenly over all sequences: a count that does not
+divide the batch trips a GGML assertion that aborts the process. 7 + 1 divides any multiple of 8."""
+
 
 class EmbeddingContext:
-    """Turns texts into mean-pooled, L2-normalised vectors."""
+    """Turns texts into pooled, L2-normalised vectors."""
 
     def __init__(self, model: LlamaModel, threads: int, max_tokens: int) -> None:
         self.model = model
+        max_tokens -= max_tokens % (EMBED_SEQUENCES + 1)
         self.max_tokens = max_tokens
-        # Pooled embeddings need the whole input in one micro-batch, hence batch == context.
+        # Pooled embeddings need every input whole in one micro-batch, hence batch == the longest input.
         shape = ContextShape(
-            sequences=1, tokens_per_sequence=max_tokens, batch_tokens=max_tokens, threads=threads, embeddings=True
+            sequences=EMBED_SEQUENCES,
+            tokens_per_sequence=-(-max_tokens // EMBED_SEQUENCES),
+            batch_tokens=max_tokens,
+            threads=threads,
+            embeddings=True,
         )
         self._context: LlamaContext = model.new_context(shape)
+        # A causal model reads its inputs through an F16 KV cache whose rounding depends on what else is
+        # in the batch, so a text's vector would change with its neighbours: one input per decode there.
+        architecture = model.metadata("general.architecture")
+        causal = model.metadata(f"{architecture}.attention.causal") != "false"
+        self._group_size = 1 if causal else EMBED_SEQUENCES
         self._batch = Batch(max_tokens)
 
     def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """Vectors for `texts` in order, and the number of tokens read."""
-        vectors: list[list[float]] = []
-        total_tokens = 0
+        inputs: list[list[int]] = []
         for index, text in enumerate(texts):
             tokens = self.model.tokenize(text, add_special=True, parse_special=False)
             if not tokens:
@@ -35,21 +57,34 @@ class EmbeddingContext:
                         f"input[{index}]: is {len(tokens)} tokens but embeddings take at most {self.max_tokens}."
                     )
                 tokens = tokens[: self.max_tokens]
-            total_tokens += len(tokens)
-            vectors.append(self._embed_tokens(tokens))
-        return vectors, total_tokens
+            inputs.append(tokens)
+        vectors: list[list[float]] = []
+        group: list[list[int]] = []
+        for tokens in inputs:
+            if len(group) == self._group_size or sum(map(len, group)) + len(tokens) > self.max_tokens:
+                vectors.extend(self._embed_group(group))
+                group = []
+            group.append(tokens)
+        vectors.extend(self._embed_group(group))
+        return vectors, sum(len(tokens) for tokens in inputs)
 
-    def _embed_tokens(self, tokens: list[int]) -> list[float]:
+    def _embed_group(self, group: list[list[int]]) -> list[list[float]]:
+        if not group:
+            return []
         self._context.clear()
         self._batch.clear()
-        for position, token in enumerate(tokens):
-            self._batch.add(token, position, 0, True)
+        for sequence, tokens in enumerate(group):
+            for position, token in enumerate(tokens):
+                self._batch.add(token, position, sequence, True)
         self._context.decode(self._batch)
-        vector = self._context.embedding(0)
-        norm = math.sqrt(sum(value * value for value in vector)) or 1.0
-        return [value / norm for value in vector]
+        return [_normalised(self._context.embedding(sequence)) for sequence in range(len(group))]
 
     def free(self) -> None:
         """Release the context."""
         self._batch.free()
         self._context.free()
+
+
+def _normalised(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+    return [value / norm for value in vector]

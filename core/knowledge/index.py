@@ -1,0 +1,402 @@
+"""One knowledge base = one SQLite file: documents, their chunks, an FTS5 index and sqlite-vec vectors.
+
+Writes are one transaction per document, so a process killed mid-way (even
+with SIGKILL) leaves every document either fully indexed or not at all, and
+the next run finds it by its content hash. The schema grows by named,
+append-only migrations.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from ..errors import InvalidRequest
+from .documents import Chunk
+
+try:  # vectors are optional: without the extension the index still answers with BM25
+    import sqlite_vec
+except ImportError:  # pragma: no cover - the dependency is declared; a platform may lack its wheel
+    sqlite_vec = None
+
+BUSY_TIMEOUT_MS = 30_000
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_documents_chunks_fts",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE sources (id INTEGER PRIMARY KEY, location TEXT NOT NULL UNIQUE, added_at TEXT NOT NULL);
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+            location TEXT NOT NULL UNIQUE,
+            title TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            indexed_at TEXT NOT NULL
+        );
+        CREATE INDEX documents_by_source ON documents(source_id);
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            headings TEXT NOT NULL,
+            text TEXT NOT NULL,
+            start_line INTEGER,
+            end_line INTEGER,
+            page INTEGER,
+            UNIQUE (document_id, ordinal)
+        );
+        CREATE VIRTUAL TABLE chunks_fts USING fts5(
+            headings, text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+            INSERT INTO chunks_fts(rowid, headings, text) VALUES (new.id, new.headings, new.text);
+        END;
+        CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+            INSERT INTO chunks_fts(chunks_fts, rowid, headings, text) VALUES ('delete', old.id, old.headings, old.text);
+        END;
+        """,
+    ),
+]
+
+# Words that would make every chunk match a natural-language question.
+_STOPWORDS = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "so",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+        "my",
+        "me",
+        "we",
+        "our",
+        "there",
+        "their",
+        "them",
+        "then",
+        "than",
+        "into",
+        "about",
+    }
+)
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as stored, with the document it belongs to."""
+
+    id: int
+    location: str
+    title: str
+    chunk: Chunk
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A path or URL given to `add`, with what it currently holds."""
+
+    location: str
+    added_at: str
+    documents: int
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """Counts shown by `ingle kb show`."""
+
+    documents: int
+    chunks: int
+    vectors: int
+    embedding_model: str | None
+    size_bytes: int
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def fts_query(question: str) -> str | None:
+    """An FTS5 expression for a question: its content words, each quoted, any of them; None if it has none."""
+    words = [w for w in re.findall(r"\w+", question.lower()) if w not in _STOPWORDS]
+    if not words:
+        return None
+    return " OR ".join(f'"{word}"' for word in dict.fromkeys(words))
+
+
+def _pack(vector: Sequence[float]) -> bytes:
+    return struct.pack(f"{len(vector)}f", *vector)
+
+
+class KnowledgeIndex:
+    """The SQLite file of one knowledge base. Blocking: call it off the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = apsw.Connection(str(path))
+        self._db.setbusytimeout(BUSY_TIMEOUT_MS)
+        self._db.execute("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL")
+        self.vectors_available = self._load_vectors()
+        self._migrate()
+
+    def _load_vectors(self) -> bool:
+        if sqlite_vec is None:
+            return False
+        try:
+            self._db.enable_load_extension(True)
+            self._db.load_extension(sqlite_vec.loadable_path())
+            return True
+        except apsw.Error:
+            return False
+        finally:
+            self._db.enable_load_extension(False)
+
+    def _migrate(self) -> None:
+        with self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            done = {row[0] for row in self._db.execute("SELECT name FROM migrations")}
+            for name, script in MIGRATIONS:
+                if name not in done:
+                    self._db.execute(script)
+                    self._db.execute("INSERT INTO migrations VALUES (?, ?)", (name, _now()))
+
+    def close(self) -> None:
+        """Close the database file."""
+        self._db.close()
+
+    # --- metadata and sources ------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        """A metadata value (e.g. `embedding_model`)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a metadata value."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def add_source(self, location: str) -> int:
+        """Record a path or URL to index (once); its id."""
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO sources(location, added_at) VALUES (?, ?)", (location, _now()))
+        return int(self._scalar("SELECT id FROM sources WHERE location = ?", (location,)))
+
+    def sources(self) -> list[tuple[int, str]]:
+        """Every source's id and location, in the order added."""
+        return [(int(i), str(loc)) for i, loc in self._db.execute("SELECT id, location FROM sources ORDER BY id")]
+
+    def source_infos(self) -> list[SourceInfo]:
+        """Every source with its document count."""
+        rows = self._db.execute(
+            "SELECT s.location, s.added_at, count(d.id) FROM sources s LEFT JOIN documents d ON d.source_id = s.id "
+            "GROUP BY s.id ORDER BY s.id"
+        )
+        return [SourceInfo(location, added_at, count) for location, added_at, count in rows]
+
+    # --- documents -----------------------------------------------------------------
+
+    def content_hash(self, location: str) -> str | None:
+        """The content hash the document at `location` was indexed with, or None if it is not indexed."""
+        row = self._db.execute("SELECT content_hash FROM documents WHERE location = ?", (location,)).fetchone()
+        return row[0] if row else None
+
+    def documents_of(self, source_id: int) -> list[str]:
+        """The locations of the documents a source brought in."""
+        rows = self._db.execute("SELECT location FROM documents WHERE source_id = ?", (source_id,))
+        return [row[0] for row in rows]
+
+    def put_document(
+        self,
+        source_id: int,
+        location: str,
+        title: str,
+        content_hash: str,
+        chunks: list[Chunk],
+        vectors: list[list[float]] | None,
+    ) -> None:
+        """Replace whatever is indexed for `location` with these chunks (and vectors), in one transaction."""
+        with self._db:
+            self._delete_document(location)
+            self._db.execute(
+                "INSERT INTO documents(source_id, location, title, content_hash, indexed_at) VALUES (?, ?, ?, ?, ?)",
+                (source_id, location, title, content_hash, _now()),
+            )
+            document_id = self._db.last_insert_rowid()
+            ids = []
+            for ordinal, chunk in enumerate(chunks):
+                self._db.execute(
+                    "INSERT INTO chunks(document_id, ordinal, headings, text, start_line, end_line, page) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        document_id,
+                        ordinal,
+                        json.dumps(chunk.headings, ensure_ascii=False),
+                        chunk.text,
+                        chunk.start_line,
+                        chunk.end_line,
+                        chunk.page,
+                    ),
+                )
+                ids.append(self._db.last_insert_rowid())
+            if vectors is not None:
+                self._put_vectors(zip(ids, vectors, strict=True))
+
+    def remove_document(self, location: str) -> None:
+        """Drop a document and its chunks."""
+        with self._db:
+            self._delete_document(location)
+
+    def remove_source(self, source_id: int) -> None:
+        """Drop a source and every document it brought in."""
+        with self._db:
+            for location in self.documents_of(source_id):
+                self._delete_document(location)
+            self._db.execute("DELETE FROM sources WHERE id = ?", (source_id,))
+
+    def _delete_document(self, location: str) -> None:
+        if self._has_vector_table():
+            self._db.execute(
+                "DELETE FROM chunk_vectors WHERE rowid IN "
+                "(SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.location = ?)",
+                (location,),
+            )
+        self._db.execute("DELETE FROM documents WHERE location = ?", (location,))
+
+    # --- vectors -------------------------------------------------------------------
+
+    def _has_vector_table(self) -> bool:
+        row = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone()
+        return row is not None and self.vectors_available
+
+    def _put_vectors(self, rows: Iterable[tuple[int, list[float]]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        dimensions = len(rows[0][1])
+        if not self._has_vector_table():
+            self._db.execute(
+                f"CREATE VIRTUAL TABLE chunk_vectors USING vec0(embedding float[{dimensions}] distance_metric=cosine)"
+            )
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dimensions', ?)", (str(dimensions),))
+        elif self.meta("dimensions") != str(dimensions):
+            raise InvalidRequest(
+                f"{self.path.stem} holds {self.meta('dimensions')}-dimensional vectors, not {dimensions}: "
+                "use the embedding model it was built with, or remove and re-create it."
+            )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO chunk_vectors(rowid, embedding) VALUES (?, ?)",
+            [(chunk_id, _pack(vector)) for chunk_id, vector in rows],
+        )
+
+    def put_vectors(self, rows: list[tuple[int, list[float]]]) -> None:
+        """Store vectors for chunks that lack them."""
+        with self._db:
+            self._put_vectors(rows)
+
+    def chunks_without_vectors(self, limit: int) -> list[StoredChunk]:
+        """Up to `limit` chunks that have no vector yet (indexed while no embedding model was there)."""
+        where = "WHERE c.id NOT IN (SELECT rowid FROM chunk_vectors)" if self._has_vector_table() else ""
+        return self._chunks_where(f"{where} ORDER BY c.id LIMIT {int(limit)}", ())
+
+    # --- search --------------------------------------------------------------------
+
+    def search_text(self, question: str, limit: int) -> list[int]:
+        """Chunk ids by BM25 (headings weigh double), best first."""
+        query = fts_query(question)
+        if query is None:
+            return []
+        rows = self._db.execute(
+            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 2.0, 1.0) LIMIT ?",
+            (query, limit),
+        )
+        return [int(row[0]) for row in rows]
+
+    def search_vectors(self, vector: list[float], limit: int) -> list[tuple[int, float]]:
+        """Chunk ids and cosine similarities of the nearest vectors, best first."""
+        if not self._has_vector_table():
+            return []
+        rows = self._db.execute(
+            "SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+            (_pack(vector), limit),
+        )
+        return [(int(chunk_id), 1.0 - float(distance)) for chunk_id, distance in rows]
+
+    def has_vectors(self) -> bool:
+        """Whether any chunk has a vector (and vectors can be searched here)."""
+        return (
+            self._has_vector_table() and self._db.execute("SELECT 1 FROM chunk_vectors LIMIT 1").fetchone() is not None
+        )
+
+    def chunks(self, ids: list[int]) -> dict[int, StoredChunk]:
+        """The stored chunks with these ids."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return {c.id: c for c in self._chunks_where(f"WHERE c.id IN ({marks})", tuple(ids))}
+
+    def _chunks_where(self, clause: str, parameters: tuple[object, ...]) -> list[StoredChunk]:
+        rows = self._db.execute(
+            "SELECT c.id, d.location, d.title, c.headings, c.text, c.start_line, c.end_line, c.page "
+            f"FROM chunks c JOIN documents d ON d.id = c.document_id {clause}",
+            parameters,
+        )
+        return [
+            StoredChunk(int(i), loc, title, Chunk(text, tuple(json.loads(headings)), start, end, page))
+            for i, loc, title, headings, text, start, end, page in rows
+        ]
+
+    def stats(self) -> IndexStats:
+        """Counts of documents, chunks and vectors."""
+        documents = int(self._scalar("SELECT count(*) FROM documents"))
+        chunks = int(self._scalar("SELECT count(*) FROM chunks"))
+        vectors = int(self._scalar("SELECT count(*) FROM chunk_vectors")) if self._has_vector_table() else 0
+        return IndexStats(documents, chunks, vectors, self.meta("embedding_model"), self.path.stat().st_size)
+
+    def _scalar(self, sql: str, parameters: tuple[object, ...] = ()) -> Any:
+        """The first column of the first row (the query always has one)."""
+        row = self._db.execute(sql, parameters).fetchone()
+        if row is None:
+            raise RuntimeError(f"no row for {sql}")
+        return row[0]

@@ -1,0 +1,418 @@
+"""The knowledge bases under the home: create, add sources, sync, search, remove.
+
+Files and URLs are read by the process that runs this (the CLI reads them
+with the rights of the user at the shell); the daemon's HTTP API only takes
+uploaded text. Embeddings come from the engine (or the daemon) through the
+small Embedder protocol; without an embedding model everything still works
+on BM25 alone, and the result says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from ..errors import InvalidRequest, KnowledgeBaseNotFound, ModelNotFound, SourceError, UnsupportedFeature
+from ..generation import EmbeddingResult
+from ..settings import Settings
+from .chunking import chunk_blocks
+from .documents import Chunk
+from .index import IndexStats, KnowledgeIndex, SourceInfo
+from .readers import SUPPORTED, UnreadableDocument, kind_of, read_document
+from .retrieval import SearchMode, SearchResult, search_indexes
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+READER_VERSION = "1"
+"""Part of every content hash: bump it when readers or chunking change, and sync re-indexes everything."""
+MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+MAX_FILES_PER_SOURCE = 100_000
+EMBED_BATCH = 16
+_SKIPPED_FOLDERS = frozenset({"node_modules", "__pycache__"})
+
+
+class Embedder(Protocol):
+    """What the knowledge base needs from the engine or the daemon's client."""
+
+    async def embed(
+        self, model: str, inputs: list[str], keep_alive: float | None = None, truncate: bool = True
+    ) -> EmbeddingResult:
+        """One vector per input."""
+        ...
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """Where a long add or sync is."""
+
+    files_done: int
+    files_total: int
+    location: str
+    chunks: int
+    """Chunks written so far."""
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+@dataclass
+class IndexReport:
+    """What an add or sync did."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    failures: list[str] = field(default_factory=list)
+    """One sentence per file or source that could not be read; the rest went on."""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseInfo:
+    """`ingle kb show`: counts and sources."""
+
+    name: str
+    stats: IndexStats
+    sources: list[SourceInfo]
+
+
+def validate_name(name: str) -> str:
+    """`name` if it can name a knowledge base file, else InvalidRequest."""
+    if not _NAME.match(name):
+        raise InvalidRequest(
+            f"'{name}' is not a knowledge base name: use lowercase letters, digits, '.', '_' or '-' (64 at most)."
+        )
+    return name
+
+
+def content_hash(data: bytes) -> str:
+    """The hash that decides whether a document changed (the reader version included)."""
+    return hashlib.sha256(READER_VERSION.encode() + b"\0" + data).hexdigest()
+
+
+def is_url(location: str) -> bool:
+    """Whether a source is fetched over HTTP rather than read from disk."""
+    return location.startswith(("http://", "https://"))
+
+
+def embedding_text(title: str, chunk: Chunk) -> str:
+    """What gets embedded: the chunk under its document title and headings, which carry much of its meaning."""
+    return "\n".join(part for part in (" › ".join((title, *chunk.headings)), chunk.text) if part)
+
+
+class KnowledgeLibrary:
+    """Every knowledge base of one home, as SQLite files in `<home>/knowledge/`."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.folder = settings.home / "knowledge"
+        self.embedder = embedder
+
+    # --- the files -------------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        """The SQLite file of a knowledge base."""
+        return self.folder / f"{validate_name(name)}.sqlite"
+
+    def names(self) -> list[str]:
+        """The knowledge bases that exist, sorted."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p.stem for p in self.folder.glob("*.sqlite") if _NAME.match(p.stem))
+
+    def open(self, name: str) -> KnowledgeIndex:
+        """An existing knowledge base; KnowledgeBaseNotFound if there is none of that name."""
+        path = self.path(name)
+        if not path.is_file():
+            raise KnowledgeBaseNotFound(
+                f"There is no knowledge base '{name}': create it with `ingle kb create {name}`."
+            )
+        return KnowledgeIndex(path)
+
+    def create(self, name: str) -> None:
+        """Create an empty knowledge base; InvalidRequest if it exists."""
+        path = self.path(name)
+        if path.exists():
+            raise InvalidRequest(
+                f"The knowledge base '{name}' exists already; add to it with `ingle kb add {name} PATH`."
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        KnowledgeIndex(path).close()
+
+    def remove(self, name: str) -> None:
+        """Delete a knowledge base and its files."""
+        path = self.path(name)
+        if not path.is_file():
+            raise KnowledgeBaseNotFound(f"There is no knowledge base '{name}'.")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def info(self, name: str) -> KnowledgeBaseInfo:
+        """Counts and sources of a knowledge base."""
+        index = self.open(name)
+        try:
+            return KnowledgeBaseInfo(name, index.stats(), index.source_infos())
+        finally:
+            index.close()
+
+    # --- indexing --------------------------------------------------------------------
+
+    async def add(self, name: str, locations: list[str], progress: ProgressCallback | None = None) -> IndexReport:
+        """Record paths (files, folders) and URLs as sources of `name` and index them."""
+        index = self.open(name)
+        try:
+            report = IndexReport()
+            sources = []
+            for location in locations:
+                resolved = location if is_url(location) else await asyncio.to_thread(_existing_path, location)
+                if resolved is None:
+                    report.failures.append(f"{location}: no such file or folder.")
+                    continue
+                sources.append((await asyncio.to_thread(index.add_source, resolved), resolved))
+            await self._index_sources(index, sources, report, progress, drop_missing=False)
+            return report
+        finally:
+            index.close()
+
+    async def sync(self, name: str, progress: ProgressCallback | None = None) -> IndexReport:
+        """Re-read every source: changed documents re-indexed, removed ones dropped, unchanged ones kept."""
+        index = self.open(name)
+        try:
+            report = IndexReport()
+            sources = await asyncio.to_thread(index.sources)
+            await self._index_sources(index, sources, report, progress, drop_missing=True)
+            return report
+        finally:
+            index.close()
+
+    async def add_document(self, name: str, location: str, data: bytes, kind: str | None = None) -> IndexReport:
+        """Index one uploaded document (the HTTP API's way in: the daemon reads no paths and fetches no URLs)."""
+        index = self.open(name)
+        try:
+            report = IndexReport()
+            source_id = await asyncio.to_thread(index.add_source, location)
+            vectors_on = await self._vectors_on(index, report)
+            await self._index_one(index, source_id, location, data, kind, report, vectors_on)
+            return report
+        finally:
+            index.close()
+
+    async def _index_sources(
+        self,
+        index: KnowledgeIndex,
+        sources: list[tuple[int, str]],
+        report: IndexReport,
+        progress: ProgressCallback | None,
+        drop_missing: bool,
+    ) -> None:
+        vectors_on = await self._vectors_on(index, report)
+        plan: list[tuple[int, str]] = []
+        for source_id, location in sources:
+            if is_url(location):
+                plan.append((source_id, location))
+                continue
+            files = await asyncio.to_thread(lambda location=location: list(_files_under(Path(location), report)))
+            plan.extend((source_id, str(f)) for f in files)
+            if drop_missing:
+                present = {str(f) for f in files}
+                for gone in await asyncio.to_thread(index.documents_of, source_id):
+                    if gone not in present:
+                        await asyncio.to_thread(index.remove_document, gone)
+                        report.removed += 1
+        for done, (source_id, location) in enumerate(plan):
+            if progress is not None:
+                progress(IndexProgress(done, len(plan), location, report.chunks))
+            try:
+                data, kind = await _read(location)
+            except (OSError, SourceError) as error:
+                report.failures.append(_unreadable(location, error))
+                continue
+            await self._index_one(index, source_id, location, data, kind, report, vectors_on)
+        if vectors_on:
+            await self._embed_missing(index, report)
+        if progress is not None:
+            progress(IndexProgress(len(plan), len(plan), "", report.chunks))
+
+    async def _index_one(
+        self,
+        index: KnowledgeIndex,
+        source_id: int,
+        location: str,
+        data: bytes,
+        kind: str | None,
+        report: IndexReport,
+        vectors_on: bool,
+    ) -> None:
+        digest = content_hash(data)
+        if await asyncio.to_thread(index.content_hash, location) == digest:
+            report.unchanged += 1
+            return
+        try:
+            document = await asyncio.to_thread(read_document, location, data, kind)
+        except UnreadableDocument as error:
+            report.failures.append(error.message)
+            return
+        chunks = chunk_blocks(document.blocks)
+        vectors = None
+        if vectors_on:
+            vectors = await self._embed([embedding_text(document.title, chunk) for chunk in chunks])
+        await asyncio.to_thread(index.put_document, source_id, location, document.title, digest, chunks, vectors)
+        report.indexed += 1
+        report.chunks += len(chunks)
+
+    async def _vectors_on(self, index: KnowledgeIndex, report: IndexReport) -> bool:
+        """Whether chunks get vectors now; if not, a note in the report says why."""
+        model = self.settings.embedding_model
+        if not index.vectors_available:
+            report.notes.append("sqlite-vec is not available on this platform: indexed for BM25 search only.")
+            return False
+        if self.embedder is None:
+            return False
+        recorded = await asyncio.to_thread(index.meta, "embedding_model")
+        if recorded is not None and recorded != model:
+            report.notes.append(
+                f"this knowledge base was embedded with {recorded}, not {model}: indexed for BM25 search only."
+            )
+            return False
+        try:
+            await self.embedder.embed(model, ["probe"])
+        except (ModelNotFound, UnsupportedFeature):
+            report.notes.append(
+                f"no embedding model {model}: indexed for BM25 search only; `ingle pull embed` and "
+                "`ingle kb sync` add vector search."
+            )
+            return False
+        if recorded is None:
+            await asyncio.to_thread(index.set_meta, "embedding_model", model)
+        return True
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        if self.embedder is None:
+            raise UnsupportedFeature("No embedding model is configured.")
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            result = await self.embedder.embed(self.settings.embedding_model, texts[start : start + EMBED_BATCH])
+            vectors.extend(result.embeddings)
+        return vectors
+
+    async def _embed_missing(self, index: KnowledgeIndex, report: IndexReport) -> None:
+        """Give vectors to chunks indexed while no embedding model was there."""
+        while missing := await asyncio.to_thread(index.chunks_without_vectors, EMBED_BATCH * 8):
+            vectors = await self._embed([embedding_text(c.title, c.chunk) for c in missing])
+            await asyncio.to_thread(index.put_vectors, [(c.id, v) for c, v in zip(missing, vectors, strict=True)])
+            report.notes.append(f"added vectors to {len(missing)} chunks indexed without them.")
+
+    # --- searching -------------------------------------------------------------------
+
+    async def search(
+        self, names: list[str], question: str, limit: int = 5, mode: SearchMode = "hybrid"
+    ) -> SearchResult:
+        """The best chunks for `question` across the knowledge bases `names`."""
+        if not question.strip():
+            raise InvalidRequest("The question is empty.")
+        indexes = await asyncio.to_thread(lambda: {name: self.open(name) for name in dict.fromkeys(names)})
+        try:
+            notes: list[str] = []
+            vector = None
+            if mode != "bm25":
+                vector = await self._question_vector(indexes, question, notes)
+                if vector is None:
+                    mode = "bm25"
+            hits = await asyncio.to_thread(search_indexes, indexes, question, vector, limit, mode)
+            return SearchResult(hits, mode, notes)
+        finally:
+            for index in indexes.values():
+                index.close()
+
+    async def _question_vector(
+        self, indexes: dict[str, KnowledgeIndex], question: str, notes: list[str]
+    ) -> list[float] | None:
+        model = self.settings.embedding_model
+        with_vectors = [n for n, index in indexes.items() if index.has_vectors()]
+        if not with_vectors:
+            notes.append(
+                "searched with BM25 only: no chunk has a vector (`ingle pull embed`, then `ingle kb sync NAME`)."
+            )
+            return None
+        if self.embedder is None:
+            notes.append("searched with BM25 only: no engine to embed the question.")
+            return None
+        try:
+            return (await self.embedder.embed(model, [question])).embeddings[0]
+        except (ModelNotFound, UnsupportedFeature):
+            notes.append(f"searched with BM25 only: the embedding model {model} is not available (`ingle pull embed`).")
+            return None
+
+
+def _unreadable(location: str, error: OSError | SourceError) -> str:
+    if isinstance(error, SourceError):
+        return error.message
+    return f"{location}: cannot read it ({error.strerror or error})."
+
+
+def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
+    """A file itself, or the supported files in a folder and its subfolders (hidden ones skipped), sorted."""
+    if path.is_file():
+        yield path
+        return
+    if not path.is_dir():
+        report.failures.append(f"{path}: no longer exists.")
+        return
+    count = 0
+    for folder, subfolders, files in os.walk(
+        path, onerror=lambda error: report.failures.append(_unreadable(error.filename, error))
+    ):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in _SKIPPED_FOLDERS)
+        for file in sorted(files):
+            if file.startswith(".") or Path(file).suffix.lower() not in SUPPORTED:
+                continue
+            count += 1
+            if count > MAX_FILES_PER_SOURCE:
+                report.failures.append(f"{path}: holds more than {MAX_FILES_PER_SOURCE} files; the rest were skipped.")
+                return
+            yield Path(folder) / file
+
+
+async def _read(location: str) -> tuple[bytes, str | None]:
+    """The bytes of a file or URL and, for a URL, the reader its content type calls for."""
+    if is_url(location):
+        return await _fetch(location)
+    return await asyncio.to_thread(_read_file, Path(location)), None
+
+
+def _read_file(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        data = handle.read(MAX_DOCUMENT_BYTES + 1)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise SourceError(f"{path}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB, skipped.")
+    return data
+
+
+def _existing_path(location: str) -> str | None:
+    """The absolute form of a local path, or None if nothing is there."""
+    path = Path(location).expanduser().resolve()
+    return str(path) if path.exists() else None
+
+
+async def _fetch(url: str) -> tuple[bytes, str | None]:
+    try:
+        async with httpx.AsyncClient(follow_redirects=True, timeout=60) as client:
+            async with client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise SourceError(f"{url}: the server answered {response.status_code}.")
+                data = bytearray()
+                async for piece in response.aiter_bytes():
+                    data += piece
+                    if len(data) > MAX_DOCUMENT_BYTES:
+                        raise SourceError(f"{url}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB, skipped.")
+                return bytes(data), kind_of(url, response.headers.get("Content-Type"))
+    except httpx.HTTPError as error:
+        raise SourceError(f"{url}: cannot fetch it ({type(error).__name__}).") from error
