@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots
+.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality
 
 venv install: $(INSTALLED)
 
@@ -71,6 +71,10 @@ lsp/vscode/ingle.vsix: lsp/vscode/package.json lsp/vscode/package-lock.json lsp/
 # Typing replay through `ingle lsp` vs llama-server's /infill (builds llama-server once into ~/.cache/ingle-bench).
 bench-lsp: $(INSTALLED)
 	$(BIN)/python bench/lsp_typing.py
+
+# Completion quality on holes in pinned PyPI packages, per context source, vs llama-server with llama.vim's shape.
+bench-quality: $(INSTALLED)
+	$(BIN)/python bench/completion_quality.py
 
 bench-api: $(INSTALLED)
 	$(BIN)/python bench/api.py
