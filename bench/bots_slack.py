@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -87,8 +88,8 @@ async def run_round(
     async with FakeSlack(streaming=streaming) as slack:
         with tempfile.TemporaryDirectory() as scratch:
             slack_settings = SlackSettings(
-                bot_token=slack.bot_token,
-                app_token=slack.app_token,
+                bot_token=SecretStr(slack.bot_token),
+                app_token=SecretStr(slack.app_token),
                 base_url=slack.base_url,
                 allowed_channels=[CHANNEL],
                 max_answer_tokens=tokens,
@@ -133,7 +134,7 @@ async def run_round(
                     peak_edits=[peak_within(reply.updates, 1.0) for reply in replies],
                 )
             )
-        per_minute = {
+        per_minute: dict[str, float] = {
             method: peak_within([call.at for call in slack.calls_of(method)], 60.0)
             for method in (
                 "chat.postMessage",

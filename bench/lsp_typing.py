@@ -187,6 +187,7 @@ async def run_ingle(
         )
         params = types.CompletionParams(types.TextDocumentIdentifier(uri), types.Position(pause.line, pause.character))
         result = await asyncio.wait_for(client.text_document_completion_async(params), 120)
+        assert isinstance(result, types.CompletionList), result  # what ingle lsp answers
         if not result.items:
             return "", False
         item = result.items[0]
@@ -195,8 +196,10 @@ async def run_ingle(
             run.server_cache_ms.append(data["ms"])
         elif data.get("evaluatedTokens"):
             run.evaluated_tokens.append(data["evaluatedTokens"])
-        word_length = pause.character - item.text_edit.range.start.character
-        suggestion = item.text_edit.new_text[word_length:]
+        edit = item.text_edit
+        assert isinstance(edit, types.TextEdit), item
+        word_length = pause.character - edit.range.start.character
+        suggestion = edit.new_text[word_length:]
         if trace:
             source = "cache" if data.get("fromCache") else f"{data.get('evaluatedTokens', 0)} prompt tokens evaluated"
             first_line = suggestion.split("\n")[0]
@@ -219,7 +222,9 @@ async def run_ingle(
 
 
 async def _drain(client: LanguageClient) -> None:
-    async for _ in client._server.stderr:
+    server = client._server
+    assert server is not None and server.stderr is not None, "the client starts the server with a stderr pipe"
+    async for _ in server.stderr:
         pass
 
 

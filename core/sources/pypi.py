@@ -231,8 +231,8 @@ class PypiSource:
             # A yanked file is only fair game when its exact version was asked for (PEP 592).
             if version is None or (entry.get("yanked") and requirement.version is None):
                 continue
-            hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else {}
-            sha = hashes.get("sha256")
+            hashes = entry.get("hashes")
+            sha = hashes.get("sha256") if isinstance(hashes, dict) else None
             candidates.append(
                 WheelRef(
                     filename,
