@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lsprotocol import types
@@ -26,8 +27,11 @@ class EditorClient(LanguageClient):
     def __init__(self) -> None:
         super().__init__("ingle-tests", "1")
         self.messages: list[str] = []
-        self.progress: list[dict] = []
+        # Not `progress`: that is the client's own method for sending $/progress.
+        self.progress_seen: list[Any] = []
         """`$/progress` values (LSPAny: plain dicts)."""
+        self.workspace_path = Path()
+        """The folder the tests open documents in."""
         self.stderr: list[str] = []
         self.version = 0
 
@@ -50,7 +54,7 @@ def make_client() -> EditorClient:
 
     @client.feature(types.PROGRESS)
     def progress(params: types.ProgressParams) -> None:
-        client.progress.append(params.value)
+        client.progress_seen.append(params.value)
 
     return client
 
@@ -115,7 +119,9 @@ def replace_text(client: EditorClient, uri: str, text: str) -> None:
 async def completion(client: EditorClient, uri: str, line: int, character: int) -> types.CompletionList:
     """A textDocument/completion request, bounded."""
     params = types.CompletionParams(types.TextDocumentIdentifier(uri), types.Position(line, character))
-    return await asyncio.wait_for(client.text_document_completion_async(params), ANSWER_SECONDS)
+    result = await asyncio.wait_for(client.text_document_completion_async(params), ANSWER_SECONDS)
+    assert isinstance(result, types.CompletionList), result
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +136,7 @@ async def editor(lsp_home: Path, tmp_path_factory: pytest.TempPathFactory) -> As
     client = make_client()
     workspace = tmp_path_factory.mktemp("workspace")
     await start(client, lsp_home, workspace, "lsp", "--embedded", options={"maxLines": 4})
-    client.workspace_path = workspace  # type: ignore[attr-defined]
+    client.workspace_path = workspace
     yield client
     await stop(client)
 
@@ -152,11 +158,12 @@ async def test_inline_completion_and_the_load_status(editor: EditorClient) -> No
         position=types.Position(1, 11),
     )
     result = await asyncio.wait_for(editor.text_document_inline_completion_async(params), ANSWER_SECONDS)
-    assert [(item.insert_text, item.range.start.character) for item in result.items] == [("a - b", 11)]
+    assert isinstance(result, types.InlineCompletionList), result
+    assert [(item.insert_text, item.range and item.range.start.character) for item in result.items] == [("a - b", 11)]
     # The load was reported as work-done progress: a begin with the model's name, then an end.
-    kinds = [value.get("kind") for value in editor.progress]
-    assert kinds[:1] == ["begin"] and kinds[-1] == "end", editor.progress
-    assert "qwen2.5-coder:0.5b" in editor.progress[0]["title"]
+    kinds = [value.get("kind") for value in editor.progress_seen]
+    assert kinds[:1] == ["begin"] and kinds[-1] == "end", editor.progress_seen
+    assert "qwen2.5-coder:0.5b" in editor.progress_seen[0]["title"]
 
 
 @pytest.mark.slow
