@@ -12,6 +12,7 @@ from ...core.settings import Settings
 from . import anthropic_api, llama_server, metrics, ollama, openai_api, responses_api, timeouts
 from .errors import error_middleware
 from .keys import BACKEND, ENGINE, SETTINGS
+from .knowledge import add_routes as add_knowledge_routes
 from .openapi import build_openapi, documented
 from .security import api_key_guard, cors, host_guard
 
@@ -52,6 +53,8 @@ def create_app(settings: Settings, engine: Engine, backend: GenerationBackend | 
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[BACKEND] = backend if backend is not None else engine
+    # Wraps BACKEND, so chat requests that name knowledge bases answer from them.
+    add_knowledge_routes(app)
     metrics.setup(app)
     timeouts.setup(app)
     ollama.add_routes(app)

@@ -268,6 +268,8 @@ class ChatRequest(_ModelRequest):
     """The conversation so far; empty only loads (or, with keep_alive 0, unloads) the model."""
     tools: list[dict[str, Any]] | None = None
     """Tools the model may call, as JSON schemas (`{"type": "function", "function": {…}}`)."""
+    knowledge: list[str] | None = Field(default=None, max_length=8)
+    """ingle extension: knowledge bases to answer from; the answer cites numbered sources."""
 
 
 class EmbedRequest(BaseModel):

@@ -165,6 +165,8 @@ class ChatCompletionRequest(LlamaCppSampling):
     """Functions the model may call."""
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     """`none` hides the tools; `auto`, `required` or a named function offer them (best effort)."""
+    knowledge: list[str] | None = Field(default=None, max_length=8)
+    """ingle extension: knowledge bases to answer from; the answer cites numbered sources."""
     parallel_tool_calls: bool | None = None
     """Accepted for compatibility; the model may make several calls."""
     n: int | None = Field(default=None, ge=1)
