@@ -133,9 +133,6 @@ class Settings(BaseSettings):
     """A smaller model in the store with the same vocabulary (e.g. a 0.5B beside a 7B of the same
     family) that makes the guesses instead of prompt lookup; default: none."""
 
-    responses_keep_days: float = Field(default=30.0, gt=0)
-    """Days a stored /v1/responses answer can be fetched or continued (previous_response_id) before it is deleted."""
-
     load_timeout: float = Field(default=300.0, gt=0)
     """Seconds a model load may take before it is abandoned with an error."""
 
