@@ -45,7 +45,8 @@ def documented(
     """Attach OpenAPI facts to a handler; `stream_type` is the media type of a streamed answer."""
 
     def attach(handler: Handler) -> Handler:
-        handler.__route_doc__ = RouteDoc(summary, request, response, stream_type, tags)
+        # A function takes attributes at run time; build_openapi reads this one back with getattr.
+        handler.__route_doc__ = RouteDoc(summary, request, response, stream_type, tags)  # pyright: ignore[reportFunctionMemberAccess]
         return handler
 
     return attach

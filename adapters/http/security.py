@@ -7,6 +7,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ...core.errors import IngleError
 from ...core.settings import Settings
@@ -47,7 +48,7 @@ def host_of(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-def host_guard(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def host_guard(settings: Settings) -> Middleware:
     """Reject Host headers that are not ours, so a rebound DNS name cannot reach the API from a browser.
 
     Without an API key the allowlist is loopback names plus `allowed_hosts`
@@ -72,7 +73,7 @@ def host_guard(settings: Settings) -> Callable[[web.Request, Handler], Awaitable
     return middleware
 
 
-def api_key_guard(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def api_key_guard(settings: Settings) -> Middleware:
     """With an API key configured, every route but /health needs `Authorization: Bearer <key>`.
 
     `x-api-key: <key>` is accepted as well: Anthropic's clients (Claude Code) send the key that way.
@@ -97,7 +98,7 @@ def api_key_guard(settings: Settings) -> Callable[[web.Request, Handler], Awaita
     return middleware
 
 
-def cors(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def cors(settings: Settings) -> Middleware:
     """Answer CORS only for configured origins; browsers block every other origin."""
     origins = set(settings.cors_origins)
 

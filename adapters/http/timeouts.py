@@ -13,6 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ...core.settings import Settings
 from .errors import error_response
@@ -30,7 +31,7 @@ async def remember_started_response(request: web.Request, response: web.StreamRe
     request[STARTED_RESPONSE] = response
 
 
-def request_timeout(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def request_timeout(settings: Settings) -> Middleware:
     """Cancel a handler after `settings.request_timeout` seconds and tell the client why."""
     limit = settings.request_timeout
     message = (
