@@ -21,7 +21,7 @@ from typing import Literal
 
 from ingle.core.errors import InvalidRequest
 
-COMMANDS = ("help", "reset", "model", "system", "schedule", "unschedule", "schedules")
+COMMANDS = ("help", "reset", "model", "system", "schedule", "unschedule", "schedules", "sources")
 
 HELP = """I answer questions with a local model; nothing leaves the building.
 
@@ -32,7 +32,8 @@ Commands:
 - `/system [text|default]` — show or set this conversation's instructions
 - `/schedule WHEN PROMPT` — post the answer to PROMPT here on a schedule, e.g. `/schedule every weekday at 9:00 Summarise today's plan`, `/schedule every 30 minutes ...`, `/schedule cron 0 9 * * 1-5 ...`
 - `/schedules` — list this channel's schedules
-- `/unschedule ID` — remove one"""
+- `/unschedule ID` — remove one
+- `/sources` — the knowledge base excerpts the last answer used"""
 
 
 @dataclass(frozen=True)

@@ -62,12 +62,14 @@ from typing import Protocol
 from ingle.core.backend import GenerationBackend
 from ingle.core.errors import InvalidRequest
 from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
+from ingle.core.knowledge import KnowledgeLibrary
 from ingle.core.names import ModelName
 
 from .access import AccessPolicy, refusal
 from .commands import HELP, Command, parse_command, parse_schedule
 from .errors import error_sentence
 from .formatting import Render, preview, split_markdown
+from .knowledge import ChannelKnowledge
 from .ratelimit import RateLimiter, too_fast
 from .schedules import BotScheduler
 from .settings import BotSettings
@@ -256,6 +258,7 @@ class ConversationCore:
         database: Path,
         default_model: str,
         open_reply: OpenReply,
+        knowledge: KnowledgeLibrary | None = None,
     ) -> None:
         self.style = style
         self.settings = settings
@@ -266,6 +269,8 @@ class ConversationCore:
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.schedules = BotScheduler(database, settings.zone, self.run_scheduled)
         self._open_reply = open_reply
+        self.knowledge = ChannelKnowledge(knowledge, settings)
+        """The knowledge bases each channel answers from, and the sources of the last answers."""
         self._tails: dict[ConversationKey, asyncio.Future[None]] = {}
         """The last turn of each conversation with turns pending, which the next one waits for."""
         self.edit_interval = settings.edit_interval or style.edit_interval
@@ -363,7 +368,12 @@ class ConversationCore:
         history = await self.store.history_for(conversation.id, message_id)
         budget = self.settings.context_tokens - self.settings.max_answer_tokens
         messages = fit_history(conversation.system or self.settings.system_prompt, history, budget)
-        answer = await self._generate(conversation.model or self.default_model, messages, reply)
+        turn = await self.knowledge.ground(key, messages)
+        if turn.answer is not None:
+            answer = turn.answer
+        else:
+            answer = await self._generate(conversation.model or self.default_model, turn.messages, reply)
+            answer = turn.with_sources(answer)
         # Committed before it is shown: what the user sees is what the next turn remembers.
         await self.store.add_message(conversation.id, "assistant", answer)
         await reply.finish(split_markdown(answer, self.style.message_limit, self.style.render))
@@ -407,6 +417,8 @@ class ConversationCore:
         conversation = await self.store.conversation(key)
         if command.name == "help":
             return HELP
+        if command.name == "sources":
+            return self.knowledge.describe_last(key)
         if command.name == "reset":
             count = await self.store.forget(conversation.id)
             return f"Forgotten: {count} message{'s' if count != 1 else ''}. Let's start afresh."

@@ -85,6 +85,12 @@ class BotSettings(BaseSettings):
     database: Path | None = None
     """SQLite file for conversations and schedules; default: `<home>/bots/<platform>.db`."""
 
+    knowledge: list[str] = Field(default_factory=list, max_length=8)
+    """Knowledge bases (`ingle kb`) the bot answers from, citing numbered sources; none: the model alone."""
+
+    channel_knowledge: dict[str, list[str]] = Field(default_factory=dict)
+    """Per channel id, the knowledge bases answers there come from instead of `knowledge` ([] for none)."""
+
     @classmethod
     def settings_customise_sources(
         cls,
