@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     """The model that embeds knowledge-base chunks and questions (`ingle pull embed` fetches this one)."""
 
     bots: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """`[bots.telegram]`, `[bots.slack]`, `[bots.mattermost]` tables, kept raw here and validated by ingle.bots.settings."""
+    """The `[bots.<platform>]` tables (telegram, slack, mattermost), raw here; ingle.bots.settings validates them."""
 
     @field_validator("home", mode="after")
     @classmethod
