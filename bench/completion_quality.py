@@ -226,10 +226,12 @@ def holed(lines: list[str], task: Task) -> tuple[list[str], list[str], int]:
 # --- ingle ----------------------------------------------------------------------------------
 
 
-async def run_ingle(name: str, options: dict, tasks: list[Task], trees: dict[str, Path], home: Path) -> Score:
+async def run_ingle(
+    name: str, options: dict, tasks: list[Task], trees: dict[str, Path], home: Path, threads: int
+) -> Score:
     """Each task in a newly opened file of its package's workspace, through the language server in-process."""
     score = Score(f"ingle, {name}")
-    settings = Settings(home=home, num_threads=2)
+    settings = Settings(home=home, num_threads=threads)
     async with Engine(settings) as engine:
         await engine.load(MODEL)
         for package in sorted({task.package for task in tasks}):
@@ -254,6 +256,7 @@ async def run_ingle(name: str, options: dict, tasks: list[Task], trees: dict[str
                     again = await server.complete(uri, types.Position(task.line, column))
                     settled = again.text if again else shown
                 score.add(task, expected, shown, settled, seconds)
+                _progress(score, task, settled)
                 server.forget(uri)
                 server.workspace.remove_text_document(uri)
             for uri in list(server.warming):
@@ -272,11 +275,13 @@ def _server(engine: Engine, tree: Path, options: dict) -> IngleLanguageServer:
 # --- llama-server, llama.vim's shape ----------------------------------------------------------
 
 
-async def run_llama_server(binary: str, model_path: Path, tasks: list[Task], trees: dict[str, Path]) -> Score:
+async def run_llama_server(
+    binary: str, model_path: Path, tasks: list[Task], trees: dict[str, Path], threads: int
+) -> Score:
     """Each task as llama.vim's first request at that cursor (no ring chunks: the editor just started)."""
     score = Score("llama-server /infill, llama.vim shape")
     port = _free_port()
-    process = _start_llama_server(binary, model_path, port)
+    process = _start_llama_server(binary, model_path, port, threads)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
             await _until_healthy(http, process)
@@ -289,17 +294,27 @@ async def run_llama_server(binary: str, model_path: Path, tasks: list[Task], tre
                 response.raise_for_status()
                 content = response.json().get("content", "")
                 score.add(task, expected, content, content, time.perf_counter() - started)
+                _progress(score, task, content)
     finally:
         process.terminate()
         process.wait(timeout=30)
     return score
 
 
-def _start_llama_server(binary: str, model_path: Path, port: int) -> subprocess.Popen[bytes]:
-    """llama-server as lsp_typing.py runs it: 2 threads, one slot, cache reuse on."""
-    arguments = ["-m", str(model_path), "--port", str(port), "--host", "127.0.0.1", "-t", "2", "-c", "8192"]
+def _start_llama_server(binary: str, model_path: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
+    """llama-server as lsp_typing.py runs it: one slot, cache reuse on."""
+    arguments = ["-m", str(model_path), "--port", str(port), "--host", "127.0.0.1", "-t", str(threads), "-c", "8192"]
     return subprocess.Popen(
         [binary, *arguments, "-np", "1", "--cache-reuse", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _progress(score: Score, task: Task, suggestion: str) -> None:
+    mark = "=" if score.exact[-1] else "~"
+    first = suggestion.split("\n")[0]
+    print(
+        f"  {mark} {score.similarity[-1]:.2f} {score.seconds[-1]:6.1f} s  {task.path}:{task.line + 1}  {first!r}",
+        flush=True,
     )
 
 
@@ -314,6 +329,7 @@ def main() -> None:
     )
     parser.add_argument("--skip-llama-server", action="store_true")
     parser.add_argument("--llama-server", help="path of a llama-server binary")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for ingle and llama-server alike")
     parser.add_argument("--make-tasks", action="store_true", help="rebuild the task file (it is meant to stay fixed)")
     arguments = parser.parse_args()
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # no editor is attached to show its messages
@@ -337,13 +353,13 @@ def main() -> None:
     home = Path(os.environ.get("INGLE_HOME") or Path("~/.cache/ingle-tests/home").expanduser())
     scores = []
     for name in [name for name in arguments.conditions.split(",") if name]:
-        scores.append(asyncio.run(run_ingle(name, CONDITIONS[name], tasks, trees, home)))
+        scores.append(asyncio.run(run_ingle(name, CONDITIONS[name], tasks, trees, home, arguments.threads)))
         print(scores[-1].row(), flush=True)
     if not arguments.skip_llama_server:
         store = ModelStore(Settings(home=home).models_dir)
         blob = store.blob_path(store.get(MODEL).digest)
         binary = find_llama_server(arguments.llama_server)
-        scores.append(asyncio.run(run_llama_server(binary, blob, tasks, trees)))
+        scores.append(asyncio.run(run_llama_server(binary, blob, tasks, trees, arguments.threads)))
         print(scores[-1].row(), flush=True)
 
     print(
