@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from ingle.adapters.http.app import create_app
 from ingle.adapters.http.llama_server import StopRules
 from ingle.core.engine import Engine
 
+from . import servers
 from .conftest import settings_for
 
 pytestmark = pytest.mark.slow
@@ -106,29 +104,9 @@ async def base_url(engine: Engine, tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
-class serving:
-    """Serve a fresh app over the shared engine until the block ends."""
-
-    def __init__(self, engine: Engine, tmp_path: Path, **settings: Any) -> None:
-        self.server = TestServer(create_app(settings_for(tmp_path / "home", **settings), engine), host="127.0.0.1")
-
-    async def __aenter__(self) -> str:
-        await self.server.start_server()
-        url = f"http://127.0.0.1:{self.server.port}"
-        deadline = time.monotonic() + 10
-        async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    async with session.get(f"{url}/health") as response:
-                        if response.status == 200:
-                            return url
-                except aiohttp.ClientConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                await asyncio.sleep(0)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.server.close()
+def serving(engine: Engine, tmp_path: Path, **settings: Any) -> AbstractAsyncContextManager[str]:
+    """Serve a fresh app over the shared engine until the block ends; the block gets its base URL."""
+    return servers.serving(settings_for(tmp_path / "home", **settings), engine)
 
 
 async def post(base_url: str, path: str, body: dict[str, Any]) -> tuple[int, str]:

@@ -8,45 +8,26 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import openai
 import pytest
-from aiohttp.test_utils import TestServer
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
-from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
 
 from .conftest import DEFAULT_MODEL, settings_for
+from .servers import serving
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_until_ready(base_url: str) -> None:
-    """Poll /health until the server answers."""
-    deadline = time.monotonic() + 10
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(f"{base_url}/health") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0)
 
 
 @pytest.fixture
 async def client(engine: Engine, tmp_path: Path) -> AsyncIterator[openai.AsyncOpenAI]:
     """An OpenAI client pointed at a fresh ingle app on an ephemeral loopback port."""
-    server = TestServer(create_app(settings_for(tmp_path / "home"), engine), host="127.0.0.1")
-    await server.start_server()
-    base_url = f"http://127.0.0.1:{server.port}"
-    await wait_until_ready(base_url)
-    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as api:
+    async with (
+        serving(settings_for(tmp_path / "home"), engine) as base_url,
+        openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as api,
+    ):
         yield api
-    await server.close()
 
 
 async def test_chat_answers_with_usage(client: openai.AsyncOpenAI) -> None:
