@@ -129,3 +129,18 @@ async def test_a_draft_model_missing_from_the_store_is_named(default_model_home:
     async with Engine(settings_for(default_model_home, draft_model="tiny:1b")) as engine:
         with pytest.raises(ModelNotFound, match="draft_model 'tiny:1b' is not in the store"):
             await answer(engine, edit_request())
+
+
+@pytest.mark.slow
+async def test_editor_completions_are_not_speculated(engine: Engine) -> None:
+    # Measured slower with prompt lookup: short answers, guessed poorly from their prompt (README).
+    prefix, suffix = FUNCTION.split("\n", 1)
+    request = GenerationRequest(
+        model=DEFAULT_MODEL,
+        prompt=prefix + "\n",
+        suffix=suffix,
+        options=SamplingOptions(temperature=0, repeat_penalty=1.0, max_tokens=16),
+    )
+    _, stats = await answer(engine, request)
+    assert stats.completion_tokens > 0
+    assert stats.draft_tokens == 0

@@ -378,12 +378,17 @@ class BatchScheduler:
         in order, each on logits computed after the tokens it already picked
         (a drafted token is only followed further once it was picked). So the
         output follows the target distribution at any temperature, and with
-        greedy sampling it is the same token for token. A prompt-lookup draft
-        is deterministic (its "draft distribution" puts all mass on one token),
-        and for such a draft standard speculative sampling's rule, accept with
-        probability min(1, p/q), reduces to: accept when the target sampler
-        picks that token. Grammars and repetition penalties stay exact too: the
-        chain sees precisely the tokens that are kept.
+        greedy sampling it is the same token for token, up to rounding: logits
+        computed in a batch of several tokens can differ in the last bits from
+        a one-token decode (llama.cpp picks other kernels), which now and then
+        flips a near tie, as batching beside other sequences already can.
+
+        A draft is deterministic (prompt lookup, or a draft model's argmax): its
+        "draft distribution" puts all mass on one token, and for such a draft
+        standard speculative sampling's rule, accept with probability
+        min(1, p/q), reduces to: accept when the target sampler picks that
+        token. Grammars and repetition penalties stay exact too: the chain sees
+        precisely the tokens that are kept.
         """
         job = slot.busy()
         slot.cached.append(pending)
