@@ -55,7 +55,8 @@ class PromptBuilder:
             tokens = build_fim_prompt(
                 self.model, self.fim, request.prompt or "", request.suffix, request.extra_context, request.filename
             )
-            prepared = PreparedPrompt(tokens, self.fim.stop_tokens())
+            # build_fim_prompt has refused a model without FIM tokens, so self.fim is set here.
+            prepared = PreparedPrompt(tokens, self.fim.stop_tokens() if self.fim else frozenset())
         elif request.messages is not None:
             tool_grammar = grammar_for_tool_calls(self.tool_format, request.tools) if request.tools else None
             prepared = PreparedPrompt(self._chat_tokens(request.messages, request), tool_grammar=tool_grammar)

@@ -142,7 +142,7 @@ class Sampler:
             raise
 
     def _add(self, sampler: llama.llama_sampler_p) -> None:
-        llama.llama_sampler_chain_add(self._chain, sampler)
+        llama.llama_sampler_chain_add(self._chain, sampler)  # pyright: ignore[reportArgumentType] - None only once freed
 
     def _add_grammar(self, model: LlamaModel, grammar: str) -> None:
         sampler = llama.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
@@ -162,7 +162,7 @@ class Sampler:
 
     def sample(self, context: llama.llama_context_p, batch_index: int) -> int:
         """Pick (and accept) the next token from the logits at `batch_index`."""
-        return llama.llama_sampler_sample(self._chain, context, batch_index)
+        return llama.llama_sampler_sample(self._chain, context, batch_index)  # pyright: ignore[reportArgumentType] - as above
 
     def free(self) -> None:
         """Release the chain and every sampler in it."""
