@@ -20,7 +20,8 @@ the exact match of what was shown first. The same tasks go through:
 
 Times are to the first suggestion shown in the newly opened file.
 
-    .venv/bin/python bench/completion_quality.py [--limit N] [--skip-llama-server] [--conditions both,window]
+    .venv/bin/python bench/completion_quality.py [--limit N] [--skip N] [--threads 2] [--skip-llama-server]
+        [--conditions both,window]
     .venv/bin/python bench/completion_quality.py --make-tasks    # only to rebuild the task file (changes the set)
 """
 
@@ -309,6 +310,10 @@ def _start_llama_server(binary: str, model_path: Path, port: int, threads: int) 
     )
 
 
+def _rank_in_package(tasks: list[Task], index: int) -> int:
+    return sum(task.package == tasks[index].package for task in tasks[:index])
+
+
 def _progress(score: Score, task: Task, suggestion: str) -> None:
     mark = "=" if score.exact[-1] else "~"
     first = suggestion.split("\n")[0]
@@ -323,7 +328,8 @@ def _progress(score: Score, task: Task, suggestion: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, help="run only the first N tasks of each package")
+    parser.add_argument("--limit", type=int, help="run only N tasks of each package")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N tasks of each package")
     parser.add_argument(
         "--conditions", default=",".join(CONDITIONS), help="ingle's context sources to compare ('' for none)"
     )
@@ -341,12 +347,9 @@ def main() -> None:
         TASKS_FILE.write_text(json.dumps({"packages": PACKAGES, "tasks": [asdict(t) for t in tasks]}, indent=1) + "\n")
     stored = json.loads(TASKS_FILE.read_text())
     tasks = [Task(**task) for task in stored["tasks"]]
-    if arguments.limit:
-        tasks = [
-            task
-            for task in tasks
-            if sum(t.package == task.package for t in tasks[: tasks.index(task)]) < arguments.limit
-        ]
+    if arguments.limit or arguments.skip:
+        first, last = arguments.skip, arguments.skip + (arguments.limit or len(tasks))
+        tasks = [task for index, task in enumerate(tasks) if first <= _rank_in_package(tasks, index) < last]
     multi = sum(task.size > 1 for task in tasks)
     print(f"{len(tasks)} tasks ({multi} of 2-3 lines) in {', '.join(f'{p} {v}' for p, v in PACKAGES.items())}.\n")
 
