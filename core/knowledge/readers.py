@@ -303,5 +303,9 @@ def _read_pdf(location: str, data: bytes) -> list[Block]:
             text = page.extract_text() or ""
             blocks.extend(_paragraphs(text.splitlines(), page=number))
         return blocks
-    except (PyPdfError, ValueError, KeyError, TypeError) as error:
+    except UnreadableDocument:
+        raise
+    except (PyPdfError, Exception) as error:
+        # A damaged or hostile PDF makes pypdf raise almost anything (IndexError, RecursionError, …);
+        # this is the one place that calls it, so every failure becomes one sentence about the file.
         raise UnreadableDocument(f"{location} is not a readable PDF ({type(error).__name__}).") from error
