@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -241,7 +241,7 @@ class CompletionRun:
         self.started = time.perf_counter()
         self.ended = self.started
 
-    async def pieces(self) -> AsyncIterator[str]:
+    async def pieces(self) -> AsyncGenerator[str, None]:
         """The text as it becomes final; closing this closes the generation."""
         async with aclosing(self.app[BACKEND].generate(self.generation)) as stream:
             async for chunk in stream:
@@ -300,7 +300,7 @@ class CompletionRun:
         )
 
 
-async def stream_events(run: CompletionRun, timings_per_token: bool = False) -> AsyncIterator[dict[str, Any]]:
+async def stream_events(run: CompletionRun, timings_per_token: bool = False) -> AsyncGenerator[dict[str, Any], None]:
     """Server-sent events: one per piece of text, then the final result.
 
     The prompt's counts go out with every piece, so a client that closes the
