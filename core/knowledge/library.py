@@ -167,7 +167,7 @@ class KnowledgeLibrary:
 
     async def add(self, name: str, locations: list[str], progress: ProgressCallback | None = None) -> IndexReport:
         """Record paths (files, folders) and URLs as sources of `name` and index them."""
-        index = self.open(name)
+        index = await asyncio.to_thread(self.open, name)
         try:
             report = IndexReport()
             sources = []
@@ -184,7 +184,7 @@ class KnowledgeLibrary:
 
     async def sync(self, name: str, progress: ProgressCallback | None = None) -> IndexReport:
         """Re-read every source: changed documents re-indexed, removed ones dropped, unchanged ones kept."""
-        index = self.open(name)
+        index = await asyncio.to_thread(self.open, name)
         try:
             report = IndexReport()
             sources = await asyncio.to_thread(index.sources)
@@ -195,7 +195,7 @@ class KnowledgeLibrary:
 
     async def add_document(self, name: str, location: str, data: bytes, kind: str | None = None) -> IndexReport:
         """Index one uploaded document (the HTTP API's way in: the daemon reads no paths and fetches no URLs)."""
-        index = self.open(name)
+        index = await asyncio.to_thread(self.open, name)
         try:
             report = IndexReport()
             source_id = await asyncio.to_thread(index.add_source, location)
@@ -305,10 +305,13 @@ class KnowledgeLibrary:
 
     async def _embed_missing(self, index: KnowledgeIndex, report: IndexReport) -> None:
         """Give vectors to chunks indexed while no embedding model was there."""
+        added = 0
         while missing := await asyncio.to_thread(index.chunks_without_vectors, EMBED_BATCH * 8):
             vectors = await self._embed([embedding_text(c.title, c.chunk) for c in missing])
             await asyncio.to_thread(index.put_vectors, [(c.id, v) for c, v in zip(missing, vectors, strict=True)])
-            report.notes.append(f"added vectors to {len(missing)} chunks indexed without them.")
+            added += len(missing)
+        if added:
+            report.notes.append(f"added vectors to {added} chunks indexed without them.")
 
     # --- searching -------------------------------------------------------------------
 
