@@ -100,6 +100,10 @@ class IngleClient:
         return f"unix:{self.socket_path}" if self.socket_path is not None else self.url
 
     async def __aenter__(self) -> IngleClient:
+        # Entering an open client again (connect_daemon hands out open clients) must not orphan its
+        # session: an unclosed one makes aiohttp log "Unclosed client session" on stderr at exit.
+        if self._session is not None:
+            return self
         connector = aiohttp.UnixConnector(path=str(self.socket_path)) if self.socket_path is not None else None
         # Over the socket the host part is a placeholder; it is a loopback name, so the Host check passes.
         base_url = "http://localhost" if self.socket_path is not None else self.url

@@ -28,9 +28,12 @@ from .progress import pull_with_progress
 RUN_HELP = (
     "Chat with a model, or answer one prompt and exit.\n\n"
     "With a PROMPT the answer streams to stdout and ingle exits. Without one, in a terminal, "
-    "you get an interactive chat (type /help there); with input piped in, that input is the prompt. "
-    "MODEL defaults to the configured default model, which is pulled on first use.\n\n"
+    "you get an interactive chat (type /help there); with input piped in, that input is the prompt.\n\n"
+    "The first word is the MODEL when it names a stored model, the default model, or any name with a tag "
+    "(like 'llama3:8b', which must then be pulled first); otherwise every word is the prompt and the "
+    "configured default model answers, pulled on first use.\n\n"
     "Examples:\n"
+    '  ingle run "Write a haiku about the sea"\n'
     "  ingle run\n"
     '  ingle run qwen2.5-coder:0.5b "Write a haiku about Python"\n'
     "  cat question.txt | ingle run qwen2.5-coder:0.5b\n"
@@ -92,11 +95,13 @@ def register(app: typer.Typer) -> None:
 
 def run_model(
     ctx: typer.Context,
-    model: Annotated[
-        str | None, typer.Argument(help="Model name, e.g. 'qwen2.5-coder:0.5b'. Default: the configured default model.")
-    ] = None,
-    prompt: Annotated[
-        list[str] | None, typer.Argument(help="The prompt; several words are joined with spaces.", show_default=False)
+    words: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[MODEL] [PROMPT]...",
+            help="An optional model name, then the prompt; several words are joined with spaces.",
+            show_default=False,
+        ),
     ] = None,
     system: Annotated[
         str | None, typer.Option(help="System prompt, e.g. 'Answer in one sentence.' Overrides the model's own.")
@@ -126,34 +131,67 @@ def run_model(
 ) -> None:
     """Chat with a model, or answer one prompt and exit."""
     context = cli_context(ctx)
-    name = model or context.settings.default_model
-    ModelName.parse(name)  # a bad name is a usage error, before anything loads
     sampling_overrides = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
     options = RunOptions(
-        model=name,
+        model=context.settings.default_model,
         system=system,
         raw=raw,
         format=output_format.value if output_format else None,
         keep_alive=keep_alive,
         sampling=SamplingOptions(**{key: value for key, value in sampling_overrides.items() if value is not None}),
     )
-    if prompt:
-        asyncio.run(_answer_once(context, options, " ".join(prompt)))
-    elif sys.stdin is not None and sys.stdin.isatty():
-        chat_interactively(context, options)
-    else:
-        # sys.stdin is None when the process was started with file descriptor 0 closed.
-        text = sys.stdin.read() if sys.stdin is not None else ""
-        if not text.strip():
-            raise InvalidRequest("No prompt: give one after the model name or pipe it to standard input.")
-        # A raw completion continues the text exactly as given; a chat message needs no trailing newline.
-        asyncio.run(_answer_once(context, options, text if raw else text.strip()))
+    # One runner for the whole command: input() runs between turns, outside the event loop, so
+    # Ctrl-C at the chat prompt is an ordinary KeyboardInterrupt and Ctrl-C during an answer
+    # cancels only that answer's task.
+    with asyncio.Runner() as runner:
+        resources = AsyncExitStack()
+        engine = runner.run(resources.enter_async_context(open_engine(context.settings, context.engine_choice)))
+        try:
+            options.model, prompt = runner.run(split_model_and_prompt(engine, options.model, words or []))
+            if prompt is None and not (sys.stdin is not None and sys.stdin.isatty()):
+                prompt = _piped_prompt(raw)
+            runner.run(ensure_model(engine, context, options.model))
+            if prompt is None:
+                _chat_loop(runner, engine, context, options)
+            else:
+                runner.run(stream_answer(engine, context, options.request([], prompt), spinner_text="loading model"))
+        finally:
+            runner.run(resources.aclose())
 
 
-async def _answer_once(context: CliContext, options: RunOptions, prompt: str) -> None:
-    async with open_engine(context.settings, context.engine_choice) as engine:
-        await ensure_model(engine, context, options.model)
-        await stream_answer(engine, context, options.request([], prompt), spinner_text="loading model")
+async def split_model_and_prompt(engine: EngineApi, default_model: str, words: list[str]) -> tuple[str, str | None]:
+    """The model and the prompt (None if no words are left) from `ingle run`'s words.
+
+    The first word is the model when it names a stored model, the default
+    model, or any name with an explicit tag (`llama3:8b`): a mistyped tag then
+    fails as "not found" instead of silently going to another model. Any other
+    first word starts the prompt, which the default model answers.
+    """
+    if not words:
+        return default_model, None
+    first, rest = words[0], words[1:]
+    prompt = " ".join(rest) or None
+    try:
+        name = ModelName.parse(first)
+    except InvalidRequest:
+        return default_model, " ".join(words)
+    if name == ModelName.parse(default_model) or ":" in first:
+        return first, prompt
+    try:
+        await engine.show(first)
+    except ModelNotFound:
+        return default_model, " ".join(words)
+    return first, prompt
+
+
+def _piped_prompt(raw: bool) -> str:
+    """The prompt from standard input; a usage error if there is none."""
+    # sys.stdin is None when the process was started with file descriptor 0 closed.
+    text = sys.stdin.read() if sys.stdin is not None else ""
+    if not text.strip():
+        raise InvalidRequest("No prompt: give one after the model name or pipe it to standard input.")
+    # A raw completion continues the text exactly as given; a chat message needs no trailing newline.
+    return text if raw else text.strip()
 
 
 async def ensure_model(engine: EngineApi, context: CliContext, name: str) -> None:
@@ -211,24 +249,6 @@ def _describe_stats(stats: GenerationStats) -> str:
         f"answer: {stats.completion_tokens} tokens, {rate(stats.completion_tokens, stats.generate_seconds)}; "
         f"load {stats.load_seconds:.2f}s, total {stats.total_seconds:.2f}s, done: {stats.done_reason}"
     )
-
-
-def chat_interactively(context: CliContext, options: RunOptions) -> None:
-    """A chat loop in the terminal; the model stays loaded between turns.
-
-    This uses one asyncio.Runner for the whole session instead of asyncio.run:
-    input() runs between turns, outside the event loop, so Ctrl-C at the
-    prompt is an ordinary KeyboardInterrupt and Ctrl-C during an answer
-    cancels only that answer's task.
-    """
-    with asyncio.Runner() as runner:
-        resources = AsyncExitStack()
-        engine = runner.run(resources.enter_async_context(open_engine(context.settings, context.engine_choice)))
-        try:
-            runner.run(ensure_model(engine, context, options.model))
-            _chat_loop(runner, engine, context, options)
-        finally:
-            runner.run(resources.aclose())
 
 
 def _chat_loop(runner: asyncio.Runner, engine: EngineApi, context: CliContext, options: RunOptions) -> None:

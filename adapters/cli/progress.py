@@ -23,8 +23,9 @@ from ingle.core.sources import PullProgress
 class PullProgressDisplay:
     """A line for each step of a pull and, under a step that moves bytes, a bar (bytes, speed, ETA).
 
-    One step is shown at a time and finished before the next begins, so the
-    output reads in order even when stderr is not a terminal. Use it as a
+    One step is shown at a time and finished before the next begins. Only a
+    terminal gets it: piped or in a log, a pull that succeeds prints nothing
+    on stderr, and the stored name on stdout says it is done. Use it as a
     context manager and pass the instance as `progress=` to EngineApi.pull.
     """
 
@@ -47,6 +48,8 @@ class PullProgressDisplay:
 
     def __call__(self, event: PullProgress) -> None:
         """Show one progress report."""
+        if not self._console.is_terminal:
+            return
         completed = event.completed or 0
         if event.status != self._status:
             self._finish_bar()
