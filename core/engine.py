@@ -151,9 +151,13 @@ class Engine:
         name: str | None = None,
         sha256: str | None = None,
         progress: Callable[[PullProgress], None] | None = None,
+        remote_caller: bool = False,
     ) -> Manifest:
-        """Fetch a model from a source into the store (see core.sources for the specs)."""
-        return await pulling.pull(self.store, self.settings, spec, name=name, sha256=sha256, progress=progress)
+        """Fetch a model from a source into the store (see core.sources for the specs); a remote caller's
+        pull reaches only the sources the settings open to the API."""
+        return await pulling.pull(
+            self.store, self.settings, spec, name=name, sha256=sha256, progress=progress, remote_caller=remote_caller
+        )
 
     def list_models(self) -> list[Manifest]:
         """Every model in the store, by name."""

@@ -66,6 +66,10 @@ class SourceError(IngleError):
     """A model source could not be reached or answered with an error."""
 
 
+class PullRefused(IngleError):
+    """A pull a remote caller asked for would reach a source the settings do not open to the API (HTTP 403)."""
+
+
 class UnsupportedFeature(IngleError):
     """The model cannot do what was asked (e.g. fill-in-the-middle, embeddings)."""
 

@@ -12,6 +12,7 @@ from .manifest import GgufInfo, Manifest
 from .names import ModelName
 from .settings import Settings
 from .sources import ProgressCallback, PullProgress, parse_source
+from .sources.network import NetworkGuard
 from .store import ModelStore
 
 
@@ -22,14 +23,18 @@ async def pull(
     name: str | None = None,
     sha256: str | None = None,
     progress: ProgressCallback | None = None,
+    remote_caller: bool = False,
 ) -> Manifest:
     """Pull `spec` into the store as `name` (default: the source's own name) and return its manifest.
 
     Nothing is downloaded when the expected digest is already in the store, so
     pulling the same pinned model twice is instant. A file that turns out not
-    to be a valid GGUF never gets a manifest, and its blob is removed.
+    to be a valid GGUF never gets a manifest, and its blob is removed. A pull
+    a `remote_caller` asked for (over the HTTP API) reaches only what the
+    settings open to it (core/sources/network.py); PullRefused otherwise.
     """
-    source = parse_source(spec, settings, sha256)
+    guard = NetworkGuard.for_settings(settings) if remote_caller else None
+    source = parse_source(spec, settings, sha256, guard)
     model = ModelName.parse(name) if name else source.default_name()
     report = progress or (lambda _: None)
 

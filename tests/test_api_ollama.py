@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import httpx
 import ollama
 import pytest
 
@@ -19,6 +20,7 @@ from tests.fakes import start_on_loopback
 
 from .conftest import DEFAULT_MODEL
 from .fakes.gguf_files import write_tiny_gguf
+from .servers import serving_unix
 
 pytestmark = pytest.mark.slow
 
@@ -289,20 +291,23 @@ async def test_list_show_copy_ps_delete_round_trip(client: ollama.AsyncClient) -
     assert DEFAULT_MODEL in [model.model for model in (await client.list()).models]
 
 
-async def test_pull_a_local_gguf_streams_progress(client: ollama.AsyncClient, tmp_path: Path) -> None:
+async def test_pull_a_local_gguf_streams_progress(engine: Engine, tmp_path: Path) -> None:
+    # Importing a server file is for the service's own user: over its unix socket, not over TCP.
     path = write_tiny_gguf(tmp_path / "Tiny-Q4_K_M.gguf", seed=7)
-    lines = [line async for line in await client.pull(f"file:{path}", stream=True)]
-    statuses = [line.status for line in lines]
-    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
-    assert "writing manifest" in statuses
-    copying = [line for line in lines if line.status.startswith("copying")]
-    assert copying and copying[-1].total == path.stat().st_size
-    try:
-        assert "tiny:q4_k_m" in [model.model for model in (await client.list()).models]
-        again = await client.pull("tiny:q4_k_m")  # a stored name is already up to date
-        assert again.status == "success"
-    finally:
-        await client.delete("tiny:q4_k_m")
+    async with serving_unix(engine.settings, engine, tmp_path / "api.sock") as socket_path:
+        client = ollama.AsyncClient("http://localhost", transport=httpx.AsyncHTTPTransport(uds=str(socket_path)))
+        lines = [line async for line in await client.pull(f"file:{path}", stream=True)]
+        statuses = [line.status for line in lines]
+        assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+        assert "writing manifest" in statuses
+        copying = [line for line in lines if line.status.startswith("copying")]
+        assert copying and copying[-1].total == path.stat().st_size
+        try:
+            assert "tiny:q4_k_m" in [model.model for model in (await client.list()).models]
+            again = await client.pull("tiny:q4_k_m")  # a stored name is already up to date
+            assert again.status == "success"
+        finally:
+            await client.delete("tiny:q4_k_m")
 
 
 async def test_pulling_the_stored_default_model_is_instant(client: ollama.AsyncClient) -> None:

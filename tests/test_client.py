@@ -18,7 +18,7 @@ from ingle.core.sources import PullProgress
 
 from .conftest import DEFAULT_MODEL
 from .fakes.gguf_files import write_tiny_gguf
-from .servers import poll, serving
+from .servers import poll, serving, serving_unix
 
 
 @pytest.fixture
@@ -88,7 +88,16 @@ async def test_embed(client: IngleClient) -> None:
 
 
 @pytest.mark.slow
-async def test_pull_a_file_then_remove_it(client: IngleClient, tmp_path: Path) -> None:
+async def test_pull_a_file_then_remove_it(engine: Engine, tmp_path: Path) -> None:
+    # Importing a server file is for the service's own user, over its unix socket (as the CLI connects).
+    async with (
+        serving_unix(engine.settings, engine, tmp_path / "api.sock") as path,
+        IngleClient(socket_path=path) as client,
+    ):
+        await _pull_a_file_then_remove_it(client, tmp_path)
+
+
+async def _pull_a_file_then_remove_it(client: IngleClient, tmp_path: Path) -> None:
     gguf = write_tiny_gguf(tmp_path / "tiny-Q8_0.gguf")
     reports: list[PullProgress] = []
     manifest = await client.pull(f"file:{gguf}", progress=reports.append)

@@ -29,6 +29,7 @@ STATUS_FOR_ERROR: list[tuple[type[errors.IngleError], int]] = [
     (errors.KnowledgeBaseNotFound, 404),
     (errors.CorruptModel, 422),
     (errors.DigestMismatch, 422),
+    (errors.PullRefused, 403),
     (errors.SourceError, 502),
     (errors.QueueFull, 503),
     (errors.InsufficientMemory, 503),

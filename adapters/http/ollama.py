@@ -589,7 +589,10 @@ async def _pull_lines(request: web.Request, spec: str) -> AsyncIterator[dict[str
         return
     # Core calls progress callbacks on the event loop's thread (see core.sources.progress), so a plain put is safe.
     reports: asyncio.Queue[PullProgress | None] = asyncio.Queue()
-    task = asyncio.ensure_future(request.app[ENGINE].pull(spec, progress=reports.put_nowait))
+    # Over TCP the caller may be anyone the API key admits; the unix socket (mode 0600) is the service's own user.
+    remote_caller = request.transport is None or bool(request.transport.get_extra_info("peername"))
+    pulling = request.app[ENGINE].pull(spec, progress=reports.put_nowait, remote_caller=remote_caller)
+    task = asyncio.ensure_future(pulling)
     task.add_done_callback(lambda _: reports.put_nowait(None))
     announced = False
     try:

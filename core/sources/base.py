@@ -8,6 +8,7 @@ from typing import Protocol
 from ..manifest import GgufInfo
 from ..names import ModelName
 from ..store import ModelStore
+from .network import NetworkGuard
 from .progress import ProgressCallback
 
 _QUANT_SUFFIX = re.compile(r"[-_.](i?q[0-9][a-z0-9_]*|bf16|fp16|f16|f32)$", re.IGNORECASE)
@@ -23,6 +24,8 @@ class Source(Protocol):
     """The digest the file must have, when known before fetching (pinned or given by the user)."""
     gguf_info: GgufInfo | None
     """The GGUF facts, if `fetch` already read them (a local file is checked before it is copied)."""
+    guard: NetworkGuard | None
+    """Where `fetch` may connect, for a pull a remote caller asked for; None for the local user's own pulls."""
 
     def default_name(self) -> ModelName:
         """The name the model gets when the user gives none."""

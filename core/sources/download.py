@@ -28,6 +28,7 @@ import httpx
 from ..errors import DigestMismatch, SourceError
 from ..names import digest_from_hex
 from ..store import ModelStore, is_disk_full, storage_full_error
+from .network import GuardedTransport, NetworkGuard
 from .progress import ProgressReporter
 
 USER_AGENT = "ingle (+https://github.com/ingle)"
@@ -52,13 +53,16 @@ class Downloaded:
         return digest_from_hex(self.hexdigest)
 
 
-def http_client(headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+def http_client(headers: dict[str, str] | None = None, guard: NetworkGuard | None = None) -> httpx.AsyncClient:
     """A client for one pull: follows redirects, generous read timeout, our User-Agent.
 
     httpx drops `Authorization` when a redirect leaves the origin, so a token
-    for the model hub is never sent to the CDN it redirects to.
+    for the model hub is never sent to the CDN it redirects to. With a guard
+    (a pull a remote caller asked for) every connection, redirects included,
+    goes only where the guard allows.
     """
     return httpx.AsyncClient(
+        transport=GuardedTransport(guard) if guard is not None else None,
         follow_redirects=True,
         timeout=httpx.Timeout(30.0, read=120.0),
         headers={"User-Agent": USER_AGENT, **(headers or {})},

@@ -12,6 +12,7 @@ from ..manifest import GgufInfo
 from ..names import ModelName
 from ..store import ModelStore
 from .base import name_from_file
+from .network import NetworkGuard
 from .progress import ProgressCallback, ProgressReporter
 
 
@@ -30,6 +31,7 @@ class FileSource:
         self.path = path_from_spec(spec)
         self.expected_digest = expected_digest
         self.gguf_info: GgufInfo | None = None
+        self.guard: NetworkGuard | None = None  # never set: a remote caller cannot import files (parse.py)
 
     def default_name(self) -> ModelName:
         """The file name without extension and quantization, tagged with the quantization."""

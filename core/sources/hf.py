@@ -14,6 +14,7 @@ from ..settings import Settings
 from ..store import ModelStore
 from .base import safe_name_part, split_quantization
 from .download import commit, download, http_client, partial_lock, transport_error
+from .network import NetworkGuard
 from .progress import ProgressCallback, ProgressReporter
 
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -56,6 +57,7 @@ class HfSource:
             f"{quote(revision, safe='')}/{quote(self.path)}"
         )
         self.token = settings.hf_token.get_secret_value() if settings.hf_token else None
+        self.guard: NetworkGuard | None = None
         self.expected_digest = expected_digest
         self.expected_hex = expected_digest.removeprefix("sha256-") if expected_digest else None
         self.gguf_info: GgufInfo | None = None
@@ -101,7 +103,7 @@ class HfSource:
         reporter.status(f"pulling {self.label}")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         hint = ", or set hf_endpoint to a reachable mirror"
-        async with http_client(headers) as client:
+        async with http_client(headers, self.guard) as client:
             try:
                 linked = await self._linked_sha256(client)
             except httpx.RequestError as error:

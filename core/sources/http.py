@@ -12,6 +12,7 @@ from ..names import ModelName
 from ..store import ModelStore
 from .base import name_from_file
 from .download import commit, download, host_of, http_client, partial_lock
+from .network import NetworkGuard
 from .progress import ProgressCallback, ProgressReporter
 
 
@@ -40,6 +41,7 @@ class HttpSource:
         self.url = spec
         self.expected_digest = expected_digest
         self.gguf_info: GgufInfo | None = None
+        self.guard: NetworkGuard | None = None
         self.filename = PurePosixPath(unquote(parts.path)).name or "model.gguf"
 
     def default_name(self) -> ModelName:
@@ -56,7 +58,7 @@ class HttpSource:
         reporter = ProgressReporter(progress)
         reporter.status(f"pulling {self.filename}")
         expected_hex = self.expected_digest.removeprefix("sha256-") if self.expected_digest else None
-        async with http_client() as client, partial_lock(store.partial_path(self.url)):
+        async with http_client(guard=self.guard) as client, partial_lock(store.partial_path(self.url)):
             downloaded = await download(
                 client,
                 store,

@@ -37,6 +37,7 @@ from ..settings import Settings
 from ..store import CHUNK_SIZE, ModelStore, is_disk_full, storage_full_error
 from .base import safe_name_part
 from .download import discard, download, host_of, http_client, partial_lock, transport_error
+from .network import NetworkGuard
 from .progress import ProgressCallback, ProgressReporter
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
@@ -173,6 +174,7 @@ class PypiSource:
         self.index = settings.pypi_index_url.rstrip("/")
         self.expected_digest = expected_digest
         self.gguf_info: GgufInfo | None = None
+        self.guard: NetworkGuard | None = None
         self._name = name
 
     def default_name(self) -> ModelName:
@@ -253,7 +255,7 @@ class PypiSource:
         reporter = ProgressReporter(progress)
         reporter.status(f"resolving {self.spec}")
         wheelhouse = self._wheelhouse()
-        async with http_client() as client:
+        async with http_client(guard=self.guard) as client:
             if wheelhouse is not None:
                 refs = [self._resolve_local(wheelhouse, r) for r in self.requirements]
             else:
