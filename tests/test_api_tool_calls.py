@@ -141,3 +141,26 @@ async def test_tools_for_a_model_without_tool_support_are_a_400(base_url: str) -
     with pytest.raises(ollama.ResponseError) as refused:
         await client.chat("plain-chat", [{"role": "user", "content": "hi"}], tools=[ALARM_TOOL])
     assert refused.value.status_code == 400 and "no tool support" in refused.value.error
+
+
+@pytest.mark.slow
+async def test_a_required_tool_choice_makes_the_answer_a_call(base_url: str) -> None:
+    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
+        answer = await client.chat.completions.create(
+            model=DEFAULT_MODEL,
+            messages=[{"role": "user", "content": "Tell me a short joke about clocks."}],
+            tools=[ALARM_TOOL],
+            tool_choice={"type": "function", "function": {"name": "set_alarm"}},
+            temperature=0,
+            max_tokens=80,
+        )
+        call = answer.choices[0].message.tool_calls[0]
+        assert call.function.name == "set_alarm"
+        assert jsonschema_rs.validator_for(ALARM_PARAMETERS).is_valid(json.loads(call.function.arguments))
+        with pytest.raises(openai.BadRequestError, match="not among the tools offered"):
+            await client.chat.completions.create(
+                model=DEFAULT_MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                tools=[ALARM_TOOL],
+                tool_choice={"type": "function", "function": {"name": "missing"}},
+            )

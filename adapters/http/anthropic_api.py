@@ -30,7 +30,7 @@ from .anthropic_wire import (
     Usage,
 )
 from .errors import BadRequestBody, anthropic_error, read_body
-from .generating import StopSequences, answer_pieces, output_parser, whole_answer
+from .generating import StopSequences, answer_pieces, chosen_tools, output_parser, whole_answer
 from .keys import ENGINE
 from .openapi import documented
 from .streaming import typed_events
@@ -97,7 +97,9 @@ def messages_generation(body: MessagesRequest | CountTokensRequest) -> Generatio
             "mcp_servers: MCP servers are not available here; call them from the client.", "mcp_servers"
         )
     tools = [_tool(tool, index) for index, tool in enumerate(body.tools or [])]
-    hidden = body.tool_choice is not None and body.tool_choice.type == "none"
+    choice = body.tool_choice
+    kind = "auto" if choice is None else {"any": "required", "tool": "required"}.get(choice.type, choice.type)
+    offered, required = chosen_tools(tools, kind, choice.name if choice is not None and choice.type == "tool" else None)
     options = SamplingOptions(repeat_penalty=1.0)
     if isinstance(body, MessagesRequest):
         options = SamplingOptions(
@@ -114,7 +116,8 @@ def messages_generation(body: MessagesRequest | CountTokensRequest) -> Generatio
         messages=_chat_messages(body),
         options=options,
         format=output.json_schema if output is not None else None,
-        tools=tools if tools and not hidden else None,
+        tools=offered,
+        require_tool_call=required,
     )
 
 

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -23,8 +24,10 @@ from ...core.tool_calls import (
     ToolCallFormat,
     partial_tag_at_end,
     require_tool_format,
+    tool_function,
 )
 from ...core.tool_calls import tool_names as offered_tool_names
+from .errors import BadRequestBody
 from .keys import BACKEND, ENGINE
 from .metrics import record_generation
 
@@ -65,6 +68,23 @@ def tool_format(app: web.Application, model: str) -> ToolCallFormat:
     except ModelNotFound:
         return HERMES
     return require_tool_format(manifest.template or manifest.gguf.chat_template)
+
+
+def chosen_tools(
+    tools: list[dict[str, Any]], choice: str, forced: str | None
+) -> tuple[list[dict[str, Any]] | None, bool]:
+    """The tools a request offers after its tool choice, and whether the answer must call one.
+
+    `choice` is `none`, `auto` or `required`; `forced` names the one tool the answer must call.
+    """
+    if not tools or choice == "none":
+        return None, False
+    if forced is None:
+        return tools, choice == "required"
+    chosen = [tool for tool in tools if tool_function(tool).get("name") == forced]
+    if not chosen:
+        raise BadRequestBody(f"tool_choice: names '{forced}', which is not among the tools offered.", "tool_choice")
+    return chosen, True
 
 
 def output_parser(app: web.Application, generation: GenerationRequest, keep_thinking: bool) -> AssistantOutputParser:

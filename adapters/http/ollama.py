@@ -12,7 +12,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -33,7 +33,7 @@ from ...core.names import ModelName
 from ...core.sources import PullProgress
 from ...core.tool_calls import AssistantOutputParser
 from .errors import read_body
-from .generating import answer_pieces, output_parser
+from .generating import AnswerStep, answer_pieces, output_parser
 from .keys import BACKEND, ENGINE, SETTINGS
 from .ollama_wire import (
     ChatChunk,
@@ -193,6 +193,50 @@ def _check_common(body: GenerateRequest | ChatRequest) -> None:
         raise UnsupportedFeature("logprobs: log probabilities are not supported by ingle; leave logprobs out.")
 
 
+def _answer_fields(step: AnswerStep) -> dict[str, Any]:
+    """What every answer line carries: the reasoning, `done`, and on the last one the timings."""
+    timings = _timings(step.stats) if step.done else {}
+    return {"thinking": step.piece.thinking or None, "done": step.done, **timings}
+
+
+async def _answer_lines(
+    request: web.Request,
+    generation: GenerationRequest,
+    parser: AssistantOutputParser | None,
+    line: Callable[[AnswerStep], GenerateChunk | ChatChunk],
+) -> AsyncGenerator[dict[str, Any]]:
+    """The NDJSON lines of an answer, one per step of it."""
+    async with aclosing(answer_pieces(request.app, generation, parser)) as steps:
+        async for step in steps:
+            yield line(step).model_dump(exclude_none=True)
+
+
+async def _streamed_or_whole(
+    request: web.Request, stream: bool | None, lines: AsyncIterator[dict[str, Any]], part: str | None
+) -> web.StreamResponse:
+    """The lines as NDJSON, or the whole answer as one object: the last line with every line's text joined.
+
+    `part` names the object that holds the text (`message` in a chat), None for the line itself.
+    """
+    if stream:
+        return await ndjson(request, lines)
+    texts: dict[str, list[str]] = {}
+    calls: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    async with aclosing(lines):
+        async for line in lines:
+            fields = line[part] if part else line
+            for key in ("response", "content", "thinking"):
+                texts.setdefault(key, []).append(fields.get(key, ""))
+            calls.extend(fields.get("tool_calls", []))
+            last = line
+    whole = dict(last.get(part, {}) if part else last)
+    whole.update({key: "".join(values) for key, values in texts.items() if key in whole or any(values)})
+    if calls:
+        whole["tool_calls"] = calls
+    return web.json_response({**last, part: whole} if part else whole)
+
+
 async def _load_or_unload(request: web.Request, model: str, keep_alive: float | None) -> str:
     """Ollama's convention for an empty request: load the model, or unload it when keep_alive is 0."""
     engine = request.app[ENGINE]
@@ -239,17 +283,14 @@ async def _generate_chunks(request: web.Request, body: GenerateRequest) -> Async
     generation = _generation_request(body, request.app[SETTINGS].num_ctx)
     # Without `think`, reasoning stays in the text as the model wrote it, as Ollama leaves it.
     parser = AssistantOutputParser(None, keep_thinking=True) if _wants_thinking(body.think) else None
-    async with aclosing(answer_pieces(request.app, generation, parser)) as pieces:
-        async for step in pieces:
-            chunk = GenerateChunk(
-                model=body.model,
-                created_at=rfc3339(),
-                response=step.piece.content,
-                thinking=step.piece.thinking or None,
-                done=step.done,
-                **(_timings(step.stats) if step.done else {}),
-            )
-            yield chunk.model_dump(exclude_none=True)
+
+    def line(step: AnswerStep) -> GenerateChunk:
+        piece = step.piece
+        return GenerateChunk(model=body.model, created_at=rfc3339(), response=piece.content, **_answer_fields(step))
+
+    async with aclosing(_answer_lines(request, generation, parser, line)) as lines:
+        async for chunk in lines:
+            yield chunk
 
 
 @documented(
@@ -262,26 +303,7 @@ async def _generate_chunks(request: web.Request, body: GenerateRequest) -> Async
 async def generate(request: web.Request) -> web.StreamResponse:
     """Complete a prompt, streamed as NDJSON or answered at once."""
     body = await read_body(request, GenerateRequest)
-    chunks = _generate_chunks(request, body)
-    if body.stream:
-        return await ndjson(request, chunks)
-    return web.json_response(await _merge_generate(chunks))
-
-
-async def _merge_generate(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-    """The whole answer as one object: the last chunk with every fragment's text."""
-    texts: list[str] = []
-    thoughts: list[str] = []
-    last: dict[str, Any] = {}
-    async with aclosing(chunks):
-        async for chunk in chunks:
-            texts.append(chunk.get("response", ""))
-            thoughts.append(chunk.get("thinking", ""))
-            last = chunk
-    merged = {**last, "response": "".join(texts)}
-    if any(thoughts):
-        merged["thinking"] = "".join(thoughts)
-    return merged
+    return await _streamed_or_whole(request, body.stream, _generate_chunks(request, body), part=None)
 
 
 def _chat_request(body: ChatRequest, context_length: int) -> GenerationRequest:
@@ -306,21 +328,16 @@ async def _chat_chunks(request: web.Request, body: ChatRequest) -> AsyncIterator
         return
     generation = _chat_request(body, request.app[SETTINGS].num_ctx)
     parser = output_parser(request.app, generation, keep_thinking=_wants_thinking(body.think))
-    async with aclosing(answer_pieces(request.app, generation, parser)) as pieces:
-        async for step in pieces:
-            message = ResponseMessage(
-                content=step.piece.content,
-                thinking=step.piece.thinking or None,
-                tool_calls=[ToolCall.model_validate(call) for call in step.piece.tool_calls] or None,
-            )
-            chunk = ChatChunk(
-                model=body.model,
-                created_at=rfc3339(),
-                message=message,
-                done=step.done,
-                **(_timings(step.stats) if step.done else {}),
-            )
-            yield chunk.model_dump(exclude_none=True)
+
+    def line(step: AnswerStep) -> ChatChunk:
+        fields = _answer_fields(step)
+        calls = [ToolCall.model_validate(call) for call in step.piece.tool_calls] or None
+        message = ResponseMessage(content=step.piece.content, thinking=fields.pop("thinking"), tool_calls=calls)
+        return ChatChunk(model=body.model, created_at=rfc3339(), message=message, **fields)
+
+    async with aclosing(_answer_lines(request, generation, parser, line)) as lines:
+        async for chunk in lines:
+            yield chunk
 
 
 @documented(
@@ -333,31 +350,7 @@ async def _chat_chunks(request: web.Request, body: ChatRequest) -> AsyncIterator
 async def chat(request: web.Request) -> web.StreamResponse:
     """Answer a conversation, streamed as NDJSON or answered at once."""
     body = await read_body(request, ChatRequest)
-    chunks = _chat_chunks(request, body)
-    if body.stream:
-        return await ndjson(request, chunks)
-    return web.json_response(await _merge_chat(chunks))
-
-
-async def _merge_chat(chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-    """The whole answer as one object: the last chunk with the whole message."""
-    content: list[str] = []
-    thinking: list[str] = []
-    tool_calls: list[dict[str, Any]] = []
-    last: dict[str, Any] = {}
-    async with aclosing(chunks):
-        async for chunk in chunks:
-            message = chunk["message"]
-            content.append(message.get("content", ""))
-            thinking.append(message.get("thinking", ""))
-            tool_calls.extend(message.get("tool_calls", []))
-            last = chunk
-    message = {"role": "assistant", "content": "".join(content)}
-    if any(thinking):
-        message["thinking"] = "".join(thinking)
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {**last, "message": message}
+    return await _streamed_or_whole(request, body.stream, _chat_chunks(request, body), part="message")
 
 
 # --- embeddings ---------------------------------------------------------------

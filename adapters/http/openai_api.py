@@ -24,7 +24,7 @@ from ...core.generation import ChatMessage, GenerationRequest, GenerationStats
 from ...core.manifest import Manifest
 from ...core.tool_calls import AssistantPiece
 from .errors import BadRequestBody, read_body
-from .generating import answer_pieces, generate, generate_all, output_parser, whole_answer
+from .generating import answer_pieces, chosen_tools, generate, generate_all, output_parser, whole_answer
 from .keys import BACKEND, ENGINE
 from .openai_wire import (
     AssistantMessage,
@@ -72,8 +72,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, ChatCompletionRequest)
     generation = chat_generation(body)
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await server_sent_events(request, chat_chunks(request.app, generation, include_usage))
+        return await server_sent_events(request, chat_chunks(request.app, generation, _usage_asked(body)))
     answer, stats = await whole_answer(request.app, generation, output_parser(request.app, generation, True))
     return json_body(chat_completion(generation.model, answer, stats))
 
@@ -91,8 +90,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     generation = completion_generation(body)
     echo = generation.prompt if body.echo else ""
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = completion_chunks(request.app, generation, echo, include_usage)
+        chunks = completion_chunks(request.app, generation, echo, _usage_asked(body))
         return await server_sent_events(request, chunks)
     text, stats = await generate_all(request.app, generation)
     return json_body(text_completion(generation.model, echo + text, stats))
@@ -135,6 +133,11 @@ def add_routes(app: web.Application) -> None:
 # --- convert in ---------------------------------------------------------------
 
 
+def _usage_asked(body: ChatCompletionRequest | CompletionRequest) -> bool:
+    """Whether a stream should end with a chunk of token counts."""
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
 def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
     """The GenerationRequest a chat completion asks for."""
     _refuse_unsupported(body.n, body.logprobs or bool(body.top_logprobs), body.logit_bias)
@@ -144,7 +147,7 @@ def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
         raise BadRequestBody("web_search_options: web search is not supported.", "web_search_options")
     tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
     tools += [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in body.functions or []]
-    hidden = body.tool_choice == "none" or body.function_call == "none"
+    tools, required = chosen_tools(tools, *_tool_choice(body))
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     return GenerationRequest(
         model=body.model,
@@ -160,9 +163,21 @@ def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
             stop=body.stop,
         ),
         format=_output_format(body),
-        tools=tools if tools and not hidden else None,
+        tools=tools,
+        require_tool_call=required,
         knowledge=body.knowledge or [],
     )
+
+
+def _tool_choice(body: ChatCompletionRequest) -> tuple[str, str | None]:
+    """`none`, `auto` or `required`, and the one function named, from tool_choice or legacy function_call."""
+    for choice in (body.tool_choice, body.function_call):
+        if isinstance(choice, dict):
+            named = choice.get("function", choice).get("name")
+            return "required", named if isinstance(named, str) else None
+        if choice in ("none", "required"):
+            return choice, None
+    return "auto", None
 
 
 def completion_generation(body: CompletionRequest) -> GenerationRequest:

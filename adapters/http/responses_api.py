@@ -22,7 +22,7 @@ from aiohttp import web
 from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
 from ...core.tool_calls import AssistantOutputParser, AssistantPiece
 from .errors import BadRequestBody, read_body
-from .generating import answer_pieces, output_parser, whole_answer
+from .generating import answer_pieces, chosen_tools, output_parser, whole_answer
 from .keys import SETTINGS
 from .openapi import documented
 from .response_store import ResponseStore, StoredResponse
@@ -116,7 +116,10 @@ def response_generation(body: ResponseRequest, turns: list[ChatMessage]) -> Gene
         field = "conversation" if body.conversation is not None else "prompt"
         raise BadRequestBody(f"{field}: is not available here; continue with previous_response_id.", field)
     tools = [_function_tool(tool, index) for index, tool in enumerate(body.tools or [])]
-    hidden = body.tool_choice == "none"
+    choice = body.tool_choice
+    forced = choice.get("name") if isinstance(choice, dict) else None
+    kind = "required" if isinstance(choice, dict) else choice or "auto"
+    offered, required = chosen_tools(tools, kind, forced if isinstance(forced, str) else None)
     system = [ChatMessage("system", body.instructions)] if body.instructions else []
     return GenerationRequest(
         model=body.model,
@@ -130,7 +133,8 @@ def response_generation(body: ResponseRequest, turns: list[ChatMessage]) -> Gene
             max_tokens=body.max_output_tokens,
         ),
         format=_output_format(body),
-        tools=tools if tools and not hidden else None,
+        tools=offered,
+        require_tool_call=required,
     )
 
 

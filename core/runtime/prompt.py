@@ -58,7 +58,11 @@ class PromptBuilder:
             # build_fim_prompt has refused a model without FIM tokens, so self.fim is set here.
             prepared = PreparedPrompt(tokens, self.fim.stop_tokens() if self.fim else frozenset())
         elif request.messages is not None:
-            tool_grammar = grammar_for_tool_calls(self.tool_format, request.tools) if request.tools else None
+            tool_grammar = (
+                grammar_for_tool_calls(self.tool_format, request.tools, eager=request.require_tool_call)
+                if request.tools
+                else None
+            )
             prepared = PreparedPrompt(self._chat_tokens(request.messages, request), tool_grammar=tool_grammar)
         elif request.raw:
             prepared = PreparedPrompt(self.model.tokenize(request.prompt or "", add_special=self.model.add_bos))

@@ -50,11 +50,16 @@ class LazyGrammar:
 
     grammar: str
     triggers: tuple[str, ...]
-    """Regexes; the grammar applies from the first capture group (or the match) of the first that matches."""
+    """Regexes; the grammar applies from the first capture group (or the match) of the first that matches.
+    None: it applies from the first token."""
 
 
-def grammar_for_tool_calls(tool_format: ToolCallFormat, tools: list[dict[str, Any]]) -> LazyGrammar:
+def grammar_for_tool_calls(
+    tool_format: ToolCallFormat, tools: list[dict[str, Any]], eager: bool = False
+) -> LazyGrammar:
     """A lazy grammar that makes a started tool call parse and match its tool's JSON schema.
+
+    `eager`: the answer must be a call, so the grammar applies from the start.
 
     A framed call is `open call close` (the model may end after it or start
     another) or, for a family that writes an array, `open [call, …]`; a bare
@@ -82,7 +87,7 @@ def grammar_for_tool_calls(tool_format: ToolCallFormat, tools: list[dict[str, An
         triggers.insert(0, f"({re.escape(tool_format.open)})[ \\t\\n]{{0,20}}$")
     else:
         root = f"root ::= {bare}"
-    return LazyGrammar(f"{root}\ntool-space ::= {_WHITESPACE}\n{rules}", tuple(triggers))
+    return LazyGrammar(f"{root}\ntool-space ::= {_WHITESPACE}\n{rules}", () if eager else tuple(triggers))
 
 
 class Sampler:
@@ -113,8 +118,10 @@ class Sampler:
         try:
             if grammar is not None:
                 self._add_grammar(model, grammar)
-            elif tool_grammar is not None:
+            elif tool_grammar is not None and tool_grammar.triggers:
                 self._add_lazy_grammar(model, tool_grammar)
+            elif tool_grammar is not None:
+                self._add_grammar(model, tool_grammar.grammar)
             if options.repeat_penalty != 1.0 or options.frequency_penalty or options.presence_penalty:
                 self._add(
                     llama.llama_sampler_init_penalties(
