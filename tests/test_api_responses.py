@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema_rs
 import openai
 import pytest
+from openai.types.responses import FunctionToolParam, ResponseCompletedEvent, ResponseIncompleteEvent
 
 from ingle.adapters.http.response_store import ResponseStore, StoredResponse
 from ingle.core.engine import Engine
@@ -17,11 +18,12 @@ from ingle.core.engine import Engine
 from .conftest import DEFAULT_MODEL, settings_for
 from .servers import serving
 
-WEATHER_TOOL = {
+WEATHER_TOOL: FunctionToolParam = {
     "type": "function",
     "name": "get_weather",
     "description": "The current weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": None,  # the client's type wants the key; None is the server's default
 }
 
 
@@ -69,7 +71,9 @@ async def test_stream_sends_the_documented_events(client: openai.AsyncOpenAI) ->
     assert kinds[-1] in ("response.completed", "response.incomplete")
     assert "response.output_text.done" in kinds and "response.output_item.done" in kinds
     deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
-    assert deltas and deltas == events[-1].response.output_text
+    last = events[-1]
+    assert isinstance(last, ResponseCompletedEvent | ResponseIncompleteEvent)
+    assert deltas and deltas == last.response.output_text
     assert [event.sequence_number for event in events] == list(range(1, len(events) + 1))
 
 
