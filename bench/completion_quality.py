@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -95,7 +96,7 @@ class Score:
     shown_exact: list[bool] = field(default_factory=list)
     """Exact matches of the first suggestion shown, before the rest of it was written."""
     lone_words: int = 0
-    """First suggestions that were one word where a line was asked for."""
+    """First suggestions that were a lone word (`def`, `return`) where the line held more."""
 
     def add(self, task: Task, expected: list[str], shown: str, settled: str, seconds: float) -> None:
         """Score a suggestion (as first shown, and once complete) against the lines that were there."""
@@ -108,7 +109,7 @@ class Score:
         ratio = difflib.SequenceMatcher(None, "\n".join(_lines(settled, task.size)), "\n".join(want)).ratio()
         self.similarity.append(ratio)
         self.seconds.append(seconds)
-        if len(shown.split()) == 1 and len(want[0].split()) > 1:
+        if re.fullmatch(r"\w+", shown.strip()) and shown.strip() != want[0].strip():
             self.lone_words += 1
 
     def row(self) -> str:
@@ -257,7 +258,7 @@ async def run_ingle(
                     again = await server.complete(uri, types.Position(task.line, column))
                     settled = again.text if again else shown
                 score.add(task, expected, shown, settled, seconds)
-                _progress(score, task, settled)
+                _progress(score, task, settled, shown)
                 server.forget(uri)
                 server.workspace.remove_text_document(uri)
             for uri in list(server.warming):
@@ -295,7 +296,7 @@ async def run_llama_server(
                 response.raise_for_status()
                 content = response.json().get("content", "")
                 score.add(task, expected, content, content, time.perf_counter() - started)
-                _progress(score, task, content)
+                _progress(score, task, content, content)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -314,11 +315,12 @@ def _rank_in_package(tasks: list[Task], index: int) -> int:
     return sum(task.package == tasks[index].package for task in tasks[:index])
 
 
-def _progress(score: Score, task: Task, suggestion: str) -> None:
+def _progress(score: Score, task: Task, suggestion: str, shown: str) -> None:
     mark = "=" if score.exact[-1] else "~"
-    first = suggestion.split("\n")[0]
+    first, shown_first = suggestion.split("\n")[0], shown.split("\n")[0]
+    where = f"{task.path}:{task.line + 1}"
     print(
-        f"  {mark} {score.similarity[-1]:.2f} {score.seconds[-1]:6.1f} s  {task.path}:{task.line + 1}  {first!r}",
+        f"  {mark} {score.similarity[-1]:.2f} {score.seconds[-1]:6.1f} s  {where}  {first!r} (shown {shown_first!r})",
         flush=True,
     )
 
