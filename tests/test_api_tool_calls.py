@@ -10,8 +10,11 @@ import jsonschema_rs
 import ollama
 import openai
 import pytest
+from openai.types.chat import ChatCompletionToolParam
 
 from ingle.core.engine import Engine
+from ingle.core.errors import InvalidRequest
+from ingle.core.runtime.sampler import grammar_for_tool_calls
 from ingle.core.tool_calls import (
     GENERIC,
     HERMES,
@@ -34,7 +37,7 @@ ALARM_PARAMETERS = {
     },
     "required": ["hour", "minute", "label"],
 }
-ALARM_TOOL = {
+ALARM_TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {"name": "set_alarm", "description": "Set an alarm clock.", "parameters": ALARM_PARAMETERS},
 }
@@ -116,6 +119,7 @@ async def test_openai_tool_arguments_follow_the_schema(base_url: str) -> None:
     choice = answer.choices[0]
     assert choice.finish_reason == "tool_calls" and not choice.message.content
     call = choice.message.tool_calls[0]
+    assert call.type == "function"
     arguments = json.loads(call.function.arguments)
     assert call.function.name == "set_alarm"
     assert jsonschema_rs.validator_for(ALARM_PARAMETERS).is_valid(arguments), arguments
@@ -133,7 +137,7 @@ async def test_ollama_streams_a_schema_valid_call(base_url: str) -> None:
     calls = [call for chunk in chunks for call in chunk.message.tool_calls or []]
     assert [call.function.name for call in calls] == ["set_alarm"]
     assert jsonschema_rs.validator_for(ALARM_PARAMETERS).is_valid(dict(calls[0].function.arguments))
-    assert "".join(chunk.message.content for chunk in chunks).strip() == ""
+    assert "".join(chunk.message.content or "" for chunk in chunks).strip() == ""
 
 
 async def test_tools_for_a_model_without_tool_support_are_a_400(base_url: str) -> None:
@@ -155,7 +159,7 @@ async def test_a_required_tool_choice_makes_the_answer_a_call(base_url: str) -> 
             max_tokens=80,
         )
         call = answer.choices[0].message.tool_calls[0]
-        assert call.function.name == "set_alarm"
+        assert call.type == "function" and call.function.name == "set_alarm"
         assert jsonschema_rs.validator_for(ALARM_PARAMETERS).is_valid(json.loads(call.function.arguments))
         with pytest.raises(openai.BadRequestError, match="not among the tools offered"):
             await client.chat.completions.create(
@@ -164,3 +168,16 @@ async def test_a_required_tool_choice_makes_the_answer_a_call(base_url: str) -> 
                 tools=[ALARM_TOOL],
                 tool_choice={"type": "function", "function": {"name": "missing"}},
             )
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}, "minItems": 10**9}}},
+        {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[0-9]{100000}$"}}},
+    ],
+)
+def test_a_schema_that_would_blow_up_the_grammar_is_refused(parameters: dict) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+    with pytest.raises(InvalidRequest, match="limited to"):
+        grammar_for_tool_calls(HERMES, [tool])

@@ -77,8 +77,8 @@ class InputItem(Input):
 class FunctionTool(Input):
     """A function the model may call."""
 
-    type: Literal["function", "web_search", "web_search_preview", "file_search", "code_interpreter", "mcp", "custom"]
-    """Only `function` tools are available here."""
+    type: str = Field(max_length=64)
+    """Only `function` tools are available here; any other kind is refused with its name."""
     name: str | None = Field(default=None, max_length=128)
     """The function's name."""
     description: str | None = None

@@ -30,6 +30,35 @@ _BARE_CALL_TRIGGER = (
 )
 
 
+# llama.cpp expands a grammar's repetition counts into copies of rules, so a schema's counts are
+# bounded before any grammar is built: `{"maxItems": 10**9}` must be a 400, not an exhausted machine.
+MAX_SCHEMA_REPEAT = 1000
+_COUNT_KEYWORDS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
+_PATTERN_COUNT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def check_schema_counts(schema: Any, field: str) -> None:
+    """InvalidRequest naming `field` when a JSON schema repeats anything more than MAX_SCHEMA_REPEAT times."""
+    pending, seen = [schema], 0
+    while pending:
+        node = pending.pop()
+        seen += 1
+        if seen > 100_000:
+            raise InvalidRequest(f"{field}: the JSON schema is too large.")
+        if isinstance(node, list):
+            pending.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        counts = [node.get(keyword) for keyword in _COUNT_KEYWORDS]
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            counts += [int(number) for match in _PATTERN_COUNT.findall(pattern) for number in match if number]
+        if any(isinstance(count, int) and count > MAX_SCHEMA_REPEAT for count in counts):
+            raise InvalidRequest(f"{field}: counts in the JSON schema are limited to {MAX_SCHEMA_REPEAT}.")
+        pending.extend(node.values())
+
+
 def grammar_for_format(output_format: str | dict[str, Any] | None) -> str | None:
     """GBNF grammar constraining output to JSON, or to a JSON schema; None if unconstrained."""
     if output_format is None or output_format == "":
@@ -37,6 +66,7 @@ def grammar_for_format(output_format: str | dict[str, Any] | None) -> str | None
     if output_format == "json":
         return JSON_GBNF
     if isinstance(output_format, dict):
+        check_schema_counts(output_format, "format")
         try:
             return json_schema_to_gbnf(json.dumps(output_format))
         except Exception as error:  # the converter raises bare Exceptions on bad schemas
@@ -65,8 +95,10 @@ def grammar_for_tool_calls(
     another) or, for a family that writes an array, `open [call, …]`; a bare
     call is the JSON object alone, with the closing fence of a ```json block.
     """
+    schema = call_schema(tool_format, tools)
+    check_schema_counts(schema, "tools")
     try:
-        call_rules = json_schema_to_gbnf(json.dumps(call_schema(tool_format, tools)))
+        call_rules = json_schema_to_gbnf(json.dumps(schema))
     except Exception as error:  # the converter raises bare Exceptions on bad schemas
         raise InvalidRequest(f"tools: a tool's parameters schema cannot be used ({error}).") from error
     # The converter names its top rule `root`; it becomes `tool-call`, and `root` frames the calls.
