@@ -78,7 +78,9 @@ class NetworkGuard:
         )
 
     async def checked_address(self, host: str, port: int) -> str:
-        """The address to connect to for HOST: resolved once, every answer public unless HOST is trusted."""
+        """The address to connect to for HOST: HOST itself if trusted, else its address once every answer is public."""
+        if host.lower().strip("[]") in self.trusted_hosts:
+            return host
         loop = asyncio.get_running_loop()
         try:
             answers = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -87,14 +89,13 @@ class NetworkGuard:
         addresses = [str(answer[4][0]) for answer in answers]
         if not addresses:
             raise httpcore.ConnectError(f"cannot resolve {host}")
-        if host.lower().strip("[]") not in self.trusted_hosts:
-            for address in addresses:
-                if not is_public(address):
-                    raise PullRefused(
-                        f"Pulling from {host} through the API is not allowed: it resolves to the non-public "
-                        f"address {address}; list the host in {ALLOWLIST_SETTING} in the server's ingle.toml "
-                        "if it is a mirror you trust."
-                    )
+        for address in addresses:
+            if not is_public(address):
+                raise PullRefused(
+                    f"Pulling from {host} through the API is not allowed: it resolves to the non-public "
+                    f"address {address}; list the host in {ALLOWLIST_SETTING} in the server's ingle.toml "
+                    "if it is a mirror you trust."
+                )
         return addresses[0]
 
 
