@@ -11,9 +11,11 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import SecretStr
 
 from ingle.bots.access import AccessPolicy
 from ingle.bots.commands import ScheduleSpec, parse_command, parse_schedule
@@ -334,7 +336,7 @@ def test_a_killed_process_loses_no_acknowledged_message(tmp_path: Path) -> None:
 class RecordedReply:
     """A ReplyStream that records what it was asked to show."""
 
-    def __init__(self, log: list[tuple[str, object]]) -> None:
+    def __init__(self, log: list[tuple[str, Any]]) -> None:
         self.log = log
 
     async def begin(self) -> None:
@@ -351,8 +353,8 @@ def plain_style(limit: int = 4000, interval: float = 0.0) -> PlatformStyle:
     return PlatformStyle(name="test", message_limit=limit, edit_interval=interval, render=as_markdown)
 
 
-def core_for(tmp_path: Path, backend, log, **section: object) -> ConversationCore:
-    settings = TelegramSettings(token="1:x", allowed_users=["u"], **{"rate_limit_burst": 100, **section})
+def core_for(tmp_path: Path, backend, log, **section: Any) -> ConversationCore:
+    settings = TelegramSettings(token=SecretStr("1:x"), allowed_users=["u"], **{"rate_limit_burst": 100, **section})
     return ConversationCore(
         style=plain_style(interval=float(section.get("edit_interval") or 0.01)),
         settings=settings,
@@ -368,7 +370,7 @@ def said(key: ConversationKey, text: str, event: str, user: str = "u") -> Incomi
 
 
 async def test_the_core_sends_history_and_throttles_updates(tmp_path: Path) -> None:
-    log: list[tuple[str, object]] = []
+    log: list[tuple[str, Any]] = []
     backend = ScriptedBackend([f"w{i} " for i in range(30)], delay=0.02)
     key = ConversationKey("test", "c")
     async with core_for(tmp_path, backend, log, edit_interval=0.25) as core:
@@ -381,7 +383,7 @@ async def test_the_core_sends_history_and_throttles_updates(tmp_path: Path) -> N
 
 
 async def test_turns_of_one_conversation_run_in_order(tmp_path: Path) -> None:
-    log: list[tuple[str, object]] = []
+    log: list[tuple[str, Any]] = []
     backend = ScriptedBackend(["a", "b", "c"], delay=0.05)
     key = ConversationKey("test", "c")
     async with core_for(tmp_path, backend, log) as core:
@@ -394,7 +396,7 @@ async def test_turns_of_one_conversation_run_in_order(tmp_path: Path) -> None:
 
 
 async def test_commands_reset_model_and_system(tmp_path: Path) -> None:
-    log: list[tuple[str, object]] = []
+    log: list[tuple[str, Any]] = []
     backend = ScriptedBackend(["ok"])
     key = ConversationKey("test", "c", "t1")
     async with core_for(tmp_path, backend, log) as core:
@@ -412,7 +414,7 @@ async def test_commands_reset_model_and_system(tmp_path: Path) -> None:
 
 
 async def test_a_busy_backend_is_one_sentence_and_the_message_is_kept(tmp_path: Path) -> None:
-    log: list[tuple[str, object]] = []
+    log: list[tuple[str, Any]] = []
     key = ConversationKey("test", "c")
     async with core_for(tmp_path, BusyBackend(), log) as core:
         await core.handle(said(key, "are you there?", "1"), RecordedReply(log))
@@ -422,7 +424,7 @@ async def test_a_busy_backend_is_one_sentence_and_the_message_is_kept(tmp_path: 
 
 
 async def test_rate_limited_users_are_told_to_slow_down(tmp_path: Path) -> None:
-    log: list[tuple[str, object]] = []
+    log: list[tuple[str, Any]] = []
     key = ConversationKey("test", "c")
     async with core_for(tmp_path, ScriptedBackend(["ok"]), log, rate_limit_burst=1, rate_limit_per_minute=1) as core:
         await core.handle(said(key, "/help", "1"), RecordedReply(log))
@@ -431,7 +433,7 @@ async def test_rate_limited_users_are_told_to_slow_down(tmp_path: Path) -> None:
 
 
 async def test_a_scheduled_prompt_posts_into_its_channel(tmp_path: Path) -> None:
-    log: list[tuple[str, object]] = []
+    log: list[tuple[str, Any]] = []
     backend = ScriptedBackend(["Good ", "morning!"])
     key = ConversationKey("test", "c")
     async with core_for(tmp_path, backend, log) as core:
@@ -441,7 +443,7 @@ async def test_a_scheduled_prompt_posts_into_its_channel(tmp_path: Path) -> None
 
 
 def test_tokens_come_from_systemd_credential_files(tmp_path, monkeypatch) -> None:
-    from ingle.bots.settings import bot_settings
+    from ingle.bots.settings import SlackSettings, bot_settings
     from ingle.core.settings import Settings
 
     token = tmp_path / "slack-token"
@@ -451,6 +453,7 @@ def test_tokens_come_from_systemd_credential_files(tmp_path, monkeypatch) -> Non
     monkeypatch.setenv("INGLE_BOT_TOKEN_FILE", str(token))
     monkeypatch.setenv("INGLE_BOT_APP_TOKEN_FILE", str(app_token))
     slack = bot_settings(Settings(home=tmp_path), "slack")
+    assert isinstance(slack, SlackSettings) and slack.app_token is not None
     assert slack.bot_token.get_secret_value() == "xoxb-from-file"
     assert slack.app_token.get_secret_value() == "xapp-from-file"
     assert "xoxb" not in repr(slack)
