@@ -30,7 +30,9 @@ Commands:
 - `/reset` — forget this conversation
 - `/model [name]` — show or switch the model for this conversation
 - `/system [text|default]` — show or set this conversation's instructions
-- `/schedule WHEN PROMPT` — post the answer to PROMPT here on a schedule, e.g. `/schedule every weekday at 9:00 Summarise today's plan`, `/schedule every 30 minutes ...`, `/schedule cron 0 9 * * 1-5 ...`
+- `/schedule WHEN PROMPT` — post the answer to PROMPT here on a schedule, e.g.
+  `/schedule every weekday at 9:00 Summarise today's plan`, `/schedule every 30 minutes ...`,
+  `/schedule cron 0 9 * * 1-5 ...`
 - `/schedules` — list this channel's schedules
 - `/unschedule ID` — remove one
 - `/sources` — the knowledge base excerpts the last answer used"""

@@ -18,6 +18,10 @@ mattermost.py) writes; everything else lives here, once:
      placeholder (or is posted if `begin` was never called — commands,
      refusals and errors come that way), the other parts follow as new
      messages. It must deliver, waiting out flood limits.
+   - `state()`   where it writes and the message it has placed so far, as
+     JSON values; the core records it as the answer streams, and after a
+     crash `open_reply(key, state)` rebuilds the reply from it, so the
+     answer finishes in the message the user already sees.
    Constructing a ReplyStream must not touch the network; an ignored message
    never calls it.
 
@@ -26,18 +30,19 @@ mattermost.py) writes; everything else lives here, once:
    `IncomingMessage` (conversation key = platform + channel + thread, the
    sender's id, the text, and the platform's event id, used to drop
    redeliveries) and call:
-   - `await core.handle(message, reply)` — does everything; or, to
-     acknowledge only what is safely stored,
-   - `turn = await core.receive(message, reply)` (access check, rate limit,
-     duplicate check, message committed to SQLite), acknowledge the event,
-     then `await turn.run()` (generation and reply) in a task of its own.
-   Turns of one conversation run one at a time and in order; different
-   conversations run concurrently.
+   `await core.accept(message, reply)`: access check, rate limit, duplicate
+   check, the message and the answer it is owed committed to SQLite; when it
+   returns the platform may acknowledge the event. The answer runs in a task
+   the core owns (cancelled when it closes). Turns of one conversation run
+   one at a time and in order; different conversations run concurrently.
 
-4. Give the core an `open_reply(key) -> ReplyStream` for posting into a
-   conversation unprompted (scheduled prompts), and run it as
-   `async with ConversationCore(...) as core:` (opens the SQLite store, loads
-   and starts the schedules).
+4. Give the core an `open_reply(key, state=None) -> ReplyStream` for posting
+   into a conversation unprompted (scheduled prompts; `state` None) or
+   finishing an interrupted answer (`state` from `ReplyStream.state`), and
+   run it as `async with ConversationCore.of(...) as core:` (opens the SQLite
+   store, starts the schedules, and resumes the answers a crash interrupted:
+   answered in place if younger than `resume_within`, else the user is asked
+   to repeat and a half-shown answer is marked as cut off).
 
 The core keeps conversations keyed by platform, channel and thread; sends the
 model the system prompt plus as much recent history as fits its context
@@ -53,17 +58,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ingle.core.backend import GenerationBackend
 from ingle.core.errors import InvalidRequest
 from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
 from ingle.core.knowledge import KnowledgeLibrary
 from ingle.core.names import ModelName
+from ingle.core.settings import Settings
 
 from .access import AccessPolicy, refusal
 from .commands import HELP, Command, parse_command, parse_schedule
@@ -72,10 +79,13 @@ from .formatting import Render, preview, split_markdown
 from .knowledge import ChannelKnowledge
 from .ratelimit import RateLimiter, too_fast
 from .schedules import BotScheduler
-from .settings import BotSettings
-from .store import BotStore, ConversationKey, StoredMessage
+from .settings import BotSettings, database_path
+from .store import BotStore, ConversationKey, OwedAnswer, ReplyState, StoredMessage
+from .tasks import AnswerTasks
 
 log = logging.getLogger("ingle.bots")
+
+T = TypeVar("T")
 
 __all__ = [
     "ConversationCore",
@@ -129,9 +139,25 @@ class ReplyStream(Protocol):
         """Show the final answer: the first part replaces the placeholder, the rest follow; must deliver."""
         ...
 
+    def state(self) -> ReplyState:
+        """Where this reply writes and the message it has placed so far, as JSON values (rebuilds it after a crash)."""
+        ...
 
-OpenReply = Callable[[ConversationKey], ReplyStream]
-"""Opens a reply posted into a conversation without a message to answer (scheduled prompts)."""
+
+OpenReply = Callable[[ConversationKey, ReplyState | None], ReplyStream]
+"""Opens a reply into a conversation: a new one (state None, for scheduled prompts) or one rebuilt from its state."""
+
+RESTARTED = "Sorry, I restarted before I could answer this. Please send your message again."
+CUT_OFF = "*(cut off: I restarted before finishing. Please send your message again.)*"
+
+
+def cut_off(partial: str) -> str:
+    """What a half-shown answer becomes when it will not be finished: visibly marked, never looking complete."""
+    if not partial.strip():
+        return RESTARTED
+    if partial.count("```") % 2:
+        partial += "\n```"  # close the open code block, so the mark is not read as code
+    return f"{partial} …\n\n{CUT_OFF}"
 
 
 # --- reasoning -------------------------------------------------------------------
@@ -185,10 +211,13 @@ def fit_history(system: str, history: Sequence[StoredMessage], budget: int) -> l
 class _Preview:
     """Shows the growing answer through `reply.update`, at most once per interval, always the newest text."""
 
-    def __init__(self, reply: ReplyStream, style: PlatformStyle, interval: float) -> None:
+    def __init__(
+        self, reply: ReplyStream, style: PlatformStyle, interval: float, progress: Callable[[str], Awaitable[None]]
+    ) -> None:
         self._reply = reply
         self._style = style
         self._interval = interval
+        self._progress = progress
         self._raw = ""
         self._shown = ""
         self._changed = asyncio.Event()
@@ -217,11 +246,15 @@ class _Preview:
                 continue
             text = preview(visible, self._style.message_limit, self._style.render)
             if text and text != self._shown:
+                # Recorded before it is shown, so that a crash never leaves words on screen the store does not
+                # know of; and again after, when showing it placed a message.
+                await self._progress(visible)
                 try:
                     await self._reply.update(text)
                     self._shown = text
                 except Exception as error:  # a failed preview is not worth the answer; the final text follows
                     log.warning("a streaming update failed on %s: %s", self._style.name, error)
+                await self._progress(visible)
             try:
                 await asyncio.wait_for(self._closing.wait(), self._interval)
             except TimeoutError:
@@ -249,6 +282,26 @@ class Turn:
 class ConversationCore:
     """One bot's brain, platform-neutral: memory, access, commands, schedules, streaming. Use `async with`."""
 
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        bot: BotSettings,
+        style: PlatformStyle,
+        backend: GenerationBackend,
+        open_reply: OpenReply,
+    ) -> ConversationCore:
+        """The core of the `bot` section's platform, with its database where the settings put it."""
+        return cls(
+            style=style,
+            settings=bot,
+            backend=backend,
+            database=database_path(settings, bot, style.name),
+            default_model=settings.default_model,
+            open_reply=open_reply,
+            knowledge=KnowledgeLibrary(settings, backend),
+        )
+
     def __init__(
         self,
         *,
@@ -274,6 +327,8 @@ class ConversationCore:
         self._tails: dict[ConversationKey, asyncio.Future[None]] = {}
         """The last turn of each conversation with turns pending, which the next one waits for."""
         self.edit_interval = settings.edit_interval or style.edit_interval
+        self.answering = AnswerTasks()
+        """The turns running now, each a task of its own."""
 
     async def __aenter__(self) -> ConversationCore:
         await self.store.__aenter__()
@@ -282,9 +337,13 @@ class ConversationCore:
             log.warning(
                 "the %s bot answers nobody until allowed_users or allowed_channels is configured", self.style.name
             )
+        for owed in await self.store.owed_answers():
+            self.answering.spawn(self._resume(owed).run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Answers cut short here stay owed in the store and are resumed at the next start.
+        await self.answering.cancel_all()
         self.schedules.shutdown()
         await self.store.close()
 
@@ -295,6 +354,12 @@ class ConversationCore:
         turn = await self.receive(message, reply)
         if turn is not None:
             await turn.run()
+
+    async def accept(self, message: IncomingMessage, reply: ReplyStream) -> None:
+        """Receive a message, then answer it in a task of its own; on return the platform may acknowledge it."""
+        turn = await self.receive(message, reply)
+        if turn is not None:
+            self.answering.spawn(turn.run())
 
     async def receive(self, message: IncomingMessage, reply: ReplyStream) -> Turn | None:
         """The fast half: decide whether to answer and commit the message; None means stay silent.
@@ -319,12 +384,28 @@ class ConversationCore:
                 return None
             return self._in_order(message.key, reply, lambda: self._command(command, message))
         message_id = await self.store.add_user_message(
-            conversation.id, platform, message.event_id, message.text, message.user_id
+            conversation.id, platform, message.event_id, message.text, message.user_id, reply.state()
         )
         if message_id is None:
             log.info("ignoring a redelivered %s event %s", platform, message.event_id)
             return None
-        return self._in_order(message.key, reply, lambda: self._answer(message.key, message_id, reply))
+        return self._in_order(message.key, reply, lambda: self._answer(message.key, message_id, reply), message_id)
+
+    def _resume(self, owed: OwedAnswer) -> Turn:
+        """The turn that pays an answer a crash interrupted: deliver it, answer anew, or ask to repeat."""
+        reply = self._open_reply(owed.key, owed.reply)
+        age = time.time() - owed.asked_at
+        if owed.answer is not None:
+            answer = owed.answer
+            log.info("delivering a %s answer the bot had finished before it stopped", self.style.name)
+            return self._in_order(owed.key, reply, lambda: _value(answer), owed.question_id)
+        if age <= self.settings.resume_within:
+            log.info("answering a %s message left unanswered when the bot stopped", self.style.name)
+            return self._in_order(
+                owed.key, reply, lambda: self._answer(owed.key, owed.question_id, reply), owed.question_id
+            )
+        log.info("a %s message left unanswered is %.0f s old: asking the user to repeat it", self.style.name, age)
+        return self._in_order(owed.key, reply, lambda: _value(cut_off(owed.partial)), owed.question_id)
 
     def _reply_turn(self, reply: ReplyStream, text: str) -> Turn:
         async def send() -> None:
@@ -332,8 +413,18 @@ class ConversationCore:
 
         return Turn(send)
 
-    def _in_order(self, key: ConversationKey, reply: ReplyStream, work: Callable[[], Awaitable[str | None]]) -> Turn:
-        """A turn that starts once the conversation's previous turn (by arrival) has finished."""
+    def _in_order(
+        self,
+        key: ConversationKey,
+        reply: ReplyStream,
+        work: Callable[[], Awaitable[str | None]],
+        question_id: int | None = None,
+    ) -> Turn:
+        """A turn that starts once the conversation's previous turn (by arrival) has finished.
+
+        With `question_id`, the answer owed to that message is marked delivered when the turn completes
+        (not when it is cancelled or the process dies: then it stays owed).
+        """
         previous = self._tails.get(key)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tails[key] = done
@@ -348,6 +439,8 @@ class ConversationCore:
                     text = error_sentence(error, where=f"{key.platform} {key.channel}")
                 if text is not None:
                     await self._deliver(reply, text)
+                if question_id is not None:
+                    await self.store.mark_delivered(question_id)
             finally:
                 done.set_result(None)
                 if self._tails.get(key) is done:
@@ -368,25 +461,42 @@ class ConversationCore:
         history = await self.store.history_for(conversation.id, message_id)
         budget = self.settings.context_tokens - self.settings.max_answer_tokens
         messages = fit_history(conversation.system or self.settings.system_prompt, history, budget)
+
+        recorded: list[object] = []
+
+        async def progress(partial: str) -> None:
+            state = reply.state()
+            if recorded != [state, partial]:
+                recorded[:] = [state, partial]
+                await self.store.note_progress(message_id, state, partial)
+
         turn = await self.knowledge.ground(key, messages)
         if turn.answer is not None:
             answer = turn.answer
         else:
-            answer = await self._generate(conversation.model or self.default_model, turn.messages, reply)
+            answer = await self._generate(conversation.model or self.default_model, turn.messages, reply, progress)
             answer = turn.with_sources(answer)
         # Committed before it is shown: what the user sees is what the next turn remembers.
-        await self.store.add_message(conversation.id, "assistant", answer)
+        await self.store.add_answer(conversation.id, message_id, answer)
         await reply.finish(split_markdown(answer, self.style.message_limit, self.style.render))
 
-    async def _generate(self, model: str, messages: list[ChatMessage], reply: ReplyStream) -> str:
+    async def _generate(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        reply: ReplyStream,
+        progress: Callable[[str], Awaitable[None]] = lambda partial: _value(None),
+    ) -> str:
+        """The model's answer, streamed into `reply`; `progress` hears of the placeholder and each preview shown."""
         request = GenerationRequest(
             model=model,
             messages=messages,
             options=SamplingOptions(temperature=self.settings.temperature, max_tokens=self.settings.max_answer_tokens),
         )
         await reply.begin()
+        await progress("")  # the placeholder (if any) is placed: a restart edits it rather than posting anew
         raw = ""
-        shown = _Preview(reply, self.style, self.edit_interval)
+        shown = _Preview(reply, self.style, self.edit_interval, progress)
         try:
             async with aclosing(self.backend.generate(request)) as chunks:
                 async for chunk in chunks:
@@ -398,7 +508,7 @@ class ConversationCore:
 
     async def run_scheduled(self, key: ConversationKey, prompt: str) -> None:
         """Post the answer to a scheduled prompt into the conversation at `key` (a one-off; history untouched)."""
-        reply = self._open_reply(key)
+        reply = self._open_reply(key, None)
         try:
             conversation = await self.store.conversation(key)
             messages = [
@@ -435,7 +545,10 @@ class ConversationCore:
         if command.name == "system":
             if not command.argument:
                 current = conversation.system or self.settings.system_prompt
-                return f"The instructions here are:\n\n> {current}\n\nChange them with `/system TEXT` (or `/system default`)."
+                return (
+                    f"The instructions here are:\n\n> {current}\n\n"
+                    "Change them with `/system TEXT` (or `/system default`)."
+                )
             if command.argument.lower() == "default":
                 await self.store.set_system(conversation.id, None)
                 return "Back to the default instructions."
@@ -461,3 +574,8 @@ class ConversationCore:
                 return f"Removed schedule `{command.argument}`."
             return f"There is no schedule `{command.argument}` in this channel."
         raise InvalidRequest(f"I don't know the command /{command.name}; send /help.")
+
+
+async def _value(value: T) -> T:
+    """`value`, as an awaitable (for turns whose text is already known)."""
+    return value

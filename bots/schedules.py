@@ -151,7 +151,8 @@ class BotScheduler:
 
     def _trigger(self, spec: ScheduleSpec) -> BaseTrigger:
         if spec.kind == "interval":
-            return IntervalTrigger(seconds=spec.seconds, timezone=self.zone)
+            # apscheduler builds a timedelta from it, so fractions of a second are fine despite its int hint.
+            return IntervalTrigger(seconds=spec.seconds, timezone=self.zone)  # pyright: ignore[reportArgumentType]
         try:
             return CronTrigger.from_crontab(spec.cron, timezone=self.zone)
         except ValueError as error:

@@ -82,6 +82,10 @@ class BotSettings(BaseSettings):
     edit_interval: float | None = Field(default=None, gt=0)
     """Seconds between two edits of a streaming answer; default: the platform's own safe value."""
 
+    resume_within: float = Field(default=600.0, gt=0)
+    """Seconds after which an answer a crash interrupted is no longer given after restart; the user is asked to
+    repeat instead (a Mattermost bot also catches up on posts missed while offline only this far back)."""
+
     database: Path | None = None
     """SQLite file for conversations and schedules; default: `<home>/bots/<platform>.db`."""
 
@@ -140,7 +144,7 @@ class BotSettings(BaseSettings):
 
     @classmethod
     def from_settings(cls: type[B], settings: Settings) -> B:
-        """The validated `[bots.<platform>]` section plus `INGLE_<PLATFORM>_*`; InvalidRequest in one sentence if wrong."""
+        """The validated `[bots.<platform>]` section plus `INGLE_<PLATFORM>_*`; one-sentence InvalidRequest if wrong."""
         try:
             return cls(**{**settings.bots.get(cls.platform, {}), **cls._credential_files()})
         except ValidationError as error:
@@ -223,6 +227,15 @@ class SlackSettings(BotSettings):
 
     http_port: int = Field(default=3000, ge=0, le=65535)
     """Port the HTTP-mode receiver listens on (0 picks a free one)."""
+
+    assistant_greeting: str = Field(default="Hi! Ask me anything; I run on our own servers.", min_length=1)
+    """What the bot says when someone opens a new thread in Slack's assistant panel."""
+
+    assistant_prompts: list[str] = Field(
+        default_factory=lambda: ["Explain this error message", "Review a piece of code", "Summarise a text"],
+        max_length=4,
+    )
+    """Suggested prompts offered in a new assistant thread (Slack shows at most four)."""
 
     @model_validator(mode="after")
     def _mode_complete(self) -> SlackSettings:

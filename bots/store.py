@@ -17,13 +17,14 @@ on the disk.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -118,6 +119,42 @@ def m003_strangers_told(db: sqlite3.Connection) -> None:
     )
 
 
+@migrations
+def m004_owed_answers(db: sqlite3.Connection) -> None:
+    # An answer is owed from the moment its question is committed until it has been delivered. A row still
+    # open at start-up is an answer a crash (kill -9, OOM, power loss) interrupted: `reply` says where it was
+    # going (and which message it had placed), `partial` what the user saw of it, `answer_id` whether it was
+    # finished before the crash.
+    db.execute(
+        """
+        CREATE TABLE owed_answers (
+            question_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            reply TEXT NOT NULL,
+            partial TEXT NOT NULL DEFAULT '',
+            answer_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+            delivered_at REAL
+        )
+        """
+    )
+    db.execute("CREATE INDEX owed_answers_open ON owed_answers (question_id) WHERE delivered_at IS NULL")
+
+
+@migrations
+def m005_channel_cursors(db: sqlite3.Connection) -> None:
+    # The newest post seen in each channel, in the platform's own clock, so a bot whose connection dropped
+    # can ask the platform for what it missed.
+    db.execute(
+        """
+        CREATE TABLE channel_cursors (
+            platform TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (platform, channel)
+        )
+        """
+    )
+
+
 @dataclass(frozen=True)
 class ConversationKey:
     """Where a conversation happens: the platform, its channel (or chat) and thread ('' for none)."""
@@ -145,6 +182,26 @@ class StoredMessage:
     role: str
     content: str
     user_id: str | None
+
+
+ReplyState = Mapping[str, Any]
+"""Where a reply goes and what it has placed so far, as JSON values (see `ReplyStream.state`)."""
+
+
+@dataclass
+class OwedAnswer:
+    """An answer that was promised (its question is stored) but never delivered: a crash came first."""
+
+    question_id: int
+    key: ConversationKey
+    asked_at: float
+    """When the question was stored (Unix time)."""
+    reply: dict[str, Any]
+    """The reply's last recorded state, which rebuilds it."""
+    partial: str
+    """The Markdown the user last saw of the answer ('' if nothing)."""
+    answer: str | None
+    """The finished answer, if it was stored before the crash (then only its delivery is owed)."""
 
 
 class BotStore:
@@ -178,13 +235,19 @@ class BotStore:
         """Close the database file."""
         if self._db is not None:
             db, self._db = self._db, None
-            await asyncio.to_thread(db.close)
+
+            def close() -> None:
+                # Under the lock: a statement whose awaiting task was cancelled may still be running in its thread.
+                with self._lock:
+                    db.close()
+
+            await asyncio.to_thread(close)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def locked() -> T:
-            if self._db is None:
-                raise RuntimeError("the bot store is not open")
             with self._lock:
+                if self._db is None:
+                    raise RuntimeError("the bot store is not open")
                 return work(self._db)
 
         return await asyncio.to_thread(locked)
@@ -226,37 +289,30 @@ class BotStore:
 
     # --- messages -----------------------------------------------------------------
 
-    async def add_message(self, conversation_id: int, role: str, content: str, user_id: str | None = None) -> int:
-        """Append a message and commit; returns its id."""
-
-        def work(db: sqlite3.Connection) -> int:
-            with db:
-                cursor = db.execute(
-                    "INSERT INTO messages (conversation_id, role, content, user_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (conversation_id, role, content, user_id, time.time()),
-                )
-            return int(cursor.lastrowid)
-
-        return await self._run(work)
-
     async def add_user_message(
-        self, conversation_id: int, platform: str, event_id: str, content: str, user_id: str
+        self,
+        conversation_id: int,
+        platform: str,
+        event_id: str,
+        content: str,
+        user_id: str,
+        reply: ReplyState | None = None,
     ) -> int | None:
-        """Record an incoming message once per event id, in one transaction; None if the event was seen before."""
+        """Record an incoming message once per event id, and the answer it is owed, in one transaction.
+
+        None if the event was seen before. `reply` is where the answer goes (see `owed_answers`).
+        """
 
         def work(db: sqlite3.Connection) -> int | None:
             with db:
-                seen = db.execute(
-                    "INSERT OR IGNORE INTO seen_events (platform, event_id, seen_at) VALUES (?, ?, ?)",
-                    (platform, event_id, time.time()),
-                )
-                if seen.rowcount == 0:
+                if not _mark_seen(db, platform, event_id):
                     return None
-                cursor = db.execute(
-                    "INSERT INTO messages (conversation_id, role, content, user_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (conversation_id, "user", content, user_id, time.time()),
+                question_id = _insert_message(db, conversation_id, "user", content, user_id)
+                db.execute(
+                    "INSERT INTO owed_answers (question_id, reply) VALUES (?, ?)",
+                    (question_id, json.dumps(reply or {})),
                 )
-            return int(cursor.lastrowid)
+            return question_id
 
         return await self._run(work)
 
@@ -265,11 +321,7 @@ class BotStore:
 
         def work(db: sqlite3.Connection) -> bool:
             with db:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO seen_events (platform, event_id, seen_at) VALUES (?, ?, ?)",
-                    (platform, event_id, time.time()),
-                )
-            return cursor.rowcount == 1
+                return _mark_seen(db, platform, event_id)
 
         return await self._run(work)
 
@@ -310,6 +362,95 @@ class BotStore:
 
         return await self._run(work)
 
+    # --- owed answers -----------------------------------------------------------------
+
+    async def note_progress(self, question_id: int, reply: ReplyState, partial: str) -> None:
+        """Record how far the answer to `question_id` got: the reply's state and the Markdown shown so far."""
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    "UPDATE owed_answers SET reply = ?, partial = ? WHERE question_id = ?",
+                    (json.dumps(dict(reply)), partial, question_id),
+                )
+
+        await self._run(work)
+
+    async def add_answer(self, conversation_id: int, question_id: int, content: str) -> int:
+        """Store the finished answer to `question_id`, and that it is finished, in one transaction."""
+
+        def work(db: sqlite3.Connection) -> int:
+            with db:
+                answer_id = _insert_message(db, conversation_id, "assistant", content, None)
+                db.execute("UPDATE owed_answers SET answer_id = ? WHERE question_id = ?", (answer_id, question_id))
+            return answer_id
+
+        return await self._run(work)
+
+    async def mark_delivered(self, question_id: int) -> None:
+        """The answer to `question_id` is shown (or its failure told): nothing is owed any more."""
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("UPDATE owed_answers SET delivered_at = ? WHERE question_id = ?", (time.time(), question_id))
+
+        await self._run(work)
+
+    async def owed_answers(self) -> list[OwedAnswer]:
+        """Every answer promised and not delivered, oldest question first."""
+
+        def work(db: sqlite3.Connection) -> list[OwedAnswer]:
+            rows = db.execute(
+                """
+                SELECT o.question_id, c.platform, c.channel, c.thread, q.created_at, o.reply, o.partial, a.content
+                FROM owed_answers o
+                JOIN messages q ON q.id = o.question_id
+                JOIN conversations c ON c.id = q.conversation_id
+                LEFT JOIN messages a ON a.id = o.answer_id
+                WHERE o.delivered_at IS NULL
+                ORDER BY o.question_id
+                """
+            ).fetchall()
+            return [
+                OwedAnswer(
+                    question_id=row[0],
+                    key=ConversationKey(row[1], row[2], row[3]),
+                    asked_at=row[4],
+                    reply=json.loads(row[5]),
+                    partial=row[6],
+                    answer=row[7],
+                )
+                for row in rows
+            ]
+
+        return await self._run(work)
+
+    # --- channel cursors ----------------------------------------------------------------
+
+    async def advance_cursor(self, platform: str, channel: str, position: int) -> None:
+        """Remember that the bot has seen `channel` up to `position` (never moves back)."""
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    """
+                    INSERT INTO channel_cursors (platform, channel, position) VALUES (?, ?, ?)
+                    ON CONFLICT (platform, channel) DO UPDATE SET position = max(position, excluded.position)
+                    """,
+                    (platform, channel, position),
+                )
+
+        await self._run(work)
+
+    async def cursors(self, platform: str) -> dict[str, int]:
+        """Each channel the bot has seen on `platform`, and how far."""
+
+        def work(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute("SELECT channel, position FROM channel_cursors WHERE platform = ?", (platform,))
+            return {row[0]: int(row[1]) for row in rows}
+
+        return await self._run(work)
+
     # --- strangers ------------------------------------------------------------------
 
     async def first_refusal(self, platform: str, user_id: str) -> bool:
@@ -324,3 +465,19 @@ class BotStore:
             return cursor.rowcount == 1
 
         return await self._run(work)
+
+
+def _insert_message(db: sqlite3.Connection, conversation_id: int, role: str, content: str, user_id: str | None) -> int:
+    cursor = db.execute(
+        "INSERT INTO messages (conversation_id, role, content, user_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        (conversation_id, role, content, user_id, time.time()),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def _mark_seen(db: sqlite3.Connection, platform: str, event_id: str) -> bool:
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO seen_events (platform, event_id, seen_at) VALUES (?, ?, ?)",
+        (platform, event_id, time.time()),
+    )
+    return cursor.rowcount == 1

@@ -43,6 +43,7 @@ from ingle.core.errors import InvalidRequest, QueueFull
 from ingle.core.settings import Settings
 
 from .bot_helpers import BusyBackend, ScriptedBackend
+from .fakes import poll_until
 from .fakes.telegram_api import visible_html
 
 # --- formatting -------------------------------------------------------------------------
@@ -294,7 +295,13 @@ async def test_store_migrates_once_runs_in_wal_and_drops_redeliveries(tmp_path: 
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = [row[0] for row in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
-    assert names == ["m001_conversations_and_messages", "m002_seen_events", "m003_strangers_told"]
+    assert names == [
+        "m001_conversations_and_messages",
+        "m002_seen_events",
+        "m003_strangers_told",
+        "m004_owed_answers",
+        "m005_channel_cursors",
+    ]
 
 
 KILLED_WRITER = """
@@ -348,6 +355,9 @@ class RecordedReply:
     async def finish(self, parts: Sequence[str]) -> None:
         self.log.append(("finish", list(parts)))
 
+    def state(self) -> dict[str, object]:
+        return {}
+
 
 def plain_style(limit: int = 4000, interval: float = 0.0) -> PlatformStyle:
     return PlatformStyle(name="test", message_limit=limit, edit_interval=interval, render=as_markdown)
@@ -361,7 +371,7 @@ def core_for(tmp_path: Path, backend, log, **section: Any) -> ConversationCore:
         backend=backend,
         database=tmp_path / "core.db",
         default_model="qwen2.5-coder:0.5b",
-        open_reply=lambda key: RecordedReply(log),
+        open_reply=lambda key, state: RecordedReply(log),
     )
 
 
@@ -440,6 +450,32 @@ async def test_a_scheduled_prompt_posts_into_its_channel(tmp_path: Path) -> None
         await core.run_scheduled(key, "Greet the team.")
     assert backend.requests[0].messages[-1].content == "Greet the team."
     assert log[0] == ("begin", None) and log[-1] == ("finish", ["Good morning!"])
+
+
+async def test_answers_a_crash_left_owed_are_given_once_at_the_next_start(tmp_path: Path) -> None:
+    key = ConversationKey("test", "c")
+    # What a killed process left behind: three questions stored and acknowledged, none of their answers delivered.
+    async with BotStore(tmp_path / "core.db") as store:
+        conversation = await store.conversation(key)
+        old = await store.add_user_message(conversation.id, "test", "e1", "an old question", "u", {})
+        await store.note_progress(old or 0, {}, "Half an ans")
+        done = await store.add_user_message(conversation.id, "test", "e2", "a finished one", "u", {})
+        await store.add_answer(conversation.id, done or 0, "The finished answer.")
+        await store.add_user_message(conversation.id, "test", "e3", "a fresh one", "u", {})
+    with sqlite3.connect(tmp_path / "core.db") as db:
+        db.execute("UPDATE messages SET created_at = created_at - 3600 WHERE id = ?", (old,))
+
+    log: list[tuple[str, Any]] = []
+    backend = ScriptedBackend(["A fresh ", "answer."])
+    async with core_for(tmp_path, backend, log, resume_within=600) as core:
+        await poll_until(lambda: len(core.answering) == 0, 30, "the owed answers")
+    async with core_for(tmp_path, backend, log, resume_within=600):
+        pass  # a second start finds nothing owed
+
+    finals = [entry[1][0] for entry in log if entry[0] == "finish"]
+    assert finals[0].startswith("Half an ans …") and "cut off" in finals[0], "too old: marked, and asked to repeat"
+    assert finals[1:] == ["The finished answer.", "A fresh answer."], "in order, each once"
+    assert [request.messages[-1].content for request in backend.requests] == ["a fresh one"], "generated once"
 
 
 def test_tokens_come_from_systemd_credential_files(tmp_path, monkeypatch) -> None:

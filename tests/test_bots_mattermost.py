@@ -7,6 +7,7 @@ kept to 32 tokens: the machine is shared.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ingle.bots.formatting import as_markdown
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.platforms.mattermost import MattermostBot, clean_text
 from ingle.bots.settings import MattermostSettings
@@ -21,8 +23,8 @@ from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
-from tests.bot_helpers import RecordingBackend
-from tests.fakes.mattermost_api import BOT_USER_ID, FakeMattermost
+from tests.bot_helpers import RecordingBackend, kill_mid_answer_then_restart, stored_messages
+from tests.fakes.mattermost_api import BOT_USER_ID, FakeMattermost, MattermostPost
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +83,7 @@ async def test_dm_round_trip_streams_by_editing_a_post(engine: Engine, tmp_path:
         assert server.typing and server.typing[0][0] == DM
         assert reply.message.strip() and reply.message != "…"
         previews = reply.edits[:-1]
-        assert all(later - earlier >= 0.9 for earlier, later in zip(previews, previews[1:]))
+        assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(previews))
         assert reply.posted_at > asked.posted_at
 
 
@@ -144,3 +146,74 @@ def test_the_mention_is_cleaned_for_the_model() -> None:
 
 def test_mattermost_is_in_the_platform_registry() -> None:
     assert "mattermost" in PLATFORMS
+
+
+async def test_posts_missed_while_the_websocket_was_down_are_answered_once(engine: Engine, tmp_path: Path) -> None:
+    backend = RecordingBackend(engine)
+    database = tmp_path / "mattermost.db"
+    async with fake_server() as server, mattermost_bot(server, tmp_path, backend) as bot:
+        await server.user_posts(ALICE, DM, "Say yes.")
+        asked = await server.user_posts(ALICE, TOWN, "@ingle Say OK.")
+        await server.wait_until(lambda: len(stored_messages(database, "assistant")) == 2, what="the first answers")
+
+        # The websocket goes down and stays down while people post.
+        server.refuse_connections = True
+        await server.drop_connections()
+        await server.wait_until(lambda: not server.connected(), what="the outage")
+        missed_dm = await server.user_posts(ALICE, DM, "Say no.", offline=True)
+        missed_reply = await server.user_posts(ALICE, TOWN, "Say maybe.", root_id=asked.id, offline=True)
+        chatter = await server.user_posts(ALICE, TOWN, "Just chatting among people.", offline=True)
+        server.refuse_connections = False
+
+        await server.wait_until(lambda: bot.connections >= 2, what="the reconnect")
+        await server.wait_until(lambda: len(stored_messages(database, "assistant")) == 4, what="the missed answers")
+        # Another reconnect finds the same posts again: they are not answered twice. Events come in order,
+        # and a DM's turns run in order, so once this DM is answered, any second answer would have shown.
+        await server.drop_connections()
+        await server.wait_until(lambda: bot.connections >= 3, what="a second reconnect")
+        await server.user_posts(ALICE, DM, "Say done.")
+        await server.wait_until(lambda: len(stored_messages(database, "assistant")) == 5, what="the last answer")
+
+    asked_of_model = [request.messages[-1].content for request in backend.requests]
+    assert sorted(asked_of_model) == sorted(["Say yes.", "Say OK.", "Say no.", "Say maybe.", "Say done."])
+    assert len(server.bot_posts(channel_id=DM)) == 3
+    assert len(server.bot_posts(thread=asked.id)) == 2, "the missed reply in the bot's thread is answered there"
+    assert server.bot_posts(thread=chatter.id) == [], "a post not meant for the bot stays unanswered"
+    assert server.bot_posts(channel_id=DM)[1].posted_at > missed_dm.posted_at
+    assert server.bot_posts(thread=asked.id)[1].posted_at > missed_reply.posted_at
+
+
+@pytest.mark.parametrize("resume_within", [600, 0.001], ids=["answered-after-restart", "asked-to-repeat"])
+async def test_an_answer_cut_by_kill_9_is_finished_once_after_restart(
+    default_model_home: Path, resume_within: float
+) -> None:
+    async with fake_server() as server:
+        section = {
+            "url": server.url,
+            "token": server.bot_token,
+            "allowed_users": [ALICE],
+            "resume_within": resume_within,
+        }
+
+        def reply() -> MattermostPost:
+            (post,) = server.bot_posts(channel_id=DM)  # one post: a second answer fails here at once
+            return post
+
+        at_kill, answer = await kill_mid_answer_then_restart(
+            "mattermost",
+            default_model_home,
+            section,
+            ready=server.connected,
+            ask=lambda: server.user_posts(ALICE, DM, "Write a long story about a lighthouse keeper."),
+            half_shown=lambda: any(post.edits for post in server.bot_posts(channel_id=DM)),
+            shown=lambda: reply().message,
+            render=as_markdown,
+        )
+
+    assert len(server.bot_posts(channel_id=DM)) == 1, "no second answer: the one post was finished in place"
+    stored = stored_messages(default_model_home / "bots" / "mattermost.db", "assistant")
+    if answer is not None:
+        assert len(stored) == 1
+    else:
+        assert reply().message.startswith(at_kill[:10]) and "cut off" in reply().message, "the half answer is marked"
+        assert stored == []

@@ -7,6 +7,7 @@ Answers are kept to 32 tokens: the machine is shared.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,14 +16,15 @@ from typing import Any
 import pytest
 
 from ingle.bots.errors import BUSY
+from ingle.bots.formatting import to_slack_mrkdwn
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.platforms.slack import EditBudget, SlackBot, clean_text
 from ingle.bots.settings import SlackSettings
 from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
 from ingle.core.settings import Settings
-from tests.bot_helpers import BusyBackend, RecordingBackend
-from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
+from tests.bot_helpers import BusyBackend, RecordingBackend, kill_mid_answer_then_restart, stored_messages
+from tests.fakes.slack_api import BOT_USER_ID, FakeSlack, SlackMessage
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +65,7 @@ def edits_per_second(times: list[float]) -> int:
 
 async def test_dm_round_trip_streams_with_chat_streaming(engine: Engine, tmp_path: Path) -> None:
     async with FakeSlack() as slack, slack_bot(slack, tmp_path, engine):
-        ts, (event_id,) = await slack.user_says(ALICE, "Say hello in five words.", channel=DM)
+        ts, _ = await slack.user_says(ALICE, "Say hello in five words.", channel=DM)
         (reply,) = await slack.wait_until(lambda: slack.finished_replies(DM, ts), what="the answer")
 
         assert reply.text.strip() and reply.thread_ts == ts
@@ -92,8 +94,10 @@ async def test_without_streaming_methods_it_edits_a_message_in_mrkdwn(engine: En
         assert len([call for call in slack.calls if call.method == "chat.startStream"]) == 1
         # Previews are throttled to about one edit a second; the final edit may follow the last one closely.
         previews = reply.updates[:-1]
-        assert all(later - earlier >= 0.9 for earlier, later in zip(previews, previews[1:]))
-        assert all("text" in call.args and "markdown_text" not in call.args for call in slack.calls_of("chat.update"))
+        assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(previews))
+        assert all(
+            "text" in call.params and "markdown_text" not in call.params for call in slack.calls_of("chat.update")
+        )
         assert "**" not in reply.text  # mrkdwn, not Markdown
 
 
@@ -106,7 +110,7 @@ async def test_thread_conversation_remembers_across_a_restart(engine: Engine, tm
             assert len(event_ids) == 2  # `message` and `app_mention` for one mention ...
             (first,) = await slack.wait_until(lambda: slack.finished_replies(CHANNEL, root), what="the first answer")
             stream = slack.calls_of("chat.startStream")[0]
-            assert stream.args["recipient_user_id"] == ALICE  # streaming in a channel names its reader
+            assert stream.params["recipient_user_id"] == ALICE  # streaming in a channel names its reader
 
         # A new process: nothing in memory, everything in SQLite and in the Slack thread.
         async with slack_bot(slack, tmp_path, backend):
@@ -229,3 +233,73 @@ def test_the_edit_budget_skips_previews_but_never_a_final_edit() -> None:
     assert [budget.preview(), budget.preview(), budget.preview()] == [True, True, False]
     budget.final()  # goes out regardless, and is paid back before the next preview
     assert budget.tokens < 0 and not budget.preview()
+
+
+async def test_the_assistant_panel_greets_suggests_titles_and_shows_a_status(engine: Engine, tmp_path: Path) -> None:
+    backend = RecordingBackend(engine)
+    async with FakeSlack() as slack, slack_bot(slack, tmp_path, backend):
+        defaults = slack_settings(slack, tmp_path)
+        thread = await slack.opens_assistant_thread(ALICE, channel=DM)
+        (greeting,) = await slack.wait_until(lambda: slack.bot_messages(DM, thread), what="the greeting")
+        prompts = await slack.wait_until(lambda: slack.suggested_prompts.get((DM, thread)), what="the prompts")
+        # Slack redelivers the event (the ack was late): the thread is not greeted twice.
+        again = await slack.send_envelope(slack.envelopes[0].payload, retry_attempt=1, retry_reason="timeout")
+        await slack.wait_until(lambda: slack.acked(again), what="the retry's ack")
+
+        await slack.user_says(ALICE, "Say hello in five words.\nThank you!", channel=DM, thread_ts=thread)
+        replies = await slack.wait_until(
+            lambda: len(slack.finished_replies(DM, thread)) == 2 and slack.finished_replies(DM, thread),
+            what="the answer in the assistant thread",
+        )
+        await slack.user_says(ALICE, "And now in three.", channel=DM, thread_ts=thread)
+        await slack.wait_until(lambda: len(slack.finished_replies(DM, thread)) == 3, what="the second answer")
+
+    assert greeting.text == defaults.assistant_greeting
+    assert [prompt["message"] for prompt in prompts] == defaults.assistant_prompts
+    assert slack.titles[(DM, thread)] == "Say hello in five words.", "the first message titles the thread"
+    thinking = [status for status in slack.statuses if status[:3] == (DM, thread, "is thinking…")]
+    first_words = slack.calls_of("chat.startStream")[0].at
+    assert thinking and thinking[0][3] < first_words, "the status shows while the model thinks"
+    assert replies[1].text.strip() and replies[1].thread_ts == thread
+    assert [request.messages[-1].content for request in backend.requests] == [
+        "Say hello in five words.\nThank you!",
+        "And now in three.",
+    ]
+
+
+@pytest.mark.parametrize("resume_within", [600, 0.001], ids=["answered-after-restart", "asked-to-repeat"])
+async def test_an_answer_cut_by_kill_9_is_finished_once_after_restart(
+    default_model_home: Path, resume_within: float
+) -> None:
+    async with FakeSlack() as slack:
+        tokens = {"bot_token": slack.bot_token, "app_token": slack.app_token, "base_url": slack.base_url}
+        section = {**tokens, "allowed_users": [ALICE], "resume_within": resume_within}
+        asked: list[str] = []
+
+        async def ask() -> None:
+            ts, _ = await slack.user_says(ALICE, "Write a long story about a lighthouse keeper.", channel=DM)
+            asked.append(ts)
+
+        def reply() -> SlackMessage:
+            (message,) = slack.bot_messages(DM, asked[0])  # one message: a second answer fails here at once
+            return message
+
+        at_kill, answer = await kill_mid_answer_then_restart(
+            "slack",
+            default_model_home,
+            section,
+            ready=slack.connected,
+            ask=ask,
+            half_shown=lambda: slack.calls_of("chat.appendStream"),
+            shown=lambda: reply().text,
+            render=to_slack_mrkdwn,
+        )
+
+    assert len(slack.bot_messages(DM, asked[0])) == 1, "no second answer: the one message was finished in place"
+    assert not reply().streaming, "the stream the crash left open is closed"
+    stored = stored_messages(default_model_home / "bots" / "slack.db", "assistant")
+    if answer is not None:
+        assert len(stored) == 1
+    else:
+        assert reply().text.startswith(at_kill[:10]) and "cut off" in reply().text, "the half answer is marked"
+        assert stored == []

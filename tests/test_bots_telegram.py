@@ -22,7 +22,15 @@ from ingle.core.backend import GenerationBackend
 from ingle.core.engine import Engine
 from ingle.core.settings import Settings
 
-from .bot_helpers import BusyBackend, RecordingBackend, ScriptedBackend, stored_messages
+from .bot_helpers import (
+    BusyBackend,
+    RecordingBackend,
+    ScriptedBackend,
+    bot_process,
+    kill_mid_answer_then_restart,
+    stop,
+    stored_messages,
+)
 from .conftest import settings_for
 from .fakes.telegram_api import MAX_TEXT, FakeTelegram, visible_html
 from .test_cli import ingle_executable
@@ -63,7 +71,11 @@ async def telegram_bot(settings: Settings, backend: GenerationBackend) -> AsyncI
 
 
 def database(settings: Settings) -> Path:
-    return settings.home / "bots" / "telegram.db"
+    return database_in(settings.home)
+
+
+def database_in(home: Path) -> Path:
+    return home / "bots" / "telegram.db"
 
 
 async def final_answer(fake: FakeTelegram, settings: Settings, chat_id: int, count: int = 1) -> str:
@@ -332,31 +344,56 @@ def bot_process_env(fake: FakeTelegram, tmp_path: Path, home: Path, **extra: str
     }
 
 
+def process_section(fake: FakeTelegram, **section: object) -> dict[str, object]:
+    """A `[bots.telegram]` for `ingle bot telegram` in a process of its own, aimed at the fake."""
+    return {"token": fake.token, "base_url": fake.base_url, "allowed_users": ["1"], "poll_timeout": 1, **section}
+
+
 async def test_ingle_bot_telegram_runs_standalone_and_stops_on_sigterm(fake: FakeTelegram, tmp_path: Path) -> None:
-    env = bot_process_env(fake, tmp_path, home=tmp_path / "home")
-    process = await asyncio.create_subprocess_exec(
-        ingle_executable(),
-        "-v",
-        "bot",
-        "telegram",
-        "--embedded",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    home = tmp_path / "home"
+    home.mkdir()
+    async with bot_process("telegram", home, process_section(fake)) as process:
         await fake.wait_for(lambda: fake.calls_of("deleteWebhook"), timeout=60)
         await fake.inject_message("/help", chat_id=DM)
         await fake.wait_for(lambda: any("Commands" in text for text in fake.sent_texts(DM)), timeout=60)
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()
-    assert fake.token not in stderr.decode() + stdout.decode()
-    assert (tmp_path / "home" / "bots" / "telegram.db").exists()
+        status = await stop(process)
+    output = (home / "telegram.log").read_text()
+    assert status == 0, output
+    assert fake.token not in output
+    assert (home / "bots" / "telegram.db").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume_within", [600, 0.001], ids=["answered-after-restart", "asked-to-repeat"])
+async def test_an_answer_cut_by_kill_9_is_finished_once_after_restart(
+    fake: FakeTelegram, default_model_home: Path, resume_within: float
+) -> None:
+    section = process_section(fake, edit_interval=0.05, use_drafts=False, resume_within=resume_within)
+
+    def message() -> str:
+        [placeholder] = fake.calls_of("sendMessage", DM)  # one message: a second answer fails here at once
+        return fake.messages[(DM, placeholder.result["message_id"])]
+
+    at_kill, answer = await kill_mid_answer_then_restart(
+        "telegram",
+        default_model_home,
+        section,
+        ready=lambda: fake.calls_of("deleteWebhook"),
+        ask=lambda: fake.inject_message("Write a long story about a lighthouse keeper.", chat_id=DM),
+        half_shown=lambda: [call for call in fake.calls_of("editMessageText", DM) if call.status == 200],
+        shown=message,
+        render=to_telegram_html,
+    )
+
+    assert len(fake.calls_of("sendMessage", DM)) == 1, "no second answer: the one message was finished in place"
+    stored = stored_messages(database_in(default_model_home), "assistant")
+    if answer is not None:
+        assert len(stored) == 1
+    else:
+        shown = visible_html(message())
+        assert shown.startswith(visible_html(at_kill).rstrip(" …")[:10]), "the half answer stays"
+        assert "cut off" in shown, "and is marked cut off"
+        assert stored == []
 
 
 @pytest.mark.slow
@@ -373,7 +410,7 @@ async def test_ingle_serve_runs_the_configured_bot_and_sigterm_keeps_the_convers
         # SIGTERM while the answer streams: the daemon stops cleanly and the question stays stored.
         await fake.wait_for(lambda: fake.calls_of("sendMessage", DM) or fake.calls_of("sendMessageDraft"), timeout=120)
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
     finally:
         if process.returncode is None:
             process.kill()

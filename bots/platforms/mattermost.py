@@ -3,7 +3,10 @@
 - A bot account's access token authenticates both: `Authorization: Bearer`
   on REST, an `authentication_challenge` on the websocket.
 - Events come from `/api/v4/websocket` (`posted`, with the post as a JSON
-  string). A dropped connection is reopened with exponential backoff.
+  string). A dropped connection is reopened with exponential backoff, and
+  on every connection the bot asks REST for the posts it missed in each
+  channel it has seen (`GET /channels/{id}/posts?since=`, from the newest
+  post seen there, at most `resume_within` back); each is answered once.
 - Answers direct messages (one conversation per DM, replies in place; a DM
   thread is a conversation of its own), mentions in channels (answered in
   the post's thread, one conversation per thread), and replies in threads it
@@ -20,6 +23,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +35,9 @@ from ingle.core.settings import Settings
 
 from ..conversation import ConversationCore, IncomingMessage, PlatformStyle
 from ..formatting import as_markdown
-from ..settings import MattermostSettings, database_path
-from ..store import ConversationKey
-from .bookkeeping import AnswerTasks, KnownThreads
+from ..settings import MattermostSettings
+from ..store import ConversationKey, ReplyState
+from .bookkeeping import KnownThreads
 
 log = logging.getLogger("ingle.bots.mattermost")
 
@@ -84,6 +88,16 @@ class MattermostApi:
         """The posts of the thread `post_id` belongs to."""
         return await self._call("GET", f"/posts/{post_id}/thread")
 
+    async def channel(self, channel_id: str) -> dict[str, Any]:
+        """A channel (its `type` is "D" for a direct message)."""
+        return await self._call("GET", f"/channels/{channel_id}")
+
+    async def posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
+        """The channel's posts created or changed after `since_ms` (Unix milliseconds), oldest first."""
+        found = await self._call("GET", f"/channels/{channel_id}/posts?since={since_ms}")
+        posts = list((found.get("posts") or {}).values())
+        return sorted(posts, key=lambda post: int(post.get("create_at") or 0))
+
     async def typing(self, user_id: str, channel_id: str, parent_id: str = "") -> None:
         """Show "… is typing" in a channel or thread for a few seconds."""
         await self._call("POST", f"/users/{user_id}/typing", {"channel_id": channel_id, "parent_id": parent_id})
@@ -122,6 +136,23 @@ class MattermostReply:
         self._root_id = root_id
         self._post_id: str | None = None
         self._shown = ""
+
+    @classmethod
+    def from_state(cls, api: MattermostApi, bot_user_id: str, state: ReplyState) -> MattermostReply:
+        """The reply `state()` described, patching the post it had created (if any)."""
+        reply = cls(api, bot_user_id, state["channel_id"], state.get("root_id", ""))
+        reply._post_id = state.get("post_id")
+        reply._shown = str(state.get("shown", ""))
+        return reply
+
+    def state(self) -> dict[str, Any]:
+        """The channel and thread, and the answer's post and its text once created."""
+        return {
+            "channel_id": self._channel_id,
+            "root_id": self._root_id,
+            "post_id": self._post_id,
+            "shown": self._shown,
+        }
 
     async def begin(self) -> None:
         """Show the bot typing until the first words arrive."""
@@ -176,14 +207,7 @@ class MattermostBot:
         self.settings = mattermost
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
-        self.core = ConversationCore(
-            style=MATTERMOST_STYLE,
-            settings=mattermost,
-            backend=backend,
-            database=database_path(settings, mattermost, "mattermost"),
-            default_model=settings.default_model,
-            open_reply=self.open_reply,
-        )
+        self.core = ConversationCore.of(settings, mattermost, MATTERMOST_STYLE, backend, self.open_reply)
         self.bot_user_id = ""
         self.username = ""
         self.connections = 0
@@ -192,7 +216,6 @@ class MattermostBot:
         self._api: MattermostApi | None = None
         self._listener: asyncio.Task[None] | None = None
         self._known_threads = KnownThreads(KNOWN_THREADS)
-        self._tasks = AnswerTasks()
 
     @property
     def api(self) -> MattermostApi:
@@ -225,7 +248,6 @@ class MattermostBot:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        await self._tasks.cancel_all()
         await self.core.__aexit__(None, None, None)
         if self._session is not None:
             await self._session.close()
@@ -236,8 +258,10 @@ class MattermostBot:
         assert self._listener is not None
         await self._listener
 
-    def open_reply(self, key: ConversationKey) -> MattermostReply:
-        """A reply posted into a channel or thread unprompted (scheduled prompts)."""
+    def open_reply(self, key: ConversationKey, state: ReplyState | None = None) -> MattermostReply:
+        """A reply posted into a channel or thread unprompted (scheduled prompts), or one rebuilt from its state."""
+        if state:
+            return MattermostReply.from_state(self.api, self.bot_user_id, state)
         return MattermostReply(self.api, self.bot_user_id, key.channel, key.thread)
 
     # --- the websocket ------------------------------------------------------------------
@@ -259,6 +283,8 @@ class MattermostBot:
                         if event.get("event") == "hello":
                             self.connections += 1
                             delay = self.reconnect_delay
+                            # Events that follow wait in the socket until the missed posts are handled.
+                            await self._catch_up()
                         elif event.get("status") == "FAIL":
                             log.error("mattermost refused the websocket authentication; check the token")
                         else:
@@ -280,19 +306,44 @@ class MattermostBot:
         except (KeyError, TypeError, ValueError) as error:
             log.warning("ignoring a malformed mattermost posted event: %s", error)
             return
-        try:
-            await self._on_post(post, str(data.get("channel_type", "")), mentions)
-        except Exception as error:  # one bad event must not close the websocket
-            log.error("mattermost event handling failed: %s", error, exc_info=error)
+        await self._on_post(post, str(data.get("channel_type", "")), self.bot_user_id in mentions)
 
-    async def _on_post(self, post: dict[str, Any], channel_type: str, mentions: list[str]) -> None:
-        """A new post: answer DMs, mentions and replies in the bot's threads; ignore the rest."""
+    async def _catch_up(self) -> None:
+        """Handle the posts made while the websocket was down, in each channel the bot has seen a post in."""
+        oldest = int((time.time() - self.settings.resume_within) * 1000)
+        for channel_id, seen in (await self.core.store.cursors(MATTERMOST_STYLE.name)).items():
+            try:
+                channel = await self.api.channel(channel_id)
+                missed = await self.api.posts_since(channel_id, max(seen, oldest))
+            except (MattermostError, aiohttp.ClientError) as error:
+                log.warning("could not catch up on mattermost channel %s: %s", channel_id, error)
+                continue
+            for post in missed:
+                if int(post.get("create_at") or 0) > seen:  # `since` also lists posts edited since
+                    await self._on_post(post, str(channel.get("type", "")), self._mentioned(post))
+
+    def _mentioned(self, post: dict[str, Any]) -> bool:
+        """Whether a post fetched over REST (which lists no mentions) mentions the bot."""
+        return clean_text(str(post.get("message", "")), self.username) != str(post.get("message", "")).strip()
+
+    async def _on_post(self, post: dict[str, Any], channel_type: str, mentioned: bool) -> None:
+        """A new post, handled, then remembered as the channel's newest seen (so a catch-up starts after it)."""
+        try:
+            await self._answer_post(post, channel_type, mentioned)
+            await self.core.store.advance_cursor(
+                MATTERMOST_STYLE.name, str(post["channel_id"]), int(post.get("create_at") or 0)
+            )
+        except Exception as error:  # one bad post must not close the websocket
+            log.error("mattermost post handling failed: %s", error, exc_info=error)
+
+    async def _answer_post(self, post: dict[str, Any], channel_type: str, mentioned: bool) -> None:
+        """Answer DMs, mentions and replies in the bot's threads; ignore the rest."""
+        channel, root = str(post["channel_id"]), str(post.get("root_id") or "")
         if post.get("user_id") == self.bot_user_id or post.get("type"):
             return  # its own posts, and system messages (joins, header changes)
-        channel, root = str(post["channel_id"]), str(post.get("root_id") or "")
         if channel_type == "D":
             thread = root
-        elif self.bot_user_id in mentions:
+        elif mentioned:
             thread = root or str(post["id"])
         elif root and await self._takes_part(root):
             thread = root
@@ -306,10 +357,7 @@ class MattermostBot:
             text=clean_text(str(post.get("message", "")), self.username),
             event_id=str(post["id"]),
         )
-        reply = MattermostReply(self.api, self.bot_user_id, channel, thread)
-        turn = await self.core.receive(incoming, reply)
-        if turn is not None:
-            self._tasks.spawn(turn.run())
+        await self.core.accept(incoming, MattermostReply(self.api, self.bot_user_id, channel, thread))
 
     async def _takes_part(self, root: str) -> bool:
         """Whether the bot has posted in the thread of `root` (remembered, else asked of the server once)."""

@@ -20,7 +20,10 @@
   across all answers stay within the method's workspace tier (a skipped
   preview is folded into the next); a 429 is waited out (`Retry-After`) by
   slack_sdk's retry handler.
-- Sets the assistant thread status ("is thinking…") until the first words show.
+- The assistant panel (Bolt's `AsyncAssistant`): a new assistant thread is
+  greeted and offered suggested prompts, its first message titles it, and
+  while the model thinks the thread shows a status ("is thinking…") until
+  the first words appear. Messages there are answered like any DM.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncAssistant, AsyncSay, AsyncSetSuggestedPrompts, AsyncSetTitle
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -50,9 +53,9 @@ from ingle.core.settings import Settings
 
 from ..conversation import ConversationCore, IncomingMessage, PlatformStyle
 from ..formatting import as_markdown, split_markdown, to_slack_mrkdwn
-from ..settings import SlackSettings, database_path
-from ..store import ConversationKey
-from .bookkeeping import AnswerTasks, KnownThreads
+from ..settings import SlackSettings
+from ..store import ConversationKey, ReplyState
+from .bookkeeping import KnownThreads
 
 log = logging.getLogger("ingle.bots.slack")
 
@@ -79,6 +82,8 @@ Tier 4 (100/min, chat.appendStream) and Tier 3 (50/min, chat.update) in any minu
 
 EVENTS_PATH = "/slack/events"
 THINKING = "is thinking…"
+TITLE_LIMIT = 80
+"""Characters of a user's first message that title an assistant thread."""
 RATE_LIMIT_RETRIES = 5
 KNOWN_THREADS = 10_000
 """Threads whose bot participation is remembered in memory (the rest are asked of Slack again)."""
@@ -180,8 +185,37 @@ class SlackReply:
         self._shown = ""
         """The Markdown the message shows now."""
 
+    @classmethod
+    def from_state(cls, client: AsyncWebClient, policy: SlackReplyPolicy, state: ReplyState) -> SlackReply:
+        """The reply `state()` described, going on in the message it had placed (if any)."""
+        thread = SlackThread(state["channel"], state.get("thread_ts"), state.get("user_id"), state.get("team_id"))
+        reply = cls(client, thread, policy)
+        reply._ts = state.get("ts")
+        reply._streaming = bool(state.get("streaming"))
+        reply._markdown = bool(state.get("markdown"))
+        reply._shown = str(state.get("shown", ""))
+        return reply
+
+    def state(self) -> dict[str, Any]:
+        """The thread, and the message placed in it (and whether it is an open stream) once there is one."""
+        thread = self._thread
+        return {
+            "channel": thread.channel,
+            "thread_ts": thread.thread_ts,
+            "user_id": thread.user_id,
+            "team_id": thread.team_id,
+            "ts": self._ts,
+            "streaming": self._streaming,
+            "markdown": self._markdown,
+            "shown": self._shown,
+        }
+
     async def begin(self) -> None:
         """Set the assistant thread status; Slack clears it when the answer is posted."""
+        if self._streaming:
+            # A stream left open by a crash: the answer starts again, so close it and edit the message instead.
+            await self._stop_stream()
+            self._streaming = False
         if self._thread.thread_ts is None:
             return
         try:
@@ -219,14 +253,9 @@ class SlackReply:
         """Close the stream or edit the message to the first part, then post the rest in the thread."""
         first, rest = (parts[0], list(parts[1:])) if parts else ("", [])
         if self._streaming and self._ts is not None:
-            if first.startswith(self._shown):
-                tail = first[len(self._shown) :]
-                await self._client.chat_stopStream(
-                    channel=self._thread.channel, ts=self._ts, markdown_text=tail or None
-                )
-            else:
-                # The stream showed a preview the final text does not extend: replace it.
-                await self._client.chat_stopStream(channel=self._thread.channel, ts=self._ts)
+            extends = first.startswith(self._shown)
+            if not await self._stop_stream(first[len(self._shown) :] if extends else None) or not extends:
+                # The stream showed a preview the final text does not extend (or had been closed): replace it.
                 await self._client.chat_update(channel=self._thread.channel, ts=self._ts, text=to_slack_mrkdwn(first))
             self._streaming = False
         elif self._ts is not None:
@@ -262,6 +291,19 @@ class SlackReply:
         self._ts = str(response["ts"])
         self._streaming = self._markdown = True
         self._shown = text
+        return True
+
+    async def _stop_stream(self, tail: str | None = None) -> bool:
+        """Close the open stream, adding `tail`; False if Slack had closed it already (after a crash, it may)."""
+        if self._ts is None:
+            return False
+        try:
+            await self._client.chat_stopStream(channel=self._thread.channel, ts=self._ts, markdown_text=tail or None)
+        except SlackApiError as error:
+            if error.response.status_code == 429:
+                raise
+            log.info("slack stream already closed: %s", _code(error))
+            return False
         return True
 
     async def _post_first(self, text: str) -> None:
@@ -322,21 +364,20 @@ class SlackBot:
             # The listener only records the message; Slack gets its ack once that is on disk.
             process_before_response=True,
         )
+        # The assistant panel first: it takes the messages in DM threads, the rest fall through to `message`.
+        assistant = AsyncAssistant()
+        assistant.thread_started(self._on_assistant_thread_started)
+        assistant.user_message(self._on_assistant_message)
+        self.app.assistant(assistant)
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.error(self._on_error)
-        self.core = ConversationCore(
-            style=replace(SLACK_STYLE, message_limit=message_limit),
-            settings=slack,
-            backend=backend,
-            database=database_path(settings, slack, "slack"),
-            default_model=settings.default_model,
-            open_reply=self.open_reply,
-        )
         self.policy = SlackReplyPolicy(self.client)
+        self.core = ConversationCore.of(
+            settings, slack, replace(SLACK_STYLE, message_limit=message_limit), backend, self.open_reply
+        )
         self.bot_user_id = ""
         self._known_threads = KnownThreads(KNOWN_THREADS)
-        self._tasks = AnswerTasks()
         self._socket: AsyncSocketModeHandler | None = None
         self._http: web.AppRunner | None = None
 
@@ -371,7 +412,6 @@ class SlackBot:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
-        await self._tasks.cancel_all()
         await self.core.__aexit__(None, None, None)
 
     async def serve(self) -> None:
@@ -381,15 +421,17 @@ class SlackBot:
     @property
     def answering(self) -> int:
         """Answers being written right now."""
-        return len(self._tasks)
+        return len(self.core.answering)
 
     @property
     def http_port(self) -> int | None:
         """The port the HTTP-mode receiver listens on, once started."""
         return self._http.addresses[0][1] if self._http and self._http.addresses else None
 
-    def open_reply(self, key: ConversationKey) -> SlackReply:
-        """A reply posted into a channel or thread unprompted (scheduled prompts)."""
+    def open_reply(self, key: ConversationKey, state: ReplyState | None = None) -> SlackReply:
+        """A reply posted into a channel or thread unprompted (scheduled prompts), or one rebuilt from its state."""
+        if state:
+            return SlackReply.from_state(self.client, self.policy, state)
         return SlackReply(self.client, SlackThread(key.channel, key.thread or None), self.policy)
 
     # --- HTTP mode ----------------------------------------------------------------------
@@ -425,6 +467,32 @@ class SlackBot:
         if thread and thread != event.get("ts") and await self._takes_part(event["channel"], thread):
             await self._accept(event)
 
+    async def _on_assistant_thread_started(
+        self, payload: dict[str, Any], say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts
+    ) -> None:
+        """A user opened a thread in the assistant panel: greet them and suggest prompts (once per thread)."""
+        thread = payload["assistant_thread"]
+        if not await self.core.store.mark_seen("slack", f"assistant:{thread['channel_id']}:{thread['thread_ts']}"):
+            return
+        await say(self.settings.assistant_greeting)
+        if self.settings.assistant_prompts:
+            await set_suggested_prompts(prompts=self.settings.assistant_prompts)
+
+    async def _on_assistant_message(self, payload: dict[str, Any], set_title: AsyncSetTitle) -> None:
+        """A message in a DM thread (the assistant panel's or another): answer it; the thread's first titles it."""
+        if payload.get("subtype") not in _PERSON_SUBTYPES or not payload.get("user"):
+            return
+        await self._accept(payload)
+        channel, thread = str(payload["channel"]), str(payload["thread_ts"])
+        if await self.core.store.mark_seen("slack", f"title:{channel}:{thread}"):
+            text = clean_text(payload.get("text", ""), self.bot_user_id).split("\n", 1)[0]
+            title = text if len(text) <= TITLE_LIMIT else text[: TITLE_LIMIT - 1] + "…"
+            try:
+                await set_title(title or "New chat")
+            except SlackApiError as error:
+                # Only assistant threads have a title; a plain DM thread does without.
+                log.debug("slack assistant title not set: %s", _code(error))
+
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         """A listener failed before the answer's task started: log it (the user hears nothing twice)."""
         log.error("slack event handling failed: %s", error, exc_info=error)
@@ -444,9 +512,7 @@ class SlackBot:
             event_id=f"{channel}:{ts}",
         )
         target = SlackThread(channel, thread, str(event["user"]), event.get("team"))
-        turn = await self.core.receive(incoming, SlackReply(self.client, target, self.policy))
-        if turn is not None:
-            self._tasks.spawn(turn.run())
+        await self.core.accept(incoming, SlackReply(self.client, target, self.policy))
 
     async def _takes_part(self, channel: str, thread: str) -> bool:
         """Whether the bot has posted in this thread (remembered, else asked of Slack once)."""

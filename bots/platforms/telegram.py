@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from telegram import Bot, BotCommand, Chat, Message, MessageEntity, ReplyParameters, Update
@@ -39,9 +39,8 @@ from ingle.core.settings import Settings
 from ..conversation import ConversationCore, IncomingMessage, PlatformStyle
 from ..errors import error_sentence
 from ..formatting import to_telegram_html
-from ..settings import TelegramSettings, database_path
-from ..store import ConversationKey
-from .bookkeeping import AnswerTasks
+from ..settings import TelegramSettings
+from ..store import ConversationKey, ReplyState
 
 log = logging.getLogger("ingle.bots.telegram")
 
@@ -149,15 +148,44 @@ class TelegramReply:
         self._shown = ""
         self._next_edit = 0.0
 
+    @classmethod
+    def from_state(cls, bot: Bot, state: ReplyState) -> TelegramReply:
+        """The reply `state()` described, editing the message it had placed (if any)."""
+        reply = cls(
+            bot,
+            int(state["chat_id"]),
+            thread_id=state.get("thread_id"),
+            reply_to=state.get("reply_to"),
+            draft_id=state.get("draft_id"),
+            min_interval=float(state.get("min_interval", 0.0)),
+        )
+        reply._message_id = state.get("message_id")
+        reply._shown = str(state.get("shown", ""))
+        return reply
+
+    def state(self) -> dict[str, Any]:
+        """The chat, how to reply there, and the placeholder message and its text once sent."""
+        return {
+            "chat_id": self._chat_id,
+            "thread_id": self._thread_id,
+            "reply_to": self._reply_to,
+            "draft_id": self._draft_id,
+            "min_interval": self._min_interval,
+            "message_id": self._message_id,
+            "shown": self._shown,
+        }
+
     async def begin(self) -> None:
-        """Typing indicator, and an empty draft (a 'thinking' bubble) or a placeholder message."""
+        """Typing indicator, and an empty draft (a 'thinking' bubble) or a placeholder message (unless one exists)."""
         try:
             await self._bot.send_chat_action(self._chat_id, ChatAction.TYPING, message_thread_id=self._thread_id)
         except RetryAfter:
             pass  # only cosmetic
-        if self._draft_id is not None:
+        if self._message_id is not None:
+            return  # an answer resumed after a restart goes on in the message already placed
+        if (draft_id := self._draft_id) is not None:
             try:
-                await flood_safe(lambda: self._bot.send_message_draft(self._chat_id, self._draft_id, ""))
+                await flood_safe(lambda: self._bot.send_message_draft(self._chat_id, draft_id, ""))
                 return
             except BadRequest as error:
                 # A Bot API server without drafts: fall back to editing a placeholder.
@@ -238,15 +266,7 @@ class TelegramBot:
         )
         self.application.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_text))
         self.application.add_error_handler(self._on_error)
-        self.core = ConversationCore(
-            style=TELEGRAM_STYLE,
-            settings=bot,
-            backend=backend,
-            database=database_path(settings, bot, "telegram"),
-            default_model=settings.default_model,
-            open_reply=self.open_reply,
-        )
-        self._tasks = AnswerTasks()
+        self.core = ConversationCore.of(settings, bot, TELEGRAM_STYLE, backend, self.open_reply)
         self._poller: asyncio.Task[None] | None = None
         self._webhook: web.AppRunner | None = None
 
@@ -283,7 +303,6 @@ class TelegramBot:
         if self._webhook is not None:
             await self._webhook.cleanup()
             self._webhook = None
-        await self._tasks.cancel_all()
         await self.core.__aexit__(None, None, None)
         if self.application.running:
             await self.application.stop()
@@ -298,8 +317,10 @@ class TelegramBot:
         else:
             await asyncio.Event().wait()
 
-    def open_reply(self, key: ConversationKey) -> TelegramReply:
-        """A reply posted into a chat unprompted (scheduled prompts)."""
+    def open_reply(self, key: ConversationKey, state: ReplyState | None = None) -> TelegramReply:
+        """A reply posted into a chat unprompted (scheduled prompts), or one rebuilt from its state."""
+        if state:
+            return TelegramReply.from_state(self.bot, state)
         chat_id = int(key.channel)
         return TelegramReply(
             self.bot,
@@ -397,16 +418,14 @@ class TelegramBot:
             text=text,
             event_id=f"{chat.id}:{message.message_id}",
         )
-        turn = await self.core.receive(incoming, reply)
-        if turn is not None:
-            self._tasks.spawn(turn.run())
+        await self.core.accept(incoming, reply)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """PTB's error handler: one sentence to the chat, the details to the log."""
         sentence = error_sentence(context.error or RuntimeError("unknown error"), where="telegram update")
-        if isinstance(update, Update) and update.effective_chat is not None:
+        if isinstance(update, Update) and (chat := update.effective_chat) is not None:
             try:
-                await flood_safe(lambda: self.bot.send_message(update.effective_chat.id, sentence))
+                await flood_safe(lambda: self.bot.send_message(chat.id, sentence))
             except TelegramError as error:
                 log.warning("could not tell the chat about an error: %s", error)
 

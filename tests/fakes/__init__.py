@@ -5,9 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+
+@dataclass
+class ApiCall:
+    """One API request a fake received: its method, parameters (JSON values decoded), when, and the answer."""
+
+    method: str
+    params: dict[str, Any]
+    at: float
+    """`time.monotonic()` when it arrived."""
+    status: int = 200
+    result: Any = None
+    """What it answered, when it succeeded."""
 
 
 async def start_on_loopback(app: web.Application, **runner_options: object) -> tuple[web.AppRunner, str]:
@@ -23,7 +37,7 @@ async def start_on_loopback(app: web.Application, **runner_options: object) -> t
 
 
 async def poll_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Re-check `condition` every 20 ms until it returns something truthy; TimeoutError naming `what` after `timeout`."""
+    """Re-check `condition` every 20 ms until it returns something truthy; TimeoutError naming `what` after that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := condition():

@@ -3,7 +3,9 @@
 What a bot account sees of a real server:
 
 - REST under `/api/v4` with `Authorization: Bearer <token>`: `users/me`,
-  `users/{id}`, `channels/{id}`, `posts` (create), `posts/{id}` (get, update),
+  `users/{id}`, `channels/{id}`, `channels/{id}/posts` (newest first by
+  `page`/`per_page`, or everything created or edited after `since`, in Unix
+  milliseconds), `posts` (create), `posts/{id}` (get, update),
   `posts/{id}/patch`, `posts/{id}/thread`, `users/{id}/typing`; posts longer than 16,383 characters
   are refused with 400, a bad token with 401, and `ratelimit` makes a route
   answer 429 with `X-Ratelimit-Reset`;
@@ -15,7 +17,9 @@ What a bot account sees of a real server:
   `post_edited` events, each with an increasing `seq`.
 
 Tests make people post with `user_posts`, read `posts` and `edits`, drop the
-websocket with `drop_connections` and wait with `wait_until` (polls, never sleeps).
+websocket with `drop_connections` (and keep it down with `refuse_connections`,
+as during an outage: posts made then reach nobody's websocket) and wait with
+`wait_until` (polls, never sleeps).
 """
 
 from __future__ import annotations
@@ -99,6 +103,8 @@ class FakeMattermost:
         self.typing: list[tuple[str, str, float]] = []
         self.url = ""
         self.connections_made = 0
+        self.refuse_connections = False
+        """While True the websocket endpoint answers 503, as a server behind a failing proxy would."""
         self._sockets: list[web.WebSocketResponse] = []
         self._seq: dict[int, int] = {}
         self._limits: dict[str, list[float]] = {}
@@ -111,6 +117,7 @@ class FakeMattermost:
         app.router.add_get("/api/v4/users/{user_id}", self._get_user)
         app.router.add_post("/api/v4/users/{user_id}/typing", self._post_typing)
         app.router.add_get("/api/v4/channels/{channel_id}", self._get_channel)
+        app.router.add_get("/api/v4/channels/{channel_id}/posts", self._get_channel_posts)
         app.router.add_post("/api/v4/posts", self._create_post)
         app.router.add_get("/api/v4/posts/{post_id}", self._get_post)
         app.router.add_get("/api/v4/posts/{post_id}/thread", self._get_thread)
@@ -179,9 +186,12 @@ class FakeMattermost:
 
     # --- people posting ----------------------------------------------------------
 
-    async def user_posts(self, user_id: str, channel_id: str, message: str, root_id: str = "") -> MattermostPost:
-        """A person posts; every connected websocket gets the `posted` event."""
-        await self.wait_until(self.connected, timeout=30, what="a websocket connection")
+    async def user_posts(
+        self, user_id: str, channel_id: str, message: str, root_id: str = "", offline: bool = False
+    ) -> MattermostPost:
+        """A person posts; every connected websocket gets the `posted` event (with `offline`, none is waited for)."""
+        if not offline:
+            await self.wait_until(self.connected, timeout=30, what="a websocket connection")
         return await self._store_and_broadcast(user_id, channel_id, message, root_id)
 
     async def _store_and_broadcast(self, user_id: str, channel_id: str, message: str, root_id: str) -> MattermostPost:
@@ -221,7 +231,9 @@ class FakeMattermost:
 
     # --- websocket ---------------------------------------------------------------
 
-    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_connections:
+            return _error(503, "api.web_socket.connect.upgrade.app_error", "Failed to upgrade the connection.")
         socket = web.WebSocketResponse(autoping=True)
         await socket.prepare(request)
         authenticated = request.headers.get("Authorization") == f"Bearer {self.bot_token}"
@@ -315,6 +327,25 @@ class FakeMattermost:
             return _error(404, "app.channel.get.existing.app_error", "Unable to find the existing channel.")
         return web.json_response(channel)
 
+    async def _get_channel_posts(self, request: web.Request) -> web.Response:
+        channel_id = request.match_info["channel_id"]
+        if channel_id not in self.channels:
+            return _error(404, "app.channel.get.existing.app_error", "Unable to find the existing channel.")
+        posts = [post for post in self.posts if post.channel_id == channel_id]
+        if "since" in request.query:
+            try:
+                since = int(request.query["since"])
+            except ValueError:
+                return _error(
+                    400, "api.context.invalid_url_param.app_error", "Invalid or missing since in request URL."
+                )
+            # Like the server: every post created or changed after `since`, however many.
+            posts = [post for post in posts if post.update_at > since]
+        else:
+            page, per_page = int(request.query.get("page", 0)), min(int(request.query.get("per_page", 60)), 200)
+            posts = list(reversed(posts))[page * per_page : (page + 1) * per_page][::-1]
+        return _post_list(posts)
+
     async def _create_post(self, request: web.Request) -> web.Response:
         body = await request.json()
         message = body.get("message", "")
@@ -340,16 +371,7 @@ class FakeMattermost:
         root = self._find(request.match_info["post_id"])
         if root is None:
             return _error(404, "app.post.get.app_error", "Unable to get the post.")
-        posts = [post for post in self.posts if post.thread == root.thread]
-        return web.json_response(
-            {
-                "order": [post.id for post in reversed(posts)],
-                "posts": {post.id: post.wire() for post in posts},
-                "next_post_id": "",
-                "prev_post_id": "",
-                "has_next": False,
-            }
-        )
+        return _post_list([post for post in self.posts if post.thread == root.thread])
 
     async def _edit(self, post_id: str, message: str | None) -> web.Response:
         post = self._find(post_id)
@@ -375,6 +397,19 @@ class FakeMattermost:
     async def _patch_post(self, request: web.Request) -> web.Response:
         body = await request.json()
         return await self._edit(request.match_info["post_id"], body.get("message"))
+
+
+def _post_list(posts: list[MattermostPost]) -> web.Response:
+    """Mattermost's PostList of `posts` (given oldest first): `order` newest first, `posts` by id."""
+    return web.json_response(
+        {
+            "order": [post.id for post in reversed(posts)],
+            "posts": {post.id: post.wire() for post in posts},
+            "next_post_id": "",
+            "prev_post_id": "",
+            "has_next": False,
+        }
+    )
 
 
 def _error(status: int, error_id: str, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -4,8 +4,8 @@ It speaks Slack's own protocols, so nothing in the bot knows it is a fake:
 
 - the Web API at `base_url` (`POST /api/<method>`, Bearer token, JSON or form
   bodies): auth.test, apps.connections.open, chat.postMessage, chat.update,
-  chat.startStream / appendStream / stopStream, assistant.threads.setStatus,
-  conversations.replies / history and users.info;
+  chat.startStream / appendStream / stopStream, assistant.threads.setStatus /
+  setSuggestedPrompts / setTitle, conversations.replies / history and users.info;
 - Socket Mode: apps.connections.open hands out `ws://127.0.0.1:<port>/link`,
   which says `hello` and then delivers `events_api` envelopes that the client
   must ack with their `envelope_id`; an envelope left unacked for
@@ -14,7 +14,8 @@ It speaks Slack's own protocols, so nothing in the bot knows it is a fake:
 - the Events API over HTTP: `deliver_http` POSTs a signed `event_callback`
   to the bot's URL, with `X-Slack-Retry-Num` / `X-Slack-Retry-Reason` on retries.
 
-Tests inject events with `user_says`, read what the bot did in `calls` (every
+Tests inject events with `user_says` and `opens_assistant_thread` (the
+`assistant_thread_started` event of Slack's assistant panel), read what the bot did in `calls` (every
 Web API call with a monotonic timestamp) and `messages` (the channel's state
 after posts, edits and streams), make a method answer 429 with `ratelimit`,
 and wait with `wait_until`, which polls instead of sleeping.
@@ -36,23 +37,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import poll_until, start_on_loopback
+from . import ApiCall, poll_until, start_on_loopback
 
 TEAM_ID = "T0FAKE0001"
 APP_ID = "A0FAKE0001"
 BOT_USER_ID = "U0BOT00001"
 BOT_ID = "B0BOT00001"
-
-
-@dataclass
-class SlackCall:
-    """One Web API call the fake received."""
-
-    method: str
-    args: dict[str, Any]
-    at: float
-    """`time.monotonic()` when it arrived."""
-    status: int = 200
 
 
 @dataclass
@@ -108,11 +98,17 @@ class FakeSlack:
         """Whether chat.startStream and friends exist; False answers `unknown_method` like an old workspace."""
         self.redeliver_after = redeliver_after
         """Seconds after which an unacked envelope is sent again (at most 3 retries); None never."""
-        self.calls: list[SlackCall] = []
+        self.calls: list[ApiCall] = []
         self.messages: list[SlackMessage] = []
         self.envelopes: list[Envelope] = []
         self.statuses: list[tuple[str, str, str, float]] = []
         """(channel, thread_ts, status, at) of every assistant.threads.setStatus."""
+        self.suggested_prompts: dict[tuple[str, str], list[dict[str, str]]] = {}
+        """(channel, thread_ts) -> the prompts assistant.threads.setSuggestedPrompts set there last."""
+        self.titles: dict[tuple[str, str], str] = {}
+        """(channel, thread_ts) -> the assistant thread's title."""
+        self.assistant_threads: set[tuple[str, str]] = set()
+        """(channel, thread_ts) of the threads opened in the assistant panel."""
         self.users: dict[str, dict[str, Any]] = {}
         self.base_url = ""
         self.url = ""
@@ -158,7 +154,7 @@ class FakeSlack:
 
     # --- what tests read ---------------------------------------------------------
 
-    def calls_of(self, *methods: str) -> list[SlackCall]:
+    def calls_of(self, *methods: str) -> list[ApiCall]:
         """The successful calls of these methods, in order."""
         return [call for call in self.calls if call.method in methods and call.status == 200]
 
@@ -276,6 +272,23 @@ class FakeSlack:
             await self.send_envelope(body)
         return message["ts"], [body["event_id"] for body in callbacks]
 
+    async def opens_assistant_thread(self, user: str, channel: str = "D0DM000001") -> str:
+        """A person opens a new thread in the app's assistant panel; returns its thread_ts."""
+        thread_ts = self.next_ts()
+        self.assistant_threads.add((channel, thread_ts))
+        event = {
+            "type": "assistant_thread_started",
+            "assistant_thread": {
+                "user_id": user,
+                "context": {"channel_id": "C0GENERAL1", "team_id": TEAM_ID, "enterprise_id": None},
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+            },
+            "event_ts": self.next_ts(),
+        }
+        await self.send_envelope(self.callback(event))
+        return thread_ts
+
     async def send_envelope(self, payload: dict[str, Any], retry_attempt: int = 0, retry_reason: str = "") -> str:
         """Deliver an `events_api` envelope over the Socket Mode link; returns its envelope_id."""
         await self.wait_until(self.connected, timeout=30, what="a Socket Mode connection")
@@ -363,7 +376,7 @@ class FakeSlack:
         elif request.can_read_body:
             args.update(await request.post())
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or args.pop("token", "")
-        call = SlackCall(method, args, time.monotonic())
+        call = ApiCall(method, args, time.monotonic())
         self.calls.append(call)
         pending = self._limits.get(method)
         if pending:
@@ -473,6 +486,31 @@ class FakeSlack:
         self.statuses.append(
             (args.get("channel_id", ""), args.get("thread_ts", ""), args.get("status", ""), time.monotonic())
         )
+        return {}
+
+    def _assistant_thread(self, args: dict[str, Any]) -> tuple[str, str]:
+        thread = (str(args.get("channel_id", "")), str(args.get("thread_ts", "")))
+        if not all(thread):
+            raise LookupError("invalid_arguments")
+        if thread not in self.assistant_threads:
+            raise LookupError("invalid_thread_ts")  # only threads of the assistant panel have prompts and titles
+        return thread
+
+    def _api_assistant_threads_setSuggestedPrompts(self, args: dict[str, Any]) -> dict[str, Any]:
+        thread = self._assistant_thread(args)
+        prompts = args.get("prompts")
+        if isinstance(prompts, str):  # a form body carries it as JSON
+            prompts = json.loads(prompts)
+        if not prompts or len(prompts) > 4 or not all({"title", "message"} <= set(prompt) for prompt in prompts):
+            raise LookupError("invalid_arguments")
+        self.suggested_prompts[thread] = prompts
+        return {}
+
+    def _api_assistant_threads_setTitle(self, args: dict[str, Any]) -> dict[str, Any]:
+        thread = self._assistant_thread(args)
+        if not args.get("title"):
+            raise LookupError("invalid_arguments")
+        self.titles[thread] = str(args["title"])
         return {}
 
     def _api_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import start_on_loopback
+from . import ApiCall, start_on_loopback
 
 MAX_TEXT = 4096
 ALLOWED_TAGS = {
@@ -81,25 +81,13 @@ def visible_html(text: str) -> str:
 
 
 @dataclass
-class Call:
-    """One Bot API request: its method, parameters (JSON values decoded), when, and the status answered."""
-
-    method: str
-    params: dict[str, Any]
-    at: float
-    status: int = 200
-    result: Any = None
-    """What it answered, when it succeeded."""
-
-
-@dataclass
 class FakeTelegram:
     """Configure, then `async with` it; `base_url` goes to PTB's `base_url` once started."""
 
     token: str = "123456:TEST-TOKEN"
     bot_id: int = 123456
     username: str = "ingle_test_bot"
-    calls: list[Call] = field(default_factory=list)
+    calls: list[ApiCall] = field(default_factory=list)
     messages: dict[tuple[int, int], str] = field(default_factory=dict)
     """(chat id, message id) -> current text of every message the bot sent."""
     url: str = ""
@@ -185,7 +173,7 @@ class FakeTelegram:
         """Answer the next `times` calls of `method` with 429 Too Many Requests and this retry_after."""
         self._failures.setdefault(method, []).extend([retry_after] * times)
 
-    def calls_of(self, method: str, chat_id: int | None = None) -> list[Call]:
+    def calls_of(self, method: str, chat_id: int | None = None) -> list[ApiCall]:
         """The recorded calls of one method (to one chat)."""
         return [
             call
@@ -218,7 +206,7 @@ class FakeTelegram:
             return _error(401, "Unauthorized")
         method = request.match_info["method"]
         params = await _params(request)
-        call = Call(method=method, params=params, at=time.monotonic())
+        call = ApiCall(method=method, params=params, at=time.monotonic())
         self.calls.append(call)
         try:
             queued = self._failures.get(method)
