@@ -15,6 +15,10 @@ each figure is the median of several rounds, HTTP and in-process alternate
 within a round, and the verdicts use ratios measured in the same run.
 
     .venv/bin/python bench/api.py [--rounds 3] [--tokens 128]
+
+The agent APIs (Anthropic Messages and OpenAI Responses beside chat
+completions, and tool calls with and without the grammar) are measured by
+bench/api_agents.py, which starts its daemons through `daemon()` here.
 """
 
 from __future__ import annotations
@@ -165,8 +169,11 @@ def serve_command() -> list[str]:
 
 
 @asynccontextmanager
-async def daemon(home: Path, queue_size: int) -> AsyncIterator[str]:
-    """Run `ingle serve` on a free loopback port until the block ends; yield its base URL once it answers."""
+async def daemon(home: Path, queue_size: int, extra_env: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """Run `ingle serve` on a free loopback port until the block ends; yield its base URL once it answers.
+
+    `extra_env` sets more `INGLE_*` settings.
+    """
     port = free_port()
     env = dict(
         os.environ,
@@ -180,6 +187,7 @@ async def daemon(home: Path, queue_size: int) -> AsyncIterator[str]:
         INGLE_KEEP_ALIVE="-1",
         INGLE_SOCKET_PATH="",  # never touch the socket of a daemon the user runs on the same home
     )
+    env.update(extra_env or {})
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(serve_command(), env=env, stdout=log, stderr=subprocess.STDOUT)
