@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import anthropic
 import pytest
+from anthropic.types import ContentBlock, MessageParam, TextBlock, ToolParam, ToolResultBlockParam
 
 from ingle.core.engine import Engine
 
@@ -19,11 +20,23 @@ pytestmark = pytest.mark.slow
 API_KEY = "anthropic-test-key"
 # Sampling knobs are no longer parameters of the SDK's create(); they still travel in the body.
 GREEDY = {"temperature": 0}
-WEATHER_TOOL = {
+WEATHER_TOOL: ToolParam = {
     "name": "get_weather",
     "description": "The current weather in a city.",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
+
+
+def text_of(block: ContentBlock) -> str:
+    """The text of a content block that must be text."""
+    assert isinstance(block, TextBlock), block
+    return block.text
+
+
+def error_of(failure: anthropic.APIStatusError) -> dict:
+    """The `error` object of an Anthropic-style error body."""
+    assert isinstance(failure.body, dict), failure.body
+    return failure.body["error"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +77,7 @@ async def test_stream_sends_anthropics_event_sequence(client: anthropic.AsyncAnt
     async with client.messages.stream(**request, extra_body=GREEDY) as stream:
         texts = [text async for text in stream.text_stream]
         final = await stream.get_final_message()
-    assert "".join(texts) == final.content[0].text and len(texts) > 1
+    assert "".join(texts) == text_of(final.content[0]) and len(texts) > 1
     assert final.usage.output_tokens > 0 and final.stop_reason in ("end_turn", "max_tokens")
     # The event names on the wire, in order, as Anthropic documents them.
     headers = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
@@ -87,19 +100,23 @@ async def test_stop_sequences_end_the_answer_and_are_named(client: anthropic.Asy
         stop_sequences=["6"],
     )
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == "6"
-    text = message.content[0].text
+    text = text_of(message.content[0])
     assert "5" in text and "6" not in text
 
 
 async def test_a_tool_round_trip(client: anthropic.AsyncAnthropic) -> None:
-    question = {"role": "user", "content": "What is the weather in Paris right now?"}
+    question: MessageParam = {"role": "user", "content": "What is the weather in Paris right now?"}
     first = await client.messages.create(
         model=DEFAULT_MODEL, messages=[question], tools=[WEATHER_TOOL], max_tokens=64, extra_body=GREEDY
     )
     assert first.stop_reason == "tool_use"
     call = next(block for block in first.content if block.type == "tool_use")
     assert call.name == "get_weather" and call.input["city"] == "Paris" and call.id.startswith("toolu_")
-    result = {"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 24 degrees Celsius"}
+    result: ToolResultBlockParam = {
+        "type": "tool_result",
+        "tool_use_id": call.id,
+        "content": "Sunny, 24 degrees Celsius",
+    }
     second = await client.messages.create(
         model=DEFAULT_MODEL,
         messages=[question, {"role": "assistant", "content": first.content}, {"role": "user", "content": [result]}],
@@ -126,7 +143,7 @@ async def test_a_streamed_tool_call_arrives_as_input_json(client: anthropic.Asyn
 
 
 async def test_count_tokens_matches_the_prompt_a_request_takes(client: anthropic.AsyncAnthropic) -> None:
-    messages = [{"role": "user", "content": "Say hi."}]
+    messages: list[MessageParam] = [{"role": "user", "content": "Say hi."}]
     counted = await client.messages.count_tokens(model=DEFAULT_MODEL, system="Be brief.", messages=messages)
     answered = await client.messages.create(
         model=DEFAULT_MODEL, system="Be brief.", messages=messages, max_tokens=1, extra_body=GREEDY
@@ -137,8 +154,8 @@ async def test_count_tokens_matches_the_prompt_a_request_takes(client: anthropic
 async def test_an_unknown_model_is_anthropics_404(client: anthropic.AsyncAnthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as missing:
         await client.messages.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
-    assert missing.value.body["error"]["type"] == "not_found_error"
-    assert "no-such-model" in missing.value.body["error"]["message"]
+    assert error_of(missing.value)["type"] == "not_found_error"
+    assert "no-such-model" in error_of(missing.value)["message"]
 
 
 async def test_bad_input_and_a_wrong_key_get_anthropics_errors(base_url: str) -> None:
