@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality
+.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-speculative
 
 venv install: $(INSTALLED)
 
@@ -78,6 +78,10 @@ bench-quality: $(INSTALLED)
 
 bench-api: $(INSTALLED)
 	$(BIN)/python bench/api.py
+
+# ingle vs llama-server (-np 8, and with its ngram-simple speculation): clients, code edits, one stream vs llama-bench.
+bench-speculative: $(INSTALLED)
+	$(BIN)/python bench/vs_llama_server.py
 
 # Run as a module: it drives the fake Slack from tests/fakes.
 bench-bots: $(INSTALLED)

@@ -31,6 +31,7 @@ LIVE_FIELDS = frozenset(
         "queue_size",
         "kv_reuse_min_tokens",
         "draft_tokens",
+        "draft_model",
         "load_timeout",
         "memory_headroom_mib",
         "memory_limit_mib",

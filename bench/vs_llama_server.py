@@ -1,0 +1,411 @@
+"""ingle against llama-server on the same GGUF: streaming clients, a code-edit workload, one stream's ceiling.
+
+Starts, on free loopback ports, with the default model and 2 threads each:
+- `ingle serve` with its defaults (num_parallel chosen from the machine, prompt lookup on);
+- `ingle serve` with `draft_tokens = 0` (speculative decoding off);
+- llama-server with 8 slots (`-np 8`), and again with its prompt lookup (`--spec-type ngram-simple`).
+Then prints, in one run, side by side:
+1. aggregate tokens/s of 1, 4 and 8 clients streaming 128-token chat answers at once
+   (the official openai client, temperature 0), with time to first token;
+2. a code-edit workload: real functions from a package in this environment (click),
+   each to be rewritten with type hints and a docstring, one at a time, greedy:
+   generation tokens/s with and without speculation on both servers, the share of
+   drafted tokens that were kept, and whether ingle's answers with and without
+   speculation are identical;
+3. one stream's generation speed against `llama-bench -n 64` (tg64), built from the
+   same llama.cpp sources by bench/build_llama_server.sh.
+
+Machines here are noisy (and often shared): servers alternate within a round, each
+figure is the median of the rounds, and the verdicts use ratios from the same run.
+
+    .venv/bin/python bench/vs_llama_server.py [--rounds 3] [--functions 20] [--llama-server PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import click.formatting
+import click.parser
+import click.termui
+import click.utils
+import httpx
+import openai
+from api import TOPICS, free_port, percentile
+from lsp_typing import find_llama_server
+from rich.console import Console
+from rich.table import Table
+
+from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaModel
+from ingle.core.settings import Settings
+from ingle.core.store import ModelStore
+
+MODEL = "qwen2.5-coder:0.5b"
+THREADS = 2
+CONTEXT = 4096
+SLOTS = 8
+CHAT_TOKENS = 128
+EDIT_TOKENS = 320
+STORY = "Write a long, detailed story about {topic}."
+EDIT = (
+    "Rewrite this function with type hints and a docstring; keep its body as it is. "
+    "Answer with the whole function in one Python code block.\n\n```python\n{source}```"
+)
+
+
+def edit_functions(count: int) -> list[str]:
+    """Sources of `count` plain functions (5-40 lines) from click: real code that ingle did not write."""
+    found = []
+    for module in (click.formatting, click.parser, click.termui, click.utils):
+        for name, function in sorted(inspect.getmembers(module, inspect.isfunction)):
+            if function.__module__ != module.__name__ or name.startswith("__"):
+                continue
+            source = inspect.getsource(function)
+            if 5 <= source.count("\n") <= 40 and not source.startswith((" ", "@")):
+                found.append(source)
+    return found[:count]
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running OpenAI-compatible server and its client."""
+
+    label: str
+    client: openai.AsyncOpenAI
+    model: str
+
+
+@asynccontextmanager
+async def process_serving(label: str, command: list[str], env: dict[str, str], port: int) -> AsyncIterator[str]:
+    """Run a server until the block ends; yield its base URL once /health answers 200."""
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            async with httpx.AsyncClient(timeout=5) as probe:
+                while True:
+                    if process.poll() is not None:
+                        log.seek(0)
+                        raise SystemExit(f"{label} exited with {process.returncode}:\n{log.read().decode()[-3000:]}")
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"{label} did not answer on {url} within 300 s")
+                    try:
+                        if (await probe.get(url + "/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.2)
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def ingle_command(home: Path, port: int, draft_tokens: int | None, threads: int) -> tuple[list[str], dict[str, str]]:
+    env = dict(
+        os.environ,
+        INGLE_HOME=str(home),
+        INGLE_PORT=str(port),
+        INGLE_NUM_THREADS=str(threads),
+        INGLE_NUM_CTX=str(CONTEXT),
+        INGLE_KEEP_ALIVE="-1",
+        INGLE_SOCKET_PATH="",  # never touch the socket of a daemon the user runs on the same home
+        INGLE_CONFIG=str(home / "no-config.toml"),
+    )
+    if draft_tokens is not None:
+        env["INGLE_DRAFT_TOKENS"] = str(draft_tokens)
+    if threads != THREADS:
+        # The default (four sequences per core) is for the machine's cores; match llama-server's slots instead.
+        env["INGLE_NUM_PARALLEL"] = str(SLOTS)
+    return [str(Path(sys.executable).parent / "ingle"), "serve"], env
+
+
+def llama_server_command(binary: str, blob: Path, port: int, speculative: bool, threads: int) -> list[str]:
+    command = [binary, "-m", str(blob), "-t", str(threads), "-np", str(SLOTS), "-c", str(SLOTS * CONTEXT)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+    return command + (["--spec-type", "ngram-simple"] if speculative else [])
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    """One streamed chat answer as the client saw it."""
+
+    text: str
+    tokens: int
+    started: float
+    first: float
+    ended: float
+
+    @property
+    def rate(self) -> float:
+        """Generation tokens/s after the first token."""
+        return (self.tokens - 1) / (self.ended - self.first) if self.tokens > 1 and self.ended > self.first else 0.0
+
+
+async def chat(server: Server, prompt: str, max_tokens: int) -> Answer:
+    """Stream one greedy chat answer; count tokens by the usage the server reports."""
+    started = time.perf_counter()
+    first, text, tokens = 0.0, "", 0
+    events = await server.client.chat.completions.create(
+        model=server.model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for event in events:
+        if event.choices and event.choices[0].delta.content:
+            first = first or time.perf_counter()
+            text += event.choices[0].delta.content
+        if event.usage is not None:
+            tokens = event.usage.completion_tokens
+    return Answer(text, tokens, started, first, time.perf_counter())
+
+
+async def clients_at_once(server: Server, clients: int) -> tuple[float, list[Answer]]:
+    """Aggregate tokens/s of `clients` chat streams started together, and the answers."""
+    started = time.perf_counter()
+    answers = await asyncio.gather(
+        *(chat(server, STORY.format(topic=TOPICS[n % len(TOPICS)]), CHAT_TOKENS) for n in range(clients))
+    )
+    ended = max(answer.ended for answer in answers)
+    return sum(answer.tokens for answer in answers) / (ended - started), list(answers)
+
+
+async def draft_counts(url: str) -> tuple[float, float]:
+    """ingle's drafted and accepted token counters from /metrics."""
+    async with httpx.AsyncClient() as client:
+        body = (await client.get(url + "/metrics")).text
+    values = {"ingle_draft_tokens_total": 0.0, "ingle_draft_tokens_accepted_total": 0.0}
+    for line in body.splitlines():
+        name = line.split("{", 1)[0]
+        if name in values:
+            values[name] += float(line.rsplit(" ", 1)[1])
+    return values["ingle_draft_tokens_total"], values["ingle_draft_tokens_accepted_total"]
+
+
+def llama_bench_tg(binary: Path, blob: Path, threads: int) -> float:
+    """llama-bench's tg64 tokens/s with the same threads."""
+    result = subprocess.run(
+        [str(binary), "-m", str(blob), "-t", str(threads), "-p", "0", "-n", "64", "-r", "3", "-o", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(json.loads(result.stdout)[0]["avg_ts"])
+
+
+def bare_decode_tg(blob: Path, threads: int) -> float:
+    """tg64 measured as llama-bench does it (one token per llama_decode, no sampling), on the same libllama."""
+    model = LlamaModel(blob)
+    context = model.new_context(ContextShape(sequences=1, tokens_per_sequence=256, batch_tokens=8, threads=threads))
+    batch = Batch(8)
+    rates = []
+    try:
+        for _ in range(3):
+            context.clear()
+            started = time.perf_counter()
+            for position in range(64):
+                batch.clear()
+                batch.add(1000 + position, position, 0, True)
+                context.decode(batch)
+            rates.append(64 / (time.perf_counter() - started))
+    finally:
+        batch.free()
+        context.free()
+        model.free()
+    return statistics.median(rates)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+async def main(arguments: argparse.Namespace) -> None:
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    home = Path(os.environ.get("INGLE_HOME") or Path("~/.cache/ingle-tests/home").expanduser())
+    store = ModelStore(Settings(home=home).models_dir)
+    blob = store.blob_path(store.get(MODEL).digest)
+    llama_server = find_llama_server(arguments.llama_server)
+    llama_bench = Path(llama_server).with_name("llama-bench")
+    functions = edit_functions(arguments.functions)
+    threads = arguments.threads
+    console.print(f"Model {MODEL} ({blob}), {threads} thread(s); {len(functions)} functions from click to edit.")
+
+    async with AsyncExitStack() as stack:
+        servers: dict[str, Server] = {}
+        urls: dict[str, str] = {}
+        setups = {
+            "ingle": ("ingle", None),
+            "ingle, speculation off": ("ingle", 0),
+            "llama-server": ("llama", False),
+            "llama-server, ngram-simple": ("llama", True),
+        }
+        for label, (kind, option) in setups.items():
+            port = free_port()
+            if kind == "ingle":
+                command, env = ingle_command(home, port, option, threads)
+                model = MODEL
+            else:
+                command, env, model = (
+                    llama_server_command(llama_server, blob, port, bool(option), threads),
+                    dict(os.environ),
+                    MODEL,
+                )
+            url = await stack.enter_async_context(process_serving(label, command, env, port))
+            client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=900)
+            stack.push_async_callback(client.close)
+            servers[label], urls[label] = Server(label, client, model), url
+            await chat(servers[label], STORY.format(topic="warming up"), 4)  # loads the model
+            console.print(f"  {label} is up on {url}")
+
+        pair = ["ingle", "llama-server"]
+        load: dict[int, dict[str, tuple[list[float], list[float]]]] = {}
+        single: dict[str, list[float]] = {label: [] for label in pair}
+        for clients in (1, 4, 8):
+            console.print(f"[bold]1. {clients} streaming client(s)[/]")
+            load[clients] = {label: ([], []) for label in pair}
+            for number in range(arguments.rounds):
+                for label in pair if number % 2 == 0 else reversed(pair):
+                    rate, answers = await clients_at_once(servers[label], clients)
+                    load[clients][label][0].append(rate)
+                    load[clients][label][1].extend(a.first - a.started for a in answers)
+                    if clients == 1:
+                        single[label].append(answers[0].rate)
+
+        console.print("[bold]2. Code edit, one request at a time[/]")
+        edits: dict[str, list[Answer]] = {label: [] for label in servers}
+        order = list(servers)
+        for number, source in enumerate(functions):
+            print(f"  function {number + 1}/{len(functions)}", flush=True)
+            for label in order if number % 2 == 0 else reversed(order):
+                edits[label].append(await chat(servers[label], EDIT.format(source=source), EDIT_TOKENS))
+        drafted, accepted = await draft_counts(urls["ingle"])
+
+    console.print("[bold]3. One stream against llama-bench tg64[/]")
+    if llama_bench.exists():
+        ceiling, reference = llama_bench_tg(llama_bench, blob, threads), "llama-bench"
+    else:
+        ceiling, reference = bare_decode_tg(blob, threads), "bare llama_decode loop; llama-bench not built"
+
+    table = Table(title=f"ingle vs llama-server — {MODEL}, {threads} thread(s), median of {arguments.rounds} rounds")
+    for column in ("measure", "ingle", "llama-server", "ratio", "target", "verdict"):
+        table.add_column(column)
+
+    def ratio_row(measure: str, ours: float, theirs: float, floor: float | None, unit: str = "") -> None:
+        ratio = ours / theirs if theirs else 0.0
+        verdict = "" if floor is None else ("OK" if ratio >= floor else "MISS")
+        target = "(reported)" if floor is None else f">= {floor:.2f}x"
+        table.add_row(measure, f"{ours:.1f}{unit}", f"{theirs:.1f}{unit}", f"{ratio:.2f}x", target, verdict)
+
+    for clients, sides in load.items():
+        ours, theirs = sides["ingle"], sides["llama-server"]
+        ratio_row(
+            f"{clients} client(s), aggregate tok/s", median(ours[0]), median(theirs[0]), 1.0 if clients != 4 else None
+        )
+        ratio_row(
+            f"{clients} client(s), first token p50, ms (lower is better)",
+            percentile(ours[1], 0.5) * 1000,
+            percentile(theirs[1], 0.5) * 1000,
+            None,
+        )
+
+    def edit_rate(label: str) -> float:
+        return median([answer.rate for answer in edits[label]])
+
+    ratio_row(
+        "code edit, ingle with vs without speculation, tok/s",
+        edit_rate("ingle"),
+        edit_rate("ingle, speculation off"),
+        1.5,
+    )
+    ratio_row(
+        "code edit with speculation, tok/s (llama-server: ngram-simple)",
+        edit_rate("ingle"),
+        edit_rate("llama-server, ngram-simple"),
+        1.0,
+    )
+    ratio_row(
+        "code edit without speculation, tok/s", edit_rate("ingle, speculation off"), edit_rate("llama-server"), None
+    )
+    ratio_row(
+        "llama-server's own speed-up from ngram-simple, tok/s",
+        edit_rate("llama-server, ngram-simple"),
+        edit_rate("llama-server"),
+        None,
+    )
+    same = sum(a.text == b.text for a, b in zip(edits["ingle"], edits["ingle, speculation off"], strict=True))
+    table.add_row(
+        "code edit, ingle's answers identical with and without speculation",
+        f"{same} of {len(functions)}",
+        "",
+        "",
+        "all",
+        "OK" if same == len(functions) else "MISS",
+    )
+    table.add_row(
+        "code edit, drafted tokens kept (ingle, /metrics)",
+        f"{accepted:.0f} of {drafted:.0f} ({accepted / drafted:.0%})" if drafted else "none drafted",
+        "",
+        "",
+        "(reported)",
+        "",
+    )
+    if ceiling:
+        for label in ("ingle", "llama-server"):
+            rate = median(single[label])
+            table.add_row(
+                f"1 stream's generation speed vs llama-bench tg64: {label}",
+                f"{rate:.1f} tok/s (after the first token)",
+                f"{ceiling:.1f} ({reference})",
+                f"{rate / ceiling:.2f}x",
+                ">= 0.97x" if label == "ingle" else "(reported)",
+                ("OK" if rate / ceiling >= 0.97 else "MISS") if label == "ingle" else "",
+            )
+    console.print(table)
+    console.print(
+        f"Load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        "(the ratios are comparable; the absolute figures only on an otherwise idle machine)."
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the client measures (median is reported)")
+    parser.add_argument(
+        "--threads", type=int, default=THREADS, help="threads per server (1 holds up better on a crowded machine)"
+    )
+    parser.add_argument("--functions", type=int, default=20, help="functions in the code-edit workload")
+    parser.add_argument("--llama-server", help="path of a llama-server binary (llama-bench is looked for beside it)")
+    # A SIGTERM unwinds like Ctrl-C, so the server subprocesses are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    asyncio.run(main(parser.parse_args()))
