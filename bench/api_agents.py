@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import jsonschema_rs
@@ -137,25 +138,27 @@ async def tool_score(client: openai.AsyncOpenAI, data: dict, limit: int | None, 
 
     async def ask(number: int, item: dict) -> None:
         tools = {name: data["tools"][name] for name in item["tools"]}
+        offered: list[Any] = [{"type": "function", "function": {"name": name, **tool}} for name, tool in tools.items()]
         async with slots:
             answer = await client.chat.completions.create(
                 model=MODEL,
                 messages=[{"role": "user", "content": item["prompt"]}],
-                tools=[{"type": "function", "function": {"name": name, **tool}} for name, tool in tools.items()],
+                tools=offered,
                 temperature=0,
                 max_tokens=96,
             )
         print(f"  {label}: prompt {number}", flush=True)
         score.prompts += 1
         calls = answer.choices[0].message.tool_calls or []
-        if not calls:
+        if not calls or calls[0].type != "function":
             return
+        call = calls[0].function
         try:
-            arguments = json.loads(calls[0].function.arguments)
+            arguments = json.loads(call.arguments)
         except ValueError:
             return
         score.called += 1
-        tool = tools.get(calls[0].function.name)
+        tool = tools.get(call.name)
         if tool is not None and jsonschema_rs.validator_for(tool["parameters"]).is_valid(arguments):
             score.valid += 1
 
