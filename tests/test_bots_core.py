@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from ingle.bots.access import AccessPolicy
 from ingle.bots.commands import ScheduleSpec, parse_command, parse_schedule
 from ingle.bots.conversation import (
+    RESTARTED,
     ConversationCore,
     IncomingMessage,
     PlatformStyle,
@@ -454,16 +455,17 @@ async def test_a_scheduled_prompt_posts_into_its_channel(tmp_path: Path) -> None
 
 async def test_answers_a_crash_left_owed_are_given_once_at_the_next_start(tmp_path: Path) -> None:
     key = ConversationKey("test", "c")
-    # What a killed process left behind: three questions stored and acknowledged, none of their answers delivered.
+    # What a killed process left behind: four questions stored and acknowledged, none of their answers delivered.
     async with BotStore(tmp_path / "core.db") as store:
         conversation = await store.conversation(key)
+        unseen = await store.add_user_message(conversation.id, "test", "e0", "an old one, nothing shown", "u", {})
         old = await store.add_user_message(conversation.id, "test", "e1", "an old question", "u", {})
         await store.note_progress(old or 0, {}, "Half an ans")
         done = await store.add_user_message(conversation.id, "test", "e2", "a finished one", "u", {})
         await store.add_answer(conversation.id, done or 0, "The finished answer.")
         await store.add_user_message(conversation.id, "test", "e3", "a fresh one", "u", {})
     with sqlite3.connect(tmp_path / "core.db") as db:
-        db.execute("UPDATE messages SET created_at = created_at - 3600 WHERE id = ?", (old,))
+        db.executemany("UPDATE messages SET created_at = created_at - 3600 WHERE id = ?", [(unseen,), (old,)])
 
     log: list[tuple[str, Any]] = []
     backend = ScriptedBackend(["A fresh ", "answer."])
@@ -473,8 +475,9 @@ async def test_answers_a_crash_left_owed_are_given_once_at_the_next_start(tmp_pa
         pass  # a second start finds nothing owed
 
     finals = [entry[1][0] for entry in log if entry[0] == "finish"]
-    assert finals[0].startswith("Half an ans …") and "cut off" in finals[0], "too old: marked, and asked to repeat"
-    assert finals[1:] == ["The finished answer.", "A fresh answer."], "in order, each once"
+    assert finals[0] == RESTARTED, "too old and nothing shown: one line asking to repeat"
+    assert finals[1].startswith("Half an ans …") and "cut off" in finals[1], "too old: marked, and asked to repeat"
+    assert finals[2:] == ["The finished answer.", "A fresh answer."], "in order, each once"
     assert [request.messages[-1].content for request in backend.requests] == ["a fresh one"], "generated once"
 
 
