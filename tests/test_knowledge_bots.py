@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from ingle.bots.conversation import ConversationCore
 from ingle.bots.settings import TelegramSettings
@@ -46,7 +47,7 @@ async def engine_with_knowledge(
 
 def bot(engine: Engine, tmp_path: Path, backend: RecordingBackend, log: list[tuple[str, object]]) -> ConversationCore:
     section = TelegramSettings(
-        token="1:x",
+        token=SecretStr("1:x"),
         allowed_users=["u"],
         rate_limit_burst=100,
         temperature=0.0,
