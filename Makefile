@@ -23,6 +23,7 @@ $(BIN)/python:
 # The editable install uses setuptools' strict mode: build/__editable__.ingle-*/ingle/ is a tree of links
 # to the files in core/ adapters/ lsp/ bots/, which editors and static tools (pyright, mypy) read like any
 # installed package. The default mode serves `ingle.*` through an import hook that only Python runs.
+# setuptools 77+ goes into the venv itself because `links` re-links without build isolation.
 STRICT := --config-settings editable_mode=strict
 $(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install 'setuptools>=77'
