@@ -199,10 +199,13 @@ def show(ctx: typer.Context, name: NameArgument) -> None:
     for key, value in facts:
         context.out.print(f"    {key.ljust(width)}    {value}", soft_wrap=True)
     context.out.print()
-    table = _plain_table("SOURCE", "DOCUMENTS", "ADDED")
+    # One line per source, whole: a table would fold long paths and URLs.
+    context.out.print(Text("  Sources", style="bold"))
     for source in info.sources:
-        table.add_row(source.location, str(source.documents), source.added_at)
-    context.out.print(table)
+        plural = "s" if source.documents != 1 else ""
+        context.out.print(
+            f"    {source.location}  ({source.documents} document{plural}, added {source.added_at})", soft_wrap=True
+        )
 
 
 def search(
