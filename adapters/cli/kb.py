@@ -150,7 +150,7 @@ def _print_report(context: CliContext, name: str, report: IndexReport) -> None:
         context.err.print(Text(f"Skipped: {failure}", style="yellow"))
     for note in dict.fromkeys(report.notes):
         context.err.print(Text(f"Note: {note}", style="yellow"))
-    parts = [f"{report.indexed} document{'s' if report.indexed != 1 else ''} indexed ({report.chunks} chunks)"]
+    parts = [f"{_count(report.indexed, 'document')} indexed ({_count(report.chunks, 'chunk')})"]
     if report.unchanged:
         parts.append(f"{report.unchanged} unchanged")
     if report.removed:
@@ -260,3 +260,7 @@ def remove(
     for name in names:
         library.remove(name)
         context.out.print(f"deleted '{name}'")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
