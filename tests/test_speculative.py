@@ -12,7 +12,7 @@ import pytest
 from ingle.core.engine import Engine
 from ingle.core.errors import ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
-from ingle.core.runtime.speculative import DraftSettings, PromptLookup, token_cost
+from ingle.core.runtime.speculative import DraftSettings, PromptLookup, StepCost, token_cost
 
 from .conftest import DEFAULT_MODEL, link_home, settings_for
 
@@ -48,6 +48,24 @@ def test_guesses_go_deeper_while_kept_and_stop_when_they_do_not_pay() -> None:
     assert token_cost(8) > token_cost(1)
     lookup = PromptLookup(history, DraftSettings(most_tokens=8, first_hit_rate=0.75))
     assert len(lookup.draft(room=64, cost=token_cost(8))) < len(lookup.draft(room=64, cost=token_cost(1)))
+
+
+def test_the_cost_of_a_guessed_token_is_learned_from_the_steps() -> None:
+    cost = StepCost()
+    for step in range(60):  # a machine where a token adds a tenth of a step's fixed cost (a GPU, say)
+        tokens = (1, 5, 9)[step % 3]
+        cost.record(tokens, 0.020 + 0.002 * tokens)
+    assert cost.share == pytest.approx(0.1, rel=0.05)
+    cheap = cost.token_cost(1)
+    for step in range(300):  # then one where every token costs as much as the step itself: a crowded CPU
+        tokens = (1, 5, 9)[step % 3]
+        cost.record(tokens, 0.001 + 0.010 * tokens)
+    assert cost.share > 5
+    assert cost.token_cost(1) > 0.8 > cheap
+    steady = StepCost()
+    for _ in range(50):  # all steps the same size: nothing to learn from, the first estimate stays
+        steady.record(4, 0.05)
+    assert steady.share == StepCost().share
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +110,9 @@ async def test_an_edit_comes_out_the_same_with_fewer_decode_steps(
     assert drafted == plain
     assert drafted_stats.completion_tokens == plain_stats.completion_tokens
     assert plain_stats.draft_tokens == 0
-    # The answer repeats the function, so most of it was guessed and confirmed rather than decoded.
-    assert drafted_stats.accepted_draft_tokens >= drafted_stats.completion_tokens // 3
+    # The answer repeats the function: guesses were made and kept (how many depends on what a guessed
+    # token costs on this machine right now, which the scheduler measures).
+    assert drafted_stats.accepted_draft_tokens > 0
     assert drafted_stats.accepted_draft_tokens <= drafted_stats.draft_tokens
 
 
@@ -121,7 +140,7 @@ async def test_a_draft_model_drafting_for_itself_is_always_right(
         drafted, stats = await answer(drafting, edit_request(max_tokens=48, repeat_penalty=1.0))
     plain, _ = await answer(plain_engine, edit_request(max_tokens=48, repeat_penalty=1.0))
     assert drafted == plain
-    assert stats.draft_tokens > stats.completion_tokens // 2
+    assert stats.draft_tokens >= stats.completion_tokens // 3
     assert stats.accepted_draft_tokens >= 0.9 * stats.draft_tokens
 
 

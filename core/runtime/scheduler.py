@@ -37,7 +37,7 @@ from .draft_model import DraftModel, DraftRequest
 from .kv_reuse import ReusePlan, plan_reuse
 from .llama_model import Batch, ContextShape, LlamaContext, LlamaModel
 from .sampler import Sampler
-from .speculative import DraftSettings, Guesses, PromptLookup, token_cost
+from .speculative import DraftSettings, Guesses, PromptLookup, StepCost
 from .text_output import TextOutput
 
 log = logging.getLogger("ingle.scheduler")
@@ -130,6 +130,7 @@ class BatchScheduler:
         self._drafts = drafts if drafts is not None and drafts.most_tokens > 0 else None
         # Guesses come from this model when given (the scheduler frees it), else by prompt lookup.
         self._draft_model = draft_model
+        self._step_cost = StepCost()
         self._context: LlamaContext = model.new_context(shape)
         # Cached runs shorter than this are decoded again rather than moved; 0 (or a model whose
         # cache cannot shift) reuses the common prefix only.
@@ -289,7 +290,10 @@ class BatchScheduler:
         try:
             sampled, fed = self._fill_batch(drafts)
             try:
+                started = time.perf_counter()
                 self._context.decode(self._batch)
+                if not fed:  # generation only: the steps whose size guessing changes
+                    self._step_cost.record(len(self._batch), time.perf_counter() - started)
             except ContextOverflow:
                 if not any(drafts.values()):
                     raise
@@ -317,7 +321,7 @@ class BatchScheduler:
         streaming = [slot for slot in self._slots if slot.job and not slot.busy().prefilling]
         drafts: dict[int, list[int]] = {slot.sequence: [] for slot in streaming}
         room = self._batch.capacity - len(streaming)
-        cost = token_cost(len(streaming))
+        cost = self._step_cost.token_cost(len(streaming))
         asks: dict[int, DraftRequest] = {}
         for slot in streaming:
             job = slot.busy()

@@ -40,6 +40,43 @@ class DraftSettings:
     """Assumed chance that a drafted token is kept, before a sequence has any verifications of its own."""
 
 
+class StepCost:
+    """Learns from the decode steps themselves what one more token adds to a step.
+
+    A step of n tokens takes about fixed + per_token * n; a least-squares fit
+    over recent generation steps (older ones fading) gives per_token / fixed.
+    It starts from EXTRA_TOKEN_SHARE and moves to what this machine does: far
+    less on a GPU, far more on a CPU crowded by other work, where a step of
+    nine tokens can take nine times as long as a step of one.
+    """
+
+    FADE = 0.98
+    """Weight left to a step after each newer one."""
+
+    def __init__(self, share: float = EXTRA_TOKEN_SHARE) -> None:
+        self.share = share
+        self._sums = [0.0] * 5  # weights, n, n*n, t, n*t
+
+    def record(self, tokens: int, seconds: float) -> None:
+        """Take in one decode step of `tokens` tokens that took `seconds`."""
+        sums = [value * self.FADE for value in self._sums]
+        for index, value in enumerate((1.0, tokens, tokens * tokens, seconds, tokens * seconds)):
+            sums[index] += value
+        self._sums = sums
+        weight, n, nn, t, nt = sums
+        spread = weight * nn - n * n
+        if spread < weight * weight * 0.25:  # too little variety in step sizes to tell slope from noise
+            return
+        per_token = (weight * nt - n * t) / spread
+        fixed = (t - per_token * n) / weight
+        if per_token > 0:
+            self.share = min(20.0, max(0.05, per_token / max(fixed, per_token / 20.0)))
+
+    def token_cost(self, width: int) -> float:
+        """token_cost for a step over `width` sequences on this machine."""
+        return token_cost(width, self.share)
+
+
 def token_cost(width: int, extra_token_share: float = EXTRA_TOKEN_SHARE) -> float:
     """What one more token in a decode step costs, in tokens the step yields per sequence.
 
