@@ -1,4 +1,4 @@
-"""Prompt lookup: draft the next tokens by finding the text so far earlier in the sequence.
+"""Guesses for speculative decoding: prompt lookup, and how deep guessing pays.
 
 Speculative decoding guesses several tokens ahead and lets the model check
 them all in one decode; every guess it confirms is a token that cost no decode
@@ -10,7 +10,9 @@ input, which is most work on code (edits, refactors, docstrings, quoting).
 The scheduler verifies the drafts (scheduler.py); this module only proposes
 them, as far ahead as pays: a guessed token costs part of a decode step
 whether or not it is kept, so how deep to guess follows how often the
-sequence's guesses were kept and how wide the batch already is.
+sequence's guesses were kept, how wide the batch already is, and what a token
+adds to a step on this machine (StepCost). A draft model (draft_model.py)
+uses the same bookkeeping (Guesses) for its own guesses.
 """
 
 from __future__ import annotations
