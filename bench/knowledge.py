@@ -1,0 +1,228 @@
+"""Knowledge-base benchmark: indexing speed, query latency, and retrieval quality of hybrid vs BM25 vs vectors.
+
+The corpus is real and offline: the docstrings (200 characters or more, the
+first DOC_CHARS of each) of public classes and functions in packages of this
+virtualenv, one Markdown document each. The questions in QUESTIONS were
+written by hand from reading those docstrings, each with the one document
+that answers it; no ingle code produced them.
+
+Prints, in one run:
+1. indexing docs/s and chunks/s with embeddings, and without them (BM25 only: the ceiling of the rest of
+   the pipeline, reading, chunking and SQLite);
+2. query latency p50/p95 for each mode;
+3. recall@5 and MRR for hybrid, BM25 alone and vectors alone;
+4. on the default model, the share of grounded answers that cite a chunk of the answering document
+   (and, as the ceiling, the share whose retrieved excerpts include it).
+
+    .venv/bin/python bench/knowledge.py [--answers 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ingle.core.engine import Engine
+from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
+from ingle.core.knowledge import KnowledgeLibrary
+from ingle.core.knowledge.grounding import RETRIEVED_CHUNKS, cited_sources, grounded_messages
+from ingle.core.settings import load_settings
+
+PACKAGES = [
+    "httpx", "aiohttp", "pydantic", "rich", "click", "jinja2", "apscheduler", "markdown_it", "pypdf", "packaging",
+    "psutil", "prometheus_client",
+]  # fmt: skip
+DOC_CHARS = 400
+CHAT_MODEL = "qwen2.5-coder:0.5b"
+
+QUESTIONS: list[tuple[str, str]] = [
+    ("How do I set a 5 second connect timeout but no other timeouts?", "httpx._config.Timeout"),
+    ("Limit how many connections the HTTP client pool keeps open at once", "httpx._config.Limits"),
+    ("Send requests straight to an ASGI application without a network", "httpx._transports.asgi.ASGITransport"),
+    ("Call a WSGI app directly from the HTTP client", "httpx._transports.wsgi.WSGITransport"),
+    ("Write my own authentication scheme by overriding the flow", "httpx._auth.Auth"),
+    ("Which exception catches both failed requests and error status codes?", "httpx._exceptions.HTTPError"),
+    ("How is the text encoding of a response body chosen?", "httpx._models.Response.encoding"),
+    ("Stream a response body instead of reading it all into memory", "httpx._api.stream"),
+    ("Percent-encode a string but keep existing %xx escapes", "httpx._urlparse.quote"),
+    ("Run scheduled jobs on the asyncio event loop", "apscheduler.schedulers.asyncio.AsyncIOScheduler"),
+    ("Keep the scheduled jobs in Redis", "apscheduler.jobstores.redis.RedisJobStore"),
+    ("Create a trigger from a crontab line like '0 9 * * 1-5'", "apscheduler.triggers.cron.CronTrigger.from_crontab"),
+    ("Run a job one single time at a given date", "apscheduler.triggers.date.DateTrigger"),
+    ("Stop a job from running until I resume it", "apscheduler.schedulers.base.BaseScheduler.pause_job"),
+    ("Save the stored jobs to a JSON file", "apscheduler.schedulers.base.BaseScheduler.export_jobs"),
+    ("Run jobs in a pool of separate worker processes", "apscheduler.executors.pool.ProcessPoolExecutor"),
+    ("Add a timedelta to a datetime correctly across daylight saving time", "apscheduler.util.datetime_utc_add"),
+    ("Normalise a licence expression such as 'mit or apache-2.0'", "packaging.licenses.canonicalize_license_expression"),  # noqa: E501
+    ("Parse a requirement string into name, extras, specifier and URL", "packaging.requirements.Requirement"),
+    ("What environment values are used to evaluate dependency markers?", "packaging.markers.default_environment"),
+    ("Read a distribution's METADATA stored as email headers", "packaging.metadata.parse_email"),
+    ("Turn a dependency group from pyproject.toml into requirements", "packaging.dependency_groups.resolve_dependency_groups"),  # noqa: E501
+    ("Pretty print JSON in the terminal", "rich.print_json"),
+    ("Show a progress bar while looping over a list", "rich.progress.track"),
+    ("A progress column that shows how much time is left", "rich.progress.TimeRemainingColumn"),
+    ("Draw a horizontal line with a title in the middle", "rich.console.Console.rule"),
+    ("Save what was printed to the console as an SVG image", "rich.console.Console.export_svg"),
+    ("Highlight source code with colours in the terminal", "rich.syntax.Syntax"),
+    ("Make every uncaught traceback print with highlighting", "rich.traceback.install"),
+    ("Display a tree with guide lines between the nodes", "rich.tree.Tree"),
+    ("Keep a display on screen that refreshes itself automatically", "rich.live.Live"),
+    ("Replace :smiley: style codes with emoji characters", "rich.emoji.Emoji.replace"),
+    ("Show a byte count as a human-readable size like 4.1 MB in a template", "jinja2.filters.do_filesizeformat"),
+    ("Shorten a long string to a maximum length in a template", "jinja2.filters.do_truncate"),
+    ("Output a value as JSON that is safe to put in HTML, from a template", "jinja2.filters.do_tojson"),
+    ("Load templates from a dictionary of names to sources, for unit tests", "jinja2.loaders.DictLoader"),
+    ("Try several template loaders in turn until one finds the template", "jinja2.loaders.ChoiceLoader"),
+    ("Decide whether a template may read an attribute in the sandbox", "jinja2.sandbox.SandboxedEnvironment.is_safe_attribute"),  # noqa: E501
+    ("Turn web addresses in text into clickable links", "jinja2.utils.urlize"),
+    ("Render a template with async/await", "jinja2.environment.Template.render_async"),
+    ("Overlay the content of one PDF page onto another", "pypdf._page.PageObject.merge_page"),
+    ("Add an empty PDF page of a given width and height", "pypdf._page.PageObject.create_blank_page"),
+    ("Build the Authorization header value for HTTP basic auth", "aiohttp.helpers.encode_basic_auth"),
+    ("Middleware that adds or removes the trailing slash of request paths", "aiohttp.web_middlewares.normalize_path_middleware"),  # noqa: E501
+    ("Connect to a server through a unix domain socket", "aiohttp.connector.UnixConnector"),
+    ("Write access log lines in a configurable format", "aiohttp.web_log.AccessLogger"),
+    ("Split a MIME type such as 'text/html; charset=utf-8' into its parts", "aiohttp.helpers.parse_mimetype"),
+]  # fmt: skip
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+def _documented(node: ast.AST, prefix: str) -> list[tuple[str, str]]:
+    found = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            name = f"{prefix}.{child.name}"
+            doc = ast.get_docstring(child)
+            if not child.name.startswith("_") and doc and len(doc) >= 200:
+                found.append((name, doc))
+            if isinstance(child, ast.ClassDef):
+                found.extend(_documented(child, name))
+    return found
+
+
+def build_corpus(folder: Path) -> int:
+    """Write one Markdown file per documented public class or function; the number written."""
+    site = Path(next(p for p in sys.path if p.endswith("site-packages")))
+    written: set[str] = set()
+    for package in PACKAGES:
+        for path in sorted((site / package).rglob("*.py")):
+            if "tests" in path.parts:
+                continue
+            module = ".".join(path.relative_to(site).with_suffix("").parts).removesuffix(".__init__")
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError):
+                continue
+            for name, doc in _documented(tree, module):
+                if name not in written:
+                    written.add(name)
+                    (folder / f"{name}.md").write_text(f"# {name}\n\n{doc[:DOC_CHARS]}\n", encoding="utf-8")
+    missing = [target for _, target in QUESTIONS if target not in written]
+    if missing:
+        raise SystemExit(f"the corpus lacks the documents some questions expect: {missing}")
+    return len(written)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def index(library: KnowledgeLibrary, name: str, corpus: Path) -> tuple[float, int, int]:
+    library.create(name)
+    started = time.perf_counter()
+    report = await library.add(name, [str(corpus)])
+    return time.perf_counter() - started, report.indexed, report.chunks
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--answers", type=int, default=20, help="questions to answer with the default model")
+    args = parser.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        corpus = root / "corpus"
+        corpus.mkdir()
+        documents = build_corpus(corpus)
+        settings = load_settings()
+        async with Engine(settings) as engine:
+            # Both libraries share the engine's models but get their own knowledge folder.
+            hybrid_lib = KnowledgeLibrary(settings, engine)
+            hybrid_lib.folder = root / "kb"
+            bm25_lib = KnowledgeLibrary(settings)
+            bm25_lib.folder = root / "kb"
+            await engine.embed(settings.embedding_model, ["warm up"])
+            bm25_seconds, bm25_docs, bm25_chunks = await index(bm25_lib, "bm25only", corpus)
+            seconds, docs, chunks = await index(hybrid_lib, "corpus", corpus)
+
+            table = Table(title=f"Indexing {documents} documents (docstrings of {len(PACKAGES)} packages)")
+            for column in ("pipeline", "docs/s", "chunks/s", "seconds"):
+                table.add_column(column)
+            table.add_row("ingle, BM25 + vectors", f"{docs / seconds:.1f}", f"{chunks / seconds:.1f}", f"{seconds:.1f}")
+            table.add_row(
+                "ceiling: BM25 only (no embeddings)",
+                f"{bm25_docs / bm25_seconds:.1f}",
+                f"{bm25_chunks / bm25_seconds:.1f}",
+                f"{bm25_seconds:.1f}",
+            )
+            console.print(table)
+
+            quality = Table(title=f"Retrieval over {len(QUESTIONS)} hand-written questions")
+            for column in ("mode", "recall@5", "MRR", "p50 ms", "p95 ms"):
+                quality.add_column(column)
+            for mode in ("hybrid", "bm25", "vector"):
+                hits_at_5, reciprocal, latencies = 0, 0.0, []
+                for question, target in QUESTIONS:
+                    started = time.perf_counter()
+                    result = await hybrid_lib.search(["corpus"], question, 10, mode)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    ranked = [Path(hit.stored.location).stem for hit in result.hits]
+                    if target in ranked[:5]:
+                        hits_at_5 += 1
+                    if target in ranked:
+                        reciprocal += 1 / (ranked.index(target) + 1)
+                quality.add_row(
+                    mode,
+                    f"{hits_at_5 / len(QUESTIONS):.2f}",
+                    f"{reciprocal / len(QUESTIONS):.3f}",
+                    f"{statistics.median(latencies):.0f}",
+                    f"{percentile(latencies, 0.95):.0f}",
+                )
+            console.print(quality)
+
+            cited_right = retrieved_right = 0
+            asked = QUESTIONS[: args.answers]
+            for question, target in asked:
+                result = await hybrid_lib.search(["corpus"], question, RETRIEVED_CHUNKS)
+                sources = cited_sources(result.hits)
+                holders = {n for n, hit in enumerate(result.hits, 1) if Path(hit.stored.location).stem == target}
+                retrieved_right += bool(holders)
+                request = GenerationRequest(
+                    model=CHAT_MODEL,
+                    messages=grounded_messages([ChatMessage(role="user", content=question)], sources),
+                    options=SamplingOptions(temperature=0.0, max_tokens=120),
+                )
+                answer = "".join([chunk.text async for chunk in engine.generate(request)])
+                cited = {int(n) for n in _CITATION.findall(answer)}
+                cited_right += bool(cited & holders)
+            console.print(
+                f"Answers on {CHAT_MODEL}: {cited_right}/{len(asked)} ({cited_right / len(asked):.0%}) cite a chunk "
+                f"of the answering document; ceiling: its chunk was among the {RETRIEVED_CHUNKS} excerpts in "
+                f"{retrieved_right}/{len(asked)} ({retrieved_right / len(asked):.0%})."
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
