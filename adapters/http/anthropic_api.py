@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from typing import Any, Literal
 
@@ -281,7 +281,7 @@ class _BlockEvents:
 
 async def message_events(
     app: web.Application, generation: GenerationRequest, parser: Any, stops: StopSequences
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Anthropic's event sequence: message_start, content blocks, message_delta, message_stop."""
     blocks = _BlockEvents()
     stats = GenerationStats()

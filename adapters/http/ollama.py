@@ -12,7 +12,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -212,7 +212,7 @@ async def _answer_lines(
 
 
 async def _streamed_or_whole(
-    request: web.Request, stream: bool | None, lines: AsyncIterator[dict[str, Any]], part: str | None
+    request: web.Request, stream: bool | None, lines: AsyncGenerator[dict[str, Any], None], part: str | None
 ) -> web.StreamResponse:
     """The lines as NDJSON, or the whole answer as one object: the last line with every line's text joined.
 
@@ -273,7 +273,7 @@ def _generation_request(body: GenerateRequest, context_length: int) -> Generatio
     )
 
 
-async def _generate_chunks(request: web.Request, body: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+async def _generate_chunks(request: web.Request, body: GenerateRequest) -> AsyncGenerator[dict[str, Any], None]:
     if not body.prompt and body.suffix is None:
         reason = await _load_or_unload(request, body.model, body.keep_alive)
         yield GenerateChunk(
@@ -319,7 +319,7 @@ def _chat_request(body: ChatRequest, context_length: int) -> GenerationRequest:
     )
 
 
-async def _chat_chunks(request: web.Request, body: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+async def _chat_chunks(request: web.Request, body: ChatRequest) -> AsyncGenerator[dict[str, Any], None]:
     if not body.messages:
         reason = await _load_or_unload(request, body.model, body.keep_alive)
         yield ChatChunk(
@@ -570,7 +570,7 @@ def _already_stored(request: web.Request, spec: str) -> Manifest | None:
         return None
 
 
-async def _pull_lines(request: web.Request, spec: str) -> AsyncIterator[dict[str, Any]]:
+async def _pull_lines(request: web.Request, spec: str) -> AsyncGenerator[dict[str, Any], None]:
     """Progress of a pull as Ollama's NDJSON lines; the pull stops if the client goes away.
 
     Nothing is yielded before the pull first reports progress, so a spec that

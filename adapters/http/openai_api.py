@@ -12,10 +12,10 @@ import json
 import secrets
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -88,7 +88,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     """Continue a prompt (or fill in between prompt and suffix), whole or streamed."""
     body = await read_body(request, CompletionRequest)
     generation = completion_generation(body)
-    echo = generation.prompt if body.echo else ""
+    echo = (generation.prompt or "") if body.echo else ""
     if body.stream:
         chunks = completion_chunks(request.app, generation, echo, _usage_asked(body))
         return await server_sent_events(request, chunks)
@@ -208,9 +208,10 @@ def embedding_inputs(body: EmbeddingRequest) -> list[str]:
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs:
         raise BadRequestBody("input: give at least one text.", "input")
-    if not all(isinstance(item, str) for item in inputs):
+    texts = [item for item in inputs if isinstance(item, str)]
+    if len(texts) < len(inputs):
         raise BadRequestBody("input: token-id arrays are not supported; send the text itself.", "input")
-    return inputs
+    return texts
 
 
 def _refuse_unsupported(n: int | None, logprobs: bool, logit_bias: dict[str, float] | None) -> None:
@@ -225,10 +226,11 @@ def _refuse_unsupported(n: int | None, logprobs: bool, logit_bias: dict[str, flo
 def _single_prompt(prompt: str | list[str] | list[int] | list[list[int]]) -> str:
     if isinstance(prompt, str):
         return prompt
-    if prompt and all(isinstance(item, str) for item in prompt):
-        if len(prompt) > 1:
+    texts = [item for item in prompt if isinstance(item, str)]
+    if prompt and len(texts) == len(prompt):
+        if len(texts) > 1:
             raise BadRequestBody("prompt: only one prompt per request is supported.", "prompt")
-        return prompt[0]
+        return texts[0]
     if not prompt:
         raise BadRequestBody("prompt: is empty; give the model some text to continue.", "prompt")
     raise BadRequestBody("prompt: token-id arrays are not supported; send the text itself.", "prompt")
@@ -236,7 +238,7 @@ def _single_prompt(prompt: str | list[str] | list[int] | list[list[int]]) -> str
 
 def _chat_message(message: ChatMessageIn, index: int) -> ChatMessage:
     role = {"developer": "system", "function": "tool"}.get(message.role, message.role)
-    calls = list(message.tool_calls or [])
+    calls: list[Any] = list(message.tool_calls or [])  # and a legacy function_call: both go to the template
     if message.function_call is not None:
         calls.append(message.function_call)
     return ChatMessage(
@@ -292,7 +294,7 @@ def _output_format(body: ChatCompletionRequest) -> str | dict[str, Any] | None:
 
 async def chat_chunks(
     app: web.Application, generation: GenerationRequest, include_usage: bool
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Chat completion chunks: the role first, then text, tool calls, the finish reason, and usage if asked."""
     answer = ChunkFactory(generation.model, "chatcmpl")
     parser = output_parser(app, generation, True)
@@ -319,7 +321,7 @@ async def chat_chunks(
 
 async def completion_chunks(
     app: web.Application, generation: GenerationRequest, echo: str, include_usage: bool
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Text completion chunks: text pieces, the finish reason, and usage if asked."""
     answer = ChunkFactory(generation.model, "cmpl")
     stats = GenerationStats()
@@ -349,12 +351,14 @@ class ChunkFactory:
         self.id = new_id(prefix)
         self.created = int(time.time())
 
-    def chat(self, delta: ChatDelta, finish_reason: str | None = None) -> dict[str, Any]:
+    def chat(
+        self, delta: ChatDelta, finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+    ) -> dict[str, Any]:
         """A chat.completion.chunk."""
         choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason)
         return dump(ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[choice]))
 
-    def text(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+    def text(self, text: str, finish_reason: Literal["stop", "length"] | None = None) -> dict[str, Any]:
         """A text_completion chunk."""
         choice = CompletionChoice(text=text, finish_reason=finish_reason)
         return dump(Completion(id=self.id, created=self.created, model=self.model, choices=[choice]))
@@ -418,7 +422,7 @@ def model_card(manifest: Manifest) -> ModelCard:
     return ModelCard(id=manifest.name, created=created)
 
 
-def _finish_reason(stats: GenerationStats) -> str:
+def _finish_reason(stats: GenerationStats) -> Literal["stop", "length"]:
     return "length" if stats.done_reason == "length" else "stop"
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -419,7 +419,7 @@ async def response_events(
     parser: AssistantOutputParser,
     draft: dict[str, Any],
     turns: list[ChatMessage],
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """The documented event stream: response.created, in_progress, the output items, then completed (or incomplete)."""
     output = _OutputEvents()
     stats = GenerationStats()

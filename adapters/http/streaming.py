@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -31,7 +31,7 @@ def _plain_error(message: str) -> dict[str, Any]:
 
 async def _stream(
     request: web.Request,
-    items: AsyncIterator[dict[str, Any]],
+    items: AsyncGenerator[dict[str, Any], None],
     content_type: str,
     frame,
     closing: bytes,
@@ -56,13 +56,13 @@ async def _stream(
         return response
 
 
-async def ndjson(request: web.Request, items: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+async def ndjson(request: web.Request, items: AsyncGenerator[dict[str, Any], None]) -> web.StreamResponse:
     """Stream one JSON object per line, as Ollama does."""
     return await _stream(request, items, "application/x-ndjson", lambda item: _dumps(item) + b"\n", b"")
 
 
 async def server_sent_events(
-    request: web.Request, items: AsyncIterator[dict[str, Any]], done_marker: bool = True
+    request: web.Request, items: AsyncGenerator[dict[str, Any], None], done_marker: bool = True
 ) -> web.StreamResponse:
     """Stream `data: <json>` events, ending with `data: [DONE]` as OpenAI does."""
     closing = b"data: [DONE]\n\n" if done_marker else b""
@@ -70,7 +70,7 @@ async def server_sent_events(
 
 
 async def typed_events(
-    request: web.Request, items: AsyncIterator[dict[str, Any]], error_item: Callable[[str], dict[str, Any]]
+    request: web.Request, items: AsyncGenerator[dict[str, Any], None], error_item: Callable[[str], dict[str, Any]]
 ) -> web.StreamResponse:
     """Stream `event: <type>` / `data: <json>` pairs named by each item's `type`, as Anthropic's and
     OpenAI's Responses streams do; an error after the start is sent as `error_item(message)`."""
