@@ -221,7 +221,7 @@ async def _remove(context: CliContext, names: list[str]) -> None:
     async with open_engine(context.settings, context.engine_choice) as engine:
         for name in names:
             await engine.remove(name)
-            context.err.print(f"deleted '{name}'")
+            context.out.print(f"deleted '{name}'")
 
 
 def copy(
@@ -232,7 +232,7 @@ def copy(
     """Copy a model to a new name."""
     context = cli_context(ctx)
     manifest = asyncio.run(_copy(context, source, destination))
-    context.err.print(f"copied '{source}' to '{manifest.name}'")
+    context.out.print(f"copied '{source}' to '{manifest.name}'")
 
 
 async def _copy(context: CliContext, source: str, destination: str) -> Manifest:
