@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ PROMPTS = Path(__file__).parent / "data" / "tool_prompts.json"
 # Speculative decoding off: these comparisons are between APIs and grammars, not decoding strategies.
 # One thread: on a shared, oversubscribed machine two threads wait on each other in every decode.
 SETTINGS = {"INGLE_DRAFT_TOKENS": "0", "INGLE_NUM_THREADS": "1"}
+DAEMONS = 2
 QUESTION = "Explain in detail how a hash map works, with its costs and how collisions are handled."
 
 
@@ -131,36 +133,39 @@ class ToolScore:
     """Calls of an offered tool whose arguments validate against its schema."""
 
 
-async def tool_score(client: openai.AsyncOpenAI, data: dict, limit: int | None, label: str) -> ToolScore:
-    """Ask every prompt through chat completions (greedy, PARALLEL at a time) and check each answer's first call."""
+async def tool_score(clients: list[openai.AsyncOpenAI], data: dict, limit: int | None, label: str) -> ToolScore:
+    """Ask every prompt through chat completions (greedy, spread over the daemons of `clients`, PARALLEL at a
+    time each) and check each answer's first call."""
     score = ToolScore()
-    slots = asyncio.Semaphore(PARALLEL)
+    slots = asyncio.Semaphore(PARALLEL * len(clients))
 
     async def ask(number: int, item: dict) -> None:
         tools = {name: data["tools"][name] for name in item["tools"]}
         offered: list[Any] = [{"type": "function", "function": {"name": name, **tool}} for name, tool in tools.items()]
         async with slots:
-            answer = await client.chat.completions.create(
+            answer = await clients[number % len(clients)].chat.completions.create(
                 model=MODEL,
                 messages=[{"role": "user", "content": item["prompt"]}],
                 tools=offered,
                 temperature=0,
                 max_tokens=96,
             )
-        print(f"  {label}: prompt {number}", flush=True)
         score.prompts += 1
         calls = answer.choices[0].message.tool_calls or []
         if not calls or calls[0].type != "function":
+            print(f"  {label}: prompt {number}: no call", flush=True)
             return
         call = calls[0].function
         try:
             arguments = json.loads(call.arguments)
         except ValueError:
+            print(f"  {label}: prompt {number}: arguments do not parse", flush=True)
             return
         score.called += 1
         tool = tools.get(call.name)
-        if tool is not None and jsonschema_rs.validator_for(tool["parameters"]).is_valid(arguments):
-            score.valid += 1
+        valid = tool is not None and jsonschema_rs.validator_for(tool["parameters"]).is_valid(arguments)
+        score.valid += valid
+        print(f"  {label}: prompt {number}: {call.name} {'valid' if valid else 'INVALID'} {arguments}", flush=True)
 
     await asyncio.gather(*(ask(number, item) for number, item in enumerate(data["prompts"][:limit], 1)))
     return score
@@ -172,10 +177,12 @@ async def main(arguments: argparse.Namespace) -> None:
     console.print(f"Model store: {home}")
     data = json.loads(PROMPTS.read_text())
     plain_settings = {**SETTINGS, "INGLE_TOOL_CALL_GRAMMAR": "false"}
-    # Two daemons, grammar on and off; the tool prompts run through both at once.
-    async with daemon(home, 16, SETTINGS) as url, daemon(home, 16, plain_settings) as plain_url:
-        chat_client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=1800)
-        plain_client = openai.AsyncOpenAI(base_url=plain_url + "/v1", api_key="unused", max_retries=0, timeout=1800)
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(daemon(home, 16, SETTINGS))
+        # The tool prompts run through DAEMONS daemons with the grammar and as many without, all at once.
+        grammar_on = [url] + [await stack.enter_async_context(daemon(home, 16, SETTINGS)) for _ in range(DAEMONS - 1)]
+        grammar_off = [await stack.enter_async_context(daemon(home, 16, plain_settings)) for _ in range(DAEMONS)]
+        chat_client = client_for(url)
         claude = anthropic.AsyncAnthropic(base_url=url, api_key="unused", max_retries=0, timeout=1800)
         streams = {
             "chat completions": chat_stream(chat_client),
@@ -185,17 +192,18 @@ async def main(arguments: argparse.Namespace) -> None:
         await streams["chat completions"](4)  # loads the model
         console.print("[bold]1. One streamed answer per API[/]")
         results: dict[str, list[Timing]] = {name: [] for name in streams}
-        for number in range(arguments.rounds):
+        for number in range(arguments.rounds if not arguments.tools_only else 0):
             print(f"  round {number + 1}/{arguments.rounds}", flush=True)
             order = list(streams.items())
             shift = number % len(order)
             for name, stream in order[shift:] + order[:shift]:
                 results[name].append(await stream(arguments.tokens))
-        print_streams(console, results, arguments)
+        if not arguments.tools_only:
+            print_streams(console, results, arguments)
         console.print("[bold]2. Tool calls, grammar on and off[/]")
         with_grammar, without_grammar = await asyncio.gather(
-            tool_score(chat_client, data, arguments.limit, "grammar on"),
-            tool_score(plain_client, data, arguments.limit, "grammar off"),
+            tool_score([client_for(u) for u in grammar_on], data, arguments.limit, "grammar on"),
+            tool_score([client_for(u) for u in grammar_off], data, arguments.limit, "grammar off"),
         )
     tools = Table(title=f"Tool calls over {with_grammar.prompts} prompts (chat completions, greedy)")
     for column in ("grammar", "answered with a call that parses", "call validates against its schema"):
@@ -207,6 +215,11 @@ async def main(arguments: argparse.Namespace) -> None:
             f"{score.valid}/{score.prompts} ({score.valid / score.prompts:.0%})",
         )
     console.print(tools)
+
+
+def client_for(url: str) -> openai.AsyncOpenAI:
+    """An OpenAI client for a daemon."""
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=1800)
 
 
 def print_streams(console: Console, results: dict[str, list[Timing]], arguments: argparse.Namespace) -> None:
@@ -229,5 +242,6 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the streamed answers (median is reported)")
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per streamed answer")
     parser.add_argument("--limit", type=int, default=None, help="only the first N tool prompts")
+    parser.add_argument("--tools-only", action="store_true", help="skip the streamed answers")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(main(parser.parse_args()))

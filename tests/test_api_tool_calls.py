@@ -181,3 +181,13 @@ def test_a_schema_that_would_blow_up_the_grammar_is_refused(parameters: dict) ->
     tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
     with pytest.raises(InvalidRequest, match="limited to"):
         grammar_for_tool_calls(HERMES, [tool])
+
+
+def test_an_escaped_pattern_becomes_a_literal_llama_cpp_reads() -> None:
+    version = {"type": "string", "pattern": "^v[0-9]+\\.[0-9]+$"}
+    tool = {
+        "type": "function",
+        "function": {"name": "deploy", "parameters": {"type": "object", "properties": {"version": version}}},
+    }
+    grammar = grammar_for_tool_calls(HERMES, [tool]).grammar
+    assert '"."' in grammar and "\\." not in grammar  # llama.cpp refuses the whole grammar over `\.`

@@ -59,6 +59,22 @@ def check_schema_counts(schema: Any, field: str) -> None:
         pending.extend(node.values())
 
 
+_LITERAL = re.compile(r'"(?:\\.|[^"\\])*"')
+_UNKNOWN_ESCAPE = re.compile(r'\\([^\\"nrtxuU\[\]])')
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for a JSON schema, with the literals made readable for llama.cpp's grammar parser.
+
+    llama-cpp-python's converter keeps a pattern's escaped characters (`\\.` from
+    `"^v[0-9]+\\.[0-9]+$"`) in string literals, where llama.cpp knows no such
+    escape and rejects the whole grammar; inside a literal the character stands
+    for itself.
+    """
+    grammar = json_schema_to_gbnf(json.dumps(schema))
+    return _LITERAL.sub(lambda literal: _UNKNOWN_ESCAPE.sub(r"\1", literal.group(0)), grammar)
+
+
 def grammar_for_format(output_format: str | dict[str, Any] | None) -> str | None:
     """GBNF grammar constraining output to JSON, or to a JSON schema; None if unconstrained."""
     if output_format is None or output_format == "":
@@ -68,7 +84,7 @@ def grammar_for_format(output_format: str | dict[str, Any] | None) -> str | None
     if isinstance(output_format, dict):
         check_schema_counts(output_format, "format")
         try:
-            return json_schema_to_gbnf(json.dumps(output_format))
+            return schema_grammar(output_format)
         except Exception as error:  # the converter raises bare Exceptions on bad schemas
             raise InvalidRequest(f"format: the JSON schema cannot be used ({error}).") from error
     raise InvalidRequest('format: expected "json" or a JSON schema object.')
@@ -98,12 +114,12 @@ def grammar_for_tool_calls(
     schema = call_schema(tool_format, tools)
     check_schema_counts(schema, "tools")
     try:
-        call_rules = json_schema_to_gbnf(json.dumps(schema))
+        call_rules = schema_grammar(schema)
     except Exception as error:  # the converter raises bare Exceptions on bad schemas
         raise InvalidRequest(f"tools: a tool's parameters schema cannot be used ({error}).") from error
     # The converter names its top rule `root`; it becomes `tool-call`, and `root` frames the calls.
     rules = re.sub(r"^root ::=", "tool-call ::=", call_rules, count=1, flags=re.MULTILINE)
-    rules = re.sub(r"^space ::= .*$", f"space ::= {_WHITESPACE}", rules, count=1, flags=re.MULTILINE)
+    rules = re.sub(r"^space ::= .*$", lambda _: f"space ::= {_WHITESPACE}", rules, count=1, flags=re.MULTILINE)
     bare = 'tool-call (tool-space "```")?'
     triggers = [_BARE_CALL_TRIGGER]
     if tool_format.framed:
