@@ -48,8 +48,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def test_the_cli_goes_through_a_running_daemon(default_model_home: Path, tmp_path: Path) -> None:
-    env = {"INGLE_NUM_THREADS": "2", "INGLE_NUM_CTX": "2048", "INGLE_NUM_PARALLEL": "2"}
-    daemon = start_daemon(default_model_home, **env)
+    daemon = start_daemon(default_model_home, INGLE_NUM_THREADS="2", INGLE_NUM_CTX="2048", INGLE_NUM_PARALLEL="2")
     try:
         listed = ingle("list", home=default_model_home)
         assert listed.returncode == 0, listed.stderr
@@ -148,11 +147,13 @@ async def test_a_request_over_the_time_limit_ends_with_a_clear_error(
     # prompt is decoded beforehand so the first token comes from the cache, and the limit is set
     # from how long that takes here and now (the CPU may be shared).
     warm_up = GenerationRequest(model=DEFAULT_MODEL, prompt=LONG, options=SamplingOptions(max_tokens=2))
+    first_token: float | None = None
     for _ in range(2):  # the second run finds the whole prompt cached
         started = time.monotonic()
-        first_token: float | None = None
+        first_token = None
         async for _chunk in engine.generate(warm_up):
             first_token = first_token or time.monotonic() - started
+    assert first_token is not None, "the warm-up produced no token"
     limit = max(2.0, round(5 * first_token))
     settings = engine.settings.model_copy(update={"request_timeout": limit})
     whole = generate_body(LONG, 600, stream=False, temperature=0)
