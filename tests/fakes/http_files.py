@@ -44,6 +44,9 @@ class ServedFile:
     abort_times: int = 1
     ignore_range: bool = False
     """Answer 200 with the whole file to Range requests."""
+    hold_after: int | None = None
+    """Stop after this many body bytes until `released` is set, so a download is caught mid-way for sure."""
+    released: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         if self.etag is None:
@@ -239,6 +242,11 @@ class FakeFileServer:
                 # Drop the connection mid-body, as a broken network would.
                 request.transport.abort()
                 return response
+            if served.hold_after is not None and sent >= served.hold_after:
+                # Bounded: a test that never releases must not hang the server's shutdown.
+                await asyncio.get_running_loop().run_in_executor(None, served.released.wait, 60)
+                if request.transport is None or request.transport.is_closing():
+                    return response
             await response.write(chunk)
             sent += len(chunk)
             if served.chunk_delay:
