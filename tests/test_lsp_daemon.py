@@ -32,8 +32,8 @@ async def test_the_prompt_tokens_evaluated_are_reported_through_the_daemon(
     uri = open_in(server, "sort_counts.py", SORT)
     first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
     assert first is not None and not first.from_cache
-    # A new document: the whole prompt (six helper functions and the cursor's line) is evaluated.
-    assert first.evaluated_tokens > 60, first.evaluated_tokens
+    # A new document: most of the prompt (six helper functions and the cursor's line) is evaluated.
+    assert first.evaluated_tokens > 40, first.evaluated_tokens
     typed = "swaps_made = "
     server.workspace.put_text_document(
         types.TextDocumentItem(uri, "python", 2, SORT.replace("    \n", f"    {typed}\n"))

@@ -135,7 +135,8 @@ async def editor(lsp_home: Path, tmp_path_factory: pytest.TempPathFactory) -> As
     """One `ingle lsp --embedded` for the module (the model loads once)."""
     client = make_client()
     workspace = tmp_path_factory.mktemp("workspace")
-    await start(client, lsp_home, workspace, "lsp", "--embedded", options={"maxLines": 4})
+    # Whole answers, however busy the machine: showing the words written so far in time is tested in-process.
+    await start(client, lsp_home, workspace, "lsp", "--embedded", options={"maxLines": 4, "answerWithinMs": None})
     client.workspace_path = workspace
     yield client
     await stop(client)
