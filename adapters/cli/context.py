@@ -44,9 +44,17 @@ EmbeddedOption = Annotated[
 """`--embedded` for a command that runs on its own (`ingle lsp`, `ingle bot`), also accepted after its name."""
 
 
+# Width of results written to a pipe or file: rich would assume 80 columns and fold a table's
+# names, which scripts then cannot grep; a table never grows wider than its content.
+PIPED_WIDTH = 500
+
+
 def stdout_console() -> Console:
     """A console for results; markup off because model names and texts may contain brackets."""
-    return Console(highlight=False, markup=False)
+    console = Console(highlight=False, markup=False)
+    if not console.is_terminal:
+        console.width = PIPED_WIDTH
+    return console
 
 
 def stderr_console() -> Console:
