@@ -77,6 +77,15 @@ def interrupt_when_held(child: subprocess.Popen[str], partial: Path, signum: int
     return stderr
 
 
+def as_from_a_terminal() -> None:
+    """Give the child Ctrl-C's default disposition, as a shell in a terminal does.
+
+    A child inherits an ignored SIGINT, and in the full suite something before these tests leaves the
+    test process ignoring it; the pull then never sees the signal a user's Ctrl-C would deliver.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def size_of(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
@@ -105,7 +114,13 @@ def test_a_killed_pull_resumes_with_range(
         asyncio.run(pull(ModelStore(settings.models_dir), settings, {url!r}, sha256={served.sha256!r}))
         """
     )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_from_a_terminal,
+    )
     stderr = interrupt_when_held(child, partial, signum)
     assert child.returncode != 0
     if signum == signal.SIGINT:
@@ -132,7 +147,12 @@ def test_ctrl_c_stops_ingle_pull_with_130_and_the_next_pull_resumes(
     partial = ModelStore(Settings(home=home).models_dir).partial_path(url)
     command = [ingle_executable(), "--home", str(home), "--embedded", "pull", url, "--sha256", served.sha256]
     child = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_from_a_terminal,
     )
     stderr = interrupt_when_held(child, partial, signal.SIGINT)
     assert child.returncode == 130, stderr
