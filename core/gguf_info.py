@@ -16,6 +16,7 @@ from typing import Any
 from gguf import GGUFReader, LlamaFileType, ReaderField
 
 from .errors import CorruptModel
+from .gguf_bounds import HeaderOutOfBounds, check_header_bounds
 from .manifest import GgufInfo
 
 FIM_TOKEN_SETS: tuple[frozenset[str], ...] = (
@@ -101,6 +102,10 @@ def read_gguf_info(path: Path) -> GgufInfo:
             raise _Malformed("the file is empty")
         if magic != b"GGUF":
             raise _Malformed("it does not start with the GGUF magic bytes")
+        try:
+            check_header_bounds(path)
+        except HeaderOutOfBounds as error:
+            raise _Malformed(f"its header is damaged: {error}") from error
         reader = GGUFReader(path)
         fields = _Fields(reader)
         architecture = fields.text("general.architecture")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingle.core.errors import CorruptModel
 from ingle.core.gguf_info import quantization_name, read_gguf_info
@@ -87,3 +90,65 @@ def test_a_truncated_model_is_refused(tmp_path: Path, keep: int) -> None:
 def test_a_missing_file_is_reported_as_corrupt(tmp_path: Path) -> None:
     with pytest.raises(CorruptModel):
         read_gguf_info(tmp_path / "nope.gguf")
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _crafted_header(tensor_count: int, fields: bytes, field_count: int, tail: bytes = b"") -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, tensor_count, field_count) + fields + tail
+
+
+_ARCHITECTURE = _string("general.architecture") + struct.pack("<I", 8) + _string("llama")
+_HUGE = 2**62
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        # An array of bytes claiming 2^62 items: the reader loops over the claim (the reported 178-byte file).
+        (_crafted_header(0, _ARCHITECTURE + _string("tokens") + struct.pack("<IIQ", 9, 0, _HUGE), 2), "'tokens'"),
+        # The same for strings and for arrays of arrays.
+        (_crafted_header(0, _ARCHITECTURE + _string("merges") + struct.pack("<IIQ", 9, 8, _HUGE), 2), "'merges'"),
+        (_crafted_header(0, _ARCHITECTURE + _string("nested") + struct.pack("<IIQ", 9, 9, _HUGE), 2), "'nested'"),
+        # A string longer than the file, and more fields or tensors than it can hold.
+        (_crafted_header(0, struct.pack("<Q", 2**40) + b"general", 1), "metadata field 0"),
+        (_crafted_header(0, _ARCHITECTURE, _HUGE), "metadata fields"),
+        (_crafted_header(_HUGE, _ARCHITECTURE, 1), "tensors"),
+        # A tensor whose dimensions claim more elements than the file has bits.
+        (
+            _crafted_header(
+                1, _ARCHITECTURE, 1, _string("w") + struct.pack("<IQQIQ", 2, 2**40, 2**40, 0, 0) + bytes(64)
+            ),
+            "tensor 'w'",
+        ),
+    ],
+    ids=["byte-array", "string-array", "nested-array", "long-key", "field-count", "tensor-count", "tensor-size"],
+)
+def test_a_header_claiming_more_than_the_file_holds_is_refused_at_once(tmp_path: Path, data: bytes, named: str) -> None:
+    path = tmp_path / "crafted.gguf"
+    path.write_bytes(data.ljust(178, b"\0"))
+    with pytest.raises(
+        CorruptModel, match=rf"'crafted\.gguf' is not a valid GGUF model file \(its header is damaged: .*{named}"
+    ):
+        read_gguf_info(path)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(min_value=4, max_value=400), value=st.binary(min_size=1, max_size=8))
+def test_any_damaged_header_gives_a_sentence(tmp_path: Path, position: int, value: bytes) -> None:
+    """Overwriting header bytes (counts, lengths, types) never hangs, and never fails other than CorruptModel."""
+    whole = tmp_path / "whole.gguf"
+    if not whole.exists():
+        write_tiny_gguf(whole)
+    data = bytearray(whole.read_bytes())
+    data[position : position + len(value)] = value
+    path = tmp_path / "damaged.gguf"
+    path.write_bytes(bytes(data))
+    try:
+        read_gguf_info(path)
+    except CorruptModel as error:
+        assert str(error).startswith("'damaged.gguf' is not a valid GGUF model file (")
