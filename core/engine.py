@@ -21,7 +21,7 @@ import psutil
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import pull as pulling
-from .errors import InsufficientMemory, ModelLoadTimeout, ModelNotFound, UnsupportedFeature
+from .errors import CorruptModel, InsufficientMemory, ModelLoadTimeout, ModelNotFound, UnsupportedFeature
 from .generation import EmbeddingResult, GenerationChunk, GenerationRequest
 from .manifest import Manifest
 from .memory import MIB, MemoryEstimate, default_parallel, estimate_memory, format_bytes, memory_available
@@ -168,11 +168,18 @@ class Engine:
         return self.store.get(ModelName.parse(name))
 
     async def remove(self, name: str) -> None:
-        """Delete a model's name; unload and delete its file once no name refers to it."""
-        manifest = self.show(name)
+        """Delete a model's name; unload and delete its file once no name refers to it.
+
+        A damaged or dangling manifest is removed too: it is what `ingle rm` is for, and
+        while a damaged one exists the store cannot collect unreferenced files.
+        """
+        try:
+            digest: str | None = self.show(name).digest
+        except (CorruptModel, ModelNotFound):
+            digest = None  # the store still says so if there is no such name at all
         self.store.remove(ModelName.parse(name))
-        if not self.store.manifests_for(manifest.digest):
-            await self._unload(manifest.digest)
+        if digest is not None and not self.store.manifests_for(digest):
+            await self._unload(digest)
 
     def copy(self, source: str, destination: str) -> Manifest:
         """Give a model a second name (the file is shared)."""

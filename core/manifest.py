@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter
+
 
 @dataclass
 class GgufInfo:
@@ -60,8 +62,13 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
-        """Read a manifest written by `to_json`."""
-        fields = dict(data)
-        fields["gguf"] = GgufInfo(**fields["gguf"])
-        return cls(**fields)
+    def from_json(cls, data: Any) -> Manifest:
+        """Read a manifest written by `to_json`; pydantic.ValidationError when a field is missing or mistyped.
+
+        Checked field by field, so a damaged file (`"size": "big"`) is refused here, as one
+        damaged model, instead of failing later in whatever formats the field.
+        """
+        return _MANIFEST_FORMAT.validate_python(data)
+
+
+_MANIFEST_FORMAT = TypeAdapter(Manifest)

@@ -128,6 +128,7 @@ class ModelStore:
                 f"The model store at '{root}' cannot be used ({error.strerror or error}): "
                 "point --home or INGLE_HOME at a writable folder."
             ) from error
+        self._reported: list[StoreProblem] = []
         self.problems: list[StoreProblem] = self.check()
 
     # --- paths -------------------------------------------------------------
@@ -176,9 +177,10 @@ class ModelStore:
             manifest = Manifest.from_json(data)
             validate_digest(manifest.digest)
         except (OSError, ValueError, TypeError, KeyError, AttributeError, InvalidDigest) as error:
+            relative = path.relative_to(self.manifests_dir)
             raise CorruptModel(
                 f"The manifest {path.relative_to(self.root)} is damaged ({type(error).__name__}); "
-                "remove the model with `ingle rm` and pull it again."
+                f"remove it with `ingle rm {relative.parent.as_posix()}:{path.stem}` and pull the model again."
             ) from error
         return manifest
 
@@ -234,8 +236,11 @@ class ModelStore:
                 problems.append(StoreProblem(path, "dangling", f"its blob {manifest.digest} is missing"))
                 continue
             manifests.append(manifest)
+        # Said once per process: a listing scans the store several times.
         for problem in problems:
-            log.warning("model store: skipping %s: %s", problem.path, problem.reason)
+            if problem not in self._reported:
+                self._reported.append(problem)
+                log.warning("model store: skipping %s: %s", problem.path, problem.reason)
         return manifests, problems
 
     def put(self, manifest: Manifest) -> Manifest:

@@ -247,6 +247,34 @@ def test_pull_list_show_cp_rm_round_trip(home: Path, tmp_path: Path) -> None:
     assert_one_error_line(ingle("show", "other", home=home), 1)
 
 
+def test_a_damaged_manifest_is_reported_alone_and_rm_removes_it(home: Path, tmp_path: Path) -> None:
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
+    for name in ("good", "mistyped", "garbled"):
+        assert ingle("pull", f"file:{gguf}", "--name", name, home=home).returncode == 0
+    other = write_tiny_gguf(tmp_path / "other.gguf")
+    other.write_bytes(other.read_bytes() + b"another file")  # a second blob, to see it collected
+    assert ingle("pull", f"file:{other}", "--name", "second", home=home).returncode == 0
+    manifests = home / "models" / "manifests"
+    mistyped = manifests / "mistyped" / "latest.json"
+    mistyped.write_text(mistyped.read_text().replace(f'"size": {gguf.stat().st_size}', '"size": "big"'))
+    (manifests / "garbled" / "latest.json").write_text('{"name": "garbled:lat')
+
+    listed = ingle("list", home=home)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["good:latest", "second:latest"]
+    for name in ("mistyped", "garbled"):
+        assert f"ingle rm {name}:latest" in " ".join(listed.stderr.split())
+
+    assert ingle("rm", "second", home=home).returncode == 0
+    blobs = home / "models" / "blobs"
+    assert len(list(blobs.iterdir())) == 2  # nothing is collected while a manifest cannot say what it uses
+    removed = ingle("rm", "mistyped", "garbled", home=home)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.split("\n")[:2] == ["deleted 'mistyped'", "deleted 'garbled'"]
+    assert len(list(blobs.iterdir())) == 1  # the store collects again
+    assert ingle("list", home=home).stdout.split()[4] == "good:latest"
+
+
 # --- the real model ----------------------------------------------------------
 
 
