@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from importlib.metadata import entry_points
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ...core.backend import GenerationBackend
 from ...core.engine import Engine
@@ -24,6 +25,8 @@ from .app import create_app
 from .security import check_bind
 
 log = logging.getLogger("ingle.serve")
+protocol_log = logging.getLogger("ingle.http.protocol")
+"""aiohttp's connection handler logs here: requests it cannot parse, and crashes that escape the app."""
 # Deploy (issue 6): seconds requests in flight get to finish after SIGTERM before they are
 # cancelled; deploy/systemd/ingle.service's TimeoutStopSec=90 leaves room for this plus unloading.
 SHUTDOWN_GRACE_SECONDS = 60.0
@@ -31,6 +34,25 @@ SHUTDOWN_GRACE_SECONDS = 60.0
 
 class AddressInUse(IngleError):
     """The port or socket is taken, most likely by another ingle."""
+
+
+class MalformedRequests(logging.Filter):
+    """Keep a request aiohttp could not parse to its one access-log line (`"UNKNOWN / HTTP/1.0" 400`).
+
+    aiohttp answers a NUL byte in a header, a header line without a colon, an over-long line or a
+    bad chunk size with a 400, and logs the parse error at ERROR with a traceback: the client's
+    mistake would read as the server's failure. The reason stays available as one debug line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Turn a parse error's record into one debug line; let every other record through unchanged."""
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        record.msg, record.args = "malformed request: %s", (" ".join(error.message.split()),)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 async def serve(
@@ -45,6 +67,8 @@ async def serve(
     loads the fresh settings, by default the config file and INGLE_* again) and STOPPING=1 on SIGTERM.
     """
     check_bind(settings)
+    if not any(isinstance(existing, MalformedRequests) for existing in protocol_log.filters):
+        protocol_log.addFilter(MalformedRequests())
     # Deploy (issue 6): sd_notify; every call is a no-op outside a Type=notify unit.
     notifier = SystemdNotifier.from_environment()
     load = reload or (lambda: load_settings(home=settings.home))
@@ -57,7 +81,13 @@ async def serve(
         # handler_cancellation: a client that disconnects cancels its handler,
         # which frees its sequence in the engine within one decode step.
         # shutdown_timeout: on stop, in-flight requests and streams finish (or are cancelled after it).
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=log, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+        runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=log,
+            logger=protocol_log,
+            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        )
         await runner.setup()
         watchdog: asyncio.Task[None] | None = None
         try:
