@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,7 +69,11 @@ class Manifest:
         Checked field by field, so a damaged file (`"size": "big"`) is refused here, as one
         damaged model, instead of failing later in whatever formats the field.
         """
-        return _MANIFEST_FORMAT.validate_python(data)
+        return _manifest_format().validate_python(data)
 
 
-_MANIFEST_FORMAT = TypeAdapter(Manifest)
+@functools.cache
+def _manifest_format() -> TypeAdapter[Manifest]:
+    # Built on first use: building the validator takes tens of milliseconds, which
+    # commands that never read a manifest (`ingle --version`) should not pay.
+    return TypeAdapter(Manifest)

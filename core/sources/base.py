@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..manifest import GgufInfo
 from ..names import ModelName
-from ..store import ModelStore
-from .network import NetworkGuard
 from .progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from ..store import ModelStore
+    from .network import NetworkGuard
 
 _QUANT_SUFFIX = re.compile(r"[-_.](i?q[0-9][a-z0-9_]*|bf16|fp16|f16|f32)$", re.IGNORECASE)
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")

