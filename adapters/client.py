@@ -79,7 +79,9 @@ class IngleClient:
     """An async client of a running ingle daemon with the engine's methods. Use as `async with`.
 
     `url` is `http://host:port`; `socket_path`, when given, is used instead of
-    TCP (the URL then only names the daemon in messages).
+    TCP (the URL then only names the daemon in messages). `api_key` goes with
+    every request; `management_key`, when given, instead with the requests that
+    manage models (pull, remove, copy), which need it over TCP.
     """
 
     def __init__(
@@ -88,10 +90,12 @@ class IngleClient:
         *,
         socket_path: str | Path | None = None,
         api_key: str | None = None,
+        management_key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.socket_path = Path(socket_path) if socket_path is not None else None
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._management_headers = {"Authorization": f"Bearer {management_key}"} if management_key else {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -146,12 +150,22 @@ class IngleClient:
 
     @asynccontextmanager
     async def _call(
-        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        manage: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request and yield the successful response; error statuses raise typed errors."""
+        """Send a request and yield the successful response; error statuses raise typed errors.
+
+        `manage` marks a request that manages models: it carries the management key, if any.
+        """
         if self._session is None:
             raise RuntimeError("use IngleClient as `async with IngleClient(...) as client`")
         options: dict[str, Any] = {"json": body} if body is not None else {}
+        if manage and self._management_headers:
+            options["headers"] = self._management_headers
         if timeout is not None:
             options["timeout"] = aiohttp.ClientTimeout(total=timeout)
         with self._translated():
@@ -225,7 +239,7 @@ class IngleClient:
                 "or pull in-process with --embedded."
             )
         spec = self._spec_for_daemon(spec)
-        async with self._call("POST", "/api/pull", {"model": spec, "stream": True}) as response:
+        async with self._call("POST", "/api/pull", {"model": spec, "stream": True}, manage=True) as response:
             async for item in self._lines(response):
                 if progress is not None:
                     progress(
@@ -266,12 +280,12 @@ class IngleClient:
 
     async def remove(self, name: str) -> None:
         """Delete a model's name in the daemon's store."""
-        async with self._call("DELETE", "/api/delete", {"model": name}):
+        async with self._call("DELETE", "/api/delete", {"model": name}, manage=True):
             pass
 
     async def copy(self, source: str, destination: str) -> Manifest:
         """Give a model a second name in the daemon's store."""
-        async with self._call("POST", "/api/copy", {"source": source, "destination": destination}):
+        async with self._call("POST", "/api/copy", {"source": source, "destination": destination}, manage=True):
             pass
         return await self.show(destination)
 

@@ -71,7 +71,22 @@ class Settings(BaseSettings):
     """Unix socket the HTTP API also listens on; default: `<home>/ingle.sock`. Empty string disables it."""
 
     api_key: SecretStr | None = None
-    """Bearer token every request but /health must carry. Required to bind a non-loopback address."""
+    """Bearer token every request but /health must carry. Required to bind a non-loopback address.
+    It keeps the rights it always had: inference and managing models (see management_key_file)."""
+
+    inference_api_key: SecretStr | None = None
+    """A second bearer token that allows inference (generating, embedding, listing) but not managing
+    models or knowledge bases. Like api_key, once set every request but /health must carry a key."""
+
+    management_key_file: Path = Path("/etc/ingle/credentials/management-key")
+    """File holding the management key (install.sh writes it, readable by root and the ingle group).
+    Over TCP that key allows pulling, deleting and copying models and writing knowledge bases, besides
+    inference; it does not make inference need a key. A missing or unreadable file means no such key."""
+
+    management_over_tcp: bool = False
+    """Let callers over TCP manage models and knowledge bases without a management key or api_key (for
+    tools such as Open WebUI that pull models); a key that api_key or inference_api_key makes required
+    is still required. The unix socket (mode 0600) never needs a management key."""
 
     allowed_hosts: list[str] = Field(default_factory=list)
     """Extra Host header values accepted (besides loopback names), against DNS rebinding."""
@@ -187,6 +202,22 @@ class Settings(BaseSettings):
         if self.socket_path is None:
             return self.home / "ingle.sock"
         return Path(self.socket_path).expanduser() if self.socket_path else None
+
+    def management_key(self) -> SecretStr | None:
+        """The key in management_key_file, or None if the file is missing, unreadable or empty.
+
+        Unreadable is not an error: a user outside the ingle group runs the CLI without it, and a
+        daemon without it refuses management over TCP, which is the safe side.
+        """
+        try:
+            key = self.management_key_file.expanduser().read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return SecretStr(key) if key else None
+
+    def requires_key(self) -> bool:
+        """True when every request but /health needs a key (api_key or inference_api_key is set)."""
+        return self.api_key is not None or self.inference_api_key is not None
 
     @property
     def models_dir(self) -> Path:

@@ -7,7 +7,9 @@
 #     from this source tree, a package index (--index-url) or a wheelhouse directory
 #     (--find-links, offline);
 #   - writes /etc/ingle/ingle.toml from deploy/ingle.toml.example if there is none;
-#   - creates /var/lib/ingle (models and state) and /etc/ingle/credentials (bot tokens);
+#   - creates /var/lib/ingle (models and state) and /etc/ingle/credentials (bot tokens), and
+#     writes a random management key there if there is none (root:ingle, mode 0640): over
+#     TCP, pulling, deleting and copying models needs it (README "HTTP API");
 #   - installs the units ingle.service and ingle-bot@.service (+ the GPU drop-in with
 #     --gpu), then enables and starts ingle.service when systemd is running.
 #
@@ -200,9 +202,11 @@ install_venv() {
 
 install_config() {
     make_dir "$ETC_DIR" 0750 "root:$SERVICE_USER"
-    # Bot tokens (LoadCredential= in ingle-bot@.service): readable by root only; systemd
-    # copies each into the bot's private $CREDENTIALS_DIRECTORY.
-    make_dir "$CREDENTIALS_DIR" 0700 "root:root"
+    # Bot tokens (LoadCredential= in ingle-bot@.service): readable by root only (0600); systemd
+    # copies each into the bot's private $CREDENTIALS_DIRECTORY. The ingle group may pass through
+    # the folder (0710, no listing) to read the management key, which is root:ingle 0640.
+    make_dir "$CREDENTIALS_DIR" 0710 "root:$SERVICE_USER"
+    write_management_key
     if [[ ! -e $CONFIG ]]; then
         install -m 0640 "$SCRIPT_DIR/ingle.toml.example" "$CONFIG"
         if ((SYSTEM)); then
@@ -211,6 +215,22 @@ install_config() {
         say "wrote ${CONFIG#"$ROOT"} from ingle.toml.example"
     fi
     make_dir "$STATE_DIR" 0750 "$SERVICE_USER:$SERVICE_USER"
+}
+
+# The key that allows managing models over TCP: the service reads it (management_key_file), and
+# so does `ingle pull/rm/cp` run by root or a member of the ingle group. Written once, never replaced.
+write_management_key() {
+    local key_file=$CREDENTIALS_DIR/management-key
+    [[ -e $key_file ]] && return 0
+    local partial=$key_file.partial
+    # 32 random bytes as hex; od is in coreutils, so no openssl is needed.
+    (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$partial" && echo >>"$partial")
+    chmod 0640 "$partial"
+    if ((SYSTEM)); then
+        chown "root:$SERVICE_USER" "$partial"
+    fi
+    mv "$partial" "$key_file"
+    say "wrote the management key ${key_file#"$ROOT"}"
 }
 
 install_units() {
@@ -284,4 +304,5 @@ install.sh: done. Next steps:
   sudo -u $SERVICE_USER /opt/ingle/venv/bin/ingle doctor           # check everything
   journalctl -u ingle -f                                             # follow the log
   Edit /etc/ingle/ingle.toml, then: systemctl reload ingle (or restart)
+  Managing models over TCP takes /etc/ingle/credentials/management-key (the ingle group may read it)
 EOF

@@ -41,8 +41,13 @@ WEATHER_TOOL = {
 
 @pytest.fixture(scope="module")
 async def base_url(engine: Engine) -> AsyncIterator[str]:
-    """The API over the session's engine, on an ephemeral loopback port, answering once it is up."""
-    runner, url = await start_on_loopback(create_app(engine.settings, engine))
+    """The API over the session's engine, on an ephemeral loopback port, answering once it is up.
+
+    Managing models over TCP is allowed (management_over_tcp), as for a front end that pulls
+    models; test_api_management checks that it is refused by default.
+    """
+    settings = engine.settings.model_copy(update={"management_over_tcp": True})
+    runner, url = await start_on_loopback(create_app(settings, engine))
     async with aiohttp.ClientSession() as session:
         for _ in range(100):
             try:

@@ -35,7 +35,11 @@ def server(tmp_path: Path) -> Iterator[FakeFileServer]:
 
 
 async def api_pull(settings: Settings, spec: str) -> tuple[int, dict]:
-    """POST /api/pull (not streamed) over TCP to an app with these settings; the status and the body."""
+    """POST /api/pull (not streamed) over TCP to an app with these settings; the status and the body.
+
+    Management over TCP is opened (management_over_tcp), so what is checked here is where a pull may go.
+    """
+    settings = settings.model_copy(update={"management_over_tcp": True})
     async with Engine(settings) as engine, serving(settings, engine) as url, aiohttp.ClientSession() as session:
         async with session.post(f"{url}/api/pull", json={"model": spec, "stream": False}) as response:
             return response.status, await response.json()

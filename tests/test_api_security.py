@@ -105,7 +105,7 @@ async def test_oversized_body_is_refused_with_one_sentence(
 async def test_names_that_escape_the_store_are_refused(
     name: str, empty_engine: Engine, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with serving(settings_for(tmp_path / "home"), empty_engine) as url:
+    async with serving(settings_for(tmp_path / "home", management_over_tcp=True), empty_engine) as url:
         async with session.post(f"{url}/api/show", json={"model": name}) as response:
             assert response.status == 400
             message = (await response.json())["error"]

@@ -61,7 +61,8 @@ def test_install_into_a_root_lays_out_config_state_and_units(tmp_path: Path) -> 
     config = root / "etc/ingle/ingle.toml"
     assert config.read_text() == (REPO / "deploy/ingle.toml.example").read_text()
     assert stat.S_IMODE(config.stat().st_mode) == 0o640  # it may hold the API key
-    assert stat.S_IMODE((root / "etc/ingle/credentials").stat().st_mode) == 0o700
+    # The ingle group passes through (no listing) to read the management key; bot tokens stay root's (0600).
+    assert stat.S_IMODE((root / "etc/ingle/credentials").stat().st_mode) == 0o710
     assert (root / "var/lib/ingle").is_dir()
     units = root / "etc/systemd/system"
     assert (units / "ingle.service").read_bytes() == (UNITS / "ingle.service").read_bytes()
@@ -69,6 +70,27 @@ def test_install_into_a_root_lays_out_config_state_and_units(tmp_path: Path) -> 
     assert (units / "ingle.service.d/gpu.conf").read_bytes() == (UNITS / "ingle-gpu.conf").read_bytes()
     assert (units / "ingle-bot@slack.service.d/app-token.conf").is_file()
     assert not (root / "opt").exists()  # --no-venv
+
+
+def test_install_writes_a_management_key_that_settings_read_and_keeps_it(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    first = run_install("--root", str(root), "--no-venv")
+    assert first.returncode == 0, first.stderr
+    key_file = root / "etc/ingle/credentials/management-key"
+    assert "wrote the management key /etc/ingle/credentials/management-key" in first.stdout
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o640  # root and the ingle group
+    key = key_file.read_text()
+    assert len(key) == 65 and key.endswith("\n") and all(c in "0123456789abcdef" for c in key[:-1])
+    secret = Settings(management_key_file=key_file).management_key()
+    assert secret is not None and secret.get_secret_value() == key.strip()
+    # The default location is the one install.sh writes to on a real system.
+    assert Settings().management_key_file == Path("/etc/ingle/credentials/management-key")
+
+    assert run_install("--root", str(root), "--no-venv").returncode == 0
+    assert key_file.read_text() == key  # never replaced: clients that hold it keep working
+    other = tmp_path / "other"
+    assert run_install("--root", str(other), "--no-venv").returncode == 0
+    assert (other / "etc/ingle/credentials/management-key").read_text() != key  # random, not a constant
 
 
 def test_a_second_run_changes_nothing_and_keeps_an_edited_config(tmp_path: Path) -> None:

@@ -61,7 +61,9 @@ async def knowledge_url(
         library.create("handbook")
         report = await library.add("handbook", [str(docs)])
         assert report.indexed == 2 and not report.notes
-        runner, url = await start_on_loopback(create_app(engine.settings, engine))
+        # Knowledge-base writes are management: allowed over TCP here (test_api_management checks the refusal).
+        settings = engine.settings.model_copy(update={"management_over_tcp": True})
+        runner, url = await start_on_loopback(create_app(settings, engine))
         try:
             yield url
         finally:

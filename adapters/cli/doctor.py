@@ -225,9 +225,9 @@ def check_runtime(settings: Settings) -> Check:
 def check_bind_security(settings: Settings) -> Check:
     """An API key protects any address beyond loopback."""
     if is_loopback(settings.host):
-        key = "an API key is set" if settings.api_key else "no API key (fine on loopback)"
+        key = "an API key is set" if settings.requires_key() else "no API key (fine on loopback)"
         return Check("security", True, f"listening on loopback ({settings.host}), {key}.")
-    if settings.api_key is None:
+    if not settings.requires_key():
         return Check(
             "security",
             False,

@@ -58,17 +58,27 @@ def daemon_url_of(address: str, default_port: int) -> str:
 
 
 def daemon_candidates(settings: Settings, choice: EngineChoice) -> list[IngleClient]:
-    """The daemons to try, in order."""
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    """The daemons to try, in order.
+
+    Over TCP, managing models needs the management key: the one install.sh writes to
+    management_key_file, if this user may read it. The unix socket needs none.
+    """
+    key = settings.api_key or settings.inference_api_key
+    api_key = key.get_secret_value() if key else None
+    management = settings.management_key()
+    management_key = management.get_secret_value() if management else None
     if choice.daemon_url:
-        return [IngleClient(daemon_url_of(choice.daemon_url, settings.port), api_key=api_key)]
+        url = daemon_url_of(choice.daemon_url, settings.port)
+        return [IngleClient(url, api_key=api_key, management_key=management_key)]
     candidates = []
     socket_path = settings.unix_socket
     if socket_path is not None and socket_path.is_socket():
         candidates.append(IngleClient(socket_path=socket_path, api_key=api_key))
     if settings.port:
         host = "127.0.0.1" if settings.host in _ANY_ADDRESS else settings.host
-        candidates.append(IngleClient(daemon_url_of(host, settings.port), api_key=api_key))
+        candidates.append(
+            IngleClient(daemon_url_of(host, settings.port), api_key=api_key, management_key=management_key)
+        )
     return candidates
 
 

@@ -62,6 +62,7 @@ from .ollama_wire import (
     VersionResponse,
 )
 from .openapi import documented
+from .security import over_tcp
 from .streaming import ndjson
 
 NDJSON = "application/x-ndjson"
@@ -582,9 +583,9 @@ async def _pull_lines(request: web.Request, spec: str) -> AsyncGenerator[dict[st
         return
     # Core calls progress callbacks on the event loop's thread (see core.sources.progress), so a plain put is safe.
     reports: asyncio.Queue[PullProgress | None] = asyncio.Queue()
-    # Over TCP the caller may be anyone the API key admits; the unix socket (mode 0600) is the service's own user.
-    remote_caller = request.transport is None or bool(request.transport.get_extra_info("peername"))
-    pulling = request.app[ENGINE].pull(spec, progress=reports.put_nowait, remote_caller=remote_caller)
+    # Over TCP the caller may be anyone a key (or management_over_tcp) admits; the unix socket (mode 0600)
+    # is the service's own user.
+    pulling = request.app[ENGINE].pull(spec, progress=reports.put_nowait, remote_caller=over_tcp(request))
     task = asyncio.ensure_future(pulling)
     task.add_done_callback(lambda _: reports.put_nowait(None))
     announced = False

@@ -1,10 +1,12 @@
-"""Secure by default: API key, Host allowlist (DNS rebinding) and CORS, as middlewares."""
+"""Secure by default: API keys and the management right, Host allowlist (DNS rebinding) and CORS, as middlewares."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -16,6 +18,32 @@ from .errors import error_response
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 OPEN_PATHS = {"/health"}
+# Routes that change what the server keeps for everyone: the models (pull, delete, copy) and the
+# knowledge bases (create, add documents, delete). Over TCP they need a management key unless
+# management_over_tcp is set; the unix socket (mode 0600, the service's own user) needs none.
+# Left out on purpose: unloading a model (an /api/generate with keep_alive 0, which Ollama clients
+# and Open WebUI send in ordinary use) loses nothing stored and anyone may load it again;
+# DELETE /v1/responses/{id} removes one stored answer whose id only its caller was given; knowledge
+# search only reads. Ollama's /api/create, /api/push and /api/blobs are listed so that they are
+# covered the day ingle serves them.
+MANAGEMENT_ROUTES = frozenset(
+    {
+        ("POST", "/api/pull"),
+        ("DELETE", "/api/delete"),
+        ("POST", "/api/copy"),
+        ("POST", "/api/create"),
+        ("POST", "/api/push"),
+        ("POST", "/api/blobs/{digest}"),
+        ("POST", "/api/knowledge"),
+        ("DELETE", "/api/knowledge/{name}"),
+        ("POST", "/api/knowledge/{name}/documents"),
+    }
+)
+MANAGEMENT_REFUSED = (
+    "Managing models and knowledge bases over TCP needs the management key (the one in "
+    "management_key_file, sent as 'Authorization: Bearer <key>') or api_key, or set "
+    "management_over_tcp = true in ingle.toml (INGLE_MANAGEMENT_OVER_TCP=true); the unix socket needs neither."
+)
 
 
 class UnsafeBind(IngleError):
@@ -34,7 +62,7 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(settings: Settings) -> None:
     """Refuse a non-loopback address unless an API key protects it."""
-    if not is_loopback(settings.host) and settings.api_key is None:
+    if not is_loopback(settings.host) and not settings.requires_key():
         raise UnsafeBind(
             f"Refusing to listen on {settings.host} without an API key: set api_key in ingle.toml "
             "(or INGLE_API_KEY), or listen on 127.0.0.1."
@@ -58,11 +86,11 @@ def host_guard(settings: Settings) -> Middleware:
     allowed = LOOPBACK_NAMES | {name.lower() for name in settings.allowed_hosts}
     if settings.host not in ("0.0.0.0", "::"):
         allowed.add(settings.host.lower())
-    enforce = settings.api_key is None or bool(settings.allowed_hosts)
+    enforce = not settings.requires_key() or bool(settings.allowed_hosts)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if enforce and request.transport is not None and request.transport.get_extra_info("peername"):
+        if enforce and request.transport is not None and over_tcp(request):
             host = host_of(request.headers.get("Host", "")).lower()
             if host not in allowed:
                 return error_response(
@@ -73,26 +101,90 @@ def host_guard(settings: Settings) -> Middleware:
     return middleware
 
 
-def api_key_guard(settings: Settings) -> Middleware:
-    """With an API key configured, every route but /health needs `Authorization: Bearer <key>`.
+def over_tcp(request: web.Request) -> bool:
+    """True unless the request came over the unix socket; a connection already gone counts as TCP (the safe side)."""
+    return request.transport is None or bool(request.transport.get_extra_info("peername"))
 
-    `x-api-key: <key>` is accepted as well: Anthropic's clients (Claude Code) send the key that way.
+
+def is_management(request: web.Request) -> bool:
+    """True for the routes in MANAGEMENT_ROUTES."""
+    resource = request.match_info.route.resource
+    return resource is not None and (request.method, resource.canonical) in MANAGEMENT_ROUTES
+
+
+class Scope(IntEnum):
+    """What a presented key allows; a higher scope allows everything a lower one does."""
+
+    NONE = 0
+    INFERENCE = 1
+    MANAGEMENT = 2
+
+
+@dataclass(frozen=True)
+class AccessKeys:
+    """The configured keys and what each allows, read once when the app is built."""
+
+    keys: tuple[tuple[bytes, Scope], ...]
+    required: bool
+    """Every request but /health needs some key (api_key or inference_api_key is set)."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> AccessKeys:
+        """api_key keeps the rights it had before scopes (everything); inference_api_key allows inference only."""
+        configured = [
+            (settings.api_key, Scope.MANAGEMENT),
+            (settings.management_key(), Scope.MANAGEMENT),
+            (settings.inference_api_key, Scope.INFERENCE),
+        ]
+        # An empty key would match a request that sends none.
+        keys = tuple(
+            (key.get_secret_value().encode(), scope) for key, scope in configured if key and key.get_secret_value()
+        )
+        return cls(keys, settings.requires_key())
+
+    def scope_of(self, token: str) -> Scope:
+        """The widest scope a presented token has; every key is compared, in constant time each."""
+        presented = token.strip().encode()
+        scope = Scope.NONE
+        for key, key_scope in self.keys:
+            if hmac.compare_digest(presented, key):
+                scope = max(scope, key_scope)
+        return scope
+
+
+def presented_key(request: web.Request) -> str:
+    """The key from `Authorization: Bearer <key>`, else from `x-api-key` (Anthropic's clients send it so)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
+
+
+def api_key_guard(settings: Settings) -> Middleware:
+    """Check keys: with a key required, every route but /health needs a valid one; managing needs the right.
+
+    Managing (MANAGEMENT_ROUTES) over TCP needs a key of management scope
+    (api_key or the management key) unless management_over_tcp is set; over the
+    unix socket it needs only what every other route needs.
     """
-    expected = settings.api_key.get_secret_value().encode() if settings.api_key else None
+    keys = AccessKeys.of(settings)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or request.path in OPEN_PATHS or request.method == "OPTIONS":
+        if request.path in OPEN_PATHS or request.method == "OPTIONS":
             return await handler(request)
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            token = request.headers.get("x-api-key", "")
-        if not hmac.compare_digest(token.strip().encode(), expected):
+        scope = keys.scope_of(presented_key(request))
+        if keys.required and scope is Scope.NONE:
             response = error_response(
                 request, 401, "A valid API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
             )
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
+        if (
+            scope is not Scope.MANAGEMENT
+            and not settings.management_over_tcp
+            and is_management(request)
+            and over_tcp(request)
+        ):
+            return error_response(request, 403, MANAGEMENT_REFUSED)
         return await handler(request)
 
     return middleware
