@@ -11,12 +11,15 @@ synchronous methods into it, and `IngleClient` implements it directly.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..core.engine import Engine, RunningModel
 from ..core.generation import EmbeddingResult, GenerationChunk, GenerationRequest
 from ..core.manifest import Manifest
 from ..core.sources import ProgressCallback
+
+if TYPE_CHECKING:
+    # For types only: importing the engine loads llama.cpp, which a client of the daemon never needs.
+    from ..core.engine import Engine, RunningModel
 
 
 @runtime_checkable

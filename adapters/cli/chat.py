@@ -8,12 +8,11 @@ import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.status import Status
 
-from ingle.adapters.engine_api import EngineApi
 from ingle.core.errors import InvalidRequest, ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats, SamplingOptions
 from ingle.core.names import ModelName
@@ -23,6 +22,9 @@ from .context import CliContext, cli_context
 from .engine_access import open_engine
 from .formatting import parse_keep_alive
 from .progress import pull_with_progress
+
+if TYPE_CHECKING:
+    from ingle.adapters.engine_api import EngineApi
 
 # Rich keeps single newlines in help text, so each paragraph is one long line.
 RUN_HELP = (

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AbstractContextManager, nullcontext
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from ingle.core.knowledge import IndexProgress, IndexReport, KnowledgeLibrary, SearchResult
-from ingle.core.knowledge.grounding import source_label
-from ingle.core.knowledge.retrieval import SearchMode
-
 from .context import CliContext, cli_context
 from .engine_access import open_engine
 from .formatting import human_size
 from .models import _plain_table
+
+if TYPE_CHECKING:
+    from ingle.adapters.engine_api import EngineApi
+    from ingle.core.knowledge import IndexProgress, IndexReport, KnowledgeLibrary, SearchResult
+    from ingle.core.knowledge.retrieval import SearchMode
 
 KB_HELP = """Knowledge bases: documents that chats and bots answer from, citing their sources.
 
@@ -72,7 +73,7 @@ def create(ctx: typer.Context, name: NameArgument) -> None:
     Example: ingle kb create handbook
     """
     context = cli_context(ctx)
-    KnowledgeLibrary(context.settings).create(name)
+    _library(context).create(name)
     context.out.print(name)
 
 
@@ -83,7 +84,7 @@ def add(
 ) -> None:
     """Add files, folders or URLs to a knowledge base and index them."""
     context = cli_context(ctx)
-    KnowledgeLibrary(context.settings).open(name).close()  # a missing knowledge base fails before any reading
+    _library(context).open(name).close()  # a missing knowledge base fails before any reading
     report = asyncio.run(_index(context, name, locations))
     _print_report(context, name, report)
 
@@ -94,14 +95,14 @@ def sync(ctx: typer.Context, name: NameArgument) -> None:
     Example: ingle kb sync handbook
     """
     context = cli_context(ctx)
-    KnowledgeLibrary(context.settings).open(name).close()
+    _library(context).open(name).close()
     report = asyncio.run(_index(context, name, None))
     _print_report(context, name, report)
 
 
 async def _index(context: CliContext, name: str, locations: list[str] | None) -> IndexReport:
     async with open_engine(context.settings, context.engine_choice) as engine:
-        library = KnowledgeLibrary(context.settings, engine)
+        library = _library(context, engine)
         with _progress_bar(context) as progress:
             if locations is None:
                 return await library.sync(name, progress)
@@ -168,7 +169,7 @@ def list_bases(ctx: typer.Context) -> None:
     Example: ingle kb list
     """
     context = cli_context(ctx)
-    library = KnowledgeLibrary(context.settings)
+    library = _library(context)
     table = _plain_table("NAME", "DOCUMENTS", "CHUNKS", "VECTORS", "SIZE")
     names = library.names()
     for name in names:
@@ -185,14 +186,14 @@ def show(ctx: typer.Context, name: NameArgument) -> None:
     Example: ingle kb show handbook
     """
     context = cli_context(ctx)
-    info = KnowledgeLibrary(context.settings).info(name)
+    info = _library(context).info(name)
     stats = info.stats
     facts = [
         ("documents", str(stats.documents)),
         ("chunks", str(stats.chunks)),
         ("vectors", f"{stats.vectors} ({stats.embedding_model})" if stats.vectors else "none: BM25 search only"),
         ("size", human_size(stats.size_bytes)),
-        ("file", str(KnowledgeLibrary(context.settings).path(name))),
+        ("file", str(_library(context).path(name))),
     ]
     width = max(len(key) for key, _ in facts)
     context.out.print(Text(f"  {name}", style="bold"))
@@ -228,6 +229,8 @@ def search(
     if not result.hits:
         context.out.print(f"Nothing in '{name}' matches that question.")
         return
+    from ingle.core.knowledge.grounding import source_label
+
     for number, hit in enumerate(result.hits, start=1):
         context.out.print(Text(f"[{number}] {source_label(hit)}", style="bold"), soft_wrap=True)
         lines = hit.stored.chunk.text.strip().splitlines()
@@ -240,9 +243,9 @@ def search(
 
 async def _search(context: CliContext, name: str, question: str, limit: int, mode: SearchMode) -> SearchResult:
     if mode == "bm25":
-        return await KnowledgeLibrary(context.settings).search([name], question, limit, mode)
+        return await _library(context).search([name], question, limit, mode)
     async with open_engine(context.settings, context.engine_choice) as engine:
-        return await KnowledgeLibrary(context.settings, engine).search([name], question, limit, mode)
+        return await _library(context, engine).search([name], question, limit, mode)
 
 
 def remove(
@@ -254,12 +257,20 @@ def remove(
     Example: ingle kb rm old-handbook
     """
     context = cli_context(ctx)
-    library = KnowledgeLibrary(context.settings)
+    library = _library(context)
     for name in names:
         library.open(name).close()
     for name in names:
         library.remove(name)
         context.out.print(f"deleted '{name}'")
+
+
+def _library(context: CliContext, engine: EngineApi | None = None) -> KnowledgeLibrary:
+    # Imported here: the knowledge base loads SQLite extensions, numpy and the document readers,
+    # which the other commands never need.
+    from ingle.core.knowledge import KnowledgeLibrary
+
+    return KnowledgeLibrary(context.settings, engine)
 
 
 def _count(number: int, noun: str) -> str:

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from ingle.core.engine import RunningModel
-from ingle.core.manifest import Manifest
 from ingle.core.names import ModelName
 
 from .context import CliContext, cli_context
 from .engine_access import open_engine
 from .formatting import human_size, parameter_count, parse_timestamp, relative_time, short_digest
 from .progress import pull_with_progress
+
+if TYPE_CHECKING:
+    from ingle.core.engine import RunningModel
+    from ingle.core.manifest import Manifest
 
 _TEMPLATE_PREVIEW_LINES = 8
 _LICENSE_PREVIEW_LINES = 4

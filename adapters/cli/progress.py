@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -15,9 +16,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ingle.adapters.engine_api import EngineApi
-from ingle.core.manifest import Manifest
 from ingle.core.sources import PullProgress
+
+if TYPE_CHECKING:
+    from ingle.adapters.engine_api import EngineApi
+    from ingle.core.manifest import Manifest
 
 
 class PullProgressDisplay:

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from ingle.adapters.http.server import serve
 from ingle.adapters.logging_setup import configure_journal_logging, journal_attached
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import load_settings
@@ -64,6 +63,8 @@ def serve_api(
             f"'{settings.host}' is not an address to listen on: give one like 127.0.0.1 or 0.0.0.0, without a scheme."
         )
     configure_logging(debug=verbose or context.verbose)
+    from ingle.adapters.http.server import serve  # the whole daemon: only this command loads it
+
     # Deploy (issue 6): SIGHUP re-reads the config; the command-line overrides keep winning.
     asyncio.run(serve(settings, on_ready=announce, reload=lambda: load_settings(home=settings.home, **overrides)))
 
