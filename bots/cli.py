@@ -17,10 +17,8 @@ import typer
 
 from ingle.adapters.cli.context import EmbeddedOption, cli_context
 from ingle.adapters.cli.engine_access import EngineChoice, connect_daemon
-from ingle.adapters.client import DaemonUnavailable
 from ingle.bots.platforms import PLATFORMS
 from ingle.bots.settings import bot_settings
-from ingle.core.engine import Engine
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
 
@@ -68,11 +66,15 @@ async def run_bot(settings: Settings, platform: str, choice: EngineChoice) -> No
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         if choice.embedded:
+            from ingle.core.engine import Engine  # llama.cpp: loaded only by a bot that runs the model itself
+
             async with Engine(settings) as engine:
                 await runner(settings, engine)
             return
         client = await connect_daemon(settings, choice)
         if client is None:
+            from ingle.adapters.client import DaemonUnavailable
+
             raise DaemonUnavailable(
                 "No ingle daemon is running for this bot to use; start `ingle serve` or pass --embedded."
             )

@@ -8,7 +8,6 @@ import sys
 import typer
 
 from ingle.adapters.cli.context import EmbeddedOption, cli_context
-from ingle.lsp.server import create_server
 
 # Rich keeps single newlines in help text, so each paragraph is one long line.
 LSP_HELP = (
@@ -37,4 +36,6 @@ def language_server(ctx: typer.Context, embedded: EmbeddedOption = False) -> Non
     # stdout carries the protocol: every log line goes to stderr, which editors show in their LSP log.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True)
     logging.getLogger("ingle").setLevel(logging.INFO if context.verbose else logging.WARNING)
+    from ingle.lsp.server import create_server  # pygls and the engine client: loaded by this command only
+
     create_server(context.settings, choice).start_io()

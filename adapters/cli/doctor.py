@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import psutil
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from ingle.core.engine import default_threads
 from ingle.core.errors import IngleError
 from ingle.core.manifest import Manifest
 from ingle.core.memory import MIB, default_parallel, estimate_memory, format_bytes
@@ -35,7 +33,7 @@ from ingle.core.settings import Settings, default_config_file, load_settings
 from ingle.core.sources import DEFAULT_MODEL_NAME
 from ingle.core.store import ModelStore
 
-from ..http.security import is_loopback
+from ..binding import is_loopback
 
 COMMAND = "doctor"
 DOCTOR_HELP = """Check that ingle can run here: config, model store, disk, memory, model, runtime, port, security.
@@ -195,6 +193,8 @@ def check_memory(settings: Settings) -> Check:
         return Check("memory", True, f"{format_bytes(budget)} usable; the default model is missing, so no estimate.")
     # The engine's own shape: num_parallel sequences of num_ctx tokens, capped at the trained context.
     per_sequence = min(settings.num_ctx, manifest.gguf.context_length or settings.num_ctx)
+    from ingle.core.engine import default_threads  # llama.cpp: loaded only when `ingle doctor` runs
+
     cores = settings.num_threads or default_threads()
     tokens = per_sequence * (settings.num_parallel or default_parallel(manifest, per_sequence, cores, budget))
     need = estimate_memory(manifest, tokens).total
@@ -264,6 +264,8 @@ def check_port(settings: Settings) -> Check:
 def _ingle_answers(settings: Settings) -> bool:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else "::1" if settings.host == "::" else settings.host
     url_host = f"[{host}]" if ":" in host else host
+    import httpx  # loaded only when `ingle doctor` runs
+
     try:
         answer = httpx.get(f"http://{url_host}:{settings.port}/health", timeout=_PORT_PROBE_TIMEOUT)
         return answer.status_code == 200 and answer.json().get("status") == "ok"

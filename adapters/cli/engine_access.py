@@ -13,15 +13,21 @@ or INGLE_EMBEDDED=1 skips the daemon altogether.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ingle.adapters.client import DaemonUnavailable, IngleClient
-from ingle.adapters.engine_api import EngineApi, LocalEngine
-from ingle.adapters.http.security import is_loopback
-from ingle.core.engine import Engine
+from ingle.adapters.binding import is_loopback
 from ingle.core.settings import Settings
+
+if TYPE_CHECKING:
+    # The HTTP client (aiohttp) and the engine (llama.cpp) are imported when used: most
+    # commands need one of them, and some (`--version`, `--help`, `list` with no daemon) neither.
+    from ingle.adapters.client import IngleClient
+    from ingle.adapters.engine_api import EngineApi
 
 # A daemon on this machine answers /api/version in a few milliseconds; waiting longer only slows
 # every command down when none runs.
@@ -58,7 +64,7 @@ def daemon_url_of(address: str, default_port: int) -> str:
 
 
 def daemon_candidates(settings: Settings, choice: EngineChoice) -> list[IngleClient]:
-    """The daemons to try, in order.
+    """The daemons to try, in order (clients not yet opened).
 
     Over TCP, managing models needs the management key: the one install.sh writes to
     management_key_file, if this user may read it. The unix socket needs none.
@@ -67,6 +73,8 @@ def daemon_candidates(settings: Settings, choice: EngineChoice) -> list[IngleCli
     api_key = key.get_secret_value() if key else None
     management = settings.management_key()
     management_key = management.get_secret_value() if management else None
+    from ingle.adapters.client import IngleClient
+
     if choice.daemon_url:
         url = daemon_url_of(choice.daemon_url, settings.port)
         return [IngleClient(url, api_key=api_key, management_key=management_key)]
@@ -75,9 +83,10 @@ def daemon_candidates(settings: Settings, choice: EngineChoice) -> list[IngleCli
     if socket_path is not None and socket_path.is_socket():
         candidates.append(IngleClient(socket_path=socket_path, api_key=api_key))
     if settings.port:
-        host = "127.0.0.1" if settings.host in _ANY_ADDRESS else settings.host
         candidates.append(
-            IngleClient(daemon_url_of(host, settings.port), api_key=api_key, management_key=management_key)
+            IngleClient(
+                daemon_url_of(_local_tcp_host(settings), settings.port), api_key=api_key, management_key=management_key
+            )
         )
     return candidates
 
@@ -90,6 +99,10 @@ def requires_daemon(settings: Settings, choice: EngineChoice) -> bool:
 async def connect_daemon(settings: Settings, choice: EngineChoice) -> IngleClient | None:
     """An open client of the first daemon that answers, or None; DaemonUnavailable if a named one does not."""
     required = requires_daemon(settings, choice)
+    if not required and not await _something_listens_locally(settings):
+        return None
+    from ingle.adapters.client import DaemonUnavailable
+
     timeout = REMOTE_PROBE_SECONDS if required else LOCAL_PROBE_SECONDS
     last_error: DaemonUnavailable | None = None
     for client in daemon_candidates(settings, choice):
@@ -109,6 +122,32 @@ async def connect_daemon(settings: Settings, choice: EngineChoice) -> IngleClien
     return None
 
 
+async def _something_listens_locally(settings: Settings) -> bool:
+    """Whether a local daemon may be there, asked with the standard library only.
+
+    When none runs (the common case for `ingle list` on a laptop), the command then
+    never loads the HTTP client.
+    """
+    socket_path = settings.unix_socket
+    if socket_path is not None and socket_path.is_socket():
+        return True
+    if not settings.port:
+        return False
+    try:
+        async with asyncio.timeout(LOCAL_PROBE_SECONDS):
+            _, writer = await asyncio.open_connection(_local_tcp_host(settings), settings.port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def _local_tcp_host(settings: Settings) -> str:
+    return "127.0.0.1" if settings.host in _ANY_ADDRESS else settings.host
+
+
 @asynccontextmanager
 async def open_engine(settings: Settings, choice: EngineChoice = EngineChoice()) -> AsyncIterator[EngineApi]:
     """Yield the daemon's client, or an in-process engine closed (models unloaded) afterwards."""
@@ -117,5 +156,8 @@ async def open_engine(settings: Settings, choice: EngineChoice = EngineChoice())
         async with client:
             yield client
         return
+    from ingle.adapters.engine_api import LocalEngine
+    from ingle.core.engine import Engine
+
     async with Engine(settings) as engine:
         yield LocalEngine(engine)

@@ -13,7 +13,6 @@ import typer
 from pydantic import ValidationError
 from rich.text import Text
 
-from ingle.adapters.http.security import UnsafeBind
 from ingle.adapters.logging_setup import configure_logging
 from ingle.core.errors import IngleError, InvalidRequest
 from ingle.core.settings import Settings, default_config_file, load_settings
@@ -166,8 +165,8 @@ def run() -> None:
         app(prog_name="ingle")
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    except (InvalidRequest, UnsafeBind) as error:
-        # Refusing an unsafe bind is a configuration mistake, like a bad option: a usage error.
+    except InvalidRequest as error:
+        # A bad option or setting (including an unsafe bind, see adapters/binding.py): a usage error.
         report(error.message)
         sys.exit(EXIT_USAGE)
     except IngleError as error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -11,7 +10,6 @@ from enum import IntEnum
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ...core.errors import IngleError
 from ...core.settings import Settings
 from .errors import error_response
 
@@ -44,29 +42,6 @@ MANAGEMENT_REFUSED = (
     "management_key_file, sent as 'Authorization: Bearer <key>') or api_key, or set "
     "management_over_tcp = true in ingle.toml (INGLE_MANAGEMENT_OVER_TCP=true); the unix socket needs neither."
 )
-
-
-class UnsafeBind(IngleError):
-    """Listening beyond loopback without an API key."""
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and `localhost`."""
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(settings: Settings) -> None:
-    """Refuse a non-loopback address unless an API key protects it."""
-    if not is_loopback(settings.host) and not settings.requires_key():
-        raise UnsafeBind(
-            f"Refusing to listen on {settings.host} without an API key: set api_key in ingle.toml "
-            "(or INGLE_API_KEY), or listen on 127.0.0.1."
-        )
 
 
 def host_of(header: str) -> str:

@@ -18,11 +18,11 @@ from ...core.backend import GenerationBackend
 from ...core.engine import Engine
 from ...core.errors import IngleError
 from ...core.settings import Settings, load_settings
+from ..binding import check_bind
 from ..config_reload import reload_settings
 from ..systemd import SystemdNotifier
 from ..upstreams import BackendRouter
 from .app import create_app
-from .security import check_bind
 
 log = logging.getLogger("ingle.serve")
 protocol_log = logging.getLogger("ingle.http.protocol")

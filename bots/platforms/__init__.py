@@ -10,21 +10,27 @@ the contract it implements) and add one line here.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ingle.core.backend import GenerationBackend
 from ingle.core.settings import Settings
 
-from .mattermost import run_mattermost
-from .slack import run_slack
-from .telegram import run_telegram
-
 PlatformRunner = Callable[[Settings, GenerationBackend], Coroutine[Any, Any, None]]
 """Runs one platform's bot against a backend until cancelled."""
 
-PLATFORMS: dict[str, PlatformRunner] = {
-    "telegram": run_telegram,
-    "slack": run_slack,
-    "mattermost": run_mattermost,
-}
+
+def _imported_when_run(name: str) -> PlatformRunner:
+    """`run_<name>` from `<name>.py`, imported on the first run: each platform's client library
+    (slack-bolt, python-telegram-bot) takes a noticeable time to load, which every other
+    `ingle` command would otherwise pay."""
+
+    async def run(settings: Settings, backend: GenerationBackend) -> None:
+        module = importlib.import_module(f"{__name__}.{name}")
+        await getattr(module, f"run_{name}")(settings, backend)
+
+    return run
+
+
+PLATFORMS: dict[str, PlatformRunner] = {name: _imported_when_run(name) for name in ("telegram", "slack", "mattermost")}
