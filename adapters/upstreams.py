@@ -20,10 +20,12 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, aclosing, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp import web
 
 from ..core.backend import GenerationBackend
 from ..core.engine import Engine
@@ -57,6 +59,26 @@ DONE_REASONS: dict[str, DoneReason] = {
     "tool_calls": "stop",
     "content_filter": "stop",
 }
+
+
+FORWARDED_HEADER = "X-Ingle-Forwarded"
+"""Sent with every request ingle passes to an upstream. A daemon answers such a request from its own
+store only: two daemons listing each other as upstreams would otherwise hand it back and forth."""
+
+_forwarded_to_us: ContextVar[bool] = ContextVar("forwarded_to_us", default=False)
+"""True while this daemon handles a request another ingle forwarded (see `forwarded_requests_stay_local`)."""
+
+
+@web.middleware
+async def forwarded_requests_stay_local(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Mark a request that came through another ingle, so the router keeps it on the local engine."""
+    if FORWARDED_HEADER not in request.headers:
+        return await handler(request)
+    token = _forwarded_to_us.set(True)
+    try:
+        return await handler(request)
+    finally:
+        _forwarded_to_us.reset(token)
 
 
 class UpstreamUnavailable(SourceError):
@@ -112,7 +134,7 @@ class OpenAIUpstream:
 
     async def start(self) -> None:
         """Create the HTTP session (never on import or in __init__: it needs the running loop)."""
-        headers = {"User-Agent": "ingle"}
+        headers = {"User-Agent": "ingle", FORWARDED_HEADER: "1"}
         if self.config.api_key is not None:
             headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=self._read_timeout)
@@ -476,7 +498,7 @@ class BackendRouter:
             found.append(Candidate(self.engine, model, busy, None))
         now = self._clock()
         cooling: list[UpstreamState] = []
-        for state in self.upstreams:
+        for state in [] if _forwarded_to_us.get() else self.upstreams:
             served = next((name for name in state.upstream.models if same_model(name, model)), None)
             if served is None:
                 continue

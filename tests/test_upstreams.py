@@ -14,13 +14,14 @@ import os
 import socket
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
 
 from ingle.adapters.http.app import create_app
 from ingle.adapters.upstreams import (
@@ -511,3 +512,41 @@ async def test_ingle_serve_routes_through_the_configured_upstreams(daemon_b: Dae
     finally:
         process.terminate()
         await process.wait()
+
+
+class CountingBackend:
+    """A daemon's router, counting the generation requests that reach it."""
+
+    def __init__(self, router: BackendRouter) -> None:
+        self.router = router
+        self.requests = 0
+
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        self.requests += 1
+        return self.router.generate(request)
+
+    async def embed(self, model: str, inputs: list[str], keep_alive: float | None = None, truncate: bool = True):
+        return await self.router.embed(model, inputs, keep_alive, truncate)
+
+
+@pytest.mark.timeout(120)
+async def test_two_daemons_listing_each_other_never_pass_a_request_back(tmp_path: Path) -> None:
+    ports = free_port(), free_port()
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    async with AsyncExitStack() as stack:
+        counters = []
+        for index, port in enumerate(ports):
+            settings = settings_for(tmp_path / f"home-{index}")
+            other = urls[1 - index]
+            settings = settings.model_copy(update={"upstreams": [upstream_config(other, "loop:1b")]})
+            engine = await stack.enter_async_context(Engine(settings))
+            router = await stack.enter_async_context(BackendRouter.from_settings(engine, settings))
+            counters.append(CountingBackend(router))
+            runner = web.AppRunner(create_app(settings, engine, counters[-1]), handler_cancellation=True)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        with pytest.raises(openai.NotFoundError, match="loop:1b"):
+            await ask(urls[0], "loop:1b")
+    # A asked B once; B, seeing a forwarded request, looked only in its own store.
+    assert [counter.requests for counter in counters] == [1, 1]

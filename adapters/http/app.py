@@ -9,6 +9,7 @@ from aiohttp import web
 from ...core.backend import GenerationBackend
 from ...core.engine import Engine
 from ...core.settings import Settings
+from ..upstreams import forwarded_requests_stay_local
 from . import anthropic_api, llama_server, metrics, ollama, openai_api, responses_api, timeouts
 from .errors import error_middleware
 from .keys import BACKEND, ENGINE, SETTINGS
@@ -47,6 +48,7 @@ def create_app(settings: Settings, engine: Engine, backend: GenerationBackend | 
             cors(settings),
             host_guard(settings),
             api_key_guard(settings),
+            forwarded_requests_stay_local,
             timeouts.request_timeout(settings),
         ],
     )
