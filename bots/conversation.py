@@ -75,7 +75,7 @@ from ingle.core.settings import Settings
 from .access import AccessPolicy, refusal
 from .commands import HELP, Command, parse_command, parse_schedule
 from .errors import error_sentence
-from .formatting import Render, preview, split_markdown
+from .formatting import Measure, Render, preview, split_markdown
 from .knowledge import ChannelKnowledge
 from .ratelimit import RateLimiter, too_fast
 from .schedules import BotScheduler
@@ -105,11 +105,13 @@ class PlatformStyle:
     name: str
     """The platform's name, also the first part of every conversation key ("telegram")."""
     message_limit: int
-    """Most characters one rendered message may have."""
+    """Most characters one rendered message may have, as `measure` counts them."""
     edit_interval: float
     """Least seconds between two updates of one streaming message (its rate limit)."""
     render: Render
     """Markdown in, the platform's markup out."""
+    measure: Measure = len
+    """How the platform counts a message's length (Telegram: UTF-16 code units); default: characters."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class ReplyStream(Protocol):
 OpenReply = Callable[[ConversationKey, ReplyState | None], ReplyStream]
 """Opens a reply into a conversation: a new one (state None, for scheduled prompts) or one rebuilt from its state."""
 
+NO_ANSWER = "(The model gave no answer.)"
 RESTARTED = "Sorry, I restarted before I could answer this. Please send your message again."
 CUT_OFF = "*(cut off: I restarted before finishing. Please send your message again.)*"
 
@@ -244,7 +247,7 @@ class _Preview:
             visible = strip_reasoning(self._raw)
             if not visible.strip():
                 continue
-            text = preview(visible, self._style.message_limit, self._style.render)
+            text = preview(visible, self._style.message_limit, self._style.render, self._style.measure)
             if text and text != self._shown:
                 # Recorded before it is shown, so that a crash never leaves words on screen the store does not
                 # know of; and again after, when showing it placed a message.
@@ -450,9 +453,16 @@ class ConversationCore:
 
     async def _deliver(self, reply: ReplyStream, markdown: str) -> None:
         try:
-            await reply.finish(split_markdown(markdown, self.style.message_limit, self.style.render))
+            await reply.finish(self._parts(markdown))
         except Exception as error:
             log.error("could not deliver a reply on %s: %s", self.style.name, error, exc_info=error)
+
+    def _parts(self, markdown: str) -> list[str]:
+        """`markdown` as the platform's messages; a text that shows nothing becomes a sentence saying so."""
+        style = self.style
+        return split_markdown(markdown, style.message_limit, style.render, style.measure) or split_markdown(
+            NO_ANSWER, style.message_limit, style.render, style.measure
+        )
 
     # --- answering --------------------------------------------------------------------
 
@@ -477,8 +487,13 @@ class ConversationCore:
             answer = await self._generate(conversation.model or self.default_model, turn.messages, reply, progress)
             answer = turn.with_sources(answer)
         # Committed before it is shown: what the user sees is what the next turn remembers.
-        await self.store.add_answer(conversation.id, message_id, answer)
-        await reply.finish(split_markdown(answer, self.style.message_limit, self.style.render))
+        answer_id = await self.store.add_answer(conversation.id, message_id, answer)
+        try:
+            await reply.finish(self._parts(answer))
+        except Exception:
+            # The platform refused it: the user never saw it, so no later turn may remember it as said.
+            await self.store.withdraw_answer(answer_id)
+            raise
 
     async def _generate(
         self,
@@ -504,7 +519,7 @@ class ConversationCore:
                     shown.push(raw)
         finally:
             await shown.close()
-        return strip_reasoning(raw).strip() or "(The model gave no answer.)"
+        return strip_reasoning(raw).strip() or NO_ANSWER
 
     async def run_scheduled(self, key: ConversationKey, prompt: str) -> None:
         """Post the answer to a scheduled prompt into the conversation at `key` (a one-off; history untouched)."""

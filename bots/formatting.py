@@ -10,8 +10,16 @@ cut between top-level blocks, an oversized code block is cut between lines and
 each piece gets its own opening and closing fence, and every piece is
 rendered on its own. So no part can end inside an HTML entity or a tag, and
 no part leaves a code block open — the two causes of Telegram's "can't parse
-entities" — and each rendered part is at most the platform's limit, so
-"message is too long" cannot happen either.
+entities" — and each rendered part is at most the platform's limit, measured
+in the unit the platform counts (Telegram counts UTF-16 code units, so an
+emoji is two), so "message is too long" cannot happen either. Splitting never
+changes the text: a word or code line too long for one message is cut, never
+broken up with inserted spaces or newlines.
+
+Model output is data, never a notification: `@channel`, `@all`, `@here` and
+Slack's `<!here>`-style mentions get a zero-width joiner after their first
+character, which shows the same but is no mention to Slack or Mattermost
+(Telegram has no mass mentions).
 """
 
 from __future__ import annotations
@@ -26,6 +34,29 @@ from markdown_it.token import Token
 
 Render = Callable[[str], str]
 """Markdown in, the platform's markup out."""
+
+Measure = Callable[[str], int]
+"""A message's length in the unit its platform counts."""
+
+ZERO_WIDTH_JOINER = "\u200d"
+
+# `@here`-style words not glued to a letter or digit before or after (Mattermost's rule for a mention), and
+# Slack's special mentions `<!here>`, `<!channel>`, `<!everyone>` and user groups `<!subteam^ID>`.
+_MASS_MENTION = re.compile(
+    r"(?<![^\W_])@(?=(?:here|channel|all|everyone)(?![^\W_]))|<(?=!(?:here|channel|everyone|subteam\^))",
+    re.IGNORECASE,
+)
+
+
+def utf16_length(text: str) -> int:
+    """Length in UTF-16 code units, as Telegram counts a message: a character beyond U+FFFF (most emoji) is two."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def neutralise_mass_mentions(text: str) -> str:
+    """`text` with every mass mention (`@channel`, `<!here>`, …) broken by an invisible joiner, so none notifies."""
+    return _MASS_MENTION.sub(lambda match: match.group(0) + ZERO_WIDTH_JOINER, text)
+
 
 _LANGUAGE = re.compile(r"^[\w+#.-]{1,32}$")
 
@@ -49,6 +80,12 @@ class _Dialect:
     link: Callable[[str, str], str]
     """Given rendered link text and the raw URL."""
     quote: Callable[[str], str]
+    visible: Callable[[str], str] = lambda markup: markup
+    """The text a reader sees of rendered markup (an empty result means the message shows nothing)."""
+
+
+def _telegram_visible(markup: str) -> str:
+    return html.unescape(re.sub(r"<[^>]*>", "", markup))
 
 
 def _telegram_pre(code: str, language: str) -> str:
@@ -73,6 +110,7 @@ TELEGRAM_HTML = _Dialect(
     pre=_telegram_pre,
     link=_telegram_link,
     quote=lambda inner: f"<blockquote>{inner}</blockquote>",
+    visible=_telegram_visible,
 )
 
 
@@ -110,7 +148,9 @@ class _Renderer:
 
     def __call__(self, markdown: str) -> str:
         tokens = self.parser.parse(markdown)
-        return "\n\n".join(block for block in self._blocks(tokens, markdown.split("\n")) if block).strip()
+        rendered = "\n\n".join(block for block in self._blocks(tokens, markdown.split("\n")) if block).strip()
+        # Markup around nothing (an empty heading or link) shows nothing, and platforms refuse empty messages.
+        return rendered if self.dialect.visible(rendered).strip() else ""
 
     def _blocks(self, tokens: list[Token], lines: list[str]) -> list[str]:
         blocks: list[str] = []
@@ -221,13 +261,13 @@ def to_telegram_html(markdown: str) -> str:
 
 
 def to_slack_mrkdwn(markdown: str) -> str:
-    """Slack mrkdwn: *bold*, _italic_, ~strike~, `code`, ``` blocks, <url|text>, & < > escaped."""
-    return _SLACK(markdown)
+    """Slack mrkdwn: *bold*, _italic_, ~strike~, `code`, ``` blocks, <url|text>, & < > escaped, no mass mentions."""
+    return neutralise_mass_mentions(_SLACK(markdown))
 
 
 def as_markdown(markdown: str) -> str:
-    """Mattermost renders Markdown itself: the text as is."""
-    return markdown.strip()
+    """Markdown for platforms that render it themselves (Mattermost, Slack's streams): as is, but no mass mentions."""
+    return neutralise_mass_mentions(markdown.strip())
 
 
 _TELEGRAM = _Renderer(TELEGRAM_HTML)
@@ -237,40 +277,125 @@ _SLACK = _Renderer(SLACK_MRKDWN)
 # --- splitting -------------------------------------------------------------------
 
 
-def split_markdown(markdown: str, limit: int, render: Render) -> list[str]:
-    """Render `markdown` as parts of at most `limit` characters each, cut between blocks, never inside one.
+def split_markdown(markdown: str, limit: int, render: Render, measure: Measure = len) -> list[str]:
+    """Render `markdown` as parts of at most `limit` (by `measure`) each, cut between blocks where possible.
 
-    Returns rendered parts (an empty list for an empty text). A code block too
-    long for one message is cut between lines and each piece re-fenced.
+    Returns rendered parts (an empty list for a text that shows nothing). A
+    code block too long for one message is cut between lines and each piece
+    re-fenced; a line or word too long is cut where it must be. The parts,
+    read in order, hold the text exactly: nothing is inserted at a cut.
     """
     if limit < 64:
         raise ValueError("a message limit below 64 characters leaves no room for markup")
-    whole = render(markdown)
-    if len(whole) <= limit:
-        return [whole] if whole else []
-    pieces: list[str] = []
-    for block, token in _top_level_blocks(markdown):
-        if len(render(block)) <= limit:
-            pieces.append(block)
-        elif token.type == "fence":
-            pieces.extend(_split_fence(block, token, limit, render))
-        else:
-            pieces.extend(_split_text(block, limit, render))
-    return [render(part) for part in _pack(pieces, "\n\n", _same, limit, render) if render(part)]
+    return _Splitter(limit, render, measure).split(markdown)
 
 
-def preview(markdown: str, limit: int, render: Render) -> str:
+def preview(markdown: str, limit: int, render: Render, measure: Measure = len) -> str:
     """What to show of a growing answer: all of it while it fits, else its first part."""
     whole = render(markdown)
-    if len(whole) <= limit:
+    if measure(whole) <= limit:
         return whole
     # Only the head matters; splitting a bounded prefix keeps each preview cheap.
-    parts = split_markdown(markdown[: limit * 2], limit - 2, render)
+    parts = split_markdown(markdown[: limit * 2], limit - 2, render, measure)
     return (parts[0] + " …") if parts else ""
 
 
 def _same(text: str) -> str:
     return text
+
+
+_RUNS = re.compile(r"\S+\s*|\s+")
+"""A line as words with the spaces after them (leading spaces a run of their own): joined, the line itself."""
+
+
+@dataclass(frozen=True)
+class _Splitter:
+    """Cuts Markdown into pieces that each render within `limit`, as measured by `measure`."""
+
+    limit: int
+    render: Render
+    measure: Measure
+
+    def split(self, markdown: str) -> list[str]:
+        whole = self.render(markdown)
+        if self.measure(whole) <= self.limit:
+            return [whole] if whole else []
+        pieces: list[str] = []
+        fitting: list[str] = []
+        """Consecutive blocks that fit whole, to be packed into as few parts as fit."""
+        for block, token in _top_level_blocks(markdown):
+            if self._size(block) <= self.limit:
+                fitting.append(block)
+                continue
+            # A block cut into parts stands alone, so no joiner ever lands between the pieces of a cut word.
+            pieces.extend(self._pack(fitting, "\n\n"))
+            fitting = []
+            pieces.extend(self._split_fence(block, token) if token.type == "fence" else self._split_text(block))
+        pieces.extend(self._pack(fitting, "\n\n"))
+        return [rendered for piece in pieces if (rendered := self.render(piece))]
+
+    def _size(self, markdown: str, wrap: Callable[[str], str] = _same) -> int:
+        return self.measure(self.render(wrap(markdown)))
+
+    def _split_fence(self, block: str, token: Token) -> list[str]:
+        opener = block.split("\n", 1)[0]
+        closer = token.markup
+
+        def wrap(body: str) -> str:
+            code = body.removesuffix("\n")  # a piece that ends a line keeps its newline until it is fenced
+            return f"{opener}\n{code}\n{closer}"
+
+        # Each line keeps its newline, so pieces join back into the code exactly.
+        units: list[str] = []
+        for line in token.content.rstrip("\n").split("\n"):
+            units.extend(self._hard_split(line + "\n", wrap))
+        return [wrap(body) for body in self._pack(units, "", wrap)]
+
+    def _split_text(self, block: str) -> list[str]:
+        units: list[str] = []
+        for line in block.split("\n"):
+            if self._size(line) <= self.limit:
+                units.append(line + "\n")
+                continue
+            for run in _RUNS.findall(line + "\n"):
+                units.extend(self._hard_split(run, _same))
+        return self._pack(units, "")
+
+    def _hard_split(self, text: str, wrap: Callable[[str], str]) -> list[str]:
+        """`text` as is if it fits, else cut into character runs that do (escaping can grow a run up to 5x)."""
+        if self._size(text, wrap) <= self.limit:
+            return [text]
+        size = max(1, (self.limit - self._size("", wrap)) // 6)
+        return [text[index : index + size] for index in range(0, len(text), size)]
+
+    def _pack(self, units: list[str], joiner: str, wrap: Callable[[str], str] = _same) -> list[str]:
+        """Join consecutive units into as few pieces as fit once wrapped and rendered; each unit fits alone."""
+        if not units:
+            return []
+        overhead = self._size("", wrap)
+        groups: list[list[str]] = []
+        current: list[str] = []
+        size = overhead
+        for unit in units:
+            cost = max(self._size(unit, wrap) - overhead, self.measure(unit)) + self.measure(joiner)
+            if current and size + cost > self.limit:
+                groups.append(current)
+                current, size = [], overhead
+            current.append(unit)
+            size += cost
+        groups.append(current)
+        pieces: list[str] = []
+        for group in groups:
+            pieces.extend(self._verified(group, joiner, wrap))
+        return pieces
+
+    def _verified(self, group: list[str], joiner: str, wrap: Callable[[str], str]) -> list[str]:
+        """The group joined, or halved until every half renders within the limit (sizes were estimates)."""
+        joined = joiner.join(group)
+        if len(group) == 1 or self._size(joined, wrap) <= self.limit:
+            return [joined]
+        middle = len(group) // 2
+        return self._verified(group[:middle], joiner, wrap) + self._verified(group[middle:], joiner, wrap)
 
 
 def _top_level_blocks(markdown: str) -> list[tuple[str, Token]]:
@@ -281,72 +406,3 @@ def _top_level_blocks(markdown: str) -> list[tuple[str, Token]]:
             start, end = token.map
             blocks.append(("\n".join(lines[start:end]).strip("\n"), token))
     return blocks
-
-
-def _split_fence(block: str, token: Token, limit: int, render: Render) -> list[str]:
-    opener = block.split("\n", 1)[0]
-    closer = token.markup
-
-    def wrap(body: str) -> str:
-        return f"{opener}\n{body}\n{closer}"
-
-    units: list[str] = []
-    for line in token.content.rstrip("\n").split("\n"):
-        units.extend(_hard_split(line, limit, render, wrap))
-    return [wrap(body) for body in _pack(units, "\n", wrap, limit, render)]
-
-
-def _split_text(block: str, limit: int, render: Render) -> list[str]:
-    units: list[str] = []
-    for line in block.split("\n"):
-        if len(render(line)) <= limit:
-            units.append(line)
-            continue
-        words = [word for word in line.split(" ") if word]
-        for piece in _pack(
-            [u for word in words for u in _hard_split(word, limit, render, _same)], " ", _same, limit, render
-        ):
-            units.append(piece)
-    return _pack(units, "\n", _same, limit, render)
-
-
-def _hard_split(text: str, limit: int, render: Render, wrap: Callable[[str], str]) -> list[str]:
-    """`text` as is if it fits, else cut into character runs that do (escaping can grow a run up to 5x)."""
-    if len(render(wrap(text))) <= limit:
-        return [text]
-    overhead = len(render(wrap("")))
-    size = max(1, (limit - overhead) // 6)
-    return [text[index : index + size] for index in range(0, len(text), size)]
-
-
-def _pack(units: list[str], joiner: str, wrap: Callable[[str], str], limit: int, render: Render) -> list[str]:
-    """Join consecutive units into as few pieces as fit `limit` once wrapped and rendered; each unit fits alone."""
-    if not units:
-        return []
-    overhead = len(render(wrap("")))
-    groups: list[list[str]] = []
-    current: list[str] = []
-    size = overhead
-    for unit in units:
-        cost = max(len(render(wrap(unit))) - overhead, len(unit)) + len(joiner)
-        if current and size + cost > limit:
-            groups.append(current)
-            current, size = [], overhead
-        current.append(unit)
-        size += cost
-    groups.append(current)
-    pieces: list[str] = []
-    for group in groups:
-        pieces.extend(_verified(group, joiner, wrap, limit, render))
-    return pieces
-
-
-def _verified(group: list[str], joiner: str, wrap: Callable[[str], str], limit: int, render: Render) -> list[str]:
-    """The group joined, or halved until every half renders within the limit (sizes were estimates)."""
-    joined = joiner.join(group)
-    if len(group) == 1 or len(render(wrap(joined))) <= limit:
-        return [joined]
-    middle = len(group) // 2
-    return _verified(group[:middle], joiner, wrap, limit, render) + _verified(
-        group[middle:], joiner, wrap, limit, render
-    )

@@ -387,6 +387,15 @@ class BotStore:
 
         return await self._run(work)
 
+    async def withdraw_answer(self, answer_id: int) -> None:
+        """Delete a stored answer the user never saw; its question is then owed no stored answer any more."""
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:  # owed_answers.answer_id is set to NULL by its foreign key
+                db.execute("DELETE FROM messages WHERE id = ? AND role = 'assistant'", (answer_id,))
+
+        await self._run(work)
+
     async def mark_delivered(self, question_id: int) -> None:
         """The answer to `question_id` is shown (or its failure told): nothing is owed any more."""
 

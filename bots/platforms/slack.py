@@ -52,7 +52,7 @@ from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
 
 from ..conversation import ConversationCore, IncomingMessage, PlatformStyle
-from ..formatting import as_markdown, split_markdown, to_slack_mrkdwn
+from ..formatting import as_markdown, split_markdown, to_slack_mrkdwn, utf16_length
 from ..settings import SlackSettings
 from ..store import ConversationKey, ReplyState
 from .bookkeeping import KnownThreads
@@ -73,6 +73,9 @@ SLACK_STYLE = PlatformStyle(
     # The core hands over Markdown; each reply renders it for the method it calls
     # (the streaming methods take Markdown, chat.postMessage/update take mrkdwn).
     render=as_markdown,
+    # Slack does not say what a "character" is; UTF-16 code units are never fewer than code points, so parts
+    # measured this way fit whichever of the two it counts.
+    measure=utf16_length,
 )
 
 EDIT_BUDGETS = {"chat.appendStream": (90.0, 10), "chat.update": (40.0, 10)}
@@ -165,9 +168,9 @@ class SlackThread:
 def mrkdwn_parts(markdown: str) -> list[str]:
     """Markdown as mrkdwn texts that Slack keeps whole (escaping can lengthen a part)."""
     rendered = to_slack_mrkdwn(markdown)
-    if len(rendered) <= SLACK_TEXT_LIMIT:
+    if utf16_length(rendered) <= SLACK_TEXT_LIMIT:
         return [rendered]
-    return split_markdown(markdown, SLACK_TEXT_LIMIT, to_slack_mrkdwn)
+    return split_markdown(markdown, SLACK_TEXT_LIMIT, to_slack_mrkdwn, utf16_length)
 
 
 class SlackReply:

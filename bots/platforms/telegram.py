@@ -38,7 +38,7 @@ from ingle.core.settings import Settings
 
 from ..conversation import ConversationCore, IncomingMessage, PlatformStyle
 from ..errors import error_sentence
-from ..formatting import to_telegram_html
+from ..formatting import to_telegram_html, utf16_length
 from ..settings import TelegramSettings
 from ..store import ConversationKey, ReplyState
 
@@ -48,8 +48,9 @@ T = TypeVar("T")
 
 TELEGRAM_STYLE = PlatformStyle(
     name="telegram",
-    # 4096 characters after entity parsing; the rendered HTML is never shorter, so measuring it is safe.
+    # 4096 UTF-16 code units after entity parsing (an emoji is two); the rendered HTML is never shorter.
     message_limit=4096,
+    measure=utf16_length,
     # Telegram allows about one message a second per chat.
     edit_interval=1.0,
     render=to_telegram_html,

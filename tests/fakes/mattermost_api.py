@@ -16,7 +16,13 @@ What a bot account sees of a real server:
   a JSON string list, `channel_type` "D" for direct messages) and
   `post_edited` events, each with an increasing `seq`.
 
-Tests make people post with `user_posts`, read `posts` and `edits`, drop the
+A post created or edited to say `@channel`, `@all` or `@here` as the server's mention
+parser reads them (a word split at anything but letters, digits and `:.-_@`,
+case-insensitive, trailing `.-:_` dropped) is recorded in `channel_wide`: the
+server would notify everyone in the channel. Code is not exempted, so the
+fake is, if anything, stricter than the server.
+
+Tests make people post with `user_posts`, read `posts`, `edits` and `channel_wide`, drop the
 websocket with `drop_connections` (and keep it down with `refuse_connections`,
 as during an outage: posts made then reach nobody's websocket) and wait with
 `wait_until` (polls, never sleeps).
@@ -24,6 +30,7 @@ as during an outage: posts made then reach nobody's websocket) and wait with
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -40,6 +47,19 @@ from . import poll_until, start_on_loopback
 POST_LIMIT = 16383
 BOT_USER_ID = "botuser0000000000000000001"
 TEAM_ID = "team00000000000000000000001"
+
+
+_SYSTEM_MENTIONS = {"@here", "@channel", "@all"}
+
+
+def channel_wide_mentions(message: str) -> list[str]:
+    """The `@here`/`@channel`/`@all` mentions that would notify a whole channel, as Mattermost's parser finds them."""
+    found: list[str] = []
+    for word in re.split(r"[^\w:.\-@]+", message):
+        word = word.lstrip(":.-_")
+        candidates = [word, word.rstrip(".-:_"), *re.split(r"[.\-:]", word)]
+        found.extend(sorted({candidate.lower() for candidate in candidates} & _SYSTEM_MENTIONS))
+    return found
 
 
 def _new_id() -> str:
@@ -101,10 +121,17 @@ class FakeMattermost:
         self.requests: list[tuple[str, str, float, int]] = []
         """(method, path, monotonic time, status) of every REST request."""
         self.typing: list[tuple[str, str, float]] = []
+        self.channel_wide: list[tuple[str, str]] = []
+        """(post id, mention) for each post created or edited to notify a whole channel (edits are counted too, to be
+        strict: whether an edit notifies depends on the server's version)."""
         self.url = ""
         self.connections_made = 0
         self.refuse_connections = False
         """While True the websocket endpoint answers 503, as a server behind a failing proxy would."""
+        self.hold_edits = 0
+        """The next this many edits are applied (and shown) but never answered: the bot is caught mid-edit."""
+        self.held_edits = 0
+        """Edits applied and left unanswered so far."""
         self._sockets: list[web.WebSocketResponse] = []
         self._seq: dict[int, int] = {}
         self._limits: dict[str, list[float]] = {}
@@ -198,6 +225,7 @@ class FakeMattermost:
         now = int(time.time() * 1000)
         post = MattermostPost(_new_id(), channel_id, user_id, message, root_id, now, now, posted_at=time.monotonic())
         self.posts.append(post)
+        self.channel_wide.extend((post.id, mention) for mention in channel_wide_mentions(message))
         channel = self.channels[channel_id]
         mentioned = [
             user["id"]
@@ -383,9 +411,14 @@ class FakeMattermost:
             if len(message) > POST_LIMIT:
                 return _error(400, "model.post.is_valid.msg.app_error", "Invalid Message.")
             post.message = message
+            self.channel_wide.extend((post.id, mention) for mention in channel_wide_mentions(message))
         post.update_at = int(time.time() * 1000)
         post.edits.append(time.monotonic())
         await self._broadcast("post_edited", {"post": json.dumps(post.wire())}, post.channel_id)
+        if self.hold_edits > 0:
+            self.hold_edits -= 1
+            self.held_edits += 1
+            await asyncio.Event().wait()  # until the client goes away (its handler is cancelled) or the server stops
         return web.json_response(post.wire())
 
     async def _update_post(self, request: web.Request) -> web.Response:

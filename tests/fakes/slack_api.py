@@ -17,7 +17,9 @@ It speaks Slack's own protocols, so nothing in the bot knows it is a fake:
 Tests inject events with `user_says` and `opens_assistant_thread` (the
 `assistant_thread_started` event of Slack's assistant panel), read what the bot did in `calls` (every
 Web API call with a monotonic timestamp) and `messages` (the channel's state
-after posts, edits and streams), make a method answer 429 with `ratelimit`,
+after posts, edits and streams), `special_mentions` (every `<!here>`, `<!channel>`,
+`<!everyone>` or `<!subteam^…>` a bot message held when posted, edited or streamed: Slack
+would notify a whole channel or group), make a method answer 429 with `ratelimit`,
 and wait with `wait_until`, which polls instead of sleeping.
 """
 
@@ -28,6 +30,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +46,7 @@ TEAM_ID = "T0FAKE0001"
 APP_ID = "A0FAKE0001"
 BOT_USER_ID = "U0BOT00001"
 BOT_ID = "B0BOT00001"
+SPECIAL_MENTION = re.compile(r"<!(here|channel|everyone|subteam\^[^>|]+)(?:\|[^>]*)?>")
 
 
 @dataclass
@@ -110,6 +114,8 @@ class FakeSlack:
         self.assistant_threads: set[tuple[str, str]] = set()
         """(channel, thread_ts) of the threads opened in the assistant panel."""
         self.users: dict[str, dict[str, Any]] = {}
+        self.special_mentions: list[tuple[str, str, str]] = []
+        """(channel, ts, mention) for each special mention in a bot message's text after a post, edit or append."""
         self.base_url = ""
         self.url = ""
         self._limits: dict[str, list[float]] = {}
@@ -434,7 +440,13 @@ class FakeSlack:
             posted_at=time.monotonic(),
         )
         self.messages.append(message)
+        self._notify_mentions(message)
         return message
+
+    def _notify_mentions(self, message: SlackMessage) -> None:
+        """Record the special mentions the message's text holds now (Slack would notify for them)."""
+        for mention in SPECIAL_MENTION.findall(message.text):
+            self.special_mentions.append((message.channel, message.ts, mention))
 
     def _api_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._post(args.get("channel", ""), _text(args), args.get("thread_ts"))
@@ -449,6 +461,7 @@ class FakeSlack:
             raise LookupError("msg_too_long")
         message.text = text
         message.updates.append(time.monotonic())
+        self._notify_mentions(message)
         return {"channel": message.channel, "ts": message.ts, "text": message.text, "message": _wire(message)}
 
     def _api_chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -471,6 +484,7 @@ class FakeSlack:
             raise LookupError("invalid_arguments")
         message.text += text
         message.updates.append(time.monotonic())
+        self._notify_mentions(message)
         return {"channel": message.channel, "ts": message.ts}
 
     def _api_chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -478,6 +492,7 @@ class FakeSlack:
         if not message.streaming:
             raise LookupError("message_not_in_streaming_state")
         message.text += args.get("markdown_text", "") or ""
+        self._notify_mentions(message)
         message.streaming = False
         message.stopped_at = time.monotonic()
         return {"channel": message.channel, "ts": message.ts, "message": _wire(message)}

@@ -4,10 +4,11 @@ python-telegram-bot is pointed at it with `base_url=fake.base_url`. It serves
 getMe, getUpdates (long polling, offsets acknowledge), sendMessage,
 editMessageText, sendMessageDraft, sendChatAction, deleteWebhook, setWebhook
 and setMyCommands. Like the real server it refuses HTML it cannot parse
-("can't parse entities"), texts over 4096 characters ("message is too long")
+("can't parse entities"), texts over 4096 UTF-16 code units as Telegram counts them, so an emoji is two
+("message is too long")
 and edits that change nothing ("message is not modified"), so those bugs
 surface in tests. Tests inject updates with `inject_message`, make a method
-answer 429 with `fail_next`, read `calls`, and wait with `wait_for` (which
+answer 429 with `fail_next` (or 400 with `refuse_next`), read `calls`, and wait with `wait_for` (which
 wakes on every call; bounded by a timeout, never a sleep).
 """
 
@@ -95,6 +96,7 @@ class FakeTelegram:
     _next_update: int = 1
     _next_message: int = 1000
     _failures: dict[str, list[int]] = field(default_factory=dict)
+    _refusals: dict[str, list[str]] = field(default_factory=dict)
     _changed: asyncio.Condition | None = None
     _runner: web.AppRunner | None = None
 
@@ -173,6 +175,10 @@ class FakeTelegram:
         """Answer the next `times` calls of `method` with 429 Too Many Requests and this retry_after."""
         self._failures.setdefault(method, []).extend([retry_after] * times)
 
+    def refuse_next(self, method: str, description: str = "Bad Request: chat not found") -> None:
+        """Answer the next call of `method` with 400 and this description, as Telegram refuses a request."""
+        self._refusals.setdefault(method, []).append(description)
+
     def calls_of(self, method: str, chat_id: int | None = None) -> list[ApiCall]:
         """The recorded calls of one method (to one chat)."""
         return [
@@ -214,6 +220,9 @@ class FakeTelegram:
                 retry_after = queued.pop(0)
                 call.status = 429
                 return _error(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
+            if refused := self._refusals.get(method):
+                call.status = 400
+                return _error(400, refused.pop(0))
             handler = getattr(self, f"_api_{method}", None)
             if handler is None:
                 call.status = 404
