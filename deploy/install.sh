@@ -37,7 +37,9 @@ What to install:
   --no-start          enable ingle.service but do not start (or restart) it now
   --no-venv           skip the venv and pip (units, config and folders only)
   --root DIR          install into DIR instead of / (also: DESTDIR=DIR); implies no
-                      user creation, no chown and no systemctl
+                      user creation, no chown and no systemctl. It writes a management
+                      key there too: leave etc/ingle/credentials out of any package built
+                      from DIR, since each server needs a key of its own
 
 Removing:
   --uninstall         stop and remove the units and /opt/ingle; keep the models in
