@@ -36,6 +36,8 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("INGLE_") and key != "INGLE_TEST_CACHE":
             monkeypatch.delenv(key)
     monkeypatch.setenv("INGLE_CONFIG", str(tmp_path / "no-config.toml"))
+    # Nor the machine's management key (install.sh writes one under /etc/ingle/credentials).
+    monkeypatch.setenv("INGLE_MANAGEMENT_KEY_FILE", str(tmp_path / "no-management-key"))
 
 
 def pulled_home(folder: str, model: str, spec: str) -> Path:
