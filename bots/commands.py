@@ -84,6 +84,9 @@ _UNITS = {
     "day": 86400,
     "week": 604800,
 }
+MAX_INTERVAL = 52 * 604800
+"""Longest interval `every N UNIT` takes (52 weeks); rarer dates are a cron expression's job."""
+
 _DAYS = {
     "monday": "mon",
     "tuesday": "tue",
@@ -125,6 +128,8 @@ def parse_schedule(argument: str, min_interval: float) -> tuple[ScheduleSpec, st
         seconds = count * _UNITS[unit]
         if seconds < min_interval:
             raise InvalidRequest(f"Schedules may repeat at most every {min_interval:g} seconds.")
+        if seconds > MAX_INTERVAL:
+            raise InvalidRequest("Schedules repeat at least every 52 weeks; for a yearly date use `cron`.")
         described = f"every {match.group(1) + ' ' if match.group(1) else ''}{unit}{'s' if count != 1 else ''}"
         return ScheduleSpec(kind="interval", description=described, seconds=seconds), _prompt(match.group(3))
     if match := _DAILY.match(text):

@@ -78,7 +78,7 @@ from .errors import error_sentence
 from .formatting import Measure, Render, preview, split_markdown
 from .knowledge import ChannelKnowledge
 from .ratelimit import RateLimiter, too_fast
-from .schedules import BotScheduler
+from .schedules import BotScheduler, ScheduledPrompt
 from .settings import BotSettings, database_path
 from .store import BotStore, ConversationKey, OwedAnswer, ReplyState, StoredMessage
 from .tasks import AnswerTasks
@@ -323,7 +323,13 @@ class ConversationCore:
         self.store = BotStore(database)
         self.access = AccessPolicy.of(settings.allowed_users, settings.allowed_channels)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-        self.schedules = BotScheduler(database, settings.zone, self.run_scheduled)
+        self.schedules = BotScheduler(
+            database,
+            settings.zone,
+            self.fire_schedule,
+            min_interval=settings.min_schedule_interval,
+            max_schedules=settings.max_schedules,
+        )
         self._open_reply = open_reply
         self.knowledge = ChannelKnowledge(knowledge, settings)
         """The knowledge bases each channel answers from, and the sources of the last answers."""
@@ -521,6 +527,20 @@ class ConversationCore:
             await shown.close()
         return strip_reasoning(raw).strip() or NO_ANSWER
 
+    async def fire_schedule(self, scheduled: ScheduledPrompt) -> None:
+        """Run a schedule that came due, unless whoever set it up may no longer talk to the bot there: then remove it
+        and say so in the channel."""
+        if self.access.allows(scheduled.user, scheduled.key.channel):
+            await self.run_scheduled(scheduled.key, scheduled.prompt)
+            return
+        self.schedules.remove(scheduled.key, scheduled.id)
+        log.info("removed %s schedule %s: its owner is no longer allowed", self.style.name, scheduled.id)
+        await self._deliver(
+            self._open_reply(scheduled.key, None),
+            f"I removed the schedule `{scheduled.id}` ({scheduled.description}): "
+            "the person who set it up may no longer use me here.",
+        )
+
     async def run_scheduled(self, key: ConversationKey, prompt: str) -> None:
         """Post the answer to a scheduled prompt into the conversation at `key` (a one-off; history untouched)."""
         reply = self._open_reply(key, None)
@@ -573,7 +593,7 @@ class ConversationCore:
             if not command.argument:
                 raise InvalidRequest("Say when and what, e.g. `/schedule every weekday at 9:00 Summarise the plan`.")
             spec, prompt = parse_schedule(command.argument, self.settings.min_schedule_interval)
-            scheduled = self.schedules.add(key, spec, prompt)
+            scheduled = self.schedules.add(key, spec, prompt, message.user_id)
             when = scheduled.next_run.strftime("%Y-%m-%d %H:%M %Z") if scheduled.next_run else "never"
             return f"Scheduled `{scheduled.id}`: {spec.description} ({self.settings.timezone}); first run {when}."
         if command.name == "schedules":

@@ -6,18 +6,24 @@ SQLAlchemyJobStore in the bot's SQLite file, so schedules survive restarts.
 
 A persistent job must name its function by a textual reference, which cannot
 point at a live bot. So every stored job names the placeholder
-`scheduled_prompt` and carries only plain data (channel, thread, prompt);
-`PromptExecutor` runs such jobs by handing that data to the bot's `fire`
-callback instead. No module-level registry of bots is needed.
+`scheduled_prompt` and carries only plain data (channel, thread, prompt, and
+who set it up); `PromptExecutor` runs such jobs by handing that data to the
+bot's `fire` callback instead. No module-level registry of bots is needed.
+
+Limits: a cron expression may not fire more often than `min_interval` (its
+shortest gap between two runs over the next year is checked, so `* * * * *`
+is refused like `every 1 minute`), and a channel, or one person, holds at
+most `max_schedules`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,12 +42,16 @@ from .store import ConversationKey
 
 log = logging.getLogger("ingle.bots.schedules")
 
-FireCallback = Callable[[ConversationKey, str], Awaitable[None]]
-"""Posts the answer to a prompt into a conversation."""
+FireCallback = Callable[["ScheduledPrompt"], Awaitable[None]]
+"""Runs a schedule that came due: posts the answer to its prompt into its conversation."""
 
 # A daily 9:00 schedule missed while the bot was down still runs within this many
 # seconds of its time; later than that it waits for its next turn.
 MISFIRE_GRACE_SECONDS = 3600
+
+# A cron expression's shortest gap is looked for among this many runs, at most a year ahead.
+CRON_RUNS_CHECKED = 500
+CRON_HORIZON = timedelta(days=366)
 
 
 async def scheduled_prompt(**job: Any) -> None:
@@ -58,6 +68,8 @@ class ScheduledPrompt:
     prompt: str
     description: str
     next_run: datetime | None
+    user: str = ""
+    """Who set it up ('' for schedules stored before ingle recorded that)."""
 
 
 @dataclass
@@ -81,12 +93,15 @@ class PromptExecutor(AsyncIOExecutor):
         super().__init__()
         self._fire = fire
 
-    async def _run(self, platform: str, channel: str, thread: str, prompt: str, **_: Any) -> None:
-        await self._fire(ConversationKey(platform, channel, thread), prompt)
+    async def _run(self, **data: Any) -> None:
+        await self._fire(_scheduled(data["schedule_id"], data, None))
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
         runnable = _RunnableJob(
-            id=job.id, func=self._run, kwargs=dict(job.kwargs), misfire_grace_time=job.misfire_grace_time
+            id=job.id,
+            func=self._run,
+            kwargs={**job.kwargs, "schedule_id": job.id},
+            misfire_grace_time=job.misfire_grace_time,
         )
         runnable._jobstore_alias = job._jobstore_alias  # type: ignore[attr-defined]
         super()._do_submit_job(runnable, run_times)
@@ -95,8 +110,12 @@ class PromptExecutor(AsyncIOExecutor):
 class BotScheduler:
     """A bot's schedules, persisted in `database` and fired on the running event loop."""
 
-    def __init__(self, database: Path, zone: ZoneInfo, fire: FireCallback) -> None:
+    def __init__(
+        self, database: Path, zone: ZoneInfo, fire: FireCallback, *, min_interval: float = 0.0, max_schedules: int = 10
+    ) -> None:
         self.zone = zone
+        self.min_interval = min_interval
+        self.max_schedules = max_schedules
         self._scheduler = AsyncIOScheduler(
             jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{database}")},
             executors={"default": PromptExecutor(fire)},
@@ -113,11 +132,27 @@ class BotScheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    def add(self, key: ConversationKey, spec: ScheduleSpec, prompt: str) -> ScheduledPrompt:
-        """Store a new schedule for the conversation at `key`."""
+    def add(self, key: ConversationKey, spec: ScheduleSpec, prompt: str, user: str = "") -> ScheduledPrompt:
+        """Store a new schedule for the conversation at `key`, set up by `user`; InvalidRequest beyond the limits."""
+        stored = [job.kwargs for job in self._scheduler.get_jobs()]
+        limit = self.max_schedules
+        if sum(data.get("platform") == key.platform and data.get("channel") == key.channel for data in stored) >= limit:
+            raise InvalidRequest(
+                f"This channel already has {limit} schedules, the most allowed; remove one first with `/unschedule ID`."
+            )
+        if user and sum(data.get("platform") == key.platform and data.get("user") == user for data in stored) >= limit:
+            raise InvalidRequest(
+                f"You already have {limit} schedules, the most allowed; remove one first with `/unschedule ID`."
+            )
+        trigger = self._trigger(spec)
+        if isinstance(trigger, CronTrigger) and (gap := shortest_gap(trigger, self.zone)) < self.min_interval:
+            raise InvalidRequest(
+                f"That cron expression runs {gap:g} seconds apart at times; "
+                f"schedules may repeat at most every {self.min_interval:g} seconds."
+            )
         job = self._scheduler.add_job(
             scheduled_prompt,
-            trigger=self._trigger(spec),
+            trigger=trigger,
             id=secrets.token_hex(3),
             name=spec.description,
             kwargs={
@@ -126,6 +161,7 @@ class BotScheduler:
                 "thread": key.thread,
                 "prompt": prompt,
                 "description": spec.description,
+                "user": user,
             },
         )
         return _listed(job)
@@ -159,12 +195,36 @@ class BotScheduler:
             raise InvalidRequest(f"That cron expression is not valid: {error}.") from None
 
 
+def shortest_gap(trigger: CronTrigger, zone: ZoneInfo) -> float:
+    """Seconds between the two closest consecutive runs of `trigger` in the next year (inf if it runs once or never).
+
+    A cron expression's gaps repeat with its fields, so the closest pair shows up within the first runs:
+    `0,1 9 * * *` has its one-minute gap on the first day.
+    """
+    now = datetime.now(zone)
+    previous = trigger.get_next_fire_time(None, now)
+    shortest = math.inf
+    for _ in range(CRON_RUNS_CHECKED):
+        if previous is None:
+            break
+        following = trigger.get_next_fire_time(previous, previous + timedelta(seconds=1))
+        if following is None or following - now > CRON_HORIZON:
+            break
+        shortest = min(shortest, (following - previous).total_seconds())
+        previous = following
+    return shortest
+
+
 def _listed(job: Any) -> ScheduledPrompt:
-    data = job.kwargs
+    return _scheduled(job.id, job.kwargs, job.next_run_time)
+
+
+def _scheduled(schedule_id: str, data: dict[str, Any], next_run: datetime | None) -> ScheduledPrompt:
     return ScheduledPrompt(
-        id=job.id,
+        id=schedule_id,
         key=ConversationKey(data["platform"], data["channel"], data["thread"]),
         prompt=data["prompt"],
-        description=data.get("description", job.name),
-        next_run=job.next_run_time,
+        description=data.get("description", ""),
+        next_run=next_run,
+        user=data.get("user", ""),
     )

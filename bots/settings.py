@@ -77,7 +77,10 @@ class BotSettings(BaseSettings):
     """Messages one user may send at once before the per-minute rate applies."""
 
     min_schedule_interval: float = Field(default=60.0, gt=0)
-    """Shortest interval, in seconds, a schedule may repeat at."""
+    """Shortest interval, in seconds, a schedule may repeat at (a cron expression's closest two runs included)."""
+
+    max_schedules: int = Field(default=10, ge=1, le=1000)
+    """Most schedules one channel may hold, and one person may set up; each runs the model when it fires."""
 
     edit_interval: float | None = Field(default=None, gt=0)
     """Seconds between two edits of a streaming answer; default: the platform's own safe value."""

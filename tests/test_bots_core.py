@@ -37,7 +37,7 @@ from ingle.bots.formatting import (
     to_telegram_html,
 )
 from ingle.bots.ratelimit import RateLimiter
-from ingle.bots.schedules import BotScheduler
+from ingle.bots.schedules import BotScheduler, ScheduledPrompt
 from ingle.bots.settings import TelegramSettings
 from ingle.bots.store import BotStore, ConversationKey, StoredMessage
 from ingle.core.errors import InvalidRequest, QueueFull
@@ -206,7 +206,7 @@ def test_schedule_syntax_errors_are_sentences(text: str) -> None:
 
 
 async def test_schedules_run_in_the_configured_time_zone(tmp_path: Path) -> None:
-    async def fire(key: ConversationKey, prompt: str) -> None:
+    async def fire(scheduled: ScheduledPrompt) -> None:
         raise AssertionError("not due in this test")
 
     berlin = ZoneInfo("Europe/Berlin")
