@@ -165,3 +165,42 @@ def test_a_model_too_big_for_memory_fails(default_model_home: Path, monkeypatch:
     assert checks["default model"].ok
     assert not checks["memory"].ok
     assert "lower num_ctx or num_parallel" in checks["memory"].detail
+
+
+BOT_SECTIONS = """
+[bots.telegram]
+allowed_users = ["1"]
+
+[bots.slack]
+bot_token = "xoxb-secret"
+app_token = "xapp-secret"
+timezone = "Mars/Olympus_Mons"
+
+[bots.irc]
+token = "irc-secret"
+
+[bots.mattermost]
+url = "https://chat.example.com"
+token = "mm-secret"
+"""
+
+
+def test_bot_sections_are_checked_like_the_bots_read_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(monkeypatch, tmp_path / "ingle.toml", BOT_SECTIONS)
+    checks = by_name(run_checks(tmp_path / "home", skip_port=True))
+
+    assert not checks["bots.telegram"].ok
+    assert checks["bots.telegram"].detail == "The [bots.telegram] section needs 'token' (or INGLE_TELEGRAM_TOKEN)."
+    assert not checks["bots.slack"].ok and "'timezone' is invalid" in checks["bots.slack"].detail
+    assert not checks["bots.irc"].ok and "there is no 'irc' bot" in checks["bots.irc"].detail
+    assert checks["bots.mattermost"].ok and "answers nobody" in checks["bots.mattermost"].detail
+    assert not any("secret" in check.detail for check in checks.values()), "no token is ever echoed"
+
+
+def test_the_command_fails_on_a_bad_bot_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(monkeypatch, tmp_path / "ingle.toml", "[bots.irc]\ntoken = 'x'\n")
+    monkeypatch.setenv("INGLE_HOME", str(tmp_path / "home"))
+    result = subprocess.run([INGLE, "doctor", "--skip-port"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "✗ bots.irc: there is no 'irc' bot; rename the section to one of [bots.telegram]" in result.stdout
+    assert result.stderr == ""

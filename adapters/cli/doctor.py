@@ -17,6 +17,7 @@ import socket
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
@@ -113,7 +114,21 @@ def run_checks(home: Path | None, *, skip_port: bool = False) -> list[Check]:
     ]
     if not skip_port:
         checks.append(check_port)
-    return [config[0], *(check(settings) for check in checks)]
+    return [config[0], *(check(settings) for check in checks), *contributed_checks(settings)]
+
+
+def contributed_checks(settings: Settings) -> list[Check]:
+    """The checks of the folders built on adapters (`ingle.doctor` entry points: the `[bots.*]` sections).
+
+    bots/ depends on adapters, never the reverse (DESIGN.md), so they are found at run time, as commands are.
+    """
+    found: list[Check] = []
+    for entry in sorted(entry_points(group="ingle.doctor"), key=lambda entry: entry.name):
+        try:
+            found.extend(entry.load()(settings))
+        except ImportError as error:
+            found.append(Check(entry.name, False, f"its checks do not load ({error}); reinstall ingle."))
+    return found
 
 
 def check_config(home: Path | None) -> tuple[Check, Settings | None]:
