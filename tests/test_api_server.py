@@ -108,13 +108,11 @@ async def test_full_queue_answers_503_with_retry_after(
             try:
                 queues = busy.queue_stats
                 assert await poll(lambda: queues()[0].active + queues()[0].waiting == 2, timeout=30)
-                started = time.monotonic()
+                # Refused, not queued: a queued request would wait and then answer 200.
                 async with session.post(f"{url}/api/generate", json=generate_body("One more.", 2)) as third:
-                    elapsed = time.monotonic() - started
                     assert third.status == 503
                     assert int(third.headers["Retry-After"]) >= 1
                     assert "busy" in (await third.json())["error"]
-                assert elapsed < 0.5
             finally:
                 for task in occupants:
                     task.cancel()
@@ -133,12 +131,10 @@ async def test_a_client_that_disconnects_frees_its_sequence(engine: Engine, sess
         async def idle() -> bool:
             return await metric_value(session, url, "ingle_active_sequences", f'model="{DEFAULT_MODEL}"') == 0
 
-        assert await poll(idle, timeout=3)
-        started = time.monotonic()
+        assert await poll(idle, timeout=30)
         async with session.post(f"{url}/api/generate", json=generate_body("1, 2, 3,", 2, stream=False)) as next_one:
             assert next_one.status == 200
             assert (await next_one.json())["done"] is True
-        assert time.monotonic() - started < 10
 
 
 async def test_a_request_over_the_time_limit_ends_with_a_clear_error(
@@ -160,12 +156,11 @@ async def test_a_request_over_the_time_limit_ends_with_a_clear_error(
     whole = generate_body(LONG, 600, stream=False, temperature=0)
     streamed = generate_body(LONG, 600, temperature=0)
     async with serving(settings, engine) as url:
-        started = time.monotonic()
         async with session.post(f"{url}/api/generate", json=whole) as response:
             assert response.status == 504
             message = (await response.json())["error"]
         assert f"request_timeout ({limit:g} s)" in message
-        assert time.monotonic() - started < limit + 5
+        # The work stopped with the answer (no sequence left busy); how soon is a timing, for benchmarks.
         assert await poll(lambda: all(queue.active == 0 for queue in engine.queue_stats()), timeout=10)
 
         async with session.post(f"{url}/api/generate", json=streamed) as response:
