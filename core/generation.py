@@ -6,10 +6,19 @@ into a GenerationRequest, call the engine, and convert the chunks back out.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .errors import InvalidRequest
+
 DoneReason = Literal["stop", "length", "cancel"]
+
+# Stop strings end an answer at a marker ("\n\n", "```", "<|im_end|>", "User:"). OpenAI takes 4 and
+# Anthropic's API here 16; editor plugins send a handful. 64 of up to 256 characters is far more than any
+# client needs, and keeps the stop matcher built for a request (one state per character) small.
+MAX_STOP_STRINGS = 64
+MAX_STOP_LENGTH = 256
 
 
 @dataclass
@@ -18,16 +27,35 @@ class SamplingOptions:
 
     temperature: float = 0.8
     top_k: int = 40
+    """Keep the K most likely tokens (0: all; more than the vocabulary: all)."""
     top_p: float = 0.95
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64
+    """Recent tokens the penalties look at; -1, or more than the context: the whole context."""
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
     max_tokens: int | None = None
-    """Tokens to generate at most; None means until the end-of-text token or a full context."""
+    """Tokens to generate at most (at least 1); None means until the end-of-text token or a full context."""
     stop: list[str] = field(default_factory=list)
+    """Texts that end the answer (not included): at most MAX_STOP_STRINGS of MAX_STOP_LENGTH characters."""
+
+    def check(self) -> None:
+        """InvalidRequest naming the option when a value means nothing or would cost without bound."""
+        for name in ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty"):
+            if not math.isfinite(getattr(self, name)):
+                raise InvalidRequest(f"{name}: must be a finite number.")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise InvalidRequest(
+                f"A token limit of {self.max_tokens} would be no answer: ask for at least 1 token, or leave it out."
+            )
+        if self.repeat_last_n < -1:
+            raise InvalidRequest("repeat_last_n: must be -1 (the whole context), 0 (off) or a number of tokens.")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise InvalidRequest(f"stop: at most {MAX_STOP_STRINGS} stop strings are allowed, not {len(self.stop)}.")
+        if any(len(stop) > MAX_STOP_LENGTH for stop in self.stop):
+            raise InvalidRequest(f"stop: a stop string may be at most {MAX_STOP_LENGTH} characters long.")
 
 
 @dataclass

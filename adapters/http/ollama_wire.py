@@ -104,7 +104,7 @@ class OllamaOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     num_predict: int | None = None
-    """Tokens to generate at most; -1 (or -2) means no limit."""
+    """Tokens to generate at most; -1 (or -2) means no limit; 0 is refused."""
     temperature: float | None = Field(default=None, ge=0.0)
     """Randomness of sampling; 0 always picks the most likely token."""
     top_k: int | None = Field(default=None, ge=0, le=_INT32_MAX)

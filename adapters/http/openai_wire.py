@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from .sampling import LlamaCppSampling
+from .sampling import LlamaCppSampling, TokenLimit
 
 # --- requests -----------------------------------------------------------------
 
@@ -147,9 +147,9 @@ class ChatCompletionRequest(LlamaCppSampling):
     """Sampling temperature; 0 is greedy."""
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     """Nucleus sampling: keep the smallest set of tokens whose probability reaches this."""
-    max_tokens: int | None = Field(default=None, ge=-1)
-    """Tokens to generate at most (-1 or absent: until the model stops)."""
-    max_completion_tokens: int | None = Field(default=None, ge=-1)
+    max_tokens: TokenLimit | None = None
+    """Tokens to generate at most (-1 or absent: until the model stops; 0 is refused, as OpenAI does)."""
+    max_completion_tokens: TokenLimit | None = None
     """Newer name of `max_tokens`; wins when both are given."""
     stop: str | list[str] | None = None
     """Text at which the answer ends (not included)."""
@@ -222,8 +222,8 @@ class CompletionRequest(LlamaCppSampling):
     """The text to continue (one string); with `suffix`, the text before the cursor."""
     suffix: str | None = None
     """Text after the cursor: makes this a fill-in-the-middle completion."""
-    max_tokens: int | None = Field(default=16, ge=-1)
-    """Tokens to generate at most (default 16, as OpenAI; -1: until the model stops)."""
+    max_tokens: TokenLimit | None = 16
+    """Tokens to generate at most (default 16, as OpenAI; -1: until the model stops; 0 is refused)."""
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     """Sampling temperature; 0 is greedy."""
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -7,11 +7,23 @@ llama-server clients send them even to the OpenAI routes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from ...core.generation import SamplingOptions
+
+
+def _not_zero(limit: int) -> int:
+    if limit == 0:
+        # OpenAI refuses 0 as well; refused here, the sentence names the field the client sent.
+        raise PydanticCustomError("no_tokens", "0 tokens would be no answer; ask for at least 1, or -1 for no limit")
+    return limit
+
+
+TokenLimit = Annotated[int, Field(ge=-1, json_schema_extra={"not": {"const": 0}}), AfterValidator(_not_zero)]
+"""A token limit on the OpenAI routes: at least 1, or -1 for none."""
 
 # llama-server's sampler names (and the one-letter codes of its `samplers` string form)
 # for the stages ingle's sampler chain has; the others have no counterpart here.
@@ -43,7 +55,7 @@ class LlamaCppSampling(BaseModel):
     repeat_penalty: float | None = Field(default=None, ge=0.0)
     """Penalty for repeating recent tokens (1.0 disables)."""
     repeat_last_n: int | None = Field(default=None, ge=-1)
-    """How many recent tokens the repeat penalty looks at."""
+    """How many recent tokens the repeat penalty looks at (-1: the whole context; 0: off)."""
     samplers: list[str] | str | None = None
     """Sampler stages to use; `top_k`, `top_p`, `min_p` and `temperature` are honoured, a stage left out is off."""
     cache_prompt: bool | None = None
@@ -132,7 +144,7 @@ def sampling_options(
         top_p=0.95 if top_p is None else top_p,
         min_p=0.05 if knobs.min_p is None else knobs.min_p,
         repeat_penalty=1.0 if knobs.repeat_penalty is None else knobs.repeat_penalty,
-        repeat_last_n=64 if knobs.repeat_last_n is None else max(knobs.repeat_last_n, 0),
+        repeat_last_n=64 if knobs.repeat_last_n is None else knobs.repeat_last_n,
         presence_penalty=presence_penalty or 0.0,
         frequency_penalty=frequency_penalty or 0.0,
         seed=seed if seed is not None and seed >= 0 else None,

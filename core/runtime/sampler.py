@@ -138,6 +138,13 @@ def grammar_for_tool_calls(
     return LazyGrammar(f"{root}\ntool-space ::= {_WHITESPACE}\n{rules}", () if eager else tuple(triggers))
 
 
+def _penalty_window(repeat_last_n: int, model: LlamaModel) -> int:
+    """The tokens the penalties look back over: llama.cpp allocates this many up front, so never more than
+    a context holds (-1 asks for the whole context, as in llama.cpp)."""
+    context = max(model.n_ctx_train, 0)
+    return context if repeat_last_n < 0 else min(repeat_last_n, context)
+
+
 class Sampler:
     """A llama.cpp sampler chain built from SamplingOptions; free() it when done.
 
@@ -152,6 +159,7 @@ class Sampler:
         grammar: str | None = None,
         tool_grammar: LazyGrammar | None = None,
     ) -> None:
+        options.check()
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         # Greedy with nothing that reads the history or constrains tokens: the pick is the logits' argmax,
         # which the scheduler takes itself, without llama.cpp's copy of the whole vocabulary (~1 ms a token).
@@ -174,7 +182,7 @@ class Sampler:
                 self._add(
                     llama.llama_sampler_init_penalties(
                         model.n_vocab,
-                        options.repeat_last_n,
+                        _penalty_window(options.repeat_last_n, model),
                         options.repeat_penalty,
                         options.frequency_penalty,
                         options.presence_penalty,
@@ -184,7 +192,8 @@ class Sampler:
                 self._add(llama.llama_sampler_init_greedy())
                 return
             if options.top_k > 0:
-                self._add(llama.llama_sampler_init_top_k(options.top_k))
+                # More than the vocabulary keeps it all; ctypes would wrap a larger count to int32.
+                self._add(llama.llama_sampler_init_top_k(min(options.top_k, model.n_vocab)))
             if options.top_p < 1.0:
                 self._add(llama.llama_sampler_init_top_p(options.top_p, 1))
             if options.min_p > 0.0:
