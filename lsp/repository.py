@@ -149,7 +149,7 @@ def read_source(path: Path) -> str | None:
         if path.stat().st_size > MAX_FILE_BYTES:
             return None
         return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in a path from a file URI
         return None
 
 

@@ -23,26 +23,39 @@ from lsprotocol import types
 from pydantic import ValidationError
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
+from pygls.workspace import PositionCodec
 
 from ingle.adapters.cli.engine_access import EngineChoice
 from ingle.adapters.engine_api import EngineApi
-from ingle.core.errors import IngleError
+from ingle.core.errors import ContextOverflow, IngleError
 from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptions
 from ingle.core.settings import Settings
 
 from .backend import CompletionBackend
 from .cache import CacheKey, SuggestionCache
 from .context import ContextRing
+from .documents import (
+    MAX_LINE_CHARS,
+    LspProtocol,
+    client_position,
+    column_of,
+    opened_document,
+    prompt_lines,
+    text_lines,
+    without_surrogates,
+)
 from .errors import jsonrpc_error
 from .generation import SuggestionGeneration
 from .prompt import Anchors, Cursor, build_prompt
-from .repository import RepositoryIndex, file_context, read_source
+from .repository import MAX_FILE_BYTES, RepositoryIndex, file_context, read_source
 from .settings import CompletionSettings
 
 log = logging.getLogger("ingle.lsp")
 
-# The identifier being typed before the cursor: classic completion items replace it with itself plus the suggestion.
-_WORD_BEFORE = re.compile(r"\w*$")
+# The identifier being typed before the cursor, matched on the reversed line (`\w*$` would take quadratic time on a
+# long line of word characters that ends in another): classic completion items replace it with itself plus the
+# suggestion.
+_WORD = re.compile(r"\w*")
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,7 @@ class IngleLanguageServer(LanguageServer):
     """The language server's state: settings, the engine, the context ring, the cache and requests in flight."""
 
     def __init__(self, settings: Settings, backend: CompletionBackend) -> None:
-        super().__init__("ingle", _version())
+        super().__init__("ingle", _version(), protocol_cls=LspProtocol)
         self.engine_settings = settings
         self.options = CompletionSettings()
         self.backend = backend
@@ -174,23 +187,29 @@ class IngleLanguageServer(LanguageServer):
 
     # --- documents ------------------------------------------------------------------
 
-    def cursor_at(self, uri: str, position: types.Position) -> tuple[Cursor, str] | None:
-        """The cursor in a document and its language, or None if completion is off there."""
-        document = self.workspace.get_text_document(uri)
-        language = document.language_id or ""
-        if not self.options.enabled_for(language):
+    def cursor_at(self, uri: str, position: types.Position) -> Cursor | None:
+        """The cursor in an open document, or None where there is nothing to complete: completion is off for its
+        language, or the position is past the document's end or on a line too long to be code."""
+        document = opened_document(self.workspace, uri)
+        if document is None:
+            log.warning("no completion in %s: the editor has not opened it", uri)
             return None
-        at = document.position_from_client_units(position)
-        lines = [line.rstrip("\r\n") for line in document.lines]
-        return Cursor(filename=self.filename(uri), lines=lines, line=at.line, character=at.character), language
+        if not self.options.enabled_for(document.language_id or ""):
+            return None
+        lines = text_lines(document)
+        if position.line >= len(lines) or len(lines[position.line]) > MAX_LINE_CHARS:
+            return None
+        character = column_of(lines[position.line], position.character, self.workspace.position_codec)
+        return Cursor(filename=self.filename(uri), lines=prompt_lines(lines), line=position.line, character=character)
 
     def document_lines(self, uri: str) -> list[str]:
-        """A document's lines without their line endings."""
-        return [line.rstrip("\r\n") for line in self.workspace.get_text_document(uri).lines]
+        """An open document's lines as the model gets them (see `prompt_lines`); none if it is not open."""
+        document = opened_document(self.workspace, uri)
+        return prompt_lines(text_lines(document)) if document else []
 
     def filename(self, uri: str) -> str:
         """A document's path relative to the workspace root, as the model sees it."""
-        path = to_fs_path(uri) or uri
+        path = without_surrogates(to_fs_path(uri) or uri)
         root = self.workspace.root_path
         if root:
             try:
@@ -226,9 +245,10 @@ class IngleLanguageServer(LanguageServer):
             self.opened(uri)
 
     def index_document(self, uri: str) -> None:
-        """Index a document's current text (it may differ from the file on disk)."""
-        document = self.workspace.get_text_document(uri)
-        self.index.update(self.filename(uri), document.source)
+        """Index an open document's current text (it may differ from the file on disk)."""
+        document = opened_document(self.workspace, uri)
+        if document is not None and len(document.source) <= MAX_FILE_BYTES:
+            self.index.update(self.filename(uri), without_surrogates(document.source))
 
     def repository_for(self, uri: str) -> list[ContextChunk]:
         """The document's repository context, computed once and kept until it is saved or opened again
@@ -264,7 +284,7 @@ class IngleLanguageServer(LanguageServer):
             self.index.remove(filename)
             self.ring.forget(filename)
             return
-        if uri in self.workspace.text_documents:
+        if opened_document(self.workspace, uri) is not None:
             return
         source = await asyncio.to_thread(read_source, Path(to_fs_path(uri) or ""))
         if source is None:
@@ -350,6 +370,10 @@ class IngleLanguageServer(LanguageServer):
             if current is not None and current.cancelling():
                 raise  # $/cancelRequest: pygls answers RequestCancelled
             return None  # superseded by a newer request: nothing to show for this one
+        except ContextOverflow as error:
+            # The text around the cursor is too much for the model's context: nothing to suggest here.
+            log.warning("no completion in %s: %s", uri, error.message)
+            return None
         except IngleError as error:
             self.problem(error.message)
             raise jsonrpc_error(error) from error
@@ -359,10 +383,9 @@ class IngleLanguageServer(LanguageServer):
 
     async def _suggest(self, uri: str, position: types.Position) -> Suggestion | None:
         started = time.perf_counter()
-        found = self.cursor_at(uri, position)
-        if found is None:
+        cursor = self.cursor_at(uri, position)
+        if cursor is None:
             return None
-        cursor, _ = found
         key = CacheKey.of(cursor, self.model)
         cached = self.cache.get(key)
         if cached is not None:
@@ -400,17 +423,20 @@ class IngleLanguageServer(LanguageServer):
         return Suggestion(text, cursor, False, seconds, evaluated)
 
 
-def completion_items(suggestion: Suggestion, position: types.Position) -> list[types.CompletionItem]:
+def completion_items(suggestion: Suggestion, codec: PositionCodec) -> list[types.CompletionItem]:
     """Classic completion: one item that rewrites the word before the cursor as itself plus the suggestion.
 
     Neovim's omnifunc replaces the keyword before the cursor with the item, so
     the item must start with that keyword (or typing `ret` would lose it).
+    The range counts in the negotiated position units (`codec`).
     """
     if not suggestion.text:
         return []
-    before = _WORD_BEFORE.search(suggestion.cursor.line_prefix)
-    word = before.group(0) if before else ""
-    start = types.Position(position.line, position.character - _utf16_length(word))
+    cursor = suggestion.cursor
+    before = cursor.line_prefix
+    matched = _WORD.match(before[::-1])
+    word = matched.group(0)[::-1] if matched else ""
+    start = client_position(cursor.line, before[: len(before) - len(word)], codec)
     text = word + suggestion.text
     return [
         types.CompletionItem(
@@ -422,7 +448,7 @@ def completion_items(suggestion: Suggestion, position: types.Position) -> list[t
             sort_text="0",
             preselect=True,
             insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(types.Range(start, position), text),
+            text_edit=types.TextEdit(types.Range(start, client_position(cursor.line, before, codec)), text),
             # For logs and the typing benchmark: was the model asked, and how long did the answer take.
             data={
                 "fromCache": suggestion.from_cache,
@@ -431,10 +457,6 @@ def completion_items(suggestion: Suggestion, position: types.Position) -> list[t
             },
         )
     ]
-
-
-def _utf16_length(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
 
 
 def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | None = None) -> IngleLanguageServer:
@@ -467,6 +489,8 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: IngleLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
         """Remember where the document was edited; its chunk is taken when another file needs it."""
+        if opened_document(ls.workspace, params.text_document.uri) is None:
+            return  # the edit was ignored (and logged) too
         for change in params.content_changes:
             if isinstance(change, types.TextDocumentContentChangePartial):
                 ls.edited_lines[params.text_document.uri] = change.range.start.line
@@ -494,7 +518,7 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
     async def completion(ls: IngleLanguageServer, params: types.CompletionParams) -> types.CompletionList:
         """Classic completion (Neovim 0.7-0.11): the suggestion as one item."""
         suggestion = await ls.complete(params.text_document.uri, params.position)
-        items = completion_items(suggestion, params.position) if suggestion else []
+        items = completion_items(suggestion, ls.workspace.position_codec) if suggestion else []
         # Incomplete: the editor asks again as the user types, and the cache answers.
         return types.CompletionList(is_incomplete=True, items=items)
 
@@ -506,7 +530,9 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
         suggestion = await ls.complete(params.text_document.uri, params.position)
         if not suggestion or not suggestion.text:
             return types.InlineCompletionList(items=[])
-        here = types.Range(params.position, params.position)
+        cursor = suggestion.cursor
+        at = client_position(cursor.line, cursor.line_prefix, ls.workspace.position_codec)
+        here = types.Range(at, at)
         return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=suggestion.text, range=here)])
 
     @server.feature(types.SHUTDOWN)

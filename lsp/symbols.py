@@ -13,6 +13,8 @@ import ast
 import re
 from dataclasses import dataclass
 
+from .documents import split_lines
+
 # Longest definition kept: a long constant (a table, a big literal) would eat the budget on its own.
 MAX_DEFINITION_CHARS = 1200
 # Statements the import block is made of; a file's imports are the lines these cover.
@@ -59,7 +61,7 @@ def read_symbols(path: str, source: str, module: str) -> FileSymbols | None:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return None
-    lines = source.split("\n")
+    lines = split_lines(source)
     definitions: list[Definition] = []
     imports: list[ImportedName] = []
     for node in tree.body:
@@ -107,7 +109,7 @@ def _function_text(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str
     docstring = ast.get_docstring(node)
     body_indent = indent + "    "
     if docstring:
-        header.append(f'{body_indent}"""{docstring.strip().splitlines()[0]}"""')
+        header.append(f'{body_indent}"""{split_lines(docstring.strip())[0]}"""')
     elif first_body.lineno != node.lineno:
         header.append(f"{body_indent}...")
     return _clip("\n".join(header))
@@ -119,7 +121,7 @@ def _class_text(node: ast.ClassDef, lines: list[str]) -> str:
     parts = [line for line in lines[node.lineno - 1 : body_start - 1] if line.strip()] or [lines[node.lineno - 1]]
     docstring = ast.get_docstring(node)
     if docstring:
-        parts.append(f'    """{docstring.strip().splitlines()[0]}"""')
+        parts.append(f'    """{split_lines(docstring.strip())[0]}"""')
     for member in node.body:
         if isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef):
             parts.append(_function_text(member, lines, "    "))

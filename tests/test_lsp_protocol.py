@@ -34,6 +34,8 @@ class EditorClient(LanguageClient):
         """The folder the tests open documents in."""
         self.stderr: list[str] = []
         self.version = 0
+        self.position_encoding = "utf-16"
+        """The unit of the positions the server and this client exchange, as negotiated at start."""
 
 
 def make_client() -> EditorClient:
@@ -59,8 +61,16 @@ def make_client() -> EditorClient:
     return client
 
 
-async def start(client: EditorClient, home: Path, tmp: Path, *args: str, options: dict | None = None) -> None:
-    """Start `ingle [args] lsp` on the given home, initialize, and keep its stderr drained."""
+async def start(
+    client: EditorClient,
+    home: Path,
+    tmp: Path,
+    *args: str,
+    options: dict | None = None,
+    encodings: list[str] | None = None,
+) -> types.InitializeResult:
+    """Start `ingle [args] lsp` on the given home, initialize (offering `encodings` for positions, as Neovim 0.10
+    does), and keep its stderr drained."""
     environment = {
         **os.environ,
         "INGLE_HOME": str(home),
@@ -76,14 +86,19 @@ async def start(client: EditorClient, home: Path, tmp: Path, *args: str, options
             client.stderr.append(line.decode(errors="replace"))
 
     client._async_tasks.append(asyncio.create_task(drain()))
-    capabilities = types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True))
-    await asyncio.wait_for(
+    capabilities = types.ClientCapabilities(
+        window=types.WindowClientCapabilities(work_done_progress=True),
+        general=types.GeneralClientCapabilities(position_encodings=encodings) if encodings else None,
+    )
+    result = await asyncio.wait_for(
         client.initialize_async(
             types.InitializeParams(capabilities=capabilities, root_uri=tmp.as_uri(), initialization_options=options)
         ),
         ANSWER_SECONDS,
     )
     client.initialized(types.InitializedParams())
+    client.position_encoding = str(result.capabilities.position_encoding or "utf-16")
+    return result
 
 
 async def stop(client: EditorClient) -> None:
