@@ -13,9 +13,12 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
 
 import psutil
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -38,6 +41,8 @@ from .sources import PullProgress
 from .store import ModelStore
 
 log = logging.getLogger("ingle.engine")
+
+T = TypeVar("T")
 
 # Longest input an embedding request reads, in tokens.
 EMBEDDING_CONTEXT = 2048
@@ -79,6 +84,8 @@ class QueueStats:
     """Requests queued for a free sequence."""
     parallel: int
     """Sequences the model has."""
+    embedded_inputs: int = 0
+    """Inputs embedded since the model was loaded."""
 
 
 @dataclass
@@ -125,6 +132,10 @@ class Engine:
         self.settings = settings
         self.store = ModelStore(settings.models_dir)
         self._loaded: dict[str, LoadedModel] = {}
+        # Loads in flight by digest: each is a task of its own that outlives the requests waiting for it.
+        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
+        # Requests waiting for a load, by digest: the model they wait for is not idle once it arrives.
+        self._waiters: Counter[str] = Counter()
         self._load_lock = asyncio.Lock()
         self._timers = AsyncIOScheduler()
 
@@ -138,6 +149,9 @@ class Engine:
 
     async def close(self) -> None:
         """Unload every model and stop the timers."""
+        # A load cannot be stopped midway (it runs in a thread): let it finish, so that its model is freed below.
+        if self._loading:
+            await asyncio.wait(list(self._loading.values()))
         for digest in list(self._loaded):
             await self._unload(digest)
         if self._timers.running:
@@ -211,6 +225,7 @@ class Engine:
                 active=loaded.scheduler.active,
                 waiting=loaded.scheduler.waiting,
                 parallel=loaded.shape.sequences,
+                embedded_inputs=loaded.embedder.inputs_embedded if loaded.embedder is not None else 0,
             )
             for loaded in self._loaded.values()
         ]
@@ -238,22 +253,78 @@ class Engine:
         manifest = self.show(name)
         loaded = self._loaded.get(manifest.digest)
         if loaded is None:
-            # One load at a time keeps the memory accounting honest; loaded models skip the lock.
-            async with self._load_lock:
-                loaded = self._loaded.get(manifest.digest)
-                if loaded is None:
-                    loaded = await self._load(manifest)
-                    self._loaded[manifest.digest] = loaded
+            loaded = await self._wait_for_load(manifest, keep_alive)
         loaded.users += 1
         loaded.keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
         loaded.expires_at = None
         self._cancel_timer(manifest.digest)
         return loaded
 
+    async def _wait_for_load(self, manifest: Manifest, keep_alive: float | None) -> LoadedModel:
+        """Join the model's load (starting it if none is in flight) and wait at most load_timeout for it.
+
+        The load outlives its waiters: a client that leaves, or whose wait times
+        out, leaves it running, and the model is adopted when it arrives (shown
+        by `ps`, kept for keep_alive, used by the next request). Freeing a late
+        model instead would make the next request load a second copy while the
+        first still loads, which is how abandoned loads used to pile up.
+        """
+        digest = manifest.digest
+        task = self._loading.get(digest)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load_and_adopt(manifest, keep_alive))
+            task.add_done_callback(partial(_log_failed_load, manifest.name))
+            self._loading[digest] = task
+        deadline = asyncio.timeout(self.settings.load_timeout)
+        self._waiters[digest] += 1
+        try:
+            async with deadline:
+                loaded = await asyncio.shield(task)
+        except BaseException as error:
+            self._waiters[digest] -= 1
+            # This waiter may have been the last: the adopted model then counts down its keep_alive like any idle one.
+            self._expire_if_idle(digest)
+            if isinstance(error, TimeoutError) and deadline.expired():
+                raise ModelLoadTimeout(
+                    f"Loading {manifest.name} took longer than {self.settings.load_timeout:g} s; it goes on and the "
+                    "model is kept once loaded: try again shortly, check the disk and memory, or raise load_timeout."
+                ) from error
+            raise
+        self._waiters[digest] -= 1
+        return loaded
+
+    async def _load_and_adopt(self, manifest: Manifest, keep_alive: float | None) -> LoadedModel:
+        """Load a model and make it the engine's, whether or not anyone still waits for it."""
+        try:
+            # One load at a time keeps the memory accounting honest; loaded models skip the lock.
+            async with self._load_lock:
+                loaded = await self._load(manifest)
+                loaded.keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
+                self._loaded[manifest.digest] = loaded
+        finally:
+            del self._loading[manifest.digest]
+        self._expire_if_idle(manifest.digest)
+        return loaded
+
+    def _idle(self, loaded: LoadedModel) -> bool:
+        """True when no request uses the model nor waits for it to arrive."""
+        return loaded.users == 0 and not self._waiters[loaded.manifest.digest]
+
+    def _expire_if_idle(self, digest: str) -> None:
+        """Start the keep-alive countdown of a loaded model nobody uses or waits for."""
+        loaded = self._loaded.get(digest)
+        if loaded is not None and self._idle(loaded):
+            self._expire(loaded)
+
     def _release(self, loaded: LoadedModel) -> None:
         loaded.users -= 1
         loaded.last_used = time.monotonic()
-        if loaded.users > 0 or loaded.keep_alive < 0:
+        if loaded.users == 0:
+            self._expire(loaded)
+
+    def _expire(self, loaded: LoadedModel) -> None:
+        """Unload an idle model after its keep_alive (at once for 0, never for a negative one)."""
+        if loaded.keep_alive < 0:
             return
         digest = loaded.manifest.digest
         if loaded.keep_alive == 0:
@@ -276,11 +347,14 @@ class Engine:
 
     async def _unload_if_idle(self, digest: str) -> None:
         loaded = self._loaded.get(digest)
-        if loaded is not None and loaded.users == 0:
+        if loaded is not None and self._idle(loaded):
             log.info("unloading %s: keep_alive expired", loaded.name)
             await self._unload(digest)
 
     async def _unload(self, digest: str) -> None:
+        loading = self._loading.get(digest)
+        if loading is not None:  # unload what it is loading, rather than have it arrive afterwards
+            await asyncio.wait([loading])
         loaded = self._loaded.pop(digest, None)
         self._cancel_timer(digest)
         if loaded is not None:
@@ -297,9 +371,14 @@ class Engine:
             in_use = sum(loaded.memory.total for loaded in self._loaded.values())
             free = memory_available(settings.memory_headroom_mib * MIB, limit, in_use)
             sequences = default_parallel(manifest, tokens, threads, free)
-        return ContextShape(
-            sequences=sequences, tokens_per_sequence=tokens, batch_tokens=settings.num_batch, threads=threads
-        )
+        # llama.cpp keeps an output row in n_batch for each sequence of a context (ours, plus the scratch one
+        # of LlamaContext.decode_inside) and aborts the process on a context with more: raise the batch to fit.
+        batch_tokens = max(settings.num_batch, sequences + 1)
+        if batch_tokens > settings.num_batch:
+            log.info(
+                "num_batch raised from %d to %d to fit num_parallel %d", settings.num_batch, batch_tokens, sequences
+            )
+        return ContextShape(sequences=sequences, tokens_per_sequence=tokens, batch_tokens=batch_tokens, threads=threads)
 
     async def _load(self, manifest: Manifest) -> LoadedModel:
         shape = self._shape_for(manifest)
@@ -309,15 +388,7 @@ class Engine:
             need = need.plus(estimate_memory(draft, shape.sequences * shape.tokens_per_sequence))
         await self._make_room(manifest, need)
         log.info("loading %s (%s)", manifest.name, format_bytes(need.total))
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._open, manifest, shape, need, draft), timeout=self.settings.load_timeout
-            )
-        except TimeoutError as error:
-            raise ModelLoadTimeout(
-                f"Loading {manifest.name} took longer than {self.settings.load_timeout:.0f} s; "
-                "check the disk and memory, or raise load_timeout."
-            ) from error
+        return await asyncio.to_thread(self._open, manifest, shape, need, draft)
 
     def _draft_manifest(self) -> Manifest | None:
         """The draft_model's manifest, if one is configured."""
@@ -389,7 +460,7 @@ class Engine:
             free = memory_available(settings.memory_headroom_mib * MIB, limit, in_use)
             if need.total <= free:
                 return
-            idle = [loaded for loaded in self._loaded.values() if loaded.users == 0]
+            idle = [loaded for loaded in self._loaded.values() if self._idle(loaded)]
             if not idle:
                 raise InsufficientMemory(
                     f"{manifest.name} needs {format_bytes(need.total)} (weights {format_bytes(need.weights)}, "
@@ -456,14 +527,27 @@ class Engine:
     async def embed(
         self, model: str, inputs: list[str], keep_alive: float | None = None, truncate: bool = True
     ) -> EmbeddingResult:
-        """Embed each input (mean-pooled, L2-normalised)."""
+        """Embed each input (mean-pooled, L2-normalised).
+
+        One decode at a time, each a call on the decode thread, so generation
+        steps run in between; cancelling the caller stops after the current one.
+        """
         loaded = await self._acquire(model, keep_alive)
+        vectors: list[list[float]] = []
+        tokens = 0
         try:
-            future = loaded.scheduler.call(lambda: loaded.embedding_context().embed(inputs, truncate))
-            vectors, tokens = await asyncio.wrap_future(future)
+            steps = await _on_decode_thread(loaded, lambda: loaded.embedding_context().steps(inputs, truncate))
+            while step := await _on_decode_thread(loaded, partial(next, steps, None)):
+                vectors.extend(step[0])
+                tokens += step[1]
         finally:
             self._release(loaded)
         return EmbeddingResult(model=loaded.name, embeddings=vectors, prompt_tokens=tokens)
+
+
+async def _on_decode_thread(loaded: LoadedModel, function: Callable[[], T]) -> T:
+    """Run `function` on the model's decode thread between two steps; cancelling skips it if it has not started."""
+    return await asyncio.wrap_future(loaded.scheduler.call(function))
 
 
 async def _until_done(chunks: asyncio.Queue) -> None:
@@ -494,6 +578,12 @@ def _thread_safe_put(queue: asyncio.Queue) -> Callable[[object], None]:
             pass
 
     return put
+
+
+def _log_failed_load(name: str, task: asyncio.Task[LoadedModel]) -> None:
+    """Log why a load failed (its waiters got the error too; this also covers a load nobody waits for any more)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("loading %s failed: %s", name, task.exception())
 
 
 def _as_datetime(timestamp: float) -> datetime:

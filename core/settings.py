@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     """Context window of each sequence, in tokens (clamped to the model's training context)."""
 
     num_batch: int = Field(default=512, ge=16)
-    """Largest number of prompt tokens fed to one decode step."""
+    """Largest number of prompt tokens fed to one decode step; raised to num_parallel + 1 when smaller,
+    as llama.cpp needs room in one batch for a token of every sequence."""
 
     num_threads: int | None = Field(default=None, ge=1)
     """CPU threads for llama.cpp; default: the number of physical cores."""
@@ -149,7 +150,8 @@ class Settings(BaseSettings):
     family) that makes the guesses instead of prompt lookup; default: none."""
 
     load_timeout: float = Field(default=300.0, gt=0)
-    """Seconds a model load may take before it is abandoned with an error."""
+    """Seconds a request waits for its model to load before it fails with an error. The load goes on,
+    and the model is kept once loaded, so a retry finds it rather than loading a second copy."""
 
     memory_headroom_mib: int = Field(default=512, ge=0)
     """Memory left free for the system when deciding whether a model fits."""

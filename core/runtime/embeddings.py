@@ -6,11 +6,17 @@ and pools within each sequence separately. The context stays
 at the model's trained length (BERT's position table ends there), so inputs
 are packed until their tokens fill it. Packing makes indexing a knowledge
 base several times faster than one decode per input.
+
+A request is embedded one decode at a time (`steps`): its caller runs each
+step on the model's decode thread, where the scheduler fits generation steps
+in between, so a long request never stalls the streams of others, and a
+caller that goes away simply asks for no further step.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from ..errors import ContextOverflow, InvalidRequest
 from .llama_model import Batch, ContextShape, LlamaContext, LlamaModel
@@ -43,41 +49,47 @@ class EmbeddingContext:
         causal = model.metadata(f"{architecture}.attention.causal") != "false"
         self._group_size = 1 if causal else EMBED_SEQUENCES
         self._batch = Batch(max_tokens)
+        self.inputs_embedded = 0
+        """Inputs embedded since the context was made (read from any thread, for metrics and tests)."""
 
-    def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
-        """Vectors for `texts` in order, and the number of tokens read."""
-        inputs: list[list[int]] = []
-        for index, text in enumerate(texts):
-            tokens = self.model.tokenize(text, add_special=True, parse_special=False)
-            if not tokens:
-                raise InvalidRequest(f"input[{index}]: is empty.")
-            if len(tokens) > self.max_tokens:
-                if not truncate:
-                    raise ContextOverflow(
-                        f"input[{index}]: is {len(tokens)} tokens but embeddings take at most {self.max_tokens}."
-                    )
-                tokens = tokens[: self.max_tokens]
-            inputs.append(tokens)
-        vectors: list[list[float]] = []
+    def steps(self, texts: list[str], truncate: bool = True) -> Iterator[tuple[list[list[float]], int]]:
+        """Embed `texts` in order, one decode per `next()`: each yields the next inputs' vectors and their tokens.
+
+        Each step tokenizes only the inputs it decodes, so no step grows with
+        the size of the whole request. Call `next()` on the decode thread only.
+        """
         group: list[list[int]] = []
-        for tokens in inputs:
-            if len(group) == self._group_size or sum(map(len, group)) + len(tokens) > self.max_tokens:
-                vectors.extend(self._embed_group(group))
+        for index, text in enumerate(texts):
+            tokens = self._tokenize(index, text, truncate)
+            if group and (len(group) == self._group_size or sum(map(len, group)) + len(tokens) > self.max_tokens):
+                yield self._embed_group(group)
                 group = []
             group.append(tokens)
-        vectors.extend(self._embed_group(group))
-        return vectors, sum(len(tokens) for tokens in inputs)
+        if group:
+            yield self._embed_group(group)
 
-    def _embed_group(self, group: list[list[int]]) -> list[list[float]]:
-        if not group:
-            return []
+    def _tokenize(self, index: int, text: str, truncate: bool) -> list[int]:
+        tokens = self.model.tokenize(text, add_special=True, parse_special=False)
+        if not tokens:
+            raise InvalidRequest(f"input[{index}]: is empty.")
+        if len(tokens) > self.max_tokens:
+            if not truncate:
+                raise ContextOverflow(
+                    f"input[{index}]: is {len(tokens)} tokens but embeddings take at most {self.max_tokens}."
+                )
+            tokens = tokens[: self.max_tokens]
+        return tokens
+
+    def _embed_group(self, group: list[list[int]]) -> tuple[list[list[float]], int]:
         self._context.clear()
         self._batch.clear()
         for sequence, tokens in enumerate(group):
             for position, token in enumerate(tokens):
                 self._batch.add(token, position, sequence, True)
         self._context.decode(self._batch)
-        return [_normalised(self._context.embedding(sequence)) for sequence in range(len(group))]
+        vectors = [_normalised(self._context.embedding(sequence)) for sequence in range(len(group))]
+        self.inputs_embedded += len(group)
+        return vectors, sum(map(len, group))
 
     def free(self) -> None:
         """Release the context."""

@@ -123,6 +123,10 @@ class BatchScheduler:
         drafts: DraftSettings | None = None,
         draft_model: DraftModel | None = None,
     ) -> None:
+        if shape.batch_tokens <= shape.sequences:
+            # A step holds a token of every generating sequence, and llama.cpp aborts the process on a context
+            # whose batch has no output row for each of its sequences (ours and a scratch one).
+            raise ValueError(f"a batch of {shape.batch_tokens} tokens cannot serve {shape.sequences} sequences")
         self.model = model
         self.shape = shape
         self.queue_size = queue_size

@@ -1,0 +1,140 @@
+"""The engine's resources under clients that leave, odd settings and long work (issue 18: 2, 5, 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ingle.core.engine import Engine
+from ingle.core.errors import ModelLoadTimeout
+
+from .conftest import DEFAULT_MODEL, settings_for
+from .servers import poll
+from .test_engine import collect, raw
+
+pytestmark = pytest.mark.slow
+
+# About a hundred tokens of ordinary text: one embedding step of the default model each.
+PARAGRAPH = " ".join(f"Line {number} of the report says the shipment left the harbour on time." for number in range(6))
+
+
+def loads_started(caplog: pytest.LogCaptureFixture) -> int:
+    """How many model loads the engine began, by its own log."""
+    return sum(1 for record in caplog.records if record.name == "ingle.engine" and record.msg.startswith("loading "))
+
+
+def running_names(engine: Engine) -> list[str]:
+    """The models `ingle ps` (and /api/ps) would show."""
+    return [model.name for model in engine.running()]
+
+
+async def test_a_client_that_leaves_while_its_model_loads_leaves_one_loaded_copy(
+    default_model_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ingle.engine")
+    async with Engine(settings_for(default_model_home)) as engine:
+        leaving = asyncio.create_task(collect(engine, raw("1, 2, 3,", max_tokens=2)))
+        assert await poll(lambda: loads_started(caplog) == 1, timeout=60)
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        # The load goes on without its client, and the model it makes is the engine's: ps shows it.
+        assert await poll(lambda: running_names(engine) == [DEFAULT_MODEL], timeout=120)
+        assert engine.running()[0].expires_at is not None  # idle: it counts down its keep_alive
+
+        text, stats = await collect(engine, raw("1, 2, 3,", max_tokens=2))
+        assert stats.completion_tokens == 2 and text
+        assert loads_started(caplog) == 1
+
+
+async def test_a_load_past_load_timeout_fails_its_request_and_keeps_the_model(
+    default_model_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ingle.engine")
+    # No load of a 470 MiB model ends within a millisecond, so the wait always times out.
+    async with Engine(settings_for(default_model_home, load_timeout=0.001)) as engine:
+        with pytest.raises(ModelLoadTimeout, match="load_timeout"):
+            await collect(engine, raw("1, 2, 3,", max_tokens=2))
+        assert await poll(lambda: running_names(engine) == [DEFAULT_MODEL], timeout=120)
+        _, stats = await collect(engine, raw("1, 2, 3,", max_tokens=2))
+        assert stats.completion_tokens == 2
+        assert loads_started(caplog) == 1
+
+
+# More sequences than num_batch used to abort the process in llama.cpp (GGML_ASSERT n_outputs_max), so the
+# engine runs in a child process: the test sees an abort as a return code instead of dying with it.
+MANY_SEQUENCES_SMALL_BATCH = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from pathlib import Path
+    from ingle.core.engine import Engine
+    from ingle.core.generation import GenerationRequest, SamplingOptions
+    from ingle.core.settings import Settings
+
+    async def main() -> None:
+        settings = Settings(home=Path(sys.argv[1]), num_threads=2, num_ctx=256, num_parallel=24, num_batch=16)
+        async with Engine(settings) as engine:
+            async def answer(number: int) -> str:
+                options = SamplingOptions(temperature=0, max_tokens=3)
+                prompt = f"{number}, {number + 1},"
+                request = GenerationRequest(model=sys.argv[2], prompt=prompt, raw=True, options=options)
+                return "".join([chunk.text async for chunk in engine.generate(request)])
+            answers = await asyncio.gather(*(answer(number) for number in range(24)))
+            print(json.dumps({"answers": answers, "parallel": engine.running()[0].parallel}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_more_parallel_sequences_than_num_batch_answer_every_request(default_model_home: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", MANY_SEQUENCES_SMALL_BATCH, str(default_model_home), DEFAULT_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    result = json.loads(child.stdout)
+    assert result["parallel"] == 24
+    assert len(result["answers"]) == 24 and all(result["answers"])
+
+
+async def test_a_generation_behind_a_long_embedding_finishes_first(engine: Engine) -> None:
+    order: list[str] = []
+
+    async def embed() -> None:
+        await engine.embed(DEFAULT_MODEL, [PARAGRAPH] * 6)
+        order.append("embedding done")
+
+    async def generate() -> None:
+        await collect(engine, raw("1, 2, 3,", max_tokens=3))
+        order.append("generation done")
+
+    embedding = asyncio.create_task(embed())
+    await asyncio.sleep(0)  # the embedding reaches the decode thread first
+    await asyncio.wait_for(asyncio.gather(embedding, generate()), timeout=300)
+    assert order == ["generation done", "embedding done"]
+
+
+async def test_a_cancelled_embedding_stops_embedding(engine: Engine) -> None:
+    def embedded() -> int:
+        return sum(stats.embedded_inputs for stats in engine.queue_stats())
+
+    before = embedded()
+    count = 12
+    embedding = asyncio.create_task(engine.embed(DEFAULT_MODEL, [PARAGRAPH] * count))
+    assert await poll(lambda: embedded() > before, timeout=120)
+    embedding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await embedding
+    # Once a request queued after the cancel is answered, the decode thread has moved past the embedding.
+    await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=1)), timeout=300)
+    assert embedded() - before < count
