@@ -31,9 +31,10 @@ from .memory import MIB, MemoryEstimate, default_parallel, estimate_memory, form
 from .names import ModelName
 from .runtime.draft_model import DraftModel
 from .runtime.embeddings import EmbeddingContext
+from .runtime.grammar import grammar_for_format
 from .runtime.llama_model import ContextShape, LlamaModel
 from .runtime.prompt import PromptBuilder
-from .runtime.sampler import Sampler, grammar_for_format
+from .runtime.sampler import Sampler
 from .runtime.scheduler import BatchScheduler, GenerationJob
 from .runtime.speculative import DraftSettings
 from .settings import Settings

@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletionToolParam
 
 from ingle.core.engine import Engine
 from ingle.core.errors import InvalidRequest
-from ingle.core.runtime.sampler import grammar_for_tool_calls
+from ingle.core.runtime.grammar import grammar_for_tool_calls
 from ingle.core.tool_calls import (
     GENERIC,
     HERMES,

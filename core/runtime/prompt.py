@@ -11,8 +11,8 @@ from ..generation import ChatMessage, GenerationRequest
 from ..manifest import Manifest
 from ..tool_calls import ToolCallFormat, require_tool_format
 from .fim import FimTokens, build_fim_prompt
+from .grammar import LazyGrammar, grammar_for_tool_calls
 from .llama_model import LlamaModel
-from .sampler import LazyGrammar, grammar_for_tool_calls
 
 
 @dataclass(frozen=True)
