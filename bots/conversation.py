@@ -335,6 +335,9 @@ class ConversationCore:
         """The knowledge bases each channel answers from, and the sources of the last answers."""
         self._tails: dict[ConversationKey, asyncio.Future[None]] = {}
         """The last turn of each conversation with turns pending, which the next one waits for."""
+        self._receiving = asyncio.Lock()
+        """Taken by `receive` (FIFO): messages are stored and queued in the order they reached the core, though
+        each waits for the disk in between. The store runs one statement at a time anyway, so nothing is lost."""
         self.edit_interval = settings.edit_interval or style.edit_interval
         self.answering = AnswerTasks()
         """The turns running now, each a task of its own."""
@@ -373,8 +376,13 @@ class ConversationCore:
     async def receive(self, message: IncomingMessage, reply: ReplyStream) -> Turn | None:
         """The fast half: decide whether to answer and commit the message; None means stay silent.
 
-        When this returns, the message is on disk, so the platform may acknowledge the event.
+        When this returns, the message is on disk, so the platform may acknowledge the event. A conversation's
+        turns run in the order their messages reached this method, however its awaits interleave.
         """
+        async with self._receiving:
+            return await self._receive(message, reply)
+
+    async def _receive(self, message: IncomingMessage, reply: ReplyStream) -> Turn | None:
         platform = self.style.name
         if not self.access.allows(message.user_id, message.key.channel):
             if await self.store.first_refusal(platform, message.user_id):

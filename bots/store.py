@@ -155,6 +155,12 @@ def m005_channel_cursors(db: sqlite3.Connection) -> None:
     )
 
 
+@migrations
+def m006_answers_by_question(db: sqlite3.Connection) -> None:
+    # History is read in question-answer order, which looks each answer's question up by the answer's id.
+    db.execute("CREATE INDEX owed_answers_by_answer ON owed_answers (answer_id)")
+
+
 @dataclass(frozen=True)
 class ConversationKey:
     """Where a conversation happens: the platform, its channel (or chat) and thread ('' for none)."""
@@ -326,11 +332,21 @@ class BotStore:
         return await self._run(work)
 
     async def history(self, conversation_id: int) -> list[StoredMessage]:
-        """The conversation's messages, oldest first."""
+        """The conversation's messages in conversation order: each answer right after the question it answers.
+
+        Questions keep the order they arrived in, but answers are stored when they finish: q1, q2 and q3 sent
+        while the bot was busy are stored before a1, a2 and a3. `owed_answers` links each answer to its question,
+        so the pairs are put back together here (q1, a1, q2, a2, q3, a3).
+        """
 
         def work(db: sqlite3.Connection) -> list[StoredMessage]:
             rows = db.execute(
-                "SELECT id, role, content, user_id FROM messages WHERE conversation_id = ? ORDER BY id",
+                """
+                SELECT m.id, m.role, m.content, m.user_id FROM messages m
+                LEFT JOIN owed_answers o ON o.answer_id = m.id
+                WHERE m.conversation_id = ?
+                ORDER BY coalesce(o.question_id, m.id), m.id
+                """,
                 (conversation_id,),
             ).fetchall()
             return [StoredMessage(id=row[0], role=row[1], content=row[2], user_id=row[3]) for row in rows]
@@ -338,20 +354,13 @@ class BotStore:
         return await self._run(work)
 
     async def history_for(self, conversation_id: int, message_id: int) -> list[StoredMessage]:
-        """What the model sees when answering user message `message_id`, which comes last.
+        """What the model sees when answering user message `message_id`: the turns before it, then the message.
 
-        Users' messages that arrived after it are left out (their turns come
-        later); answers stored since it arrived are kept, since they answer
-        earlier turns.
+        Questions that arrived after it, and their answers, are left out: their turns come later.
         """
         messages = await self.history(conversation_id)
-        current = [message for message in messages if message.id == message_id]
-        earlier = [
-            message
-            for message in messages
-            if message.id != message_id and (message.role != "user" or message.id < message_id)
-        ]
-        return earlier + current
+        ids = [message.id for message in messages]
+        return messages[: ids.index(message_id) + 1] if message_id in ids else messages
 
     async def forget(self, conversation_id: int) -> int:
         """Delete the conversation's messages (its model and system prompt stay); returns how many."""

@@ -302,6 +302,7 @@ async def test_store_migrates_once_runs_in_wal_and_drops_redeliveries(tmp_path: 
         "m003_strangers_told",
         "m004_owed_answers",
         "m005_channel_cursors",
+        "m006_answers_by_question",
     ]
 
 
