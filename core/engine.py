@@ -31,7 +31,6 @@ from .memory import MIB, MemoryEstimate, default_parallel, estimate_memory, form
 from .names import ModelName
 from .runtime.draft_model import DraftModel
 from .runtime.embeddings import EmbeddingContext
-from .runtime.grammar import grammar_for_format
 from .runtime.llama_model import ContextShape, LlamaModel
 from .runtime.prompt import PromptBuilder
 from .runtime.sampler import Sampler
@@ -245,7 +244,7 @@ class Engine:
         """How many tokens `request`'s prompt is, as the model would decode it (loading the model if needed)."""
         loaded = await self._acquire(request.model, request.keep_alive)
         try:
-            return len(loaded.prompts.build(request).tokens)
+            return len((await loaded.prompts.prepare(request)).tokens)
         finally:
             self._release(loaded)
 
@@ -484,9 +483,9 @@ class Engine:
         loaded = await self._acquire(request.model, request.keep_alive)
         load_seconds = time.perf_counter() - started
         try:
-            prepared = loaded.prompts.build(request)
+            prepared = await loaded.prompts.prepare(request)
             tool_grammar = prepared.tool_grammar if self.settings.tool_call_grammar else None
-            sampler = Sampler(loaded.model, request.options, grammar_for_format(request.format), tool_grammar)
+            sampler = Sampler(loaded.model, request.options, prepared.format_grammar, tool_grammar)
             room = loaded.shape.tokens_per_sequence - len(prepared.tokens)
             max_tokens = min(request.options.max_tokens or room, room)
             chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()

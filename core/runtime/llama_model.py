@@ -17,6 +17,7 @@ import ctypes
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import llama_cpp as llama
@@ -139,7 +140,7 @@ class LlamaModel:
 
     def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
         """Turn text into tokens; `parse_special` lets template markers become control tokens."""
-        data = text.encode("utf-8")
+        data = text.encode("utf-8", "replace")  # a lone surrogate (valid JSON, not UTF-8) becomes "?"
         capacity = len(data) + 16
         buffer = (llama.llama_token * capacity)()
         count = llama.llama_tokenize(self._vocab, data, len(data), buffer, capacity, add_special, parse_special)
@@ -165,6 +166,28 @@ class LlamaModel:
     def is_end_of_generation(self, token: int) -> bool:
         """True for end-of-text/turn tokens that end a generation."""
         return bool(llama.llama_vocab_is_eog(self._vocab, token))
+
+    @cached_property
+    def _vocabulary_texts(self) -> tuple[tuple[str, ...], int]:
+        # One pass over the vocabulary (about 0.5 s for 150k tokens), made by the first prompt that needs it.
+        control = llama.LLAMA_TOKEN_ATTR_CONTROL | llama.LLAMA_TOKEN_ATTR_UNKNOWN
+        control_texts, longest = [], 1
+        for token in range(self.n_vocab):
+            text = llama.llama_vocab_get_text(self._vocab, token) or b""
+            longest = max(longest, len(text))
+            if text and llama.llama_vocab_get_attr(self._vocab, token) & control:
+                control_texts.append(text.decode("utf-8", "replace"))
+        return tuple(control_texts), longest
+
+    @property
+    def control_texts(self) -> tuple[str, ...]:
+        """The texts of the control tokens (`<|im_start|>`, …): a chat template writes them, a user's text never."""
+        return self._vocabulary_texts[0]
+
+    @property
+    def most_bytes_per_token(self) -> int:
+        """No token stands for more bytes of text than this (vocabulary entries are at least as long as their bytes)."""
+        return self._vocabulary_texts[1]
 
     def find_token(self, text: str) -> int | None:
         """The id of a special token written exactly as `text`, if the vocabulary has one."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from ..chat_template import ChatTemplate
@@ -10,8 +11,9 @@ from ..errors import ContextOverflow, InvalidRequest
 from ..generation import ChatMessage, GenerationRequest
 from ..manifest import Manifest
 from ..tool_calls import ToolCallFormat, require_tool_format
+from .control_text import ControlTextShield
 from .fim import FimTokens, build_fim_prompt
-from .grammar import LazyGrammar, grammar_for_tool_calls
+from .grammar import LazyGrammar, grammar_for_format, grammar_for_tool_calls
 from .llama_model import LlamaModel
 
 
@@ -23,6 +25,8 @@ class PreparedPrompt:
     stop_tokens: frozenset[int] = frozenset()
     tool_grammar: LazyGrammar | None = None
     """Constrains a tool call once the model starts one; None when no tools were offered."""
+    format_grammar: str | None = None
+    """Constrains the whole output to the request's format (JSON, a JSON schema); None when it has none."""
 
 
 class PromptBuilder:
@@ -49,8 +53,30 @@ class PromptBuilder:
         """How this model writes tool calls; UnsupportedFeature when its template has no tool support."""
         return require_tool_format(self.template_source)
 
+    async def prepare(self, request: GenerationRequest) -> PreparedPrompt:
+        """build() in a worker thread: tokenizing takes time in proportion to the text (a second for a few MiB).
+
+        The thread reads the model, so a cancelled caller still waits for it to
+        end before passing the cancellation on (and releasing the model).
+        """
+        work = asyncio.ensure_future(asyncio.to_thread(self.build, request))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            while not work.done():
+                try:
+                    await asyncio.wait([work])
+                except asyncio.CancelledError:
+                    continue
+            raise
+
     def build(self, request: GenerationRequest) -> PreparedPrompt:
-        """Tokens for a chat, a templated or raw completion, or a fill-in-the-middle."""
+        """Tokens for a chat, a templated or raw completion, or a fill-in-the-middle, and the output's grammar.
+
+        Text that cannot fit is refused by its size before any of it is tokenized.
+        """
+        format_grammar = grammar_for_format(request.format)
+        self._check_size(request)
         if request.suffix is not None:
             tokens = build_fim_prompt(
                 self.model, self.fim, request.prompt or "", request.suffix, request.extra_context, request.filename
@@ -70,7 +96,7 @@ class PromptBuilder:
             messages = [ChatMessage("user", request.prompt or "")]
             prepared = PreparedPrompt(self._chat_tokens(messages, request))
         self._check_fits(prepared.tokens)
-        return prepared
+        return replace(prepared, format_grammar=format_grammar)
 
     def _chat_tokens(self, messages: list[ChatMessage], request: GenerationRequest) -> list[int]:
         system = request.system if request.system is not None else self.manifest.system
@@ -78,10 +104,29 @@ class PromptBuilder:
             messages = [ChatMessage("system", system), *messages]
         bos_text = self.model.token_text(self.model.bos) if self.model.bos >= 0 else ""
         eos_text = self.model.token_text(self.model.eos) if self.model.eos >= 0 else ""
-        text = self.template.render(messages, request.tools, bos_token=bos_text, eos_token=eos_text)
+        shield = ControlTextShield(self.model.control_texts)
+        text = self.template.render(
+            [shield.hide_message(message) for message in messages],
+            shield.hide(request.tools),
+            bos_token=bos_text,
+            eos_token=eos_text,
+        )
         # Templates that write the BOS token themselves must not get a second one.
         add_bos = self.model.add_bos and not (bos_text and text.startswith(bos_text))
-        return self.model.tokenize(text, add_special=add_bos, parse_special=True)
+        return shield.tokenize(self.model, text, add_bos)
+
+    def _check_size(self, request: GenerationRequest) -> None:
+        most_bytes = self.context_tokens * self.model.most_bytes_per_token
+        size = _text_bytes(
+            [request.prompt, request.suffix, request.system, request.tools, request.filename]
+            + [[chunk.text, chunk.filename] for chunk in request.extra_context]
+            + [[message.role, message.content, message.name, message.tool_calls] for message in request.messages or []]
+        )
+        if size > most_bytes:
+            raise ContextOverflow(
+                f"The prompt is {size} bytes, more than the {self.context_tokens} tokens of the context can hold "
+                f"(at most {most_bytes} bytes): shorten it or raise num_ctx."
+            )
 
     def _check_fits(self, tokens: list[int]) -> None:
         if not tokens:
@@ -91,3 +136,14 @@ class PromptBuilder:
                 f"The prompt is {len(tokens)} tokens but the context holds {self.context_tokens}: "
                 "shorten it or raise num_ctx."
             )
+
+
+def _text_bytes(value: object) -> int:
+    """The UTF-8 size of every string in `value` (strings, and lists and dicts of them)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, list):
+        return sum(_text_bytes(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_text_bytes(key) + _text_bytes(item) for key, item in value.items())
+    return 0
