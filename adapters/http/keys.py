@@ -7,8 +7,11 @@ from aiohttp import web
 from ...core.backend import GenerationBackend
 from ...core.engine import Engine
 from ...core.settings import Settings
+from ..services import ServiceBoard
 
 ENGINE = web.AppKey("engine", Engine)
 SETTINGS = web.AppKey("settings", Settings)
 BACKEND = web.AppKey("backend", GenerationBackend)
 """Where generation and embedding requests go: the engine, or a router over it and upstreams."""
+SERVICES = web.AppKey("services", ServiceBoard)
+"""What the daemon's services (the configured bots) last reported; `ingle serve` hands it to them."""

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ...core.generation import ContextChunk, GenerationRequest, GenerationStats, SamplingOptions
 from .errors import BadRequestBody, read_body
-from .keys import BACKEND, SETTINGS
+from .keys import BACKEND, SERVICES, SETTINGS
 from .llama_server_wire import (
     CompletionOptions,
     CompletionPartial,
@@ -69,8 +69,9 @@ async def completion(request: web.Request) -> web.StreamResponse:
 
 @documented("Whether the server is up (llama-server).", response=Health, tags=TAGS)
 async def health(request: web.Request) -> web.Response:
-    """Always ok while the server runs; needs no API key."""
-    return compact_json(Health().model_dump())
+    """Always ok while the server runs, with each service's state; needs no API key."""
+    services = {name: status.state.value for name, status in request.app[SERVICES].statuses().items()}
+    return compact_json(Health(services=services or None).model_dump(exclude_none=True))
 
 
 def add_routes(app: web.Application) -> None:

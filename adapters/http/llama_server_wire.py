@@ -175,3 +175,7 @@ class Health(BaseModel):
 
     status: Literal["ok"] = "ok"
     """Always `ok`: the server is up (models load on first use)."""
+    services: dict[str, str] | None = None
+    """Where each of the daemon's services stands, by name: `bots.telegram` is `starting`, `running`,
+    `retrying` (after a failure) or `stopped` (its section is wrong). Absent when no bot is configured, so the
+    answer stays llama-server's own."""

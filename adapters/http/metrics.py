@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ...core.engine import Engine
 from ...core.generation import GenerationStats
-from .keys import ENGINE
+from ..services import ServiceBoard, ServiceState
+from .keys import ENGINE, SERVICES
 from .openapi import documented
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,10 +61,33 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily("ingle_loaded_models", "Models loaded in memory.", value=len(queues))
 
 
+class ServiceCollector(Collector):
+    """Whether each of the daemon's services (the configured bots) is running, and how often it failed."""
+
+    def __init__(self, board: ServiceBoard) -> None:
+        self._board = board
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample per service that has reported."""
+        up = GaugeMetricFamily(
+            "ingle_service_up", "1 while a service (bots.telegram, ...) is running; 0 while it starts, retries or has "
+            "stopped.", labels=["service"],
+        )  # fmt: skip
+        failures = CounterMetricFamily(
+            "ingle_service_failures", "Times a service failed (and was started again) since the daemon started.",
+            labels=["service"],
+        )  # fmt: skip
+        for name, status in sorted(self._board.statuses().items()):
+            up.add_metric([name], 1 if status.state is ServiceState.RUNNING else 0)
+            failures.add_metric([name], status.failures)
+        yield up
+        yield failures
+
+
 class HttpMetrics:
     """The application's metrics and the registry they live in."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, services: ServiceBoard) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ingle_http_requests", "HTTP requests answered, by method, route and status.",
@@ -97,6 +121,7 @@ class HttpMetrics:
             ["model"], buckets=_RATE_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.registry.register(EngineCollector(engine))
+        self.registry.register(ServiceCollector(services))
 
 
 METRICS = web.AppKey("metrics", HttpMetrics)
@@ -154,6 +179,6 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Create the app's metrics over its engine and add GET /metrics (call after app[ENGINE] is set)."""
-    app[METRICS] = HttpMetrics(app[ENGINE])
+    """Create the app's metrics over its engine and services; add GET /metrics (after app[ENGINE], app[SERVICES])."""
+    app[METRICS] = HttpMetrics(app[ENGINE], app[SERVICES])
     app.router.add_get("/metrics", metrics_endpoint)

@@ -20,9 +20,11 @@ from ...core.errors import IngleError
 from ...core.settings import Settings, load_settings
 from ..binding import check_bind
 from ..config_reload import reload_settings
+from ..services import ServiceBoard
 from ..systemd import SystemdNotifier
 from ..upstreams import BackendRouter
 from .app import create_app
+from .keys import SERVICES
 
 log = logging.getLogger("ingle.serve")
 protocol_log = logging.getLogger("ingle.http.protocol")
@@ -103,7 +105,7 @@ async def serve(
                 on_ready(urls)
             notifier.ready(listening)
             watchdog = asyncio.create_task(notifier.feed_watchdog())
-            services = _start_services(settings, backend or engine)
+            services = _start_services(settings, backend or engine, app[SERVICES])
             await stop.wait()
             log.info("shutting down")
             notifier.stopping("stopping: finishing requests in flight")
@@ -116,13 +118,14 @@ async def serve(
             notifier.status("stopping: unloading models")
 
 
-def _start_services(settings: Settings, backend: GenerationBackend) -> list[asyncio.Task[None]]:
+def _start_services(settings: Settings, backend: GenerationBackend, board: ServiceBoard) -> list[asyncio.Task[None]]:
     """Start what other folders contribute to the daemon (`ingle.services` entry points: the configured bots).
 
-    Found at run time because bots/ builds on adapters, never the reverse (DESIGN.md).
+    Found at run time because bots/ builds on adapters, never the reverse (DESIGN.md). Each reports on `board`
+    where it stands, which /health and /metrics show.
     """
     return [
-        asyncio.create_task(entry.load()(settings, backend), name=f"ingle-service-{entry.name}")
+        asyncio.create_task(entry.load()(settings, backend, board), name=f"ingle-service-{entry.name}")
         for entry in entry_points(group="ingle.services")
     ]
 

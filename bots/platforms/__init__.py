@@ -1,9 +1,10 @@
 """One module per chat platform, each converting to and from the conversation core.
 
 `PLATFORMS` is the registry `ingle bot NAME` and `ingle serve` read: a name
-maps to a coroutine function `run_<name>(settings, backend)` that validates
-`[bots.<name>]` from the settings, connects, and serves until cancelled
-(closing everything it opened). To add a platform, write
+maps to a coroutine function `run_<name>(settings, backend, ready)` that
+validates `[bots.<name>]` from the settings, connects, calls `ready()` (when
+given) once it is connected, and serves until cancelled (closing everything it
+opened). To add a platform, write
 `bots/platforms/<name>.py` with such a function (see `bots.conversation` for
 the contract it implements) and add one line here.
 """
@@ -17,7 +18,10 @@ from typing import Any
 from ingle.core.backend import GenerationBackend
 from ingle.core.settings import Settings
 
-PlatformRunner = Callable[[Settings, GenerationBackend], Coroutine[Any, Any, None]]
+Ready = Callable[[], None] | None
+"""Called once the bot is connected and answering (`ingle serve` reports it as running)."""
+
+PlatformRunner = Callable[[Settings, GenerationBackend, Ready], Coroutine[Any, Any, None]]
 """Runs one platform's bot against a backend until cancelled."""
 
 
@@ -26,9 +30,9 @@ def _imported_when_run(name: str) -> PlatformRunner:
     (slack-bolt, python-telegram-bot) takes a noticeable time to load, which every other
     `ingle` command would otherwise pay."""
 
-    async def run(settings: Settings, backend: GenerationBackend) -> None:
+    async def run(settings: Settings, backend: GenerationBackend, ready: Ready) -> None:
         module = importlib.import_module(f"{__name__}.{name}")
-        await getattr(module, f"run_{name}")(settings, backend)
+        await getattr(module, f"run_{name}")(settings, backend, ready)
 
     return run
 

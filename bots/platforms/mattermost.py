@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -374,7 +374,11 @@ class MattermostBot:
         return found
 
 
-async def run_mattermost(settings: Settings, backend: GenerationBackend) -> None:
-    """Run the `[bots.mattermost]` bot against `backend` until cancelled."""
+async def run_mattermost(
+    settings: Settings, backend: GenerationBackend, ready: Callable[[], None] | None = None
+) -> None:
+    """Run the `[bots.mattermost]` bot against `backend` until cancelled; `ready()` once it is connected."""
     async with MattermostBot(settings, MattermostSettings.from_settings(settings), backend) as running:
+        if ready is not None:
+            ready()
         await running.serve()

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -539,7 +539,9 @@ def _code(error: SlackApiError) -> str:
     return str(data.get("error")) if isinstance(data, dict) else f"HTTP {error.response.status_code}"
 
 
-async def run_slack(settings: Settings, backend: GenerationBackend) -> None:
-    """Run the `[bots.slack]` bot against `backend` until cancelled."""
+async def run_slack(settings: Settings, backend: GenerationBackend, ready: Callable[[], None] | None = None) -> None:
+    """Run the `[bots.slack]` bot against `backend` until cancelled; `ready()` once it is connected."""
     async with SlackBot(settings, SlackSettings.from_settings(settings), backend) as running:
+        if ready is not None:
+            ready()
         await running.serve()

@@ -468,7 +468,9 @@ def _cut_utf16(text: str, start: int, end: int) -> str:
     return (encoded[: start * 2] + encoded[end * 2 :]).decode("utf-16-le")
 
 
-async def run_telegram(settings: Settings, backend: GenerationBackend) -> None:
-    """Run the `[bots.telegram]` bot against `backend` until cancelled."""
+async def run_telegram(settings: Settings, backend: GenerationBackend, ready: Callable[[], None] | None = None) -> None:
+    """Run the `[bots.telegram]` bot against `backend` until cancelled; `ready()` once it is connected."""
     async with TelegramBot(settings, TelegramSettings.from_settings(settings), backend) as running:
+        if ready is not None:
+            ready()
         await running.serve()

@@ -24,15 +24,15 @@ class ApiCall:
     """What it answered, when it succeeded."""
 
 
-async def start_on_loopback(app: web.Application, **runner_options: object) -> tuple[web.AppRunner, str]:
-    """Serve `app` on 127.0.0.1 at a port the OS picks; return the runner (to clean up) and the base URL.
+async def start_on_loopback(app: web.Application, port: int = 0, **runner_options: object) -> tuple[web.AppRunner, str]:
+    """Serve `app` on 127.0.0.1 at `port` (0: one the OS picks); return the runner (to clean up) and the base URL.
 
     Handler cancellation is on, as in `ingle serve`, so a client that hangs up
     cancels its handler here too.
     """
     runner = web.AppRunner(app, **{"handler_cancellation": True, **runner_options})
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 

@@ -113,8 +113,12 @@ class MattermostPost:
 class FakeMattermost:
     """One team of a Mattermost server; `async with FakeMattermost() as mm:` then use `mm.url`."""
 
-    def __init__(self, bot_token: str = "fake-mattermost-bot-token", bot_username: str = "ingle") -> None:
+    def __init__(
+        self, bot_token: str = "fake-mattermost-bot-token", bot_username: str = "ingle", port: int = 0
+    ) -> None:
         self.bot_token = bot_token
+        self.port = port
+        """The loopback port to listen on (0: one the OS picks), e.g. one a bot was already failing to reach."""
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
         self.posts: list[MattermostPost] = []
@@ -150,7 +154,7 @@ class FakeMattermost:
         app.router.add_get("/api/v4/posts/{post_id}/thread", self._get_thread)
         app.router.add_put("/api/v4/posts/{post_id}", self._update_post)
         app.router.add_put("/api/v4/posts/{post_id}/patch", self._patch_post)
-        self._runner, self.url = await start_on_loopback(app)
+        self._runner, self.url = await start_on_loopback(app, self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -96,6 +96,7 @@ class FakeTelegram:
     _next_update: int = 1
     _next_message: int = 1000
     _failures: dict[str, list[int]] = field(default_factory=dict)
+    _conflicts: dict[str, int] = field(default_factory=dict)
     _refusals: dict[str, list[str]] = field(default_factory=dict)
     _changed: asyncio.Condition | None = None
     _runner: web.AppRunner | None = None
@@ -179,6 +180,11 @@ class FakeTelegram:
         """Answer the next call of `method` with 400 and this description, as Telegram refuses a request."""
         self._refusals.setdefault(method, []).append(description)
 
+    def conflict_next(self, method: str, times: int = 1) -> None:
+        """Answer the next `times` calls of `method` with 409 Conflict, as Telegram answers getUpdates while another
+        poll of the same bot is still open (right after a restart)."""
+        self._conflicts[method] = self._conflicts.get(method, 0) + times
+
     def calls_of(self, method: str, chat_id: int | None = None) -> list[ApiCall]:
         """The recorded calls of one method (to one chat)."""
         return [
@@ -215,6 +221,13 @@ class FakeTelegram:
         call = ApiCall(method=method, params=params, at=time.monotonic())
         self.calls.append(call)
         try:
+            if self._conflicts.get(method):
+                self._conflicts[method] -= 1
+                call.status = 409
+                return _error(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                )
             queued = self._failures.get(method)
             if queued:
                 retry_after = queued.pop(0)
