@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ingle.adapters.cli.doctor import check_running_services
 from ingle.adapters.http.app import create_app
 from ingle.adapters.http.keys import SERVICES
 from ingle.adapters.services import ServiceBoard, ServiceState
@@ -52,6 +53,13 @@ async def daemon_with_bots(
             bots.cancel()
             await asyncio.gather(bots, return_exceptions=True)
             await runner.cleanup()
+
+
+def doctor_says(url: str, settings: Settings) -> list[tuple[str, bool]]:
+    """What `ingle doctor`'s look at the daemon answering on `url`'s port finds: (name, ok) per service."""
+    port = int(url.rsplit(":", 1)[1])
+    checks = check_running_services(settings_for(settings.home, port=port, bots=settings.bots))
+    return [(check.name, check.ok) for check in checks]
 
 
 async def health_and_metrics(url: str) -> tuple[dict[str, str], str]:
@@ -101,6 +109,7 @@ async def test_a_bot_whose_server_is_down_at_start_is_retried_and_reported(tmp_p
         assert sample(metrics, "ingle_service_up", "bots.mattermost") == 0
         assert sample(metrics, "ingle_service_failures_total", "bots.mattermost") >= 2
         assert "Cannot reach the Mattermost server" in board.statuses()["bots.mattermost"].detail
+        assert await asyncio.to_thread(doctor_says, url, settings) == [("bots.mattermost", False)]
 
         reserved.close()  # the server comes up, on the address the bot has been trying
         async with FakeMattermost(port=port) as server:
@@ -110,6 +119,7 @@ async def test_a_bot_whose_server_is_down_at_start_is_retried_and_reported(tmp_p
             await server.user_posts(ALICE, DM, "Are you there?")
             await server.wait_until(lambda: server.bot_posts(channel_id=DM), 30, "the answer")
             services, metrics = await health_and_metrics(url)
+            assert await asyncio.to_thread(doctor_says, url, settings) == [("bots.mattermost", True)]
 
     assert services == {"bots.mattermost": "running"}
     assert sample(metrics, "ingle_service_up", "bots.mattermost") == 1
@@ -132,7 +142,7 @@ async def test_a_409_conflict_from_get_updates_does_not_end_the_telegram_bot(tmp
             await fake.wait_for(lambda: "Hello!" in fake.sent_texts(1), timeout=30)
             services, _ = await health_and_metrics(url)
 
-    assert [call.status for call in fake.calls_of("getUpdates")][0] == 409
+    assert fake.calls_of("getUpdates")[0].status == 409
     assert services == {"bots.telegram": "running"}
     assert board.statuses()["bots.telegram"].failures == 1
 

@@ -114,7 +114,8 @@ def run_checks(home: Path | None, *, skip_port: bool = False) -> list[Check]:
     ]
     if not skip_port:
         checks.append(check_port)
-    return [config[0], *(check(settings) for check in checks), *contributed_checks(settings)]
+    running = [] if skip_port else check_running_services(settings)
+    return [config[0], *(check(settings) for check in checks), *contributed_checks(settings), *running]
 
 
 def contributed_checks(settings: Settings) -> list[Check]:
@@ -276,16 +277,37 @@ def check_port(settings: Settings) -> Check:
     )
 
 
+def check_running_services(settings: Settings) -> list[Check]:
+    """Each service (configured bot) of an ingle answering on the port is running, as its /health says."""
+    health = _daemon_health(settings) if settings.port else None
+    services = health.get("services") if health else None
+    if not isinstance(services, dict):
+        return []
+    return [
+        Check(str(name), True, "running in the daemon.")
+        if state == "running"
+        else Check(str(name), False, f"{state} in the daemon; its log says why (journalctl -u ingle).")
+        for name, state in sorted(services.items())
+    ]
+
+
 def _ingle_answers(settings: Settings) -> bool:
+    health = _daemon_health(settings)
+    return health is not None and health.get("status") == "ok"
+
+
+def _daemon_health(settings: Settings) -> dict[str, object] | None:
+    """What an ingle on the configured port answers at /health, or None if nothing (or not ingle) answers."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else "::1" if settings.host == "::" else settings.host
     url_host = f"[{host}]" if ":" in host else host
     import httpx  # loaded only when `ingle doctor` runs
 
     try:
         answer = httpx.get(f"http://{url_host}:{settings.port}/health", timeout=_PORT_PROBE_TIMEOUT)
-        return answer.status_code == 200 and answer.json().get("status") == "ok"
+        health = answer.json() if answer.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
-        return False
+        return None
+    return health if isinstance(health, dict) else None
 
 
 def _default_manifest(settings: Settings) -> Manifest | None:
