@@ -211,14 +211,15 @@ class BatchScheduler:
                     self._wake.wait()
                 if self._stopping:
                     break
-                calls = list(self._calls)
-                self._calls.clear()
+                # One call per step: each step of an embedding request is a call, and several in a row would
+                # stall the streams for as long as all of them take.
+                call = self._calls.popleft() if self._calls else None
                 # Cancelled jobs leave first: an editor cancels a request and sends the next keystroke's at
                 # once, and that one should find the sequence (and the cached prompt) the old one held.
                 self._drop_cancelled()
                 placed = self._admit()
-            for function, future in calls:
-                self._run_call(function, future)
+            if call is not None:
+                self._run_call(*call)
             for slot, plan in placed:
                 self._place(slot, plan)
             if any(slot.job for slot in self._slots):
