@@ -19,7 +19,9 @@ from collections.abc import Generator, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from cattrs.errors import ClassValidationError
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.workspace import PositionCodec, TextDocument, Workspace
 
@@ -30,6 +32,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # Zero-width places right after a line break, to split while keeping each line's ending.
 _AFTER_LINE_BREAK = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What `LspProtocol.structure_message` gives for a request it has answered already.
+_ANSWERED = object()
 # Longest line the model sees: a longer one (a minified bundle, a data blob) is cut to this in the prompt, and the
 # cursor on it gets no suggestion. About 300 tokens of code.
 MAX_LINE_CHARS = 1000
@@ -122,7 +126,28 @@ def column_of(line: str, character: int, codec: PositionCodec) -> int:
 
 
 class LspProtocol(LanguageServerProtocol):
-    """pygls's protocol with an `LspWorkspace` (pygls builds a plain one at `initialize`)."""
+    """pygls's protocol with an `LspWorkspace` (pygls builds a plain one at `initialize`), and an answer for a
+    request whose params are not valid LSP (pygls logs a traceback and leaves the editor waiting forever)."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """The message `data` as lsprotocol's type; a request that does not fit its type is answered here."""
+        request_type = self.get_message_type(data["method"]) if {"jsonrpc", "id", "method"} <= data.keys() else None
+        if request_type is None:
+            return super().structure_message(data)
+        try:
+            return self._converter.structure(data, request_type)
+        except ClassValidationError:
+            # A position below 0 or beyond 2^31, a missing field: a client's bug. One line in the log, not a traceback.
+            method = data["method"]
+            log.warning("answering %s request %r: its params are not valid LSP", method, data["id"])
+            sentence = f"{method}: the params are not valid LSP (a position must be two integers from 0 to 2^31-1)."
+            self._send_response(data["id"], error=JsonRpcInvalidParams(sentence).to_response_error())
+            return _ANSWERED
+
+    def handle_message(self, message: Any) -> None:
+        """pygls's dispatch, except for a request `structure_message` has answered already."""
+        if message is not _ANSWERED:
+            super().handle_message(message)
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:

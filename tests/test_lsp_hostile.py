@@ -8,8 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import attrs
 import pytest
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 
 from .conftest import link_home
 from .test_lsp_protocol import (
@@ -182,6 +184,11 @@ async def test_positions_past_the_end_and_unknown_uri_schemes(editor: EditorClie
     # Past the end of the file: nothing there to complete.
     assert not (await completion(editor, uri, 9, 0)).items
     assert not (await inline(editor, uri, 9, 0)).items
+    # Below zero is no position at all: an error at once, one sentence, rather than a request never answered.
+    with attrs.validators.disabled():  # lsprotocol would refuse to build it
+        nowhere = types.CompletionParams(types.TextDocumentIdentifier(uri), types.Position(-1, -5))
+    with pytest.raises(JsonRpcInvalidParams, match="position"):
+        await asyncio.wait_for(editor.text_document_completion_async(nowhere), 30)
     # An unsaved buffer (VS Code's untitled:) completes like a file.
     untitled = f"untitled:Untitled-{encoding}"
     editor.text_document_did_open(

@@ -22,7 +22,8 @@ local ok, err = pcall(function()
     name = "ingle",
     cmd = { ingle, "lsp", "--embedded" },
     root_dir = vim.fn.fnamemodify(source, ":h"),
-    init_options = { maxLines = 4 },
+    -- answerWithinMs = null: the whole answer however busy the machine (early display is tested in-process).
+    init_options = { maxLines = 4, answerWithinMs = vim.NIL },
     handlers = {
       ["window/showMessage"] = function(_, params)
         table.insert(messages, params.message)
