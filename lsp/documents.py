@@ -32,8 +32,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # Zero-width places right after a line break, to split while keeping each line's ending.
 _AFTER_LINE_BREAK = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# What `LspProtocol.structure_message` gives for a request it has answered already.
-_ANSWERED = object()
+# What `LspProtocol.structure_message` gives for a message it has answered or ignored already.
+_HANDLED = object()
 # Longest line the model sees: a longer one (a minified bundle, a data blob) is cut to this in the prompt, and the
 # cursor on it gets no suggestion. About 300 tokens of code.
 MAX_LINE_CHARS = 1000
@@ -130,23 +130,27 @@ class LspProtocol(LanguageServerProtocol):
     request whose params are not valid LSP (pygls logs a traceback and leaves the editor waiting forever)."""
 
     def structure_message(self, data: dict[str, Any]) -> Any:
-        """The message `data` as lsprotocol's type; a request that does not fit its type is answered here."""
-        request_type = self.get_message_type(data["method"]) if {"jsonrpc", "id", "method"} <= data.keys() else None
-        if request_type is None:
+        """The message `data` as lsprotocol's type; a request or notification that does not fit its type is
+        answered (or ignored) here, with one line in the log rather than a traceback."""
+        known = self.get_message_type(data["method"]) if {"jsonrpc", "method"} <= data.keys() else None
+        if known is None:
             return super().structure_message(data)
         try:
-            return self._converter.structure(data, request_type)
+            return self._converter.structure(data, known)
         except ClassValidationError:
-            # A position below 0 or beyond 2^31, a missing field: a client's bug. One line in the log, not a traceback.
+            # A position below 0 or beyond 2^31, a missing field: a client's bug.
             method = data["method"]
-            log.warning("answering %s request %r: its params are not valid LSP", method, data["id"])
+            if "id" not in data:
+                log.warning("ignoring a %s notification: its params are not valid LSP", method)
+                return _HANDLED
+            log.warning("answering %s request %r with an error: its params are not valid LSP", method, data["id"])
             sentence = f"{method}: the params are not valid LSP (a position must be two integers from 0 to 2^31-1)."
             self._send_response(data["id"], error=JsonRpcInvalidParams(sentence).to_response_error())
-            return _ANSWERED
+            return _HANDLED
 
     def handle_message(self, message: Any) -> None:
-        """pygls's dispatch, except for a request `structure_message` has answered already."""
-        if message is not _ANSWERED:
+        """pygls's dispatch, except for a message `structure_message` has handled already."""
+        if message is not _HANDLED:
             super().handle_message(message)
 
     @lsp_method(types.INITIALIZE)

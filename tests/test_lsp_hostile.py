@@ -189,6 +189,15 @@ async def test_positions_past_the_end_and_unknown_uri_schemes(editor: EditorClie
         nowhere = types.CompletionParams(types.TextDocumentIdentifier(uri), types.Position(-1, -5))
     with pytest.raises(JsonRpcInvalidParams, match="position"):
         await asyncio.wait_for(editor.text_document_completion_async(nowhere), 30)
+    # An edit there is ignored, with a line in the log; the document stays as it was.
+    with attrs.validators.disabled():
+        before_start = types.Range(types.Position(-1, 0), types.Position(-1, 0))
+        change = types.TextDocumentContentChangePartial(range=before_start, text="oops")
+    identifier = types.VersionedTextDocumentIdentifier(version=editor.version + 1, uri=uri)
+    editor.text_document_did_change(types.DidChangeTextDocumentParams(identifier, [change]))
+    lines = await logged(editor, "textDocument/didChange notification")
+    assert not any("Traceback" in line for line in lines), "".join(lines)
+    assert [item.text_edit.new_text for item in (await completion(editor, uri, 1, 11)).items] == ["a + b"]
     # An unsaved buffer (VS Code's untitled:) completes like a file.
     untitled = f"untitled:Untitled-{encoding}"
     editor.text_document_did_open(
