@@ -109,6 +109,16 @@ def test_a_file_that_does_not_parse_keeps_its_last_definitions(tmp_path: Path) -
     assert index.definitions_used_by("shapes/report.py", REPORT.split("\n")) == []
 
 
+def test_definitions_are_read_with_the_line_breaks_python_and_lsp_count(tmp_path: Path) -> None:
+    index = workspace_index(tmp_path)
+    # An editor's text with old Mac line endings, a page break and a line separator inside a docstring: Python
+    # breaks lines only at \n, \r\n and \r, as LSP does.
+    source = GEOMETRY.replace("circle.", "circle,\u2028in square units.").replace("\n\n\ndef", "\n\x0c\n\ndef")
+    index.update("shapes/geometry.py", source.replace("\n", "\r"))
+    area = index.definitions_used_by("shapes/report.py", REPORT.split("\n"))[0]
+    assert area.text == 'def area(radius: float) -> float:\n    """The area of a circle,\u2028in square units."""'
+
+
 def test_repository_context_comes_first_and_holds_the_file_imports(tmp_path: Path) -> None:
     index = workspace_index(tmp_path)
     lines = REPORT.split("\n")
