@@ -107,15 +107,17 @@ async def bot_process(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`ingle bot PLATFORM --embedded` configured with `section` (as `INGLE_<PLATFORM>_*`), until the block ends.
 
-    Its output goes to `<home>/<platform>.log` (a pipe nobody reads could fill and stall it). At the end a
-    process still running is killed.
+    Its output, with ingle's INFO lines (`--verbose`), goes to `<home>/<platform>.log` (a pipe nobody reads could
+    fill and stall it). At the end a process still running is killed.
     """
-    env = {**os.environ, "INGLE_HOME": str(home), "INGLE_NUM_THREADS": "2"}
+    # One decode thread: on a machine busier than its cores, llama.cpp's threads wait on each other at every step
+    # (a 30-token answer took 218 s with two threads and 28 s with one, at a load of 18 on two cores).
+    env = {**os.environ, "INGLE_HOME": str(home), "INGLE_NUM_THREADS": "1"}
     for key, value in section.items():
         env[f"INGLE_{platform.upper()}_{key.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
     with (home / f"{platform}.log").open("ab") as log:
         process = await asyncio.create_subprocess_exec(
-            ingle_executable(), "bot", platform, "--embedded", env=env, stdout=log, stderr=log
+            ingle_executable(), "--verbose", "bot", platform, "--embedded", env=env, stdout=log, stderr=log
         )
     try:
         yield process
@@ -153,21 +155,26 @@ async def kill_mid_answer_then_restart(
     """
     database = home / "bots" / f"{platform}.db"
     section = {"temperature": 0, "max_answer_tokens": 96, "edit_interval": 0.2, **section}
-    async with bot_process(platform, home, section) as first:
-        await poll_until(ready, 120, f"the {platform} bot to connect")
-        await ask()
-        await poll_until(half_shown, 180, "the answer's first words")
-        await stop(first, signal.SIGKILL)
-    at_kill = shown()
-    answer: str | None = None
-    async with bot_process(platform, home, section) as second:
-        if section["resume_within"] > 1:
-            [(_, stored)] = await poll_until(lambda: stored_messages(database, "assistant"), 180, "the answer")
-            answer, finished = stored, render(stored)
-            await poll_until(lambda: shown() == finished, 180, "the answer in the message the user saw")
-        else:
-            await poll_until(lambda: "restarted" in shown(), 180, "the cut-off mark")
-        # Delivered and recorded as delivered: nothing is left to answer at the next start.
-        await poll_until(lambda: open_owed_answers(database) == 0, 60, "the delivery to be recorded")
-        assert await stop(second) == 0
+    log = home / f"{platform}.log"
+    try:
+        async with bot_process(platform, home, section) as first:
+            await poll_until(ready, 120, f"the {platform} bot to connect")
+            await ask()
+            await poll_until(half_shown, 180, "the answer's first words")
+            await stop(first, signal.SIGKILL)
+        at_kill = shown()
+        answer: str | None = None
+        async with bot_process(platform, home, section) as second:
+            if section["resume_within"] > 1:
+                [(_, stored)] = await poll_until(lambda: stored_messages(database, "assistant"), 180, "the answer")
+                answer, finished = stored, render(stored)
+                await poll_until(lambda: shown() == finished, 180, "the answer in the message the user saw")
+            else:
+                await poll_until(lambda: "restarted" in shown(), 180, "the cut-off mark")
+            # Delivered and recorded as delivered: nothing is left to answer at the next start.
+            await poll_until(lambda: open_owed_answers(database) == 0, 60, "the delivery to be recorded")
+            status = await stop(second)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}; the bot's log:\n{log.read_text()}") from error
+    assert status == 0, f"exit status {status}; the bot's log:\n{log.read_text()}"
     return at_kill, answer

@@ -187,6 +187,8 @@ class SlackReply:
         """Parts are sent as Markdown (after a stream), else as mrkdwn."""
         self._shown = ""
         """The Markdown the message shows now."""
+        self._shown_unsure = False
+        """The message may show more than `_shown` (a stream a crash left open)."""
 
     @classmethod
     def from_state(cls, client: AsyncWebClient, policy: SlackReplyPolicy, state: ReplyState) -> SlackReply:
@@ -197,6 +199,9 @@ class SlackReply:
         reply._streaming = bool(state.get("streaming"))
         reply._markdown = bool(state.get("markdown"))
         reply._shown = str(state.get("shown", ""))
+        # An open stream may show more than was recorded (an append in flight at the crash may have landed), so
+        # it is never extended: it is closed and the whole text written with chat.update.
+        reply._shown_unsure = reply._streaming
         return reply
 
     def state(self) -> dict[str, Any]:
@@ -218,7 +223,8 @@ class SlackReply:
         if self._streaming:
             # A stream left open by a crash: the answer starts again, so close it and edit the message instead.
             await self._stop_stream()
-            self._streaming = False
+            self._streaming = self._shown_unsure = False
+            self._shown = ""  # whatever it shows, the next edit replaces it whole
         if self._thread.thread_ts is None:
             return
         try:
@@ -256,7 +262,7 @@ class SlackReply:
         """Close the stream or edit the message to the first part, then post the rest in the thread."""
         first, rest = (parts[0], list(parts[1:])) if parts else ("", [])
         if self._streaming and self._ts is not None:
-            extends = first.startswith(self._shown)
+            extends = first.startswith(self._shown) and not self._shown_unsure
             if not await self._stop_stream(first[len(self._shown) :] if extends else None) or not extends:
                 # The stream showed a preview the final text does not extend (or had been closed): replace it.
                 await self._client.chat_update(channel=self._thread.channel, ts=self._ts, text=to_slack_mrkdwn(first))

@@ -118,6 +118,11 @@ class FakeSlack:
         """(channel, ts, mention) for each special mention in a bot message's text after a post, edit or append."""
         self.base_url = ""
         self.url = ""
+        self.hold_appends = 0
+        """The next this many chat.appendStream calls are applied (and shown) but never answered: the bot is
+        caught mid-answer."""
+        self.held_appends = 0
+        """chat.appendStream calls applied and left unanswered so far."""
         self._limits: dict[str, list[float]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._clock = itertools.count(1)
@@ -398,9 +403,14 @@ class FakeSlack:
         if handler is None or (method.startswith("chat.") and "Stream" in method and not self.streaming):
             return web.json_response({"ok": False, "error": "unknown_method"})
         try:
-            return web.json_response({"ok": True, **handler(args)})
+            result = handler(args)
         except LookupError as error:
             return web.json_response({"ok": False, "error": str(error.args[0])})
+        if method == "chat.appendStream" and self.hold_appends > 0:
+            self.hold_appends -= 1
+            self.held_appends += 1
+            await asyncio.Event().wait()  # until the client goes away (its handler is cancelled) or the server stops
+        return web.json_response({"ok": True, **result})
 
     def _find(self, channel: str, ts: str) -> SlackMessage:
         for message in self.messages:
