@@ -13,11 +13,12 @@ from pathlib import Path
 
 from ingle.core.generation import EmbeddingResult, GenerationChunk, GenerationRequest, GenerationStats
 from tests.bot_helpers import stored_messages
-from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
 from tests.test_bots_mattermost import ALICE as MATTERMOST_ALICE
 from tests.test_bots_mattermost import DM as MATTERMOST_DM
 from tests.test_bots_mattermost import fake_server, mattermost_bot
 from tests.test_bots_slack import ALICE as SLACK_ALICE
+from tests.test_bots_slack import CHANNEL as SLACK_CHANNEL
 from tests.test_bots_slack import DM as SLACK_DM
 from tests.test_bots_slack import slack_bot
 
@@ -59,6 +60,45 @@ async def test_a_threads_quick_messages_are_answered_in_the_order_sent(tmp_path:
             lambda: len(found := slack.finished_replies(SLACK_DM, root)) == 1 + len(questions) and found,
             what="every answer",
         )
+
+    assert [reply.text for reply in replies] == ["A:start", *(f"A:{question}" for question in questions)]
+
+
+async def test_messages_waiting_at_start_keep_their_order(tmp_path: Path) -> None:
+    backend = EchoBackend(pause=0.05)
+    questions = [f"m{index}" for index in range(1, 5)]
+    async with FakeSlack() as slack:
+        # Each auth.test after the bot's own answers sooner than the one before, as any may on a busy network.
+        slack.slow_down("auth.test", [0.0, 0.4, 0.3, 0.2, 0.1])
+        async with slack_bot(slack, tmp_path, backend, rate_limit_burst=100):
+            root = slack.next_ts()
+            for question in questions:  # what Slack held while the bot was down arrives at once
+                await slack.user_says(SLACK_ALICE, question, channel=SLACK_DM, thread_ts=root)
+            replies = await slack.wait_until(
+                lambda: len(found := slack.finished_replies(SLACK_DM, root)) == len(questions) and found,
+                what="every answer",
+            )
+
+    assert [reply.text for reply in replies] == [f"A:{question}" for question in questions]
+
+
+async def test_replies_in_a_channel_thread_keep_their_order_while_the_bot_looks_the_thread_up(tmp_path: Path) -> None:
+    backend = EchoBackend(pause=0.05)
+    questions = [f"m{index}" for index in range(1, 5)]
+    async with FakeSlack() as slack:
+        async with slack_bot(slack, tmp_path, backend, rate_limit_burst=100):
+            root, _ = await slack.user_says(SLACK_ALICE, f"<@{BOT_USER_ID}> start", channel=SLACK_CHANNEL)
+            await slack.wait_until(lambda: slack.finished_replies(SLACK_CHANNEL, root), what="the first answer")
+        # A new process does not know the thread is the bot's: it asks Slack, and a later question's lookup may
+        # come back first.
+        async with slack_bot(slack, tmp_path, backend, rate_limit_burst=100):
+            slack.slow_down("conversations.replies", [0.4, 0.3, 0.2, 0.1])
+            for question in questions:
+                await slack.user_says(SLACK_ALICE, question, channel=SLACK_CHANNEL, thread_ts=root)
+            replies = await slack.wait_until(
+                lambda: len(found := slack.finished_replies(SLACK_CHANNEL, root)) == 1 + len(questions) and found,
+                what="every answer",
+            )
 
     assert [reply.text for reply in replies] == ["A:start", *(f"A:{question}" for question in questions)]
 

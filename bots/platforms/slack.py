@@ -40,6 +40,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncAssistant, AsyncSay, AsyncSetSuggestedPrompts, AsyncSetTitle
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -357,17 +358,22 @@ class SlackBot:
         message_limit: int = SLACK_MESSAGE_LIMIT,
     ) -> None:
         self.settings = slack
-        self.client = AsyncWebClient(
-            token=slack.bot_token.get_secret_value(),
-            base_url=slack.base_url,
-            retry_handlers=[
-                AsyncConnectionErrorRetryHandler(),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-            ],
-        )
+        self.client = _web_client(slack, slack.bot_token.get_secret_value())
+        self._authorization: AuthorizeResult | None = None
+        """Who the bot is, from the auth.test at start; every event is authorized with it."""
+
+        async def authorize() -> AuthorizeResult:
+            # Left to itself Bolt calls auth.test for each event until one call has returned: right after a
+            # restart several events arrive at once, their answers return in any order, and so would the messages.
+            if self._authorization is None:
+                raise RuntimeError("the Slack bot got an event before it started")  # events come only after
+            return self._authorization
+
         http = slack.mode == "http"
         self.app = AsyncApp(
-            client=self.client,
+            # Bolt's client carries no token: `authorize` hands each event the bot token with the identity.
+            client=_web_client(slack, None),
+            authorize=authorize,
             signing_secret=slack.signing_secret.get_secret_value() if slack.signing_secret else "",
             request_verification_enabled=http,
             # The listener only records the message; Slack gets its ack once that is on disk.
@@ -387,6 +393,8 @@ class SlackBot:
         )
         self.bot_user_id = ""
         self._known_threads = KnownThreads(KNOWN_THREADS)
+        self._lookups: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        """Threads being looked up now, and the answer the messages that came meanwhile wait for."""
         self._socket: AsyncSocketModeHandler | None = None
         self._http: web.AppRunner | None = None
 
@@ -398,6 +406,9 @@ class SlackBot:
                 f"Slack refused the bot token ({_code(error)}); check bot_token in [bots.slack]."
             ) from None
         self.bot_user_id = str(identity["user_id"])
+        self._authorization = AuthorizeResult.from_auth_test_response(
+            auth_test_response=identity, bot_token=self.settings.bot_token.get_secret_value()
+        )
         await self.core.__aenter__()
         try:
             if self.settings.mode == "http":
@@ -524,19 +535,42 @@ class SlackBot:
         await self.core.accept(incoming, SlackReply(self.client, target, self.policy))
 
     async def _takes_part(self, channel: str, thread: str) -> bool:
-        """Whether the bot has posted in this thread (remembered, else asked of Slack once)."""
-        known = self._known_threads.get((channel, thread))
+        """Whether the bot has posted in this thread (remembered, else asked of Slack once).
+
+        Messages that come while the thread is looked up wait for that one lookup and go on in the order they
+        came: each asking on its own let a later message's lookup return first, and that message be answered first.
+        """
+        key = (channel, thread)
+        known = self._known_threads.get(key)
         if known is not None:
             return known
+        if (pending := self._lookups.get(key)) is not None:
+            return await pending
+        pending = self._lookups[key] = asyncio.get_running_loop().create_future()
+        found = False
         try:
             response = await self.client.conversations_replies(channel=channel, ts=thread, limit=200)
+            messages = response.get("messages") or []
+            found = any(message.get("user") == self.bot_user_id for message in messages)
+            self._known_threads.remember(key, found)
         except SlackApiError as error:
             log.info("slack thread lookup failed: %s", _code(error))
-            return False
-        messages = response.get("messages") or []
-        found = any(message.get("user") == self.bot_user_id for message in messages)
-        self._known_threads.remember((channel, thread), found)
+        finally:
+            del self._lookups[key]
+            pending.set_result(found)
         return found
+
+
+def _web_client(slack: SlackSettings, token: str | None) -> AsyncWebClient:
+    """A Web API client for the configured workspace that waits out rate limits and retries dropped connections."""
+    return AsyncWebClient(
+        token=token,
+        base_url=slack.base_url,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        ],
+    )
 
 
 def _code(error: SlackApiError) -> str:

@@ -19,7 +19,7 @@ Tests inject events with `user_says` and `opens_assistant_thread` (the
 Web API call with a monotonic timestamp) and `messages` (the channel's state
 after posts, edits and streams), `special_mentions` (every `<!here>`, `<!channel>`,
 `<!everyone>` or `<!subteam^…>` a bot message held when posted, edited or streamed: Slack
-would notify a whole channel or group), make a method answer 429 with `ratelimit`,
+would notify a whole channel or group), make a method answer 429 with `ratelimit` (or late, with `slow_down`),
 and wait with `wait_until`, which polls instead of sleeping.
 """
 
@@ -124,6 +124,7 @@ class FakeSlack:
         self.held_appends = 0
         """chat.appendStream calls applied and left unanswered so far."""
         self._limits: dict[str, list[float]] = {}
+        self._delays: dict[str, list[float]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._clock = itertools.count(1)
         self._epoch = int(time.time())
@@ -158,6 +159,10 @@ class FakeSlack:
     def add_user(self, user_id: str, name: str, tz: str = "Europe/Berlin") -> None:
         """Make users.info know this person."""
         self.users[user_id] = {"id": user_id, "name": name, "real_name": name.title(), "tz": tz, "is_bot": False}
+
+    def slow_down(self, method: str, delays: list[float]) -> None:
+        """Answer the next calls of `method` after these delays, one each (a later call may be answered first)."""
+        self._delays.setdefault(method, []).extend(delays)
 
     def ratelimit(self, method: str, times: int = 1, retry_after: float = 1.0) -> None:
         """Answer the next `times` calls of `method` with 429 and `Retry-After`."""
@@ -389,6 +394,8 @@ class FakeSlack:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or args.pop("token", "")
         call = ApiCall(method, args, time.monotonic())
         self.calls.append(call)
+        if self._delays.get(method):
+            await asyncio.sleep(self._delays[method].pop(0))
         pending = self._limits.get(method)
         if pending:
             retry_after = pending.pop(0)
