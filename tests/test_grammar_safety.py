@@ -9,6 +9,8 @@ and not the test run.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ import pytest
 
 from ingle.core.errors import InvalidRequest
 from ingle.core.runtime.grammar import grammar_for_format, grammar_for_tool_calls, unwritable_terminal
+from ingle.core.settings import Settings
+from ingle.core.store import ModelStore
 from ingle.core.tool_calls import HERMES
 
 from .conftest import DEFAULT_MODEL
@@ -49,7 +53,7 @@ def test_schemas_that_aborted_llama_cpp_are_answered_or_refused_and_the_daemon_l
         options = {"temperature": 0, "num_predict": 24}
         for schema, value in ANSWERABLE:
             answer = client.generate(DEFAULT_MODEL, "Answer in JSON.", format=schema, options=options)
-            assert json.loads(answer.response) == value, (schema, answer.response)
+            assert json.loads(answer.response or "") == value, (schema, answer.response)
         for schema in UNANSWERABLE:
             with pytest.raises(ollama.ResponseError) as refused:
                 client.generate(DEFAULT_MODEL, "Answer in JSON.", format=schema, options=options)
@@ -122,3 +126,38 @@ def test_tool_names_and_schemas_with_any_character_give_writable_grammars() -> N
     grammar = grammar_for_tool_calls(HERMES, [tool]).grammar
     assert unwritable_terminal(grammar) is None
     assert '"\\"a\\\\\\"\\\\\\\\\\\\u0000\\""' in grammar  # "a\"\\\u0000" as JSON, escaped once more for GBNF
+
+
+# Samples once, greedily and at random, under a grammar that allows no token at all (it demands NUL).
+DEAD_END_SAMPLING = r"""
+import sys
+from pathlib import Path
+
+from ingle.core.generation import SamplingOptions
+from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaModel
+from ingle.core.runtime.sampler import Sampler
+
+model = LlamaModel(Path(sys.argv[1]))
+context = model.new_context(ContextShape(sequences=1, tokens_per_sequence=128, batch_tokens=32, threads=2))
+batch = Batch(32)
+tokens = model.tokenize("Say a word:")
+for position, token in enumerate(tokens):
+    batch.add(token, position, 0, position == len(tokens) - 1)
+context.decode(batch)
+for options in (SamplingOptions(temperature=0), SamplingOptions()):
+    sampler = Sampler(model, options, grammar='root ::= "\\x00"')
+    print(sampler.sample(context.raw, len(tokens) - 1) == model.eos)
+    sampler.free()
+"""
+
+
+@pytest.mark.slow
+def test_a_grammar_that_allows_no_token_ends_the_output_instead_of_the_process(default_model_cache: Path) -> None:
+    store = ModelStore(Settings(home=default_model_cache).models_dir)
+    blob = store.blob_path(store.get(DEFAULT_MODEL).digest)
+    # In a process of its own: before the check, llama.cpp aborted the process that sampled.
+    result = subprocess.run(
+        [sys.executable, "-c", DEAD_END_SAMPLING, str(blob)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True"]

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import ctypes
+import logging
+import math
 
 import llama_cpp as llama
+import numpy as np
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, RuntimeFailure
 from ..generation import SamplingOptions
 from .grammar import LazyGrammar
 from .llama_model import LlamaModel
+
+log = logging.getLogger("ingle.sampler")
+
+# llama.cpp's llama_token_data, as numpy lays out an array of them.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
 
 def _penalty_window(repeat_last_n: int, model: LlamaModel) -> int:
@@ -45,6 +53,10 @@ class Sampler:
             and not options.frequency_penalty
             and not options.presence_penalty
         )
+        self._model = model
+        # A grammar's picks are checked before llama.cpp accepts them (see sample), in this reused buffer.
+        constrained = grammar is not None or tool_grammar is not None
+        self._candidates = np.zeros(model.n_vocab, _TOKEN_DATA) if constrained else None
         try:
             if grammar is not None:
                 self._add_grammar(model, grammar)
@@ -99,8 +111,32 @@ class Sampler:
         self._add(sampler)
 
     def sample(self, context: llama.llama_context_p, batch_index: int) -> int:
-        """Pick (and accept) the next token from the logits at `batch_index`."""
-        return llama.llama_sampler_sample(self._chain, context, batch_index)  # pyright: ignore[reportArgumentType] - as above
+        """Pick (and accept) the next token from the logits at `batch_index`.
+
+        When a grammar allows no token, llama.cpp's own sampling picks one
+        anyway and aborts the process on accepting it. With a grammar the pick
+        is made here instead and checked first: at such a dead end the output
+        ends (the end-of-text token) and nothing is accepted.
+        """
+        if self._candidates is None:
+            return llama.llama_sampler_sample(self._chain, context, batch_index)  # pyright: ignore[reportArgumentType] - as above
+        logits = llama.llama_get_logits_ith(context, batch_index)
+        if not logits:
+            raise RuntimeFailure(f"llama.cpp returned no logits for batch position {batch_index}.")
+        candidates = self._candidates
+        candidates["id"] = np.arange(len(candidates), dtype=np.int32)
+        candidates["logit"] = np.ctypeslib.as_array(logits, shape=(len(candidates),))
+        candidates["p"] = 0.0
+        pointer = candidates.ctypes.data_as(ctypes.POINTER(llama.llama_token_data))
+        array = llama.llama_token_data_array(pointer, len(candidates), -1, False)
+        llama.llama_sampler_apply(self._chain, ctypes.byref(array))  # pyright: ignore[reportArgumentType] - as above
+        # The grammar sets what it forbids to -inf, and nothing after it raises a logit again.
+        if not 0 <= array.selected < array.size or not math.isfinite(array.data[array.selected].logit):
+            log.warning("the output's grammar allows no token here; ending the output")
+            return self._model.eos
+        token = int(array.data[array.selected].id)
+        llama.llama_sampler_accept(self._chain, token)  # pyright: ignore[reportArgumentType] - as above
+        return token
 
     def free(self) -> None:
         """Release the chain and every sampler in it."""
