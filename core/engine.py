@@ -18,27 +18,29 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psutil
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from . import pull as pulling
 from .errors import CorruptModel, InsufficientMemory, ModelLoadTimeout, ModelNotFound, UnsupportedFeature
 from .generation import EmbeddingResult, GenerationChunk, GenerationRequest
 from .manifest import Manifest
 from .memory import MIB, MemoryEstimate, default_parallel, estimate_memory, format_bytes, memory_available
 from .names import ModelName
-from .runtime.draft_model import DraftModel
-from .runtime.embeddings import EmbeddingContext
-from .runtime.llama_model import ContextShape, LlamaModel
-from .runtime.prompt import PromptBuilder
-from .runtime.sampler import Sampler
-from .runtime.scheduler import BatchScheduler, GenerationJob
-from .runtime.speculative import DraftSettings
 from .settings import Settings
 from .sources import PullProgress
 from .store import ModelStore
+
+if TYPE_CHECKING:
+    # The runtime (llama.cpp, numpy, jinja2) and the sources (httpx, gguf) are imported where a model
+    # is loaded, run or pulled: together they take most of a second, and the engine of `ingle list`
+    # or `ingle rm` in a shell only reads the store.
+    from .runtime.draft_model import DraftModel
+    from .runtime.embeddings import EmbeddingContext
+    from .runtime.llama_model import ContextShape, LlamaModel
+    from .runtime.prompt import PromptBuilder
+    from .runtime.scheduler import BatchScheduler
 
 log = logging.getLogger("ingle.engine")
 
@@ -108,6 +110,8 @@ class LoadedModel:
     def embedding_context(self) -> EmbeddingContext:
         """The embedding context, created on first use (call on the decode thread)."""
         if self.embedder is None:
+            from .runtime.embeddings import EmbeddingContext
+
             tokens = min(EMBEDDING_CONTEXT, self.model.n_ctx_train or EMBEDDING_CONTEXT)
             self.embedder = EmbeddingContext(self.model, self.shape.threads, tokens)
         return self.embedder
@@ -169,6 +173,8 @@ class Engine:
     ) -> Manifest:
         """Fetch a model from a source into the store (see core.sources for the specs); a remote caller's
         pull reaches only the sources the settings open to the API."""
+        from . import pull as pulling
+
         return await pulling.pull(
             self.store, self.settings, spec, name=name, sha256=sha256, progress=progress, remote_caller=remote_caller
         )
@@ -361,6 +367,8 @@ class Engine:
             await asyncio.to_thread(loaded.close)
 
     def _shape_for(self, manifest: Manifest) -> ContextShape:
+        from .runtime.llama_model import ContextShape
+
         settings = self.settings
         trained = manifest.gguf.context_length or settings.num_ctx
         tokens = min(settings.num_ctx, trained)
@@ -406,6 +414,11 @@ class Engine:
     def _open(
         self, manifest: Manifest, shape: ContextShape, need: MemoryEstimate, draft: Manifest | None
     ) -> LoadedModel:
+        from .runtime.llama_model import LlamaModel
+        from .runtime.prompt import PromptBuilder
+        from .runtime.scheduler import BatchScheduler
+        from .runtime.speculative import DraftSettings
+
         model = LlamaModel(self.store.blob_path(manifest.digest))
         draft_model = None
         try:
@@ -438,6 +451,9 @@ class Engine:
 
     def _open_draft(self, draft: Manifest, target: LlamaModel, shape: ContextShape) -> DraftModel:
         """Load the draft model beside `target`, with a sequence for each of the target's."""
+        from .runtime.draft_model import DraftModel
+        from .runtime.llama_model import LlamaModel
+
         model = LlamaModel(self.store.blob_path(draft.digest))
         if model.n_vocab != target.n_vocab:
             model.free()
@@ -479,6 +495,9 @@ class Engine:
         Closing the iterator early (or cancelling the task reading it) stops the
         work within one decode step and frees the sequence.
         """
+        from .runtime.sampler import Sampler
+        from .runtime.scheduler import GenerationJob
+
         started = time.perf_counter()
         loaded = await self._acquire(request.model, request.keep_alive)
         load_seconds = time.perf_counter() - started
