@@ -8,18 +8,22 @@ and not the test run.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import llama_cpp as llama
+import numpy as np
 import ollama
 import openai
 import pytest
 
 from ingle.core.errors import InvalidRequest
 from ingle.core.runtime.grammar import grammar_for_format, grammar_for_tool_calls, unwritable_terminal
+from ingle.core.runtime.llama_model import LlamaModel
 from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
 from ingle.core.tool_calls import HERMES
@@ -27,6 +31,8 @@ from ingle.core.tool_calls import HERMES
 from .conftest import DEFAULT_MODEL
 from .servers import start_daemon
 
+# llama.cpp's llama_token_data, as numpy lays out an array of them.
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 # Schemas a model can answer exactly; the constants hold what the grammar's escaping used to get wrong.
 ANSWERABLE: list[tuple[dict[str, Any], Any]] = [
     ({"const": "\u0000"}, "\u0000"),
@@ -161,3 +167,27 @@ def test_a_grammar_that_allows_no_token_ends_the_output_instead_of_the_process(d
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["True", "True"]
+
+
+def test_a_string_in_a_schema_cannot_hold_a_raw_control_character(default_model_cache: Path) -> None:
+    store = ModelStore(Settings(home=default_model_cache).models_dir)
+    model = LlamaModel(store.blob_path(store.get(DEFAULT_MODEL).digest))
+    grammar = grammar_for_format({"type": "object", "properties": {"note": {"type": "string"}}})
+    assert grammar is not None
+    sampler = llama.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
+    try:
+        for token in model.tokenize('{"note": "', parse_special=False):
+            llama.llama_sampler_accept(sampler, token)  # pyright: ignore[reportArgumentType]
+        # Inside the string: a newline or a tab is not JSON there, a letter or an escape is.
+        pieces = ["\n", "\t", "a", "\\"]
+        tokens = [model.tokenize(piece, parse_special=False) for piece in pieces]
+        assert all(len(token) == 1 for token in tokens)
+        candidates = np.array([(token[0], 0.0, 0.0) for token in tokens], dtype=TOKEN_DATA)
+        pointer = candidates.ctypes.data_as(ctypes.POINTER(llama.llama_token_data))
+        array = llama.llama_token_data_array(pointer, len(candidates), -1, False)
+        llama.llama_sampler_apply(sampler, ctypes.byref(array))  # pyright: ignore[reportArgumentType]
+        allowed = dict(zip(pieces, np.isfinite(candidates["logit"]), strict=True))
+        assert allowed == {"\n": False, "\t": False, "a": True, "\\": True}
+    finally:
+        llama.llama_sampler_free(sampler)
+        model.free()

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF, SchemaConverter
+from llama_cpp.llama_grammar import JSON_GBNF, BuiltinRule, SchemaConverter
 
 from ..errors import InvalidRequest
 from ..tool_calls import ToolCallFormat, call_schema
@@ -103,7 +103,12 @@ class _SchemaConverter(SchemaConverter):
         # Characters as themselves rather than \u escapes: what a model would write. JSON still escapes controls.
         return self._format_literal(json.dumps(value, ensure_ascii=False))
 
+    def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
+        # The original lets a string hold raw control characters (a newline), which is not JSON.
+        return super()._add_primitive(name, _JSON_STRING_CHAR if name == "char" else rule)
 
+
+_JSON_STRING_CHAR = BuiltinRule(r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', [])
 _GRAMMAR_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
