@@ -99,6 +99,7 @@ def test_schemas_that_aborted_llama_cpp_are_answered_or_refused_and_the_daemon_l
     [
         ({"type": "string", "pattern": "^\\x00$"}, "a NUL character"),
         ({"type": "string", "pattern": "^[b-a]$"}, "holds none a model can write"),
+        ({"type": "string", "pattern": "^\ud800$"}, "lone surrogate"),
         ({"enum": []}, "allows no value"),
         ({"$ref": "https://example.com/schema.json"}, "may only point inside the schema"),
         ({"type": "string", "pattern": "^\\d+$"}, "uses \\d"),
@@ -126,11 +127,12 @@ def test_tool_names_and_schemas_with_any_character_give_writable_grammars() -> N
         "type": "function",
         "function": {
             "name": 'a"\\\u0000',
-            "parameters": {"type": "object", "properties": {"q": {"enum": ["\u0000", "\\", '"']}}},
+            "parameters": {"type": "object", "properties": {"q": {"enum": ["\u0000", "\\", '"', "\ud800"]}}},
         },
     }
     grammar = grammar_for_tool_calls(HERMES, [tool]).grammar
     assert unwritable_terminal(grammar) is None
+    grammar.encode()  # llama.cpp takes it as UTF-8: the lone surrogate stays a JSON escape
     assert '"\\"a\\\\\\"\\\\\\\\\\\\u0000\\""' in grammar  # "a\"\\\u0000" as JSON, escaped once more for GBNF
 
 

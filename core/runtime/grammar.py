@@ -100,14 +100,17 @@ class _SchemaConverter(SchemaConverter):
         return '"' + "".join(_GRAMMAR_ESCAPES.get(char) or _escape_control(char) for char in literal) + '"'
 
     def _generate_constant_rule(self, value: Any) -> str:
-        # Characters as themselves rather than \u escapes: what a model would write. JSON still escapes controls.
-        return self._format_literal(json.dumps(value, ensure_ascii=False))
+        # Characters as themselves rather than \u escapes: what a model would write. JSON still escapes
+        # controls; a lone surrogate (valid in JSON text, not in UTF-8) keeps its escape too.
+        text = json.dumps(value, ensure_ascii=False)
+        return self._format_literal(_SURROGATE.sub(lambda found: f"\\u{ord(found.group(0)):04x}", text))
 
     def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
         # The original lets a string hold raw control characters (a newline), which is not JSON.
         return super()._add_primitive(name, _JSON_STRING_CHAR if name == "char" else rule)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_STRING_CHAR = BuiltinRule(r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', [])
 _GRAMMAR_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -142,6 +145,8 @@ def schema_grammar(schema: dict[str, Any], field: str) -> str:
         raise InvalidRequest(f"{field}: the JSON schema cannot be used ({error}).") from error
     grammar = converter.format_grammar()
     grammar = _LITERAL.sub(lambda literal: _drop_unknown_escapes(literal.group(0)), grammar)
+    if found := _SURROGATE.search(grammar):  # from a pattern: llama.cpp takes the grammar as UTF-8
+        raise InvalidRequest(f"{field}: the JSON schema holds a lone surrogate (U+{ord(found.group(0)):04X}).")
     problem = unwritable_terminal(grammar)
     if problem is not None:
         raise InvalidRequest(f"{field}: the JSON schema asks for {problem}, which no model can write; remove it.")
