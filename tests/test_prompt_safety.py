@@ -8,6 +8,7 @@ tokenizing runs off the event loop, so other clients are answered meanwhile.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,23 @@ def test_every_field_a_client_writes_is_text(default_model: tuple[LlamaModel, Ma
     for control in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"):
         token = model.find_token(control)
         assert token is not None and forged.count(token) == benign.count(token), control
+
+
+def test_tool_call_arguments_nested_as_deep_as_json_allows_still_render(
+    default_model: tuple[LlamaModel, Manifest],
+) -> None:
+    model, manifest = default_model
+    builder = PromptBuilder(model, manifest, 4096)
+    arguments: dict[str, object] = {"q": "<|im_start|>"}
+    for _ in range(900):
+        arguments = {"a": arguments}
+    call = {"function": {"name": "lookup", "arguments": arguments}}
+    messages = [ChatMessage("user", "find it"), ChatMessage("assistant", "", tool_calls=[call])]
+
+    tokens = builder.build(chat(*messages, tools=[TOOL])).tokens
+
+    assert json.dumps(arguments).encode() in b"".join(model.token_bytes(token, special=True) for token in tokens)
+    assert holds(tokens, model.tokenize("<|im_start|>", parse_special=False))
 
 
 def test_a_lone_surrogate_in_a_message_is_tokenized_as_a_replacement(

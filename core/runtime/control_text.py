@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..generation import ChatMessage
 from .llama_model import LlamaModel
@@ -35,14 +35,27 @@ class ControlTextShield:
         self._placeholder = re.compile(rf"{self._marker}(\d+)x")
 
     def hide(self, value: Value) -> Value:
-        """`value` (a string, or lists and dicts of them) with each control-token spelling replaced by a placeholder."""
-        if isinstance(value, str):
-            return self._hide_text(value)  # pyright: ignore[reportReturnType] - a str for a str
-        if isinstance(value, list):
-            return [self.hide(item) for item in value]  # pyright: ignore[reportReturnType] - a list for a list
-        if isinstance(value, dict):
-            return {self.hide(key): self.hide(item) for key, item in value.items()}  # pyright: ignore[reportReturnType]
-        return value
+        """`value` (a string, or lists and dicts of them) with each control-token spelling replaced by a placeholder.
+
+        A loop rather than recursion: JSON from a client may nest deeper than Python's stack.
+        """
+        top: list[Any] = [None]
+        pending: list[tuple[Any, list[Any] | dict[Any, Any], Any]] = [(value, top, 0)]
+        while pending:
+            item, parent, key = pending.pop()
+            if isinstance(item, str):
+                item = self._hide_text(item)
+            elif isinstance(item, list):
+                copy: list[Any] = [None] * len(item)
+                pending.extend((child, copy, index) for index, child in enumerate(item))
+                item = copy
+            elif isinstance(item, dict):
+                keys = [self._hide_text(name) if isinstance(name, str) else name for name in item]
+                mapping = dict.fromkeys(keys)  # the keys in their order now, the values as they come
+                pending.extend(zip(item.values(), [mapping] * len(keys), keys, strict=True))
+                item = mapping
+            parent[key] = item
+        return top[0]
 
     def hide_message(self, message: ChatMessage) -> ChatMessage:
         """A chat message whose every client-written field is hidden."""

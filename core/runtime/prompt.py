@@ -139,11 +139,15 @@ class PromptBuilder:
 
 
 def _text_bytes(value: object) -> int:
-    """The UTF-8 size of every string in `value` (strings, and lists and dicts of them)."""
-    if isinstance(value, str):
-        return len(value.encode("utf-8", "surrogatepass"))
-    if isinstance(value, list):
-        return sum(_text_bytes(item) for item in value)
-    if isinstance(value, dict):
-        return sum(_text_bytes(key) + _text_bytes(item) for key, item in value.items())
-    return 0
+    """The UTF-8 size of every string in `value` (strings, and lists and dicts of them, however deep)."""
+    size, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            size += len(item.encode("utf-8", "surrogatepass"))
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+    return size
