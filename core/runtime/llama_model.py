@@ -169,7 +169,7 @@ class LlamaModel:
 
     @cached_property
     def _vocabulary_texts(self) -> tuple[tuple[str, ...], int]:
-        # One pass over the vocabulary (about 0.5 s for 150k tokens), made by the first prompt that needs it.
+        # One pass over the vocabulary (0.2-0.7 s for 150k tokens), made by the first prompt that needs it.
         control = llama.LLAMA_TOKEN_ATTR_CONTROL | llama.LLAMA_TOKEN_ATTR_UNKNOWN
         control_texts, longest = [], 1
         for token in range(self.n_vocab):
