@@ -69,7 +69,7 @@ async def run_bot(settings: Settings, platform: str, choice: EngineChoice) -> No
             from ingle.core.engine import Engine  # llama.cpp: loaded only by a bot that runs the model itself
 
             async with Engine(settings) as engine:
-                await runner(settings, engine, None)
+                await runner(settings, engine)
             return
         client = await connect_daemon(settings, choice)
         if client is None:
@@ -79,7 +79,7 @@ async def run_bot(settings: Settings, platform: str, choice: EngineChoice) -> No
                 "No ingle daemon is running for this bot to use; start `ingle serve` or pass --embedded."
             )
         try:
-            await runner(settings, client, None)
+            await runner(settings, client)
         finally:
             await client.close()
     except asyncio.CancelledError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from ingle.core.backend import GenerationBackend
 from ingle.core.settings import Settings
@@ -21,8 +21,13 @@ from ingle.core.settings import Settings
 Ready = Callable[[], None] | None
 """Called once the bot is connected and answering (`ingle serve` reports it as running)."""
 
-PlatformRunner = Callable[[Settings, GenerationBackend, Ready], Coroutine[Any, Any, None]]
-"""Runs one platform's bot against a backend until cancelled."""
+
+class PlatformRunner(Protocol):
+    """Runs one platform's bot against a backend until cancelled; `ready()` (if given) once it is connected."""
+
+    def __call__(
+        self, settings: Settings, backend: GenerationBackend, ready: Ready = None, /
+    ) -> Coroutine[Any, Any, None]: ...
 
 
 def _imported_when_run(name: str) -> PlatformRunner:
@@ -30,7 +35,7 @@ def _imported_when_run(name: str) -> PlatformRunner:
     (slack-bolt, python-telegram-bot) takes a noticeable time to load, which every other
     `ingle` command would otherwise pay."""
 
-    async def run(settings: Settings, backend: GenerationBackend, ready: Ready) -> None:
+    async def run(settings: Settings, backend: GenerationBackend, ready: Ready = None) -> None:
         module = importlib.import_module(f"{__name__}.{name}")
         await getattr(module, f"run_{name}")(settings, backend, ready)
 
