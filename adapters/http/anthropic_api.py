@@ -92,11 +92,7 @@ def add_routes(app: web.Application) -> None:
 
 def messages_generation(body: MessagesRequest | CountTokensRequest) -> GenerationRequest:
     """The GenerationRequest a Messages request asks for (stop sequences are matched by the caller)."""
-    if body.mcp_servers:
-        raise BadRequestBody(
-            "mcp_servers: MCP servers are not available here; call them from the client.", "mcp_servers"
-        )
-    tools = [_tool(tool, index) for index, tool in enumerate(body.tools or [])]
+    tools = [_tool(tool) for tool in body.tools or []]
     choice = body.tool_choice
     kind = "auto" if choice is None else {"any": "required", "tool": "required"}.get(choice.type, choice.type)
     offered, required = chosen_tools(tools, kind, choice.name if choice is not None and choice.type == "tool" else None)
@@ -129,12 +125,7 @@ def _stop_sequences(sequences: list[str] | None) -> list[str]:
     return list(sequences or [])
 
 
-def _tool(tool: Any, index: int) -> dict[str, Any]:
-    if tool.type not in (None, "custom"):
-        field = f"tools.{index}.type"
-        raise BadRequestBody(
-            f"{field}: server tools ({tool.type}) are not available here; define a custom tool.", field
-        )
+def _tool(tool: Any) -> dict[str, Any]:
     function = {"name": tool.name, "parameters": tool.input_schema}
     if tool.description:
         function["description"] = tool.description

@@ -6,12 +6,35 @@ act on say so. Inputs forbid unknown fields, so a typo is a 400 naming it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .common_wire import Limit, ModelNameField, empty
 
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_LENGTH = 256
+
+
+_NO_MCP = "MCP servers are not available here; call them from the client"
+
+
+_TEXT_BLOCKS = {"items": {"properties": {"type": {"const": "text"}}}}
+"""In the schema: a list of blocks holds text blocks only (a text or null stays allowed)."""
+_BLOCKS_BY_ROLE = {
+    "user": ("text", "tool_result", "thinking", "redacted_thinking"),
+    "assistant": ("text", "tool_use", "thinking", "redacted_thinking"),
+}
+"""The blocks ingle reads in each kind of turn."""
+
+
+def _text_blocks_only(content: Any) -> bool:
+    return not isinstance(content, list) or all(block.type == "text" for block in content)
+
+
+def text_blocks() -> Limit:
+    """A text, or a list of text blocks (a system prompt, a tool result)."""
+    return Limit(_TEXT_BLOCKS, "only text blocks are supported here", _text_blocks_only)
 
 
 class Strict(BaseModel):
@@ -37,7 +60,7 @@ class ContentBlockIn(Strict):
     """A tool_use block's arguments."""
     tool_use_id: str | None = Field(default=None, max_length=256)
     """A tool_result block's tool_use id."""
-    content: str | list[ContentBlockIn] | None = None
+    content: Annotated[str | list[ContentBlockIn] | None, text_blocks()] = None
     """A tool_result block's result: a text, or text blocks."""
     is_error: bool | None = None
     """A tool_result block that reports a failed call."""
@@ -62,10 +85,42 @@ class ContentBlockIn(Strict):
 class MessageIn(Strict):
     """One turn of the conversation."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"role": {"const": "user"}}},
+            "then": {
+                "properties": {"content": {"items": {"properties": {"type": {"enum": list(_BLOCKS_BY_ROLE["user"])}}}}}
+            },
+            "else": {
+                "properties": {
+                    "content": {
+                        "items": {
+                            "properties": {"type": {"enum": list(_BLOCKS_BY_ROLE["assistant"])}},
+                            "if": {"properties": {"type": {"const": "tool_use"}}},
+                            "then": {"required": ["name"], "properties": {"name": {"type": "string", "minLength": 1}}},
+                        }
+                    }
+                }
+            },
+        },
+    )
+
     role: Literal["user", "assistant"]
     """Who wrote it."""
     content: str | list[ContentBlockIn]
     """A text, or content blocks."""
+
+    @model_validator(mode="after")
+    def _blocks_fit_the_role(self) -> MessageIn:
+        for number, block in enumerate(self.content if isinstance(self.content, list) else []):
+            if block.type not in _BLOCKS_BY_ROLE[self.role]:
+                raise ValueError(
+                    f"content.{number}: {block.type} blocks are not supported in {self.role} turns; send text"
+                )
+            if block.type == "tool_use" and not block.name:
+                raise ValueError(f"content.{number}.name: is required")
+        return self
 
 
 class ToolIn(Strict):
@@ -77,7 +132,14 @@ class ToolIn(Strict):
     """What the tool does, for the model."""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     """JSON schema of the tool's input; the arguments the model writes are held to it."""
-    type: str | None = None
+    type: Annotated[
+        str | None,
+        Limit(
+            {"enum": ["custom", None]},
+            "server tools are not available here; define a custom tool",
+            lambda kind: kind in (None, "custom"),
+        ),
+    ] = None
     """`custom` (or absent) for a client tool; Anthropic's server tools are not available here."""
     cache_control: dict[str, Any] | None = None
     """Prompt-caching hint; accepted and ignored."""
@@ -86,12 +148,26 @@ class ToolIn(Strict):
 class ToolChoice(Strict):
     """Whether and which tool the model should use."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "tool"}}},
+            "then": {"required": ["name"], "properties": {"name": {"type": "string"}}},
+        },
+    )
+
     type: Literal["auto", "any", "tool", "none"]
     """`none` hides the tools; `auto`, `any` and `tool` offer them (the model decides whether to call)."""
     name: str | None = None
     """The tool to use, with `type: tool`."""
     disable_parallel_tool_use: bool | None = None
     """Accepted; the model writes one call or several as it sees fit."""
+
+    @model_validator(mode="after")
+    def _tool_is_named(self) -> ToolChoice:
+        if self.type == "tool" and self.name is None:
+            raise ValueError("name: is required with type 'tool'")
+        return self
 
 
 class ThinkingConfig(Strict):
@@ -124,13 +200,13 @@ class OutputConfig(Strict):
 class MessagesRequest(Strict):
     """POST /v1/messages."""
 
-    model: str = Field(min_length=1)
+    model: ModelNameField
     """The model to answer with."""
     messages: list[MessageIn] = Field(min_length=1)
     """The conversation so far, alternating user and assistant turns."""
     max_tokens: int = Field(ge=1)
     """The most tokens to generate (bounded by the context)."""
-    system: str | list[ContentBlockIn] | None = None
+    system: Annotated[str | list[ContentBlockIn] | None, text_blocks()] = None
     """The system prompt: a text, or text blocks."""
     stop_sequences: list[str] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
     """Texts that end the answer; the one hit is named in `stop_sequence`."""
@@ -156,7 +232,7 @@ class MessagesRequest(Strict):
     """Accepted and ignored: no code-execution containers here."""
     context_management: Any = None
     """Accepted and ignored."""
-    mcp_servers: list[dict[str, Any]] | None = None
+    mcp_servers: Annotated[list[dict[str, Any]] | None, empty(_NO_MCP)] = None
     """MCP servers for Anthropic to call; not available here (an empty list is fine)."""
     output_config: OutputConfig | None = None
     """Structured output (a JSON schema the answer must match)."""
@@ -177,11 +253,11 @@ class MessagesRequest(Strict):
 class CountTokensRequest(Strict):
     """POST /v1/messages/count_tokens: the parts of a Messages request that make the prompt."""
 
-    model: str = Field(min_length=1)
+    model: ModelNameField
     """The model whose tokenizer and template count."""
     messages: list[MessageIn] = Field(min_length=1)
     """The conversation."""
-    system: str | list[ContentBlockIn] | None = None
+    system: Annotated[str | list[ContentBlockIn] | None, text_blocks()] = None
     """The system prompt."""
     tools: list[ToolIn] | None = None
     """Tools, which the template writes into the prompt."""
@@ -189,7 +265,7 @@ class CountTokensRequest(Strict):
     """Whether the tools are offered."""
     thinking: ThinkingConfig | None = None
     """Accepted; thinking does not change the prompt."""
-    mcp_servers: list[dict[str, Any]] | None = None
+    mcp_servers: Annotated[list[dict[str, Any]] | None, empty(_NO_MCP)] = None
     """Not available here (an empty list is fine)."""
 
 

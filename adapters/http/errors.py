@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -22,8 +22,14 @@ log = logging.getLogger("ingle.http")
 
 Model = TypeVar("Model", bound=BaseModel)
 
+
+class StoredResponseNotFound(errors.IngleError):
+    """No stored /v1/responses answer has the id a request names."""
+
+
 STATUS_FOR_ERROR: list[tuple[type[errors.IngleError], int]] = [
     (errors.InvalidRequest, 400),
+    (StoredResponseNotFound, 404),
     (errors.UnsupportedFeature, 400),
     (errors.ModelNotFound, 404),
     (errors.KnowledgeBaseNotFound, 404),
@@ -58,21 +64,99 @@ def describe_validation_error(error: ValidationError) -> tuple[str, str]:
     """One sentence naming the first bad field, and that field's dotted name."""
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "body"
-    return f"{field}: {first['msg']}.", field
+    # A validator's own sentence (a ValueError) reads better without pydantic's "Value error, " prefix.
+    message = str(first.get("ctx", {}).get("error", first["msg"])) if first["type"] == "value_error" else first["msg"]
+    if not first["loc"]:  # a rule over several fields names them itself
+        return f"{message.rstrip('.')}.", field
+    return f"{field}: {message.rstrip('.')}.", field
+
+
+_EXACT_INTEGERS = 2**53
+"""Beyond this a float no longer holds every integer, so `1e300` stays a float."""
+
+
+def _json_number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent: an int when it is a whole one, as JSON Schema counts `1.0`."""
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= _EXACT_INTEGERS else value
 
 
 async def read_body(request: web.Request, model: type[Model]) -> Model:
     """Parse the JSON body into `model`; raise BadRequestBody naming the bad field."""
     raw = await request.read()
     try:
-        data = json.loads(raw or b"{}")
+        data = json.loads(raw or b"{}", parse_float=_json_number)
     except ValueError as error:
         raise BadRequestBody("The request body is not valid JSON.") from error
     try:
-        return model.model_validate(data)
+        # Strict: a number is not a text, `false` is not 0 and "3" is not 3, as the OpenAPI document says.
+        return model.model_validate(data, strict=True)
     except ValidationError as error:
         message, field = describe_validation_error(error)
         raise BadRequestBody(message, field) from error
+
+
+def read_path(request: web.Request, model: type[Model]) -> Model:
+    """The route's path parameters as `model`; raise BadRequestBody naming the bad one."""
+    try:
+        return model.model_validate(dict(request.match_info))
+    except ValidationError as error:
+        message, field = describe_validation_error(error)
+        raise BadRequestBody(message, field) from error
+
+
+class OllamaErrorBody(BaseModel):
+    """An error on the Ollama and llama-server routes."""
+
+    error: str
+    """What went wrong, in one sentence."""
+
+
+class OpenAIErrorDetail(BaseModel):
+    """What went wrong, as OpenAI's API describes it."""
+
+    message: str
+    """One sentence."""
+    type: Literal["invalid_request_error", "server_error"]
+    """`invalid_request_error` for the client's mistakes, `server_error` for the server's."""
+    param: str | None
+    """The field at fault, when one is."""
+    code: int
+    """The HTTP status again."""
+
+
+class OpenAIErrorBody(BaseModel):
+    """An error on the OpenAI routes (`/v1/…`)."""
+
+    error: OpenAIErrorDetail
+    """What went wrong."""
+
+
+class AnthropicErrorDetail(BaseModel):
+    """What went wrong, as Anthropic's API describes it."""
+
+    type: str
+    """Anthropic's error type, like `invalid_request_error` or `overloaded_error`."""
+    message: str
+    """One sentence."""
+
+
+class AnthropicErrorBody(BaseModel):
+    """An error on the Anthropic Messages routes (`/v1/messages…`)."""
+
+    type: Literal["error"]
+    """Always `error`."""
+    error: AnthropicErrorDetail
+    """What went wrong."""
+
+
+def error_body_for(path: str) -> type[BaseModel]:
+    """The error shape the clients of the route at `path` parse."""
+    if path.startswith("/v1/messages"):
+        return AnthropicErrorBody
+    if path.startswith("/v1/"):
+        return OpenAIErrorBody
+    return OllamaErrorBody
 
 
 # Anthropic's error types by status; clients such as Claude Code decide on retries by them.
@@ -125,7 +209,10 @@ async def error_middleware(
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return error_response(request, error.status, error.reason)
+        response = error_response(request, error.status, error.reason)
+        if "Allow" in error.headers:  # a 405 names the methods the route has (RFC 9110)
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(request, 500, "ingle hit an internal error; the server log has the details.")

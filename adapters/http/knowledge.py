@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 from typing import Literal
 
 from aiohttp import web
@@ -19,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...core.errors import InvalidRequest
 from ...core.knowledge import KnowledgeLibrary
 from ...core.knowledge.grounding import GroundedBackend, source_label
-from .errors import read_body
+from .common_wire import Base64Field, KnowledgeNameField, KnowledgePath
+from .errors import read_body, read_path
 from .keys import BACKEND, SETTINGS
 from .openapi import documented
 
@@ -35,18 +35,23 @@ class _Input(BaseModel):
 class CreateRequest(_Input):
     """Create an empty knowledge base."""
 
-    name: str = Field(max_length=64)
+    name: KnowledgeNameField
     """Lowercase letters, digits, '.', '_' or '-'."""
 
 
 class DocumentRequest(_Input):
     """Index one document (replacing an earlier version with the same location)."""
 
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["content"]}, {"required": ["content_base64"]}]}
+    )
+
     location: str = Field(min_length=1, max_length=2048)
     """Where the document comes from (a path or URL): shown in citations and the key for updates."""
-    content: str | None = None
+    # Field(default=None) without `| None`: one of the two is sent, and neither may be null.
+    content: str = Field(default=None)  # pyright: ignore[reportAssignmentType]
     """The document's text (Markdown, reStructuredText, HTML, plain text, code)."""
-    content_base64: str | None = None
+    content_base64: Base64Field = Field(default=None)  # pyright: ignore[reportAssignmentType]
     """The document's bytes in base64, for PDF and other binary formats; instead of `content`."""
     format: str | None = Field(default=None, max_length=16)
     """The file suffix that picks the reader, e.g. '.md', '.pdf'; default: from `location`."""
@@ -158,7 +163,9 @@ async def list_knowledge(request: web.Request) -> web.Response:
     return web.json_response(KnowledgeBaseList(knowledge_bases=summaries).model_dump())
 
 
-@documented("Create an empty knowledge base.", request=CreateRequest, response=KnowledgeBaseSummary, tags=TAGS)
+@documented(
+    "Create an empty knowledge base.", request=CreateRequest, response=KnowledgeBaseSummary, tags=TAGS, statuses=(201,)
+)
 async def create_knowledge(request: web.Request) -> web.Response:
     """Create a knowledge base."""
     body = await read_body(request, CreateRequest)
@@ -168,38 +175,40 @@ async def create_knowledge(request: web.Request) -> web.Response:
     return web.json_response(summary.model_dump(), status=201)
 
 
-@documented("Show a knowledge base.", response=KnowledgeBaseSummary, tags=TAGS)
+@documented("Show a knowledge base.", response=KnowledgeBaseSummary, tags=TAGS, path=KnowledgePath)
 async def show_knowledge(request: web.Request) -> web.Response:
     """Counts and sources of one knowledge base."""
     library = request.app[KNOWLEDGE]
-    summary = await asyncio.to_thread(_summary, library, request.match_info["name"], True)
+    summary = await asyncio.to_thread(_summary, library, read_path(request, KnowledgePath).name, True)
     return web.json_response(summary.model_dump())
 
 
-@documented("Delete a knowledge base.", tags=TAGS)
+@documented("Delete a knowledge base.", tags=TAGS, path=KnowledgePath, statuses=(204,))
 async def delete_knowledge(request: web.Request) -> web.Response:
     """Delete a knowledge base (its index; documents elsewhere are untouched)."""
-    await asyncio.to_thread(request.app[KNOWLEDGE].remove, request.match_info["name"])
+    await asyncio.to_thread(request.app[KNOWLEDGE].remove, read_path(request, KnowledgePath).name)
     return web.Response(status=204)
 
 
-@documented("Index a document sent in the body.", request=DocumentRequest, response=IndexResponse, tags=TAGS)
+@documented(
+    "Index a document sent in the body.",
+    request=DocumentRequest,
+    response=IndexResponse,
+    tags=TAGS,
+    path=KnowledgePath,
+    statuses=(200, 422),
+)
 async def add_document(request: web.Request) -> web.Response:
     """Index one uploaded document."""
+    name = read_path(request, KnowledgePath).name
     body = await read_body(request, DocumentRequest)
     if (body.content is None) == (body.content_base64 is None):
         raise InvalidRequest("Send the document as exactly one of 'content' or 'content_base64'.")
-    if body.content is not None:
-        data = body.content.encode("utf-8")
-    else:
-        try:
-            data = base64.b64decode(body.content_base64 or "", validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise InvalidRequest("'content_base64' is not valid base64.") from error
+    data = body.content.encode("utf-8") if body.content is not None else base64.b64decode(body.content_base64)
     kind = body.format.lower() if body.format else None
     if kind is not None and not kind.startswith("."):
         kind = "." + kind
-    report = await request.app[KNOWLEDGE].add_document(request.match_info["name"], body.location, data, kind)
+    report = await request.app[KNOWLEDGE].add_document(name, body.location, data, kind)
     response = IndexResponse(
         indexed=report.indexed,
         unchanged=report.unchanged,
@@ -210,11 +219,12 @@ async def add_document(request: web.Request) -> web.Response:
     return web.json_response(response.model_dump(), status=422 if report.failures else 200)
 
 
-@documented("Search a knowledge base.", request=SearchRequest, response=SearchResponse, tags=TAGS)
+@documented("Search a knowledge base.", request=SearchRequest, response=SearchResponse, tags=TAGS, path=KnowledgePath)
 async def search_knowledge(request: web.Request) -> web.Response:
     """The chunks that best answer a query, with their sources."""
+    name = read_path(request, KnowledgePath).name
     body = await read_body(request, SearchRequest)
-    result = await request.app[KNOWLEDGE].search([request.match_info["name"]], body.query, body.limit, body.mode)
+    result = await request.app[KNOWLEDGE].search([name], body.query, body.limit, body.mode)
     hits = [
         SearchHit(
             source=source_label(hit),

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ...core.generation import ContextChunk, GenerationRequest, GenerationStats, SamplingOptions
-from .errors import BadRequestBody, read_body
+from .errors import read_body
 from .keys import BACKEND, SERVICES, SETTINGS
 from .llama_server_wire import (
     CompletionOptions,
@@ -113,21 +113,16 @@ def infill_generation(body: InfillRequest, default_model: str) -> GenerationRequ
 
 def completion_generation(body: CompletionRequest, default_model: str) -> GenerationRequest:
     """A raw-completion GenerationRequest."""
-    prompt = body.prompt
-    if isinstance(prompt, list):
-        if len(prompt) != 1 or not isinstance(prompt[0], str):
-            raise BadRequestBody(
-                "prompt: send one prompt as text; token ids and several prompts are not supported.", "prompt"
-            )
-        prompt = prompt[0]
+    # The wire model let through one text, alone or in a list of one.
+    prompt = body.prompt if isinstance(body.prompt, str) else str(body.prompt[0])
     return GenerationRequest(
         model=_model(body, default_model), prompt=prompt, raw=True, options=_options(body), format=_output_format(body)
     )
 
 
 def _model(body: CompletionOptions, default_model: str) -> str:
-    # Editor plugins send a blank model when none is configured.
-    return body.model.strip() if body.model and body.model.strip() else default_model
+    # Editor plugins send an empty model when none is configured.
+    return body.model or default_model
 
 
 def _n_predict(body: CompletionOptions) -> int | None:
@@ -135,8 +130,6 @@ def _n_predict(body: CompletionOptions) -> int | None:
 
 
 def _options(body: CompletionOptions) -> SamplingOptions:
-    if body.n_cmpl not in (None, 1):
-        raise BadRequestBody("n_cmpl: only 1 completion per request is supported.", "n_cmpl")
     n_predict = _n_predict(body)
     return sampling_options(
         body,
@@ -152,8 +145,6 @@ def _options(body: CompletionOptions) -> SamplingOptions:
 
 
 def _output_format(body: CompletionOptions) -> str | dict[str, Any] | None:
-    if body.grammar:
-        raise BadRequestBody("grammar: GBNF grammars are not supported; send a json_schema instead.", "grammar")
     if body.json_schema is None:
         return None
     return body.json_schema or "json"

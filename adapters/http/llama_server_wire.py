@@ -7,10 +7,11 @@ has heard of still is one.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .common_wire import ONLY_ONE, Limit, ModelNameField, one_prompt
 from .sampling import LlamaCppSampling
 
 
@@ -30,8 +31,8 @@ class ExtraContextChunk(BaseModel):
 class CompletionOptions(LlamaCppSampling):
     """What /completion and /infill share: llama-server's generation options."""
 
-    model: str | None = None
-    """Model to use; default: the configured default model."""
+    model: ModelNameField | Literal[""] | None = None
+    """Model to use; default (also when empty, as editor plugins send it): the configured default model."""
     temperature: float | None = None
     """Sampling temperature; 0 or less is greedy."""
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -58,11 +59,14 @@ class CompletionOptions(LlamaCppSampling):
     """Random seed; -1 or absent: random."""
     json_schema: dict[str, Any] | None = None
     """A JSON schema the output must match (`{}` for any JSON)."""
-    grammar: str | None = None
+    grammar: Annotated[
+        str | None,
+        Limit({"maxLength": 0}, "GBNF grammars are not supported; send a json_schema instead", lambda text: not text),
+    ] = None
     """A GBNF grammar; not supported (use json_schema)."""
     logit_bias: list[Any] | dict[str, Any] | None = None
     """Accepted for compatibility; not used."""
-    n_cmpl: int | None = Field(default=None, ge=1)
+    n_cmpl: Annotated[int | None, Field(ge=1), ONLY_ONE] = None
     """Completions per prompt; only 1 is supported."""
     response_fields: list[str] | None = None
     """Answer only these fields; `a/b` takes field `b` of object `a` and names it `a/b`."""
@@ -73,7 +77,7 @@ class CompletionOptions(LlamaCppSampling):
 class CompletionRequest(CompletionOptions):
     """POST /completion: continue a raw prompt (no chat template)."""
 
-    prompt: str | list[Any]
+    prompt: Annotated[str | list[Any], one_prompt(min_length=1)]
     """The text to continue (a list holding one string is accepted too)."""
 
 

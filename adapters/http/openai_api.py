@@ -23,7 +23,8 @@ from pydantic import BaseModel
 from ...core.generation import ChatMessage, GenerationRequest, GenerationStats
 from ...core.manifest import Manifest
 from ...core.tool_calls import AssistantPiece
-from .errors import BadRequestBody, read_body
+from .common_wire import ModelPath
+from .errors import read_body, read_path
 from .generating import answer_pieces, chosen_tools, generate, generate_all, output_parser, whole_answer
 from .keys import BACKEND, ENGINE
 from .openai_wire import (
@@ -115,10 +116,10 @@ async def list_models(request: web.Request) -> web.Response:
     return json_body(ModelList(data=[model_card(manifest) for manifest in request.app[ENGINE].list_models()]))
 
 
-@documented("Describe one model (OpenAI).", response=ModelCard, tags=TAGS)
+@documented("Describe one model (OpenAI).", response=ModelCard, tags=TAGS, path=ModelPath)
 async def retrieve_model(request: web.Request) -> web.Response:
     """One model of the store, or 404."""
-    return json_body(model_card(request.app[ENGINE].show(request.match_info["model"])))
+    return json_body(model_card(request.app[ENGINE].show(read_path(request, ModelPath).model)))
 
 
 def add_routes(app: web.Application) -> None:
@@ -140,18 +141,13 @@ def _usage_asked(body: ChatCompletionRequest | CompletionRequest) -> bool:
 
 def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
     """The GenerationRequest a chat completion asks for."""
-    _refuse_unsupported(body.n, body.logprobs or bool(body.top_logprobs), body.logit_bias)
-    if body.audio is not None or (body.modalities and set(body.modalities) != {"text"}):
-        raise BadRequestBody("modalities: only text output is supported.", "modalities")
-    if body.web_search_options is not None:
-        raise BadRequestBody("web_search_options: web search is not supported.", "web_search_options")
     tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
     tools += [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in body.functions or []]
     tools, required = chosen_tools(tools, *_tool_choice(body))
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     return GenerationRequest(
         model=body.model,
-        messages=[_chat_message(message, index) for index, message in enumerate(body.messages)],
+        messages=[_chat_message(message) for message in body.messages],
         options=sampling_options(
             body,
             temperature=body.temperature,
@@ -182,12 +178,8 @@ def _tool_choice(body: ChatCompletionRequest) -> tuple[str, str | None]:
 
 def completion_generation(body: CompletionRequest) -> GenerationRequest:
     """The GenerationRequest a text completion asks for: raw, or FIM with a suffix."""
-    _refuse_unsupported(body.n, bool(body.logprobs), body.logit_bias)
-    if body.best_of not in (None, 1):
-        raise BadRequestBody("best_of: only 1 is supported.", "best_of")
-    if body.echo and body.suffix is not None:
-        raise BadRequestBody("echo: cannot be combined with suffix.", "echo")
-    prompt = _single_prompt(body.prompt)
+    # The wire model let through one text, alone or in a list of one.
+    prompt = body.prompt if isinstance(body.prompt, str) else str(body.prompt[0])
     options = sampling_options(
         body,
         temperature=body.temperature,
@@ -202,65 +194,27 @@ def completion_generation(body: CompletionRequest) -> GenerationRequest:
 
 
 def embedding_inputs(body: EmbeddingRequest) -> list[str]:
-    """The texts to embed."""
-    if body.dimensions is not None:
-        raise BadRequestBody("dimensions: is not supported; vectors have the model's own size.", "dimensions")
-    inputs = [body.input] if isinstance(body.input, str) else body.input
-    if not inputs:
-        raise BadRequestBody("input: give at least one text.", "input")
-    texts = [item for item in inputs if isinstance(item, str)]
-    if len(texts) < len(inputs):
-        raise BadRequestBody("input: token-id arrays are not supported; send the text itself.", "input")
-    return texts
+    """The texts to embed (the wire model let through texts only)."""
+    return [body.input] if isinstance(body.input, str) else [str(text) for text in body.input]
 
 
-def _refuse_unsupported(n: int | None, logprobs: bool, logit_bias: dict[str, float] | None) -> None:
-    if n not in (None, 1):
-        raise BadRequestBody("n: only 1 choice per request is supported.", "n")
-    if logprobs:
-        raise BadRequestBody("logprobs: token log-probabilities are not supported.", "logprobs")
-    if logit_bias:
-        raise BadRequestBody("logit_bias: per-token biases are not supported.", "logit_bias")
-
-
-def _single_prompt(prompt: str | list[str] | list[int] | list[list[int]]) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    texts = [item for item in prompt if isinstance(item, str)]
-    if prompt and len(texts) == len(prompt):
-        if len(texts) > 1:
-            raise BadRequestBody("prompt: only one prompt per request is supported.", "prompt")
-        return texts[0]
-    if not prompt:
-        raise BadRequestBody("prompt: is empty; give the model some text to continue.", "prompt")
-    raise BadRequestBody("prompt: token-id arrays are not supported; send the text itself.", "prompt")
-
-
-def _chat_message(message: ChatMessageIn, index: int) -> ChatMessage:
+def _chat_message(message: ChatMessageIn) -> ChatMessage:
     role = {"developer": "system", "function": "tool"}.get(message.role, message.role)
     calls: list[Any] = list(message.tool_calls or [])  # and a legacy function_call: both go to the template
     if message.function_call is not None:
         calls.append(message.function_call)
     return ChatMessage(
         role=role,
-        content=_message_text(message, index),
+        content=_message_text(message),
         tool_calls=[_tool_call_for_template(call) for call in calls] or None,
         name=message.name,
     )
 
 
-def _message_text(message: ChatMessageIn, index: int) -> str:
-    if message.audio is not None:
-        raise BadRequestBody(f"messages.{index}.audio: audio is not supported.", f"messages.{index}.audio")
+def _message_text(message: ChatMessageIn) -> str:
     if message.content is None or isinstance(message.content, str):
         return message.content or ""
-    texts = []
-    for number, part in enumerate(message.content):
-        if part.type not in ("text", "refusal"):
-            field = f"messages.{index}.content.{number}"
-            raise BadRequestBody(f"{field}: only text parts are supported, not {part.type}.", field)
-        texts.append(part.text or part.refusal or "")
-    return "\n".join(texts)
+    return "\n".join(part.text or part.refusal or "" for part in message.content)  # text parts only, by the model
 
 
 def _tool_call_for_template(call: Any) -> dict[str, Any]:
@@ -284,9 +238,7 @@ def _output_format(body: ChatCompletionRequest) -> str | dict[str, Any] | None:
     if response_format.type == "json_object":
         return "json"
     spec = response_format.json_schema
-    if spec is None or spec.json_schema is None:
-        raise BadRequestBody("response_format.json_schema.schema: give the JSON schema.", "response_format.json_schema")
-    return spec.json_schema
+    return spec.json_schema if spec is not None else None  # the wire model requires it for json_schema
 
 
 # --- streams ------------------------------------------------------------------

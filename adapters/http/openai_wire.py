@@ -8,13 +8,30 @@ caller relies on) or refused in the handler with a sentence naming them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
+from .common_wire import ONLY_ONE, KnowledgeNameField, Limit, ModelNameField, absent, one_prompt
 from .sampling import LlamaCppSampling, TokenLimit
 
 # --- requests -----------------------------------------------------------------
+
+
+NO_LOGPROBS = Limit({"not": {"const": True}}, "token log-probabilities are not supported", lambda wanted: not wanted)
+NO_LOGPROB_COUNT = Limit(
+    {"minimum": 0, "maximum": 0}, "token log-probabilities are not supported", lambda count: not count
+)
+NO_LOGIT_BIAS = Limit({"maxProperties": 0}, "per-token biases are not supported", lambda biases: not biases)
+_TEXT = {"type": "string", "minLength": 1}
+TEXTS = Limit(
+    {"anyOf": [_TEXT, {"type": "array", "items": _TEXT, "minItems": 1}]},
+    "send a text or a list of texts, none empty; token-id arrays are not supported",
+    lambda texts: (
+        (isinstance(texts, str) and texts != "")
+        or (isinstance(texts, list) and len(texts) > 0 and all(isinstance(text, str) and text for text in texts))
+    ),
+)
 
 
 class Input(BaseModel):
@@ -35,8 +52,15 @@ class StreamOptions(Input):
 class ContentPart(Input):
     """One part of a message's content; only text parts can be used."""
 
-    type: Literal["text", "image_url", "input_audio", "file", "refusal"]
-    """The kind of part; ingle's models read `text` parts only."""
+    type: Annotated[
+        Literal["text", "image_url", "input_audio", "file", "refusal"],
+        Limit(
+            {"enum": ["text", "refusal"]},
+            "only text parts are supported; ingle's models read text",
+            lambda kind: kind in ("text", "refusal"),
+        ),
+    ]
+    """The kind of part; ingle's models read `text` (and earlier `refusal`) parts only."""
     text: str | None = None
     """The text of a `text` part."""
     refusal: str | None = None
@@ -88,7 +112,7 @@ class ChatMessageIn(Input):
     """An assistant turn's refusal; accepted and ignored."""
     function_call: FunctionCallIn | None = None
     """Legacy function call of an assistant turn; read as a tool call."""
-    audio: dict[str, Any] | None = None
+    audio: Annotated[dict[str, Any] | None, absent("audio is not supported")] = None
     """Audio of an assistant turn; not supported."""
 
 
@@ -130,16 +154,40 @@ class JsonSchemaSpec(Input):
 class ResponseFormat(Input):
     """Constraint on the answer's shape."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "json_schema"}}},
+            "then": {
+                "required": ["json_schema"],
+                "properties": {
+                    "json_schema": {
+                        "type": "object",
+                        "required": ["schema"],
+                        "properties": {"schema": {"type": "object"}},
+                    }
+                },
+            },
+        },
+    )
+
     type: Literal["text", "json_object", "json_schema"]
     """`text` (none), `json_object` (any JSON object) or `json_schema` (match a schema)."""
     json_schema: JsonSchemaSpec | None = None
     """The schema, for `json_schema`."""
 
+    @model_validator(mode="after")
+    def _schema_for_json_schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.json_schema is None):
+            raise ValueError("json_schema.schema: give the JSON schema")
+        return self
+
 
 class ChatCompletionRequest(LlamaCppSampling):
     """POST /v1/chat/completions."""
 
-    model: str
+    model: ModelNameField
     """Model to use, as `ingle list` shows it."""
     messages: list[ChatMessageIn] = Field(min_length=1)
     """The conversation so far."""
@@ -165,21 +213,21 @@ class ChatCompletionRequest(LlamaCppSampling):
     """Functions the model may call."""
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     """`none` hides the tools; `auto`, `required` or a named function offer them (best effort)."""
-    knowledge: list[str] | None = Field(default=None, max_length=8)
+    knowledge: list[KnowledgeNameField] | None = Field(default=None, max_length=8)
     """ingle extension: knowledge bases to answer from; the answer cites numbered sources."""
     parallel_tool_calls: bool | None = None
     """Accepted for compatibility; the model may make several calls."""
-    n: int | None = Field(default=None, ge=1)
+    n: Annotated[int | None, Field(ge=1), ONLY_ONE] = None
     """Number of choices; only 1 is supported."""
     stream: bool | None = False
     """Stream the answer as server-sent events."""
     stream_options: StreamOptions | None = None
     """Options of a streamed answer."""
-    logprobs: bool | None = None
+    logprobs: Annotated[bool | None, NO_LOGPROBS] = None
     """Token log-probabilities; not supported."""
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[int | None, NO_LOGPROB_COUNT] = None
     """Alternatives per token with log-probabilities; not supported."""
-    logit_bias: dict[str, float] | None = None
+    logit_bias: Annotated[dict[str, float] | None, NO_LOGIT_BIAS] = None
     """Per-token biases; not supported."""
     user: str | None = None
     """End-user id; accepted and ignored."""
@@ -199,13 +247,20 @@ class ChatCompletionRequest(LlamaCppSampling):
     """Accepted and ignored."""
     verbosity: str | None = None
     """Accepted and ignored."""
-    modalities: list[str] | None = None
+    modalities: Annotated[
+        list[str] | None,
+        Limit(
+            {"items": {"const": "text"}},
+            "only text output is supported",
+            lambda kinds: set(kinds or ["text"]) == {"text"},
+        ),
+    ] = None
     """Output modalities; only `text`."""
-    audio: dict[str, Any] | None = None
+    audio: Annotated[dict[str, Any] | None, absent("only text output is supported")] = None
     """Audio output; not supported."""
     prediction: dict[str, Any] | None = None
     """Predicted output; accepted and ignored."""
-    web_search_options: dict[str, Any] | None = None
+    web_search_options: Annotated[dict[str, Any] | None, absent("web search is not supported")] = None
     """Web search; not supported."""
     functions: list[FunctionDefinition] | None = None
     """Legacy name of `tools` (functions only)."""
@@ -216,9 +271,28 @@ class ChatCompletionRequest(LlamaCppSampling):
 class CompletionRequest(LlamaCppSampling):
     """POST /v1/completions."""
 
-    model: str
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {  # echo repeats the prompt, which a suffix would split
+                    "if": {"required": ["echo"], "properties": {"echo": {"const": True}}},
+                    "then": {"properties": {"suffix": {"type": "null"}}},
+                },
+                {  # an empty prompt ("" or [""]) is fine before a suffix (the cursor at a file's start), not alone
+                    "if": {
+                        "required": ["prompt"],
+                        "properties": {"prompt": {"maxLength": 0, "items": {"maxLength": 0}}},
+                    },
+                    "then": {"required": ["suffix"], "properties": {"suffix": {"type": "string"}}},
+                },
+            ]
+        },
+    )
+
+    model: ModelNameField
     """Model to use."""
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Annotated[str | list[str] | list[int] | list[list[int]], one_prompt(min_length=0)]
     """The text to continue (one string); with `suffix`, the text before the cursor."""
     suffix: str | None = None
     """Text after the cursor: makes this a fill-in-the-middle completion."""
@@ -238,32 +312,40 @@ class CompletionRequest(LlamaCppSampling):
     """Penalty growing with how often a token appeared."""
     echo: bool | None = None
     """Put the prompt in front of the completion."""
-    n: int | None = Field(default=None, ge=1)
+    n: Annotated[int | None, Field(ge=1), ONLY_ONE] = None
     """Number of choices; only 1 is supported."""
-    best_of: int | None = Field(default=None, ge=1)
+    best_of: Annotated[int | None, Field(ge=1), ONLY_ONE] = None
     """Candidates to pick from; only 1 is supported."""
     stream: bool | None = False
     """Stream the completion as server-sent events."""
     stream_options: StreamOptions | None = None
     """Options of a streamed answer."""
-    logprobs: int | None = None
+    logprobs: Annotated[int | None, NO_LOGPROB_COUNT] = None
     """Token log-probabilities; not supported."""
-    logit_bias: dict[str, float] | None = None
+    logit_bias: Annotated[dict[str, float] | None, NO_LOGIT_BIAS] = None
     """Per-token biases; not supported."""
     user: str | None = None
     """End-user id; accepted and ignored."""
+
+    @model_validator(mode="after")
+    def _echo_without_suffix(self) -> CompletionRequest:
+        if self.echo and self.suffix is not None:
+            raise ValueError("echo: cannot be combined with suffix")
+        if self.prompt in ("", [""]) and self.suffix is None:
+            raise ValueError("prompt: is empty; give the model some text to continue")
+        return self
 
 
 class EmbeddingRequest(Input):
     """POST /v1/embeddings."""
 
-    model: str
+    model: ModelNameField
     """Model to embed with."""
-    input: str | list[str] | list[int] | list[list[int]]
+    input: Annotated[str | list[str] | list[int] | list[list[int]], TEXTS]
     """A text or a list of texts."""
     encoding_format: Literal["float", "base64"] = "float"
     """`float` lists, or `base64` of little-endian float32 bytes (the openai client's default)."""
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Annotated[int | None, Field(ge=1), absent("is not supported; vectors have the model's own size")] = None
     """Truncated dimensions; not supported (vectors have the model's size)."""
     user: str | None = None
     """End-user id; accepted and ignored."""

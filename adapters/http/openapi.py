@@ -1,9 +1,10 @@
 """The OpenAPI document, built from the routes' own pydantic models.
 
-Each handler is decorated with `@documented(...)`, which records its request
-and response models on the function; `/openapi.json` walks the router, so
+Each handler is decorated with `@documented(...)`, which records its request,
+path and response models on the function; `/openapi.json` walks the router, so
 the document lists exactly the routes the server has, with the schemas the
-handlers really validate against.
+handlers really validate against (requests in pydantic's validation mode,
+answers in its serialization mode) and the error shape each route answers in.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from .errors import error_body_for
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"error": {"description": "What went wrong, in one sentence (an object on /v1 routes)."}},
-    "required": ["error"],
+REF_TEMPLATE = "#/components/schemas/{model}"
+ERRORS = {
+    400: "The request is malformed; the message names the field.",
+    401: "An API key is configured and the request did not carry it.",
+    403: "The request is not allowed from here (its Host or Origin, or a management right it lacks).",
+    404: "No such model, knowledge base or stored response.",
+    405: "The route has no such method; the Allow header lists those it has.",
+    413: "The request body is larger than max_request_bytes.",
+    422: "The request is well-formed but cannot be carried out (a damaged model, a document that cannot be read).",
+    503: "The model's queue is full, or memory is short; retry after the Retry-After header.",
+    504: "The request ran longer than request_timeout and was stopped.",
 }
 
 
@@ -32,6 +43,8 @@ class RouteDoc:
     response: type[BaseModel] | None
     stream_type: str | None
     tags: tuple[str, ...]
+    path: type[BaseModel] | None
+    statuses: tuple[int, ...]
 
 
 def documented(
@@ -41,12 +54,19 @@ def documented(
     response: type[BaseModel] | None = None,
     stream_type: str | None = None,
     tags: tuple[str, ...] = (),
+    path: type[BaseModel] | None = None,
+    statuses: tuple[int, ...] = (200,),
 ) -> Callable[[Handler], Handler]:
-    """Attach OpenAPI facts to a handler; `stream_type` is the media type of a streamed answer."""
+    """Attach OpenAPI facts to a handler.
+
+    `stream_type` is the media type of a streamed answer, `path` the model of the
+    path parameters, `statuses` those whose body is `response` (201 for a creation,
+    204 for none, or a 422 that reports what could not be done in the same shape).
+    """
 
     def attach(handler: Handler) -> Handler:
         # A function takes attributes at run time; build_openapi reads this one back with getattr.
-        handler.__route_doc__ = RouteDoc(summary, request, response, stream_type, tags)  # pyright: ignore[reportFunctionMemberAccess]
+        handler.__route_doc__ = RouteDoc(summary, request, response, stream_type, tags, path, statuses)  # pyright: ignore[reportFunctionMemberAccess]
         return handler
 
     return attach
@@ -54,40 +74,49 @@ def documented(
 
 def build_openapi(app: web.Application, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every documented route of `app`."""
-    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
-    paths: dict[str, dict[str, Any]] = {}
-
-    def reference(model: type[BaseModel]) -> dict[str, str]:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-        return {"$ref": f"#/components/schemas/{model.__name__}"}
-
+    routes: list[tuple[str, str, RouteDoc]] = []
     for route in app.router.routes():
         doc: RouteDoc | None = getattr(route.handler, "__route_doc__", None)
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
-        if doc is None or path is None or route.method == "HEAD":
-            continue
+        if doc is not None and path is not None and route.method != "HEAD":
+            routes.append((path, route.method.lower(), doc))
+    # All models at once, so pydantic gives two models of the same class name distinct component names.
+    wanted: set[tuple[type[BaseModel], JsonSchemaMode]] = set()
+    for path, _, doc in routes:
+        wanted.add((error_body_for(path), "serialization"))
+        wanted.update((model, "validation") for model in (doc.request, doc.path) if model is not None)
+        if doc.response is not None:
+            wanted.add((doc.response, "serialization"))
+    keys, definitions = models_json_schema(
+        sorted(wanted, key=lambda pair: (pair[0].__module__, pair[0].__qualname__, pair[1])),
+        ref_template=REF_TEMPLATE,
+    )
+    schemas: dict[str, Any] = definitions.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, doc in routes:
+        error = keys[error_body_for(path), "serialization"]
         responses: dict[str, Any] = {
-            "400": _error("The request is malformed; the message names the field."),
-            "401": _error("An API key is configured and the request did not carry it."),
-            "404": _error("The model is not in the store."),
-            "503": _error("The model's queue is full; retry after the Retry-After header."),
+            str(status): {"description": text, "content": {"application/json": {"schema": error}}}
+            for status, text in ERRORS.items()
         }
         content: dict[str, Any] = {}
         if doc.response is not None:
-            content["application/json"] = {"schema": reference(doc.response)}
+            content["application/json"] = {"schema": keys[doc.response, "serialization"]}
         if doc.stream_type is not None:
             content[doc.stream_type] = {"schema": {"type": "string"}}
-        responses["200"] = {"description": doc.summary, **({"content": content} if content else {})}
+        for status in doc.statuses:
+            described = {"description": doc.summary if status < 300 else ERRORS[status]}
+            responses[str(status)] = {**described, **({"content": content} if content and status != 204 else {})}
         operation: dict[str, Any] = {"summary": doc.summary, "tags": list(doc.tags), "responses": responses}
+        if doc.path is not None:
+            operation["parameters"] = _path_parameters(schemas, keys[doc.path, "validation"])
         if doc.request is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": reference(doc.request)}},
+                "content": {"application/json": {"schema": keys[doc.request, "validation"]}},
             }
-        paths.setdefault(path, {})[route.method.lower()] = operation
+        paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "ingle", "version": version},
@@ -99,8 +128,10 @@ def build_openapi(app: web.Application, version: str) -> dict[str, Any]:
     }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+def _path_parameters(schemas: dict[str, Any], reference: dict[str, Any]) -> list[dict[str, Any]]:
+    """One `in: path` parameter per field of a path model (found through its component reference)."""
+    model = schemas[reference["$ref"].rsplit("/", 1)[-1]]
+    return [
+        {"name": name, "in": "path", "required": True, "schema": schema}
+        for name, schema in model.get("properties", {}).items()
+    ]

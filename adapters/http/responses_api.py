@@ -21,7 +21,8 @@ from aiohttp import web
 
 from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
 from ...core.tool_calls import AssistantOutputParser, AssistantPiece
-from .errors import BadRequestBody, read_body
+from .common_wire import ResponsePath
+from .errors import StoredResponseNotFound, read_body, read_path
 from .generating import answer_pieces, chosen_tools, output_parser, whole_answer
 from .keys import SETTINGS
 from .openapi import documented
@@ -31,7 +32,6 @@ from .streaming import typed_events
 
 TAGS = ("openai",)
 RESPONSES = web.AppKey("responses", ResponseStore)
-_TEXT_PARTS = ("input_text", "output_text", "refusal")
 
 
 @documented(
@@ -60,16 +60,16 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     return web.json_response(response)
 
 
-@documented("Fetch a stored response (OpenAI Responses).", response=ResponseObject, tags=TAGS)
+@documented("Fetch a stored response (OpenAI Responses).", response=ResponseObject, tags=TAGS, path=ResponsePath)
 async def get_response(request: web.Request) -> web.Response:
     """A stored response, or 404."""
-    return web.json_response((await _stored(request, request.match_info["response_id"])).response)
+    return web.json_response((await _stored(request, read_path(request, ResponsePath).response_id)).response)
 
 
-@documented("Delete a stored response (OpenAI Responses).", response=DeletedResponse, tags=TAGS)
+@documented("Delete a stored response (OpenAI Responses).", response=DeletedResponse, tags=TAGS, path=ResponsePath)
 async def delete_response(request: web.Request) -> web.Response:
     """Forget a stored response, or 404."""
-    response_id = request.match_info["response_id"]
+    response_id = read_path(request, ResponsePath).response_id
     if not await request.app[RESPONSES].delete(response_id):
         raise _not_found(response_id)
     return web.json_response(DeletedResponse(id=response_id).model_dump())
@@ -97,9 +97,10 @@ async def _stored(request: web.Request, response_id: str) -> StoredResponse:
     return stored
 
 
-def _not_found(response_id: str) -> web.HTTPNotFound:
-    return web.HTTPNotFound(
-        reason=f"No stored response '{response_id}': it was made with store: false, deleted, or has expired."
+def _not_found(response_id: str) -> StoredResponseNotFound:
+    # The id is the client's text: in the body, never in the status line (where a newline is an error).
+    return StoredResponseNotFound(
+        f"No stored response '{response_id}': it was made with store: false, deleted, or has expired."
     )
 
 
@@ -108,14 +109,7 @@ def _not_found(response_id: str) -> web.HTTPNotFound:
 
 def response_generation(body: ResponseRequest, turns: list[ChatMessage]) -> GenerationRequest:
     """The GenerationRequest a Responses request asks for, over the whole conversation."""
-    if body.background:
-        raise BadRequestBody("background: background responses are not available; leave it out.", "background")
-    if body.top_logprobs:
-        raise BadRequestBody("top_logprobs: log-probabilities are not available.", "top_logprobs")
-    if body.conversation is not None or body.prompt is not None:
-        field = "conversation" if body.conversation is not None else "prompt"
-        raise BadRequestBody(f"{field}: is not available here; continue with previous_response_id.", field)
-    tools = [_function_tool(tool, index) for index, tool in enumerate(body.tools or [])]
+    tools = [_function_tool(tool) for tool in body.tools or []]
     choice = body.tool_choice
     forced = choice.get("name") if isinstance(choice, dict) else None
     kind = "required" if isinstance(choice, dict) else choice or "auto"
@@ -138,12 +132,7 @@ def response_generation(body: ResponseRequest, turns: list[ChatMessage]) -> Gene
     )
 
 
-def _function_tool(tool: Any, index: int) -> dict[str, Any]:
-    field = f"tools.{index}"
-    if tool.type != "function":
-        raise BadRequestBody(f"{field}.type: only function tools are available here, not {tool.type}.", f"{field}.type")
-    if not tool.name:
-        raise BadRequestBody(f"{field}.name: is required.", f"{field}.name")
+def _function_tool(tool: Any) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters or {"type": "object"}}
     if tool.description:
         function["description"] = tool.description
@@ -156,9 +145,7 @@ def _output_format(body: ResponseRequest) -> str | dict[str, Any] | None:
         return None
     if text_format.type == "json_object":
         return "json"
-    if text_format.json_schema is None:
-        raise BadRequestBody("text.format.schema: give the JSON schema.", "text.format.schema")
-    return text_format.json_schema
+    return text_format.json_schema  # the wire model requires it for json_schema
 
 
 def _input_turns(body: ResponseRequest, history: list[dict[str, Any]]) -> list[ChatMessage]:
@@ -167,28 +154,21 @@ def _input_turns(body: ResponseRequest, history: list[dict[str, Any]]) -> list[C
         return [ChatMessage("user", body.input)]
     tool_names = {call["id"]: call["function"]["name"] for turn in history for call in turn.get("tool_calls") or []}
     turns: list[ChatMessage] = []
-    for index, item in enumerate(body.input):
-        field = f"input.{index}"
+    for item in body.input:  # complete items of the kinds ingle reads, as the wire model checked
         if item.type == "message":
             role = "system" if item.role == "developer" else item.role
-            if role is None:
-                raise BadRequestBody(f"{field}.role: is required for a message.", f"{field}.role")
-            turns.append(ChatMessage(role, _text_of(item.content, f"{field}.content")))
+            turns.append(ChatMessage(role or "user", _text_of(item.content)))
         elif item.type == "function_call":
-            turns.append(_with_call(turns, item, field))
+            turns.append(_with_call(turns, item))
             tool_names[item.call_id or ""] = item.name or ""
         elif item.type == "function_call_output":
             name = tool_names.get(item.call_id or "")
-            turns.append(ChatMessage("tool", _text_of(item.output, f"{field}.output"), name=name))
-        elif item.type == "item_reference":
-            raise BadRequestBody(f"{field}: item references are not available; send the item itself.", field)
+            turns.append(ChatMessage("tool", _text_of(item.output), name=name))
     return turns
 
 
-def _with_call(turns: list[ChatMessage], item: InputItem, field: str) -> ChatMessage:
+def _with_call(turns: list[ChatMessage], item: InputItem) -> ChatMessage:
     """The assistant turn with this function call added: the previous one if it is an assistant's, else a new one."""
-    if not item.name or item.call_id is None:
-        raise BadRequestBody(f"{field}: a function_call needs name and call_id.", field)
     try:
         arguments = json.loads(item.arguments or "{}")
     except ValueError:
@@ -200,15 +180,10 @@ def _with_call(turns: list[ChatMessage], item: InputItem, field: str) -> ChatMes
     return ChatMessage("assistant", "", tool_calls=[call])
 
 
-def _text_of(content: str | list[ContentPartIn] | None, field: str) -> str:
+def _text_of(content: str | list[ContentPartIn] | None) -> str:
     if content is None or isinstance(content, str):
         return content or ""
-    texts = []
-    for number, part in enumerate(content):
-        if part.type not in _TEXT_PARTS:
-            raise BadRequestBody(f"{field}.{number}: only text is supported, not {part.type}.", f"{field}.{number}")
-        texts.append(part.text or part.refusal or "")
-    return "\n".join(texts)
+    return "\n".join(part.text or part.refusal or "" for part in content)  # text parts only, by the wire model
 
 
 # --- convert out --------------------------------------------------------------

@@ -7,11 +7,18 @@ caller relies on, or refused in the handler with a sentence naming them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .common_wire import Limit, ModelNameField, absent
 
 MAX_INPUT_ITEMS = 10_000
+
+
+TEXT_PARTS = ("input_text", "output_text", "refusal")
+"""The content parts ingle's models can read."""
+_NOT_HERE = "is not available here; continue with previous_response_id"
 
 
 class Input(BaseModel):
@@ -23,7 +30,10 @@ class Input(BaseModel):
 class ContentPartIn(Input):
     """A part of an input message: text, or something ingle's models cannot read."""
 
-    type: Literal["input_text", "output_text", "refusal", "input_image", "input_file", "input_audio"]
+    type: Annotated[
+        Literal["input_text", "output_text", "refusal", "input_image", "input_file", "input_audio"],
+        Limit({"enum": list(TEXT_PARTS)}, "only text is supported", lambda kind: kind in TEXT_PARTS),
+    ]
     """The kind of part; ingle reads the text kinds."""
     text: str | None = None
     """The text of a text part."""
@@ -50,8 +60,36 @@ class ContentPartIn(Input):
 class InputItem(Input):
     """One item of the input: a message, an earlier function call, a function's output, or earlier reasoning."""
 
-    type: Literal["message", "function_call", "function_call_output", "reasoning", "item_reference"] = "message"
-    """The kind of item (a message when absent)."""
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "allOf": [
+                {  # a message (also when `type` is left out) names its author
+                    "if": {"properties": {"type": {"const": "message"}}},
+                    "then": {"required": ["role"], "properties": {"role": {"type": "string"}}},
+                },
+                {
+                    "if": {"required": ["type"], "properties": {"type": {"const": "function_call"}}},
+                    "then": {
+                        "required": ["name", "call_id"],
+                        "properties": {"name": {"type": "string", "minLength": 1}, "call_id": {"type": "string"}},
+                    },
+                },
+                {"properties": {"type": {"not": {"const": "item_reference"}}}},
+            ]
+        },
+    )
+
+    type: Annotated[
+        Literal["message", "function_call", "function_call_output", "reasoning", "item_reference"],
+        Limit(
+            {"enum": ["message", "function_call", "function_call_output", "reasoning"]},
+            "item references are not available; send the item itself",
+            lambda kind: kind != "item_reference",
+        ),
+    ] = "message"
+    """The kind of item (a message when absent); item references are not available."""
     role: Literal["user", "assistant", "system", "developer"] | None = None
     """A message's author."""
     content: str | list[ContentPartIn] | None = None
@@ -73,13 +111,25 @@ class InputItem(Input):
     encrypted_content: str | None = None
     """Earlier reasoning; ignored."""
 
+    @model_validator(mode="after")
+    def _complete(self) -> InputItem:
+        if self.type == "message" and self.role is None:
+            raise ValueError("role: is required for a message")
+        if self.type == "function_call" and (not self.name or self.call_id is None):
+            raise ValueError("a function_call needs name and call_id")
+        return self
+
 
 class FunctionTool(Input):
     """A function the model may call."""
 
-    type: str = Field(max_length=64)
-    """Only `function` tools are available here; any other kind is refused with its name."""
-    name: str | None = Field(default=None, max_length=128)
+    type: Annotated[
+        str,
+        Field(max_length=64),
+        Limit({"const": "function"}, "only function tools are available here", lambda kind: kind == "function"),
+    ]
+    """Only `function` tools are available here."""
+    name: str = Field(min_length=1, max_length=128)
     """The function's name."""
     description: str | None = None
     """What the function does, for the model."""
@@ -92,6 +142,15 @@ class FunctionTool(Input):
 class TextFormat(Input):
     """The shape of the answer's text."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "json_schema"}}},
+            "then": {"required": ["schema"], "properties": {"schema": {"type": "object"}}},
+        },
+    )
+
     type: Literal["text", "json_object", "json_schema"]
     """Free text, any JSON, or JSON matching `schema`."""
     name: str | None = None
@@ -102,6 +161,12 @@ class TextFormat(Input):
     """What the format is for; ignored."""
     strict: bool | None = None
     """Accepted: the answer always matches the schema."""
+
+    @model_validator(mode="after")
+    def _schema_for_json_schema(self) -> TextFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("schema: give the JSON schema")
+        return self
 
 
 class TextOptions(Input):
@@ -127,7 +192,7 @@ class ReasoningOptions(Input):
 class ResponseRequest(Input):
     """POST /v1/responses."""
 
-    model: str = Field(min_length=1)
+    model: ModelNameField
     """The model to answer with."""
     input: str | list[InputItem] = Field(max_length=MAX_INPUT_ITEMS)
     """A text, or input items."""
@@ -163,7 +228,10 @@ class ResponseRequest(Input):
     """Accepted and ignored."""
     include: list[str] | None = None
     """Accepted and ignored."""
-    background: bool | None = None
+    background: Annotated[
+        bool | None,
+        Limit({"not": {"const": True}}, "background responses are not available; leave it out", lambda on: not on),
+    ] = None
     """Background responses are not available; false is fine."""
     prompt_cache_key: str | None = None
     """Accepted and ignored: ingle reuses cached prompt prefixes on its own."""
@@ -175,13 +243,16 @@ class ResponseRequest(Input):
     """Accepted and ignored."""
     stream_options: dict[str, Any] | None = None
     """Accepted and ignored."""
-    top_logprobs: int | None = None
+    top_logprobs: Annotated[
+        int | None,
+        Limit({"minimum": 0, "maximum": 0}, "log-probabilities are not available", lambda count: not count),
+    ] = None
     """Log-probabilities are not available; 0 is fine."""
     max_tool_calls: int | None = None
     """Accepted and ignored."""
-    conversation: Any = None
+    conversation: Annotated[Any, absent(_NOT_HERE)] = None
     """Conversations are not available; use previous_response_id."""
-    prompt: Any = None
+    prompt: Annotated[Any, absent(_NOT_HERE)] = None
     """Stored prompts are not available."""
 
 
