@@ -18,6 +18,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
+from ...core.runtime.text_output import StopMatcher
 from ...core.tool_calls import AssistantPiece
 from .anthropic_wire import (
     MAX_STOP_LENGTH,
@@ -30,7 +31,7 @@ from .anthropic_wire import (
     Usage,
 )
 from .errors import BadRequestBody, anthropic_error, read_body
-from .generating import StopSequences, answer_pieces, chosen_tools, output_parser, whole_answer
+from .generating import answer_pieces, chosen_tools, output_parser, whole_answer
 from .keys import ENGINE
 from .openapi import documented
 from .streaming import typed_events
@@ -51,7 +52,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, MessagesRequest)
     generation = messages_generation(body)
     parser = output_parser(request.app, generation, keep_thinking=_wants_thinking(body))
-    stops = StopSequences(_stop_sequences(body.stop_sequences))
+    stops = StopMatcher(_stop_sequences(body.stop_sequences))
     if body.stream:
         events = message_events(request.app, generation, parser, stops)
         return await typed_events(request, events, lambda message: anthropic_error(500, message))
@@ -207,7 +208,7 @@ def _answer_blocks(answer: AssistantPiece) -> Iterator[ContentBlockOut]:
         yield ContentBlockOut(type="tool_use", id=_new_id("toolu"), name=function["name"], input=function["arguments"])
 
 
-def _stop_reason(answer: AssistantPiece, stats: GenerationStats, stops: StopSequences) -> StopReason:
+def _stop_reason(answer: AssistantPiece, stats: GenerationStats, stops: StopMatcher) -> StopReason:
     if answer.tool_calls:
         return "tool_use"
     if stops.hit is not None:
@@ -271,7 +272,7 @@ class _BlockEvents:
 
 
 async def message_events(
-    app: web.Application, generation: GenerationRequest, parser: Any, stops: StopSequences
+    app: web.Application, generation: GenerationRequest, parser: Any, stops: StopMatcher
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Anthropic's event sequence: message_start, content blocks, message_delta, message_stop."""
     blocks = _BlockEvents()

@@ -17,12 +17,12 @@ from aiohttp import web
 
 from ...core.errors import ModelNotFound
 from ...core.generation import GenerationChunk, GenerationRequest, GenerationStats
+from ...core.runtime.text_output import StopMatcher
 from ...core.tool_calls import (
     HERMES,
     AssistantOutputParser,
     AssistantPiece,
     ToolCallFormat,
-    partial_tag_at_end,
     require_tool_format,
     tool_function,
 )
@@ -104,43 +104,11 @@ class AnswerStep:
     done: bool
 
 
-class StopSequences:
-    """Client stop sequences matched here rather than in core, so the answer can say which one ended it.
-
-    Text is released only once it cannot be the start of a stop sequence.
-    """
-
-    def __init__(self, sequences: list[str]) -> None:
-        self._sequences = [sequence for sequence in sequences if sequence]
-        self._held = ""
-        self.hit: str | None = None
-        """The stop sequence that ended the answer, if one did."""
-
-    def feed(self, text: str) -> str:
-        """Add text; return what is safe to release (nothing more once a stop sequence is hit)."""
-        if self.hit is not None:
-            return ""
-        self._held += text
-        found = [(self._held.find(sequence), sequence) for sequence in self._sequences if sequence in self._held]
-        if found:
-            index, self.hit = min(found)
-            released, self._held = self._held[:index], ""
-            return released
-        keep = partial_tag_at_end(self._held, self._sequences)
-        released, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
-        return released
-
-    def finish(self) -> str:
-        """Release what is held at the end of the answer."""
-        released, self._held = self._held, ""
-        return released
-
-
 async def answer_pieces(
     app: web.Application,
     generation: GenerationRequest,
     parser: AssistantOutputParser | None,
-    stops: StopSequences | None = None,
+    stops: StopMatcher | None = None,
 ) -> AsyncGenerator[AnswerStep]:
     """Run a generation, yielding non-empty pieces of the answer and, last, a step with the final stats.
 
@@ -175,7 +143,7 @@ async def whole_answer(
     app: web.Application,
     generation: GenerationRequest,
     parser: AssistantOutputParser,
-    stops: StopSequences | None = None,
+    stops: StopMatcher | None = None,
 ) -> tuple[AssistantPiece, GenerationStats]:
     """Run a generation to its end; the parsed answer and the stats."""
     answer = AssistantPiece()
