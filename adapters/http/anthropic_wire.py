@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from .common_wire import Limit, ModelNameField, empty
 
@@ -35,6 +36,39 @@ def _text_blocks_only(content: Any) -> bool:
 def text_blocks() -> Limit:
     """A text, or a list of text blocks (a system prompt, a tool result)."""
     return Limit(_TEXT_BLOCKS, "only text blocks are supported here", _text_blocks_only)
+
+
+_TURN_BLOCKS = ("text", "tool_use", "tool_result")
+"""Blocks that make a turn of the conversation (thinking blocks alone do not)."""
+SOMETHING_TO_ANSWER: JsonDict = {
+    "allOf": [
+        {
+            "properties": {
+                "messages": {
+                    "contains": {
+                        "anyOf": [
+                            {"properties": {"content": {"type": "string"}}},
+                            {
+                                "properties": {
+                                    "content": {"contains": {"properties": {"type": {"enum": list(_TURN_BLOCKS)}}}}
+                                }
+                            },
+                        ]
+                    }
+                }
+            }
+        }
+    ]
+}
+"""In the schema: some message is a text, or holds a block other than thinking."""
+
+
+def _check_something_to_answer(messages: list[MessageIn]) -> None:
+    if not any(
+        isinstance(message.content, str) or any(block.type in _TURN_BLOCKS for block in message.content)
+        for message in messages
+    ):
+        raise ValueError("messages: give at least one with text, tool_use or tool_result, not thinking alone")
 
 
 class Strict(BaseModel):
@@ -200,6 +234,8 @@ class OutputConfig(Strict):
 class MessagesRequest(Strict):
     """POST /v1/messages."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=SOMETHING_TO_ANSWER)
+
     model: ModelNameField
     """The model to answer with."""
     messages: list[MessageIn] = Field(min_length=1)
@@ -249,9 +285,16 @@ class MessagesRequest(Strict):
     workspace_id: str | None = None
     """Accepted and ignored."""
 
+    @model_validator(mode="after")
+    def _something_to_answer(self) -> MessagesRequest:
+        _check_something_to_answer(self.messages)
+        return self
+
 
 class CountTokensRequest(Strict):
     """POST /v1/messages/count_tokens: the parts of a Messages request that make the prompt."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=SOMETHING_TO_ANSWER)
 
     model: ModelNameField
     """The model whose tokenizer and template count."""
@@ -267,6 +310,11 @@ class CountTokensRequest(Strict):
     """Accepted; thinking does not change the prompt."""
     mcp_servers: Annotated[list[dict[str, Any]] | None, empty(_NO_MCP)] = None
     """Not available here (an empty list is fine)."""
+
+    @model_validator(mode="after")
+    def _something_to_answer(self) -> CountTokensRequest:
+        _check_something_to_answer(self.messages)
+        return self
 
 
 class TokenCount(BaseModel):

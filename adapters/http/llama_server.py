@@ -43,6 +43,7 @@ TAGS = ("llama-server",)
     "Fill in the middle with extra context (llama-server).",
     request=InfillRequest,
     response=CompletionResult,
+    selectable=True,
     stream_type="text/event-stream",
     tags=TAGS,
 )
@@ -57,6 +58,7 @@ async def infill(request: web.Request) -> web.StreamResponse:
     "Continue a raw prompt (llama-server).",
     request=CompletionRequest,
     response=CompletionResult,
+    selectable=True,
     stream_type="text/event-stream",
     tags=TAGS,
 )

@@ -28,6 +28,7 @@ _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _DURATION_PART = re.compile(rf"({_NUMBER})(ns|us|µs|μs|ms|s|m|h)")
 DURATION_PATTERN = rf"^[+-]?(?:{_NUMBER}|(?:{_NUMBER}(?:ns|us|µs|μs|ms|s|m|h))+)(?![\s\S])"
 """A keep_alive text: seconds, or a Go duration like `5m` or `1h30m`; in JSON Schema's and Python's regex alike."""
+_DURATION_MAX_LENGTH = 64
 _FOREVER = 100 * 365 * 24 * 3600.0
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -45,7 +46,8 @@ def parse_keep_alive(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):
-        if not re.search(DURATION_PATTERN, value):
+        # Bounded before the pattern, whose repeated group costs memory in proportion to the text.
+        if len(value) > _DURATION_MAX_LENGTH or not re.search(DURATION_PATTERN, value):
             raise ValueError(f"'{value}' is not a duration: use seconds or units like '30s', '5m', '1h'")
         seconds = _parse_duration(value)
     else:
@@ -80,7 +82,11 @@ KeepAlive = Annotated[
     BeforeValidator(parse_keep_alive),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "number"}, {"type": "string", "pattern": DURATION_PATTERN}, {"type": "null"}],
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": DURATION_PATTERN, "maxLength": _DURATION_MAX_LENGTH},
+                {"type": "null"},
+            ],
             "description": "Seconds, or a duration like '5m'; 0 unloads after the request, negative keeps it loaded.",
         }
     ),

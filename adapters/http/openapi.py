@@ -34,6 +34,18 @@ ERRORS = {
 }
 
 
+STREAM_ITEMS: dict[str, dict[str, Any]] = {
+    "application/x-ndjson": {"type": "object", "description": "One JSON object a line: a chunk, or a last `error`."},
+    "text/event-stream": {
+        "type": "object",
+        "description": "One server-sent event: its `data` is a JSON chunk (or `[DONE]` on the OpenAI routes).",
+        "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+        "required": ["data"],
+    },
+}
+"""The schema of one item of a streamed answer, by media type, as a client (and schemathesis) splits the stream."""
+
+
 @dataclass(frozen=True)
 class RouteDoc:
     """What the OpenAPI document says about one route."""
@@ -45,6 +57,7 @@ class RouteDoc:
     tags: tuple[str, ...]
     path: type[BaseModel] | None
     statuses: tuple[int, ...]
+    selectable: bool
 
 
 def documented(
@@ -56,17 +69,19 @@ def documented(
     tags: tuple[str, ...] = (),
     path: type[BaseModel] | None = None,
     statuses: tuple[int, ...] = (200,),
+    selectable: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Attach OpenAPI facts to a handler.
 
     `stream_type` is the media type of a streamed answer, `path` the model of the
     path parameters, `statuses` those whose body is `response` (201 for a creation,
-    204 for none, or a 422 that reports what could not be done in the same shape).
+    204 for none, or a 422 that reports what could not be done in the same shape);
+    `selectable` says the request may pick some of the response's fields (llama-server's `response_fields`).
     """
 
     def attach(handler: Handler) -> Handler:
         # A function takes attributes at run time; build_openapi reads this one back with getattr.
-        handler.__route_doc__ = RouteDoc(summary, request, response, stream_type, tags, path, statuses)  # pyright: ignore[reportFunctionMemberAccess]
+        handler.__route_doc__ = RouteDoc(summary, request, response, stream_type, tags, path, statuses, selectable)  # pyright: ignore[reportFunctionMemberAccess]
         return handler
 
     return attach
@@ -102,9 +117,12 @@ def build_openapi(app: web.Application, version: str) -> dict[str, Any]:
         }
         content: dict[str, Any] = {}
         if doc.response is not None:
-            content["application/json"] = {"schema": keys[doc.response, "serialization"]}
+            schema = keys[doc.response, "serialization"]
+            if doc.selectable:
+                schema = {"anyOf": [schema, {"type": "object", "description": "The fields `response_fields` named."}]}
+            content["application/json"] = {"schema": schema}
         if doc.stream_type is not None:
-            content[doc.stream_type] = {"schema": {"type": "string"}}
+            content[doc.stream_type] = {"schema": STREAM_ITEMS[doc.stream_type]}
         for status in doc.statuses:
             described = {"description": doc.summary if status < 300 else ERRORS[status]}
             responses[str(status)] = {**described, **({"content": content} if content and status != 204 else {})}

@@ -192,6 +192,29 @@ class ReasoningOptions(Input):
 class ResponseRequest(Input):
     """POST /v1/responses."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            # Without an earlier response or instructions, the input must hold something to answer.
+            "if": {"properties": {"previous_response_id": {"type": "null"}, "instructions": {"maxLength": 0}}},
+            "then": {
+                "properties": {
+                    "input": {
+                        "anyOf": [
+                            {"type": "string"},
+                            {
+                                "contains": {
+                                    "not": {"required": ["type"], "properties": {"type": {"const": "reasoning"}}}
+                                }
+                            },
+                        ]
+                    }
+                }
+            },
+        },
+    )
+
     model: ModelNameField
     """The model to answer with."""
     input: str | list[InputItem] = Field(max_length=MAX_INPUT_ITEMS)
@@ -254,6 +277,13 @@ class ResponseRequest(Input):
     """Conversations are not available; use previous_response_id."""
     prompt: Annotated[Any, absent(_NOT_HERE)] = None
     """Stored prompts are not available."""
+
+    @model_validator(mode="after")
+    def _something_to_answer(self) -> ResponseRequest:
+        alone = self.previous_response_id is None and not self.instructions
+        if alone and isinstance(self.input, list) and all(item.type == "reasoning" for item in self.input):
+            raise ValueError("input: give at least one message to answer (or previous_response_id)")
+        return self
 
 
 class ResponseObject(BaseModel):
