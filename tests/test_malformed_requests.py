@@ -28,6 +28,7 @@ MALFORMED = {
     "a bad chunk size": b"POST /api/show HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     "bad percent-encoding in the path": b"GET /api/%zz%ff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     "bad percent-encoding in the query": b"GET /api/tags?name=%ff%zz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "a line break in a path parameter": b"DELETE /v1/responses/a%0D%0Ab HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     "bad UTF-8 in a JSON body": (
         b"POST /api/show HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(BAD_UTF8_BODY), BAD_UTF8_BODY)
@@ -68,5 +69,6 @@ def test_malformed_requests_get_an_answer_and_one_log_line_each(tmp_path: Path) 
     assert all(status < 500 or status == 504 for status in statuses.values()), statuses
     assert statuses["a NUL byte in a header"] == 400
     assert statuses["bad UTF-8 in a JSON body"] == 400
+    assert statuses["a line break in a path parameter"] == 404  # was a 500: the id went into the status line
     logged = sorted(int(match.group(1)) for match in ACCESS_LINE.finditer(log))
     assert logged == sorted(statuses.values()), log
