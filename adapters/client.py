@@ -262,8 +262,7 @@ class IngleClient:
 
     async def list_models(self) -> list[Manifest]:
         """Every model in the daemon's store."""
-        payload = await self._json("GET", "/api/tags")
-        return [_manifest_from_tag(entry) for entry in payload.get("models", [])]
+        return [_manifest_from_tag(entry) for entry in await self._tags()]
 
     async def show(self, name: str) -> Manifest:
         """One model's manifest; ModelNotFound if the daemon's store lacks it."""
@@ -276,7 +275,10 @@ class IngleClient:
         return _manifest_from_show(details, entry)
 
     async def _tags(self) -> list[dict[str, Any]]:
-        return (await self._json("GET", "/api/tags")).get("models", [])
+        """/api/tags' entries for the daemon's store (not the models it lists for its upstreams)."""
+        return [
+            entry for entry in (await self._json("GET", "/api/tags")).get("models", []) if not entry.get("remote_host")
+        ]
 
     async def remove(self, name: str) -> None:
         """Delete a model's name in the daemon's store."""

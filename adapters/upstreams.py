@@ -364,6 +364,15 @@ def _normalised(vector: list[float]) -> list[float]:
 # --- the router ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model only an upstream serves, as /api/tags and /v1/models list it."""
+
+    name: str
+    upstream: str
+    """The upstream's label (its `name`, else its URL)."""
+
+
 @dataclass
 class UpstreamState:
     """What the router knows about one upstream: load and health."""
@@ -437,9 +446,22 @@ class BackendRouter:
     async def __aexit__(self, *exc: object) -> None:
         await self._resources.aclose()
 
-    def remote_models(self) -> list[tuple[str, str]]:
-        """(model name, upstream label) for every model an upstream serves, for model listings."""
-        return [(model, state.upstream.label) for state in self.upstreams for model in state.upstream.models]
+    def remote_models(self) -> list[RemoteModel]:
+        """Every model an upstream serves and the local store lacks, once, for model listings."""
+        found: list[RemoteModel] = []
+        for state in self.upstreams:
+            for model in state.upstream.models:
+                if any(same_model(model, known.name) for known in found) or self._stored(model):
+                    continue
+                found.append(RemoteModel(model, state.upstream.label))
+        return found
+
+    def _stored(self, model: str) -> bool:
+        try:
+            self.engine.show(model)
+        except (ModelNotFound, InvalidModelName):
+            return False
+        return True
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Stream from the first candidate that starts answering; see the class docstring for the order."""

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import ollama
 import openai
 import pytest
 from aiohttp import web
 
+from ingle.adapters.client import IngleClient
 from ingle.adapters.http.app import create_app
 from ingle.adapters.upstreams import (
     BackendRouter,
@@ -550,3 +553,23 @@ async def test_two_daemons_listing_each_other_never_pass_a_request_back(tmp_path
             await ask(urls[0], "loop:1b")
     # A asked B once; B, seeing a forwarded request, looked only in its own store.
     assert [counter.requests for counter in counters] == [1, 1]
+
+
+@pytest.mark.slow
+async def test_models_only_an_upstream_serves_are_listed_as_remote(engine: Engine, daemon_b: DaemonB) -> None:
+    upstreams = [upstream_config(daemon_b.url, REMOTE_MODEL, DEFAULT_MODEL, name="b")]
+    async with daemon_a(engine, upstreams) as (url, _):
+        owners = {card.id: card.owned_by async for card in client(url).models.list()}
+        # A's own model is listed once, as its own; B's other model as B's.
+        assert owners == {DEFAULT_MODEL: "ingle", REMOTE_MODEL: "upstream:b"}
+        assert (await client(url).models.retrieve(REMOTE_MODEL)).owned_by == "upstream:b"
+
+        # Ollama clients list both (the `ollama` library ignores the remote fields, Ollama's own for this).
+        assert {model.model for model in (await ollama.AsyncClient(url).list()).models} == {DEFAULT_MODEL, REMOTE_MODEL}
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/api/tags") as response:
+            listed = {entry["name"]: entry for entry in (await response.json())["models"]}
+        assert "remote_host" not in listed[DEFAULT_MODEL] and listed[DEFAULT_MODEL]["size"] > 0
+        assert (listed[REMOTE_MODEL]["remote_host"], listed[REMOTE_MODEL]["remote_model"]) == ("b", REMOTE_MODEL)
+        # `ingle list` through A shows its store: no upstream's model.
+        async with IngleClient(url) as daemon:
+            assert [manifest.name for manifest in await daemon.list_models()] == [DEFAULT_MODEL]

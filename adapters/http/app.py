@@ -10,10 +10,10 @@ from ...core.backend import GenerationBackend
 from ...core.engine import Engine
 from ...core.settings import Settings
 from ..services import ServiceBoard
-from ..upstreams import forwarded_requests_stay_local
+from ..upstreams import BackendRouter, forwarded_requests_stay_local
 from . import anthropic_api, llama_server, metrics, ollama, openai_api, responses_api, timeouts
 from .errors import error_middleware
-from .keys import BACKEND, ENGINE, SERVICES, SETTINGS
+from .keys import BACKEND, ENGINE, ROUTER, SERVICES, SETTINGS
 from .knowledge import add_routes as add_knowledge_routes
 from .openapi import build_openapi, documented
 from .security import api_key_guard, cors, host_guard
@@ -57,6 +57,8 @@ def create_app(settings: Settings, engine: Engine, backend: GenerationBackend | 
     app[ENGINE] = engine
     app[SERVICES] = ServiceBoard()
     app[BACKEND] = backend if backend is not None else engine
+    if isinstance(backend, BackendRouter):
+        app[ROUTER] = backend
     # Wraps BACKEND, so chat requests that name knowledge bases answer from them.
     add_knowledge_routes(app)
     metrics.setup(app)

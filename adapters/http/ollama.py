@@ -34,7 +34,7 @@ from ...core.sources import PullProgress
 from ...core.tool_calls import AssistantOutputParser
 from .errors import read_body
 from .generating import AnswerStep, answer_pieces, output_parser
-from .keys import BACKEND, ENGINE, SETTINGS
+from .keys import BACKEND, ENGINE, ROUTER, SETTINGS
 from .ollama_wire import (
     ChatChunk,
     ChatRequest,
@@ -393,7 +393,7 @@ async def embeddings(request: web.Request) -> web.Response:
 
 @documented("List the models in the store.", response=TagsResponse, tags=TAGS)
 async def tags(request: web.Request) -> web.Response:
-    """Every stored model, by name."""
+    """Every stored model, by name, then those only an upstream serves (with `remote_host`)."""
     models = [
         ListedModel(
             name=manifest.name,
@@ -405,7 +405,24 @@ async def tags(request: web.Request) -> web.Response:
         )
         for manifest in request.app[ENGINE].list_models()
     ]
-    return web.json_response(TagsResponse(models=models).model_dump())
+    router = request.app.get(ROUTER)
+    # Nothing is known here of an upstream's file: no size, digest or details, and "now" as its time.
+    now = rfc3339(datetime.now(UTC))
+    unknown = ModelDetails(family="", families=[], parameter_size="", quantization_level="")
+    models += [
+        ListedModel(
+            name=remote.name,
+            model=remote.name,
+            modified_at=now,
+            size=0,
+            digest="",
+            details=unknown,
+            remote_model=remote.name,
+            remote_host=remote.upstream,
+        )
+        for remote in ([] if router is None else router.remote_models())
+    ]
+    return web.json_response(TagsResponse(models=models).model_dump(exclude_none=True))
 
 
 def _model_info(manifest: Manifest) -> dict[str, Any]:

@@ -544,6 +544,10 @@ class ListedModel(BaseModel):
     """sha256 of the file, hex."""
     details: ModelDetails
     """What kind of model it is."""
+    remote_model: str | None = None
+    """For a model an upstream serves: its name there (Ollama's field for models served elsewhere)."""
+    remote_host: str | None = None
+    """For a model an upstream serves: which upstream (its `name`, else its host and port)."""
 
 
 class TagsResponse(BaseModel):

@@ -20,13 +20,15 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
+from ...core.errors import ModelNotFound
 from ...core.generation import ChatMessage, GenerationRequest, GenerationStats
 from ...core.manifest import Manifest
 from ...core.tool_calls import AssistantPiece
+from ..upstreams import same_model
 from .common_wire import ModelPath
 from .errors import read_body, read_path
 from .generating import answer_pieces, chosen_tools, generate, generate_all, output_parser, whole_answer
-from .keys import BACKEND, ENGINE
+from .keys import BACKEND, ENGINE, ROUTER
 from .openai_wire import (
     AssistantMessage,
     ChatChoice,
@@ -112,14 +114,29 @@ async def embeddings(request: web.Request) -> web.Response:
 
 @documented("List the models (OpenAI).", response=ModelList, tags=TAGS)
 async def list_models(request: web.Request) -> web.Response:
-    """Every model in the store."""
-    return json_body(ModelList(data=[model_card(manifest) for manifest in request.app[ENGINE].list_models()]))
+    """Every model in the store, then those only an upstream serves (owned by that upstream)."""
+    cards = [model_card(manifest) for manifest in request.app[ENGINE].list_models()]
+    return json_body(ModelList(data=cards + _upstream_cards(request.app)))
 
 
 @documented("Describe one model (OpenAI).", response=ModelCard, tags=TAGS, path=ModelPath)
 async def retrieve_model(request: web.Request) -> web.Response:
-    """One model of the store, or 404."""
-    return json_body(model_card(request.app[ENGINE].show(read_path(request, ModelPath).model)))
+    """One model of the store or of an upstream, or 404."""
+    name = read_path(request, ModelPath).model
+    try:
+        return json_body(model_card(request.app[ENGINE].show(name)))
+    except ModelNotFound:
+        remote = next((card for card in _upstream_cards(request.app) if same_model(card.id, name)), None)
+        if remote is None:
+            raise
+        return json_body(remote)
+
+
+def _upstream_cards(app: web.Application) -> list[ModelCard]:
+    """Models only an upstream serves; `created` is unknown there, so 0."""
+    router = app.get(ROUTER)
+    remote = [] if router is None else router.remote_models()
+    return [ModelCard(id=model.name, created=0, owned_by=f"upstream:{model.upstream}") for model in remote]
 
 
 def add_routes(app: web.Application) -> None:

@@ -578,7 +578,7 @@ class ModelCard(BaseModel):
     created: int
     """Unix seconds at which it entered the store."""
     owned_by: str = "ingle"
-    """Always `ingle`."""
+    """`ingle` for a model of this server's store; `upstream:<name>` for one an upstream serves."""
 
 
 class ModelList(BaseModel):
@@ -587,4 +587,4 @@ class ModelList(BaseModel):
     object: Literal["list"] = "list"
     """Object type."""
     data: list[ModelCard]
-    """Every model in the store."""
+    """Every model in the store, then those only an upstream serves."""
