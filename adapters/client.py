@@ -230,16 +230,15 @@ class IngleClient:
     ) -> Manifest:
         """Have the daemon pull SPEC, streaming its progress into `progress`; return the manifest.
 
-        Ollama's /api/pull names only the model, so a pull under another name
-        or with an expected sha256 cannot go through the daemon (yet).
+        `name` and `sha256` travel in ingle's extension fields of /api/pull (`store_as`, `sha256`).
         """
-        if name is not None or sha256 is not None:
-            raise errors.UnsupportedFeature(
-                "The daemon's pull takes no --name or --sha256: pull without them and rename with `ingle cp`, "
-                "or pull in-process with --embedded."
-            )
         spec = self._spec_for_daemon(spec)
-        async with self._call("POST", "/api/pull", {"model": spec, "stream": True}, manage=True) as response:
+        body: dict[str, Any] = {"model": spec, "stream": True}
+        if name is not None:
+            body["store_as"] = name
+        if sha256 is not None:
+            body["sha256"] = sha256
+        async with self._call("POST", "/api/pull", body, manage=True) as response:
             async for item in self._lines(response):
                 if progress is not None:
                     progress(
@@ -250,7 +249,7 @@ class IngleClient:
                             digest=_digest(item["digest"]) if item.get("digest") else None,
                         )
                     )
-        return await self.show(_pulled_name(spec))
+        return await self.show(name or _pulled_name(spec))
 
     def _spec_for_daemon(self, spec: str) -> str:
         """A local path made absolute, since the daemon has its own working directory."""

@@ -12,7 +12,7 @@ import pytest
 from ingle.adapters.client import DaemonUnavailable, IngleClient
 from ingle.adapters.engine_api import EngineApi, LocalEngine
 from ingle.core.engine import Engine
-from ingle.core.errors import InvalidRequest, ModelNotFound, UnsupportedFeature
+from ingle.core.errors import IngleError, InvalidRequest, ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
 from ingle.core.sources import PullProgress
 
@@ -111,8 +111,13 @@ async def _pull_a_file_then_remove_it(client: IngleClient, tmp_path: Path) -> No
     await client.remove("tiny-client:copy")
     names = [model.name for model in await client.list_models()]
     assert "tiny:q8_0" not in names and "tiny-client:copy" not in names
-    with pytest.raises(UnsupportedFeature, match="--name"):
-        await client.pull(f"file:{gguf}", name="other:1")
+    # `ingle pull --name/--sha256` through the daemon: stored under the name, checked against the hash.
+    named = await client.pull(f"file:{gguf}", name="other:1", sha256=manifest.digest.removeprefix("sha256-"))
+    assert (named.name, named.digest) == ("other:1", manifest.digest)
+    with pytest.raises(IngleError, match="not the expected sha256-0000"):
+        await client.pull(f"file:{gguf}", name="other:2", sha256="0" * 64)
+    assert "other:2" not in [model.name for model in await client.list_models()]
+    await client.remove("other:1")
 
 
 @pytest.mark.slow

@@ -570,13 +570,14 @@ def _already_stored(request: web.Request, spec: str) -> Manifest | None:
         return None
 
 
-async def _pull_lines(request: web.Request, spec: str) -> AsyncGenerator[dict[str, Any], None]:
+async def _pull_lines(request: web.Request, body: PullRequest) -> AsyncGenerator[dict[str, Any], None]:
     """Progress of a pull as Ollama's NDJSON lines; the pull stops if the client goes away.
 
     Nothing is yielded before the pull first reports progress, so a spec that
     is refused at once still gets its real status code.
     """
-    if _already_stored(request, spec) is not None:
+    spec = body.model_name
+    if body.store_as is None and body.sha256 is None and _already_stored(request, spec) is not None:
         yield {"status": "pulling manifest"}
         yield {"status": "success"}
         return
@@ -584,7 +585,9 @@ async def _pull_lines(request: web.Request, spec: str) -> AsyncGenerator[dict[st
     reports: asyncio.Queue[PullProgress | None] = asyncio.Queue()
     # Over TCP the caller may be anyone a key (or management_over_tcp) admits; the unix socket (mode 0600)
     # is the service's own user.
-    pulling = request.app[ENGINE].pull(spec, progress=reports.put_nowait, remote_caller=over_tcp(request))
+    pulling = request.app[ENGINE].pull(
+        spec, body.store_as, body.sha256, progress=reports.put_nowait, remote_caller=over_tcp(request)
+    )
     task = asyncio.ensure_future(pulling)
     task.add_done_callback(lambda _: reports.put_nowait(None))
     announced = False
@@ -619,7 +622,7 @@ async def _pull_lines(request: web.Request, spec: str) -> AsyncGenerator[dict[st
 async def pull(request: web.Request) -> web.StreamResponse:
     """Fetch a model into the store, streaming progress."""
     body = await read_body(request, PullRequest)
-    lines = _pull_lines(request, body.model_name)
+    lines = _pull_lines(request, body)
     if body.stream:
         return await ndjson(request, lines)
     last: dict[str, Any] = {}

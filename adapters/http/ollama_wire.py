@@ -414,6 +414,10 @@ class PullRequest(BaseModel):
     """Accepted for compatibility; sources decide what they accept (plain http is refused)."""
     stream: bool = True
     """Stream progress as NDJSON (default), or answer once at the end."""
+    store_as: ModelNameField | None = None
+    """ingle's extension (`ingle pull --name`): the name to store the model under, instead of one from the source."""
+    sha256: str | None = Field(default=None, pattern=r"^(sha256[:-])?[0-9a-fA-F]{64}$")
+    """ingle's extension (`ingle pull --sha256`): the file's expected sha256 (hex); a pull of other bytes fails."""
 
 
 class CopyRequest(BaseModel):
