@@ -134,57 +134,45 @@ def _tool(tool: Any) -> dict[str, Any]:
 
 
 def _chat_messages(body: MessagesRequest | CountTokensRequest) -> list[ChatMessage]:
-    """The conversation as core's chat messages: tool_use blocks become calls, tool_result blocks tool turns."""
+    """The conversation as core's chat messages: tool_use blocks become calls, tool_result blocks tool turns.
+
+    The wire model let through only the blocks each role may hold, named tool_use blocks and text-only
+    system prompts and tool results; thinking blocks are not fed back.
+    """
     chat: list[ChatMessage] = []
-    system = _text_of(body.system, "system")
+    system = _text_of(body.system)
     if system:
         chat.append(ChatMessage("system", system))
     tool_names: dict[str, str] = {}
-    for index, message in enumerate(body.messages):
+    for message in body.messages:
         blocks = (
             [ContentBlockIn(type="text", text=message.content)] if isinstance(message.content, str) else message.content
         )
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
-        for number, block in enumerate(blocks):
-            field = f"messages.{index}.content.{number}"
+        for block in blocks:
             if block.type == "text":
                 texts.append(block.text or "")
-            elif block.type == "tool_use" and message.role == "assistant":
-                name = _required(block.name, f"{field}.name")
+            elif block.type == "tool_use":
+                name = block.name or ""
                 tool_names[block.id or ""] = name
                 calls.append(
                     {"type": "function", "id": block.id, "function": {"name": name, "arguments": block.input or {}}}
                 )
-            elif block.type == "tool_result" and message.role == "user":
-                result = _text_of(block.content, f"{field}.content")
+            elif block.type == "tool_result":
+                result = _text_of(block.content)
                 name = tool_names.get(block.tool_use_id or "")
                 chat.append(ChatMessage("tool", f"Error: {result}" if block.is_error else result, name=name))
-            elif block.type not in ("thinking", "redacted_thinking"):
-                raise BadRequestBody(
-                    f"{field}: {block.type} blocks are not supported in {message.role} turns; send text.", field
-                )
         if texts or calls:
             chat.append(ChatMessage(message.role, "\n".join(texts), tool_calls=calls or None))
     return chat
 
 
-def _text_of(content: str | list[ContentBlockIn] | None, field: str) -> str:
+def _text_of(content: str | list[ContentBlockIn] | None) -> str:
     """A system prompt's or tool result's text: a string, or text blocks joined."""
     if content is None or isinstance(content, str):
         return content or ""
-    texts = []
-    for number, block in enumerate(content):
-        if block.type != "text":
-            raise BadRequestBody(f"{field}.{number}: only text blocks are supported here.", f"{field}.{number}")
-        texts.append(block.text or "")
-    return "\n".join(texts)
-
-
-def _required(value: str | None, field: str) -> str:
-    if not value:
-        raise BadRequestBody(f"{field}: is required.", field)
-    return value
+    return "\n".join(block.text or "" for block in content)
 
 
 def _wants_thinking(body: MessagesRequest) -> bool:
