@@ -98,6 +98,9 @@ class FakeTelegram:
     _failures: dict[str, list[int]] = field(default_factory=dict)
     _conflicts: dict[str, int] = field(default_factory=dict)
     _refusals: dict[str, list[str]] = field(default_factory=dict)
+    _holds: dict[str, int] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+    """Per method, the calls applied and then left unanswered (see `hold_next`)."""
     _changed: asyncio.Condition | None = None
     _runner: web.AppRunner | None = None
 
@@ -180,6 +183,10 @@ class FakeTelegram:
         """Answer the next call of `method` with 400 and this description, as Telegram refuses a request."""
         self._refusals.setdefault(method, []).append(description)
 
+    def hold_next(self, method: str) -> None:
+        """Apply the next call of `method` (its effect is shown) but never answer it: the bot is caught mid-call."""
+        self._holds[method] = self._holds.get(method, 0) + 1
+
     def conflict_next(self, method: str, times: int = 1) -> None:
         """Answer the next `times` calls of `method` with 409 Conflict, as Telegram answers getUpdates while another
         poll of the same bot is still open (right after a restart)."""
@@ -248,6 +255,11 @@ class FakeTelegram:
             except _BadRequest as error:
                 call.status = 400
                 return _error(400, f"Bad Request: {error}")
+            if self._holds.get(method):
+                self._holds[method] -= 1
+                self.held[method] = self.held.get(method, 0) + 1
+                await self._notify()
+                await asyncio.Event().wait()  # until the client goes away (the handler is cancelled) or the fake stops
             return web.json_response({"ok": True, "result": result})
         finally:
             await self._notify()
