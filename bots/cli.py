@@ -18,7 +18,6 @@ import typer
 from ingle.adapters.cli.context import EmbeddedOption, cli_context
 from ingle.adapters.cli.engine_access import EngineChoice, connect_daemon
 from ingle.bots.platforms import PLATFORMS
-from ingle.bots.settings import bot_settings
 from ingle.core.errors import InvalidRequest
 from ingle.core.settings import Settings
 
@@ -53,6 +52,8 @@ def bot(
     name = platform.lower()
     if name not in PLATFORMS:
         raise InvalidRequest(f"There is no {platform!r} bot; choose one of {', '.join(PLATFORMS)}.")
+    from ingle.bots.settings import bot_settings  # pydantic models of every platform: loaded by this command only
+
     bot_settings(context.settings, name)  # unknown platform or bad section: one sentence, before connecting
     asyncio.run(run_bot(context.settings, name, choice))
 

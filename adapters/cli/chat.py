@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import readline  # noqa: F401  (imported for its effect: line editing and history in input())
 import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -254,6 +253,8 @@ def _describe_stats(stats: GenerationStats) -> str:
 
 
 def _chat_loop(runner: asyncio.Runner, engine: EngineApi, context: CliContext, options: RunOptions) -> None:
+    import readline  # noqa: F401  (for its effect: line editing and history in input(); only the chat needs it)
+
     history: list[ChatMessage] = []
     spinner_text = "loading model"
     context.err.print(f"Chatting with {options.model}. Type /help for commands, /bye or Ctrl-D to leave.")
