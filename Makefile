@@ -77,8 +77,10 @@ bench-lsp: $(INSTALLED)
 bench-quality: $(INSTALLED)
 	$(BIN)/python bench/completion_quality.py
 
+# The HTTP API against the engine in-process, then the agent APIs (Messages, Responses, tool calls).
 bench-api: $(INSTALLED)
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/api_agents.py
 
 # ingle vs llama-server (-np 8, and with its ngram-simple speculation): clients, code edits, one stream vs llama-bench.
 bench-speculative: $(INSTALLED)
