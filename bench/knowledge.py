@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ingle.core.engine import Engine
+from ingle.core.errors import ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
 from ingle.core.knowledge import KnowledgeLibrary
 from ingle.core.knowledge.grounding import RETRIEVED_CHUNKS, cited_sources, grounded_messages
@@ -225,4 +226,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ModelNotFound as error:
+        sys.exit(
+            f"{error.message} This benchmark needs the default model and the embedding model in one home: "
+            "`ingle pull default` and `ingle pull embed` (or set INGLE_HOME to a home that has both)."
+        )
