@@ -188,11 +188,36 @@ async def daemon(home: Path, queue_size: int, extra_env: dict[str, str] | None =
         INGLE_SOCKET_PATH="",  # never touch the socket of a daemon the user runs on the same home
     )
     env.update(extra_env or {})
+    async with serving("ingle serve", serve_command(), env, port, ready_seconds=120) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serving(
+    label: str, command: list[str], env: dict[str, str], port: int, ready_seconds: float = 300
+) -> AsyncIterator[str]:
+    """Run a server (ingle or llama-server) until the block ends; yield its base URL once /health answers 200.
+
+    llama-server answers 503 while it loads its model, so any other status means not yet.
+    """
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(serve_command(), env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            await _wait_until_answering(url, process, log)
+            deadline = time.monotonic() + ready_seconds
+            async with httpx.AsyncClient(timeout=5) as probe:
+                while True:
+                    if process.poll() is not None:
+                        log.seek(0)
+                        raise SystemExit(f"{label} exited with {process.returncode}:\n{log.read().decode()[-3000:]}")
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"{label} did not answer on {url} within {ready_seconds:.0f} s")
+                    try:
+                        if (await probe.get(url + "/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.2)
             yield url
         finally:
             process.send_signal(signal.SIGTERM)
@@ -201,21 +226,6 @@ async def daemon(home: Path, queue_size: int, extra_env: dict[str, str] | None =
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-async def _wait_until_answering(url: str, process: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + 120
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log.seek(0)
-                raise SystemExit(f"ingle serve exited with {process.returncode}:\n{log.read().decode()[-3000:]}")
-            try:
-                await client.get(url + "/health")
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    raise SystemExit(f"ingle serve did not answer on {url} within 120 s")
 
 
 # --- overload ----------------------------------------------------------------------------------

@@ -32,10 +32,8 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +43,7 @@ import click.termui
 import click.utils
 import httpx
 import openai
-from api import TOPICS, free_port, percentile
+from api import TOPICS, free_port, percentile, serving
 from lsp_typing import find_llama_server
 from rich.console import Console
 from rich.table import Table
@@ -90,37 +88,6 @@ class Server:
     label: str
     client: openai.AsyncOpenAI
     model: str
-
-
-@asynccontextmanager
-async def process_serving(label: str, command: list[str], env: dict[str, str], port: int) -> AsyncIterator[str]:
-    """Run a server until the block ends; yield its base URL once /health answers 200."""
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 300
-            async with httpx.AsyncClient(timeout=5) as probe:
-                while True:
-                    if process.poll() is not None:
-                        log.seek(0)
-                        raise SystemExit(f"{label} exited with {process.returncode}:\n{log.read().decode()[-3000:]}")
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"{label} did not answer on {url} within 300 s")
-                    try:
-                        if (await probe.get(url + "/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.2)
-            yield url
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def ingle_command(home: Path, port: int, draft_tokens: int | None, threads: int) -> tuple[list[str], dict[str, str]]:
@@ -281,7 +248,7 @@ async def main(arguments: argparse.Namespace) -> None:
                     dict(os.environ),
                     MODEL,
                 )
-            url = await stack.enter_async_context(process_serving(label, command, env, port))
+            url = await stack.enter_async_context(serving(label, command, env, port))
             client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=900)
             stack.push_async_callback(client.close)
             servers[label], urls[label] = Server(label, client, model), url
