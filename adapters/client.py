@@ -51,8 +51,15 @@ class AccessDenied(errors.IngleError):
     """The daemon refused the request: a missing or wrong API key, or a Host it does not accept."""
 
 
-def _error_for_status(status: int, message: str, retry_after: float | None) -> errors.IngleError:
-    """The typed error for an HTTP error status (the inverse of adapters/http/errors.py)."""
+# The machine-readable `code` of an error body (see adapters/http/errors.py), for errors the status alone does
+# not tell apart: a prompt too long for the context is a 400 like any malformed request.
+_ERROR_FOR_CODE: dict[str, type[errors.IngleError]] = {"context_length_exceeded": errors.ContextOverflow}
+
+
+def _error_for_status(status: int, message: str, retry_after: float | None, code: Any = None) -> errors.IngleError:
+    """The typed error for an HTTP error status and body `code` (the inverse of adapters/http/errors.py)."""
+    if isinstance(code, str) and code in _ERROR_FOR_CODE:
+        return _ERROR_FOR_CODE[code](message)
     if status == 400 or status == 413:
         return errors.InvalidRequest(message)
     if status in (401, 403):
@@ -156,10 +163,12 @@ class IngleClient:
         body: dict[str, Any] | None = None,
         timeout: float | None = None,
         manage: bool = False,
+        answered: tuple[int, ...] = (),
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request and yield the successful response; error statuses raise typed errors.
 
         `manage` marks a request that manages models: it carries the management key, if any.
+        `answered` lists error statuses whose body is the route's answer (a 422 that says what failed).
         """
         if self._session is None:
             raise RuntimeError("use IngleClient as `async with IngleClient(...) as client`")
@@ -170,17 +179,19 @@ class IngleClient:
             options["timeout"] = aiohttp.ClientTimeout(total=timeout)
         with self._translated():
             async with self._session.request(method, path, **options) as response:
-                if response.status >= 400:
+                if response.status >= 400 and response.status not in answered:
                     raise await self._error_from(response)
                 yield response
 
     async def _error_from(self, response: aiohttp.ClientResponse) -> errors.IngleError:
         text = await response.text()
+        code = None
         try:
             payload = json.loads(text)
             message = payload["error"]
+            code = payload.get("code")
             if isinstance(message, dict):  # the OpenAI shape, from /v1 routes
-                message = message.get("message", "")
+                message, code = message.get("message", ""), message.get("code")
         except (ValueError, KeyError, TypeError):
             message = text.strip() or f"the daemon answered HTTP {response.status}"
         retry_after = response.headers.get("Retry-After")
@@ -188,10 +199,21 @@ class IngleClient:
             retry = float(retry_after) if retry_after is not None else None
         except ValueError:
             retry = None
-        return _error_for_status(response.status, str(message), retry)
+        return _error_for_status(response.status, str(message), retry, code)
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with self._call(method, path, body) as response:
+        return await self.request_json(method, path, body)
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        manage: bool = False,
+        answered: tuple[int, ...] = (),
+    ) -> Any:
+        """Any route's decoded JSON answer (None if empty), for callers with their own wire models (`ingle kb`)."""
+        async with self._call(method, path, body, manage=manage, answered=answered) as response:
             with self._translated():
                 text = await response.text()
         return json.loads(text) if text.strip() else None

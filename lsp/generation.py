@@ -106,5 +106,7 @@ class SuggestionGeneration:
 
     def _report_late_failure(self, task: asyncio.Task[None]) -> None:
         # A failure before the first line reached the caller through `first_line`; one after it only costs the rest.
-        if self._shown and not task.cancelled() and task.exception() is not None:
-            log.warning("finishing a suggestion failed: %s", task.exception())
+        # Either way it is taken here, or asyncio prints "Task exception was never retrieved" on stderr.
+        error = None if task.cancelled() else task.exception()
+        if self._shown and error is not None:
+            log.warning("finishing a suggestion failed: %s", error)

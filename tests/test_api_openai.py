@@ -208,6 +208,14 @@ async def test_unsupported_and_malformed_fields_are_named(client: openai.AsyncOp
     assert "token-id" in caught.value.message
 
 
+async def test_a_prompt_beyond_the_context_is_context_length_exceeded(client: openai.AsyncOpenAI) -> None:
+    # About 6,000 tokens against the engine's 4,096: OpenAI's clients tell this error apart by its code.
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "ab, " * 3000}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model=DEFAULT_MODEL, messages=messages)
+    assert caught.value.code == "context_length_exceeded" and "num_ctx" in caught.value.message
+
+
 async def test_closing_a_stream_frees_the_sequence(client: openai.AsyncOpenAI, engine: Engine) -> None:
     loaded = next(iter(engine._loaded.values()))
     stream = await client.chat.completions.create(

@@ -12,7 +12,7 @@ from ingle.adapters.client import IngleClient
 from ingle.core.engine import Engine
 
 from .servers import serving
-from .test_lsp_cancel import BODY_LINE, SORT, open_in, server_on, until_idle
+from .test_lsp_cancel import BODY_LINE, HELPERS, SORT, open_in, server_on, until_idle
 
 pytestmark = pytest.mark.slow
 
@@ -43,3 +43,15 @@ async def test_the_prompt_tokens_evaluated_are_reported_through_the_daemon(
     # A keystroke later only the end of the prompt is new: the daemon reused the rest, and says so.
     assert 0 < newer.evaluated_tokens < 30, newer.evaluated_tokens
     await until_idle(engine)
+
+
+async def test_a_prompt_beyond_the_context_answers_nothing_through_the_daemon(
+    daemon_client: IngleClient, engine: Engine
+) -> None:
+    server = server_on(engine, api=daemon_client)
+    # Lines of data just above the cursor (the longest the prompt takes) make a prompt of about 6,000 tokens:
+    # more than the engine's 4,096-token context.
+    data = "".join(f"DATA_{row} = '" + "ab, " * 240 + "'\n" for row in range(12))
+    uri = open_in(server, "overflow.py", HELPERS + data + "def bubble_sort(items):\n    \n")
+    # The editor gets no suggestion, as with `ingle lsp --embedded`, rather than an error.
+    assert await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE + 12, 4)), 60) is None

@@ -3,6 +3,9 @@
 Ollama-style routes answer `{"error": "<sentence>"}`; OpenAI-style routes
 (`/v1/…`) answer `{"error": {"message", "type", "param", "code"}}`, because
 each client library parses its own shape. No traceback ever reaches a client.
+An error a client may act on by its kind also carries a machine-readable
+`code` (OpenAI's name for it): beside `error` on Ollama-style routes, as the
+OpenAI shape's own `code` on `/v1/…`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ STATUS_FOR_ERROR: list[tuple[type[errors.IngleError], int]] = [
 ]
 
 
+ErrorCode = Literal["context_length_exceeded"]
+"""The machine-readable kinds of error; OpenAI's names, which its clients (and ingle's own) act on."""
+
+CODE_FOR_ERROR: list[tuple[type[errors.IngleError], ErrorCode]] = [
+    (errors.ContextOverflow, "context_length_exceeded"),
+]
+
+
 class BadRequestBody(errors.InvalidRequest):
     """The body is not JSON or does not match the route's request model."""
 
@@ -58,6 +69,11 @@ def status_for(error: errors.IngleError) -> int:
         if isinstance(error, kind):
             return status
     return 500
+
+
+def code_for(error: errors.IngleError) -> ErrorCode | None:
+    """The machine-readable code of an engine error, for the kinds a client acts on; else None."""
+    return next((code for kind, code in CODE_FOR_ERROR if isinstance(error, kind)), None)
 
 
 def describe_validation_error(error: ValidationError) -> tuple[str, str]:
@@ -110,6 +126,9 @@ class OllamaErrorBody(BaseModel):
 
     error: str
     """What went wrong, in one sentence."""
+    code: ErrorCode | None = None
+    """ingle's addition, only on errors a client may act on by kind: `context_length_exceeded` when the
+    prompt does not fit in the model's context."""
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -121,8 +140,9 @@ class OpenAIErrorDetail(BaseModel):
     """`invalid_request_error` for the client's mistakes, `server_error` for the server's."""
     param: str | None
     """The field at fault, when one is."""
-    code: int
-    """The HTTP status again."""
+    code: ErrorCode | int
+    """`context_length_exceeded` when the prompt does not fit in the model's context, as OpenAI says it;
+    otherwise the HTTP status again."""
 
 
 class OpenAIErrorBody(BaseModel):
@@ -178,15 +198,17 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
-def error_response(request: web.Request, status: int, message: str, field: str | None = None) -> web.Response:
-    """A JSON error in the shape the calling client expects."""
+def error_response(
+    request: web.Request, status: int, message: str, field: str | None = None, code: ErrorCode | None = None
+) -> web.Response:
+    """A JSON error in the shape the calling client expects; `code` says its kind where the shape has room."""
     if request.path.startswith("/v1/messages"):
         body = anthropic_error(status, message)
     elif request.path.startswith("/v1/"):
         kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"error": {"message": message, "type": kind, "param": field, "code": status}}
+        body = {"error": {"message": message, "type": kind, "param": field, "code": code or status}}
     else:
-        body = {"error": message}
+        body = {"error": message} if code is None else {"error": message, "code": code}
     return web.json_response(body, status=status)
 
 
@@ -199,7 +221,7 @@ async def error_middleware(
         return await handler(request)
     except errors.IngleError as error:
         status = status_for(error)
-        response = error_response(request, status, error.message, getattr(error, "field", None))
+        response = error_response(request, status, error.message, getattr(error, "field", None), code_for(error))
         if isinstance(error, errors.QueueFull):
             response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
         return response
