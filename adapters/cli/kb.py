@@ -1,30 +1,32 @@
 """`ingle kb`: knowledge bases that chats and bots answer from, with sources.
 
 Files and URLs are read by this process, with the rights of the user at the
-shell; the knowledge base files live under the home. Embeddings come from the
-daemon when one runs, else from an in-process engine (the global --host and
---embedded flags decide, as for every command).
+shell. Where the knowledge bases are kept follows the rule of every command
+(kb_access.py): the daemon's when one answers (or --host names it), else the
+files under this home, written here with an in-process engine (--embedded).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from .context import CliContext, cli_context
-from .engine_access import open_engine
 from .formatting import human_size
 from .models import _plain_table
 
 if TYPE_CHECKING:
-    from ingle.adapters.engine_api import EngineApi
-    from ingle.core.knowledge import IndexProgress, IndexReport, KnowledgeLibrary, SearchResult
-    from ingle.core.knowledge.retrieval import SearchMode
+    from ingle.core.knowledge import IndexProgress, IndexReport, KnowledgeBaseInfo
+
+    from .kb_access import Knowledge
+
+T = TypeVar("T")
 
 KB_HELP = """Knowledge bases: documents that chats and bots answer from, citing their sources.
 
@@ -73,7 +75,7 @@ def create(ctx: typer.Context, name: NameArgument) -> None:
     Example: ingle kb create handbook
     """
     context = cli_context(ctx)
-    _library(context).create(name)
+    _run(context, False, lambda knowledge: knowledge.create(name))
     context.out.print(name)
 
 
@@ -84,9 +86,14 @@ def add(
 ) -> None:
     """Add files, folders or URLs to a knowledge base and index them."""
     context = cli_context(ctx)
-    _library(context).open(name).close()  # a missing knowledge base fails before any reading
-    report = asyncio.run(_index(context, name, locations))
+    with _progress_bar(context) as progress:
+        report = _run(context, True, lambda knowledge: _add(knowledge, name, locations, progress))
     _print_report(context, name, report)
+
+
+async def _add(knowledge: Knowledge, name: str, locations: list[str], progress: _IndexBar | None) -> IndexReport:
+    await knowledge.info(name)  # a missing knowledge base fails before any reading
+    return await knowledge.add(name, locations, progress)
 
 
 def sync(ctx: typer.Context, name: NameArgument) -> None:
@@ -95,18 +102,22 @@ def sync(ctx: typer.Context, name: NameArgument) -> None:
     Example: ingle kb sync handbook
     """
     context = cli_context(ctx)
-    _library(context).open(name).close()
-    report = asyncio.run(_index(context, name, None))
+    with _progress_bar(context) as progress:
+        report = _run(context, True, lambda knowledge: knowledge.sync(name, progress))
     _print_report(context, name, report)
 
 
-async def _index(context: CliContext, name: str, locations: list[str] | None) -> IndexReport:
-    async with open_engine(context.settings, context.engine_choice) as engine:
-        library = _library(context, engine)
-        with _progress_bar(context) as progress:
-            if locations is None:
-                return await library.sync(name, progress)
-            return await library.add(name, locations, progress)
+def _run(context: CliContext, embeds: bool, work: Callable[[Knowledge], Awaitable[T]]) -> T:
+    """Do `work` on the knowledge bases this command reaches (kb_access.py: the daemon's, else this home's)."""
+    # Imported here: the knowledge base loads SQLite extensions, numpy, the document readers and
+    # the HTTP client, which the other commands never need.
+    from .kb_access import open_knowledge
+
+    async def inside() -> T:
+        async with open_knowledge(context, embeds) as knowledge:
+            return await work(knowledge)
+
+    return asyncio.run(inside())
 
 
 class _IndexBar:
@@ -118,15 +129,21 @@ class _IndexBar:
 
     def __call__(self, event: IndexProgress) -> None:
         if self.task is None:
-            self.task = self.bar.add_task("indexing", total=event.files_total, file="")
-        self.bar.update(self.task, completed=event.files_done, total=event.files_total, file=event.location[-60:])
+            self.task = self.bar.add_task(event.stage, total=event.files_total, file="")
+        self.bar.update(
+            self.task,
+            description=event.stage,
+            completed=event.files_done,
+            total=event.files_total,
+            file=event.location[-60:],
+        )
 
 
 def _progress_bar(context: CliContext) -> AbstractContextManager[_IndexBar | None]:
     if not context.err.is_terminal:
         return nullcontext()
     bar = Progress(
-        TextColumn("indexing"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -169,14 +186,15 @@ def list_bases(ctx: typer.Context) -> None:
     Example: ingle kb list
     """
     context = cli_context(ctx)
-    library = _library(context)
+    infos = _run(context, False, lambda knowledge: knowledge.infos())
     table = _plain_table("NAME", "DOCUMENTS", "CHUNKS", "VECTORS", "SIZE")
-    names = library.names()
-    for name in names:
-        stats = library.info(name).stats
-        table.add_row(name, str(stats.documents), str(stats.chunks), str(stats.vectors), human_size(stats.size_bytes))
+    for info in infos:
+        stats = info.stats
+        table.add_row(
+            info.name, str(stats.documents), str(stats.chunks), str(stats.vectors), human_size(stats.size_bytes)
+        )
     context.out.print(table)
-    if not names:
+    if not infos:
         context.err.print("No knowledge bases yet. Make one with: ingle kb create NAME")
 
 
@@ -186,14 +204,14 @@ def show(ctx: typer.Context, name: NameArgument) -> None:
     Example: ingle kb show handbook
     """
     context = cli_context(ctx)
-    info = _library(context).info(name)
+    info, where = _run(context, False, lambda knowledge: _info_and_place(knowledge, name))
     stats = info.stats
     facts = [
         ("documents", str(stats.documents)),
         ("chunks", str(stats.chunks)),
         ("vectors", f"{stats.vectors} ({stats.embedding_model})" if stats.vectors else "none: BM25 search only"),
         ("size", human_size(stats.size_bytes)),
-        ("file", str(_library(context).path(name))),
+        ("kept in", where),
     ]
     width = max(len(key) for key, _ in facts)
     context.out.print(Text(f"  {name}", style="bold"))
@@ -207,6 +225,10 @@ def show(ctx: typer.Context, name: NameArgument) -> None:
         context.out.print(
             f"    {source.location}  ({source.documents} document{plural}, added {source.added_at})", soft_wrap=True
         )
+
+
+async def _info_and_place(knowledge: Knowledge, name: str) -> tuple[KnowledgeBaseInfo, str]:
+    return await knowledge.info(name), knowledge.where
 
 
 def search(
@@ -223,7 +245,7 @@ def search(
     context = cli_context(ctx)
     if mode not in ("hybrid", "bm25", "vector"):
         raise typer.BadParameter("use hybrid, bm25 or vector.", param_hint="--mode")
-    result = asyncio.run(_search(context, name, question, limit, mode))  # type: ignore[arg-type]
+    result = _run(context, mode != "bm25", lambda knowledge: knowledge.search(name, question, limit, mode))  # type: ignore[arg-type]
     for note in result.notes:
         context.err.print(Text(f"Note: {note}", style="yellow"))
     if not result.hits:
@@ -241,13 +263,6 @@ def search(
         context.out.print()
 
 
-async def _search(context: CliContext, name: str, question: str, limit: int, mode: SearchMode) -> SearchResult:
-    if mode == "bm25":
-        return await _library(context).search([name], question, limit, mode)
-    async with open_engine(context.settings, context.engine_choice) as engine:
-        return await _library(context, engine).search([name], question, limit, mode)
-
-
 def remove(
     ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(help="The knowledge bases to delete.", metavar="NAME...")],
@@ -257,20 +272,16 @@ def remove(
     Example: ingle kb rm old-handbook
     """
     context = cli_context(ctx)
-    library = _library(context)
+    _run(context, False, lambda knowledge: _remove(knowledge, names))
     for name in names:
-        library.open(name).close()
-    for name in names:
-        library.remove(name)
         context.out.print(f"deleted '{name}'")
 
 
-def _library(context: CliContext, engine: EngineApi | None = None) -> KnowledgeLibrary:
-    # Imported here: the knowledge base loads SQLite extensions, numpy and the document readers,
-    # which the other commands never need.
-    from ingle.core.knowledge import KnowledgeLibrary
-
-    return KnowledgeLibrary(context.settings, engine)
+async def _remove(knowledge: Knowledge, names: list[str]) -> None:
+    for name in names:
+        await knowledge.info(name)  # none is deleted if one is missing
+    for name in names:
+        await knowledge.remove(name)
 
 
 def _count(number: int, noun: str) -> str:

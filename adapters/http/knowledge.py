@@ -1,144 +1,44 @@
 """Knowledge bases over HTTP: `/api/knowledge/...`, and chats that name them (the `knowledge` field).
 
 The daemon reads no paths and fetches no URLs for a client: documents arrive
-in the request body. `ingle kb add` reads files and URLs with the rights of
-the user who runs it. Management (create, add, delete) sits behind the same
-guards as model management.
+in the request body. `ingle kb add` and `sync` read files and URLs with the
+rights of the user who runs them, tell the daemon what each source holds now
+(`/sync`, by sha256) and upload only what it asks for. Management (create,
+add, sync, delete) sits behind the same guards as model management.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from ...core.errors import InvalidRequest
 from ...core.knowledge import KnowledgeLibrary
 from ...core.knowledge.grounding import GroundedBackend, source_label
-from .common_wire import Base64Field, KnowledgeNameField, KnowledgePath
+from .common_wire import KnowledgePath
 from .errors import read_body, read_path
 from .keys import BACKEND, SETTINGS
+from .knowledge_wire import (
+    CreateRequest,
+    DocumentRequest,
+    IndexResponse,
+    KnowledgeBaseList,
+    KnowledgeBaseSummary,
+    RemoveDocumentRequest,
+    RemoveDocumentResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    SourceSummary,
+    SyncRequest,
+    SyncResponse,
+)
 from .openapi import documented
 
 KNOWLEDGE = web.AppKey("knowledge", KnowledgeLibrary)
 TAGS = ("knowledge",)
-MAX_SEARCH_RESULTS = 50
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CreateRequest(_Input):
-    """Create an empty knowledge base."""
-
-    name: KnowledgeNameField
-    """Lowercase letters, digits, '.', '_' or '-'."""
-
-
-class DocumentRequest(_Input):
-    """Index one document (replacing an earlier version with the same location)."""
-
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"oneOf": [{"required": ["content"]}, {"required": ["content_base64"]}]}
-    )
-
-    location: str = Field(min_length=1, max_length=2048)
-    """Where the document comes from (a path or URL): shown in citations and the key for updates."""
-    # Field(default=None) without `| None`: one of the two is sent, and neither may be null.
-    content: str = Field(default=None)  # pyright: ignore[reportAssignmentType]
-    """The document's text (Markdown, reStructuredText, HTML, plain text, code)."""
-    content_base64: Base64Field = Field(default=None)  # pyright: ignore[reportAssignmentType]
-    """The document's bytes in base64, for PDF and other binary formats; instead of `content`."""
-    format: str | None = Field(default=None, max_length=16)
-    """The file suffix that picks the reader, e.g. '.md', '.pdf'; default: from `location`."""
-
-
-class SearchRequest(_Input):
-    """Search a knowledge base."""
-
-    query: str = Field(min_length=1, max_length=4096)
-    """The question, in plain words."""
-    limit: int = Field(default=5, ge=1, le=MAX_SEARCH_RESULTS)
-    """How many chunks to return."""
-    mode: Literal["hybrid", "bm25", "vector"] = "hybrid"
-    """hybrid: BM25 and vectors fused by rank; or one of them alone."""
-
-
-class KnowledgeBaseSummary(BaseModel):
-    """A knowledge base and its size."""
-
-    name: str
-    """Its name."""
-    documents: int
-    """Documents indexed."""
-    chunks: int
-    """Chunks indexed."""
-    vectors: int
-    """Chunks with a vector (0: BM25 search only)."""
-    embedding_model: str | None
-    """The model that made the vectors."""
-    size: int
-    """Bytes on disk."""
-    sources: list[str] = []
-    """Paths and URLs it was built from (in `show` only)."""
-
-
-class KnowledgeBaseList(BaseModel):
-    """Every knowledge base."""
-
-    knowledge_bases: list[KnowledgeBaseSummary]
-    """Sorted by name."""
-
-
-class IndexResponse(BaseModel):
-    """What indexing did."""
-
-    indexed: int
-    """Documents indexed (new or changed)."""
-    unchanged: int
-    """Documents skipped because their content hash was unchanged."""
-    chunks: int
-    """Chunks written."""
-    failures: list[str]
-    """One sentence per document that could not be read."""
-    notes: list[str]
-    """How it was indexed, e.g. for BM25 only because no embedding model is pulled."""
-
-
-class SearchHit(BaseModel):
-    """One retrieved chunk."""
-
-    source: str
-    """The document, heading path and line or page range, as citations show it."""
-    location: str
-    """The document's path or URL."""
-    headings: list[str]
-    """The headings the chunk sits under."""
-    start_line: int | None
-    """First line in the document (or in its PDF page)."""
-    end_line: int | None
-    """Last line."""
-    page: int | None
-    """PDF page."""
-    text: str
-    """The chunk."""
-    score: float
-    """Reciprocal-rank-fusion score: higher is better."""
-
-
-class SearchResponse(BaseModel):
-    """The best chunks for a query."""
-
-    mode: str
-    """How it searched: hybrid, bm25 or vector."""
-    hits: list[SearchHit]
-    """Best first."""
-    notes: list[str]
-    """Why it searched as it did (e.g. BM25 only)."""
 
 
 def _summary(library: KnowledgeLibrary, name: str, with_sources: bool = False) -> KnowledgeBaseSummary:
@@ -151,7 +51,9 @@ def _summary(library: KnowledgeLibrary, name: str, with_sources: bool = False) -
         vectors=stats.vectors,
         embedding_model=stats.embedding_model,
         size=stats.size_bytes,
-        sources=[source.location for source in info.sources] if with_sources else [],
+        sources=[SourceSummary(location=s.location, added_at=s.added_at, documents=s.documents) for s in info.sources]
+        if with_sources
+        else [],
     )
 
 
@@ -208,7 +110,7 @@ async def add_document(request: web.Request) -> web.Response:
     kind = body.format.lower() if body.format else None
     if kind is not None and not kind.startswith("."):
         kind = "." + kind
-    report = await request.app[KNOWLEDGE].add_document(name, body.location, data, kind)
+    report = await request.app[KNOWLEDGE].add_document(name, body.location, data, kind, body.source)
     response = IndexResponse(
         indexed=report.indexed,
         unchanged=report.unchanged,
@@ -217,6 +119,38 @@ async def add_document(request: web.Request) -> web.Response:
         notes=report.notes,
     )
     return web.json_response(response.model_dump(), status=422 if report.failures else 200)
+
+
+@documented(
+    "Drop a source with its documents, or one document.",
+    request=RemoveDocumentRequest,
+    response=RemoveDocumentResponse,
+    tags=TAGS,
+    path=KnowledgePath,
+)
+async def remove_document(request: web.Request) -> web.Response:
+    """Drop what a location names: a source and every document it brought in, or one document."""
+    name = read_path(request, KnowledgePath).name
+    body = await read_body(request, RemoveDocumentRequest)
+    removed = await asyncio.to_thread(request.app[KNOWLEDGE].remove_location, name, body.location)
+    return web.json_response(RemoveDocumentResponse(removed=removed).model_dump())
+
+
+@documented(
+    "Say what one source holds now; the answer names the documents to upload.",
+    request=SyncRequest,
+    response=SyncResponse,
+    tags=TAGS,
+    path=KnowledgePath,
+)
+async def sync_source(request: web.Request) -> web.Response:
+    """A client's sync: documents gone from the source are dropped, new or changed ones are asked for."""
+    name = read_path(request, KnowledgePath).name
+    body = await read_body(request, SyncRequest)
+    sha256s = {document.location: document.sha256 for document in body.documents}
+    upload, report = await request.app[KNOWLEDGE].plan_upload(name, body.source, sha256s, body.remove_missing)
+    response = SyncResponse(upload=upload, unchanged=report.unchanged, removed=report.removed, notes=report.notes)
+    return web.json_response(response.model_dump())
 
 
 @documented("Search a knowledge base.", request=SearchRequest, response=SearchResponse, tags=TAGS, path=KnowledgePath)
@@ -251,4 +185,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/knowledge/{name}", show_knowledge)
     app.router.add_delete("/api/knowledge/{name}", delete_knowledge)
     app.router.add_post("/api/knowledge/{name}/documents", add_document)
+    app.router.add_delete("/api/knowledge/{name}/documents", remove_document)
+    app.router.add_post("/api/knowledge/{name}/sync", sync_source)
     app.router.add_post("/api/knowledge/{name}/search", search_knowledge)

@@ -17,7 +17,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 OPEN_PATHS = {"/health"}
 # Routes that change what the server keeps for everyone: the models (pull, delete, copy) and the
-# knowledge bases (create, add documents, delete). Over TCP they need a management key unless
+# knowledge bases (create, add, sync or drop documents, delete). Over TCP they need a management key unless
 # management_over_tcp is set; the unix socket (mode 0600, the service's own user) needs none.
 # Left out on purpose: unloading a model (an /api/generate with keep_alive 0, which Ollama clients
 # and Open WebUI send in ordinary use) loses nothing stored and anyone may load it again;
@@ -35,6 +35,8 @@ MANAGEMENT_ROUTES = frozenset(
         ("POST", "/api/knowledge"),
         ("DELETE", "/api/knowledge/{name}"),
         ("POST", "/api/knowledge/{name}/documents"),
+        ("DELETE", "/api/knowledge/{name}/documents"),
+        ("POST", "/api/knowledge/{name}/sync"),
     }
 )
 MANAGEMENT_REFUSED = (

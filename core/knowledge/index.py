@@ -66,6 +66,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         END;
         """,
     ),
+    (
+        # Files written while foreign_keys stayed off kept the chunks of dropped and re-indexed documents.
+        "002_drop_orphaned_chunks",
+        "DELETE FROM chunks WHERE document_id NOT IN (SELECT id FROM documents);",
+    ),
 ]
 
 # Words that would make every chunk match a natural-language question.
@@ -176,7 +181,11 @@ class KnowledgeIndex:
         self.path = path
         self._db = apsw.Connection(str(path))
         self._db.setbusytimeout(BUSY_TIMEOUT_MS)
-        self._db.execute("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL")
+        # One statement per call: apsw runs the statements after one that returns rows (journal_mode
+        # answers "wal") only as those rows are read, so foreign_keys, and with it ON DELETE CASCADE
+        # for the chunks of a dropped document, would silently stay off.
+        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
+            self._db.execute(f"PRAGMA {pragma}").fetchall()
         self.vectors_available = self._load_vectors()
         self._migrate()
 
@@ -222,6 +231,11 @@ class KnowledgeIndex:
         with self._db:
             self._db.execute("INSERT OR IGNORE INTO sources(location, added_at) VALUES (?, ?)", (location, _now()))
         return int(self._scalar("SELECT id FROM sources WHERE location = ?", (location,)))
+
+    def source_id(self, location: str) -> int | None:
+        """The id of the source recorded for `location`, or None."""
+        row = self._db.execute("SELECT id FROM sources WHERE location = ?", (location,)).fetchone()
+        return int(row[0]) if row else None
 
     def sources(self) -> list[tuple[int, str]]:
         """Every source's id and location, in the order added."""

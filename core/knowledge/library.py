@@ -58,6 +58,8 @@ class IndexProgress:
     location: str
     chunks: int
     """Chunks written so far."""
+    stage: str = "indexing"
+    """What is being done to the files: indexing, or (through a daemon) reading, then uploading."""
 
 
 ProgressCallback = Callable[[IndexProgress], None]
@@ -105,9 +107,18 @@ def validate_name(name: str) -> str:
     return name
 
 
-def content_hash(data: bytes) -> str:
-    """The hash that decides whether a document changed (the reader version included)."""
-    return hashlib.sha256(READER_VERSION.encode() + b"\0" + data).hexdigest()
+def content_hash(sha256: str) -> str:
+    """The hash that decides whether a document changed: its bytes' sha256 (hex) with the reader version.
+
+    Built from the plain sha256 so that a client of the daemon can send the sha256 of what it read
+    (`POST /api/knowledge/NAME/sync`) and upload only what changed.
+    """
+    return hashlib.sha256(f"{READER_VERSION}:{sha256}".encode()).hexdigest()
+
+
+def sha256_of(data: bytes) -> str:
+    """The sha256 of a document's bytes, in hex."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def is_url(location: str) -> bool:
@@ -183,11 +194,7 @@ class KnowledgeLibrary:
         try:
             report = IndexReport()
             sources = []
-            for location in locations:
-                resolved = location if is_url(location) else await asyncio.to_thread(_existing_path, location)
-                if resolved is None:
-                    report.failures.append(f"{location}: no such file or folder.")
-                    continue
+            for resolved in await asyncio.to_thread(resolve_sources, locations, report):
                 sources.append((await asyncio.to_thread(index.add_source, resolved), resolved))
             await self._index_sources(index, sources, report, progress, drop_missing=False)
             return report
@@ -205,12 +212,18 @@ class KnowledgeLibrary:
         finally:
             index.close()
 
-    async def add_document(self, name: str, location: str, data: bytes, kind: str | None = None) -> IndexReport:
-        """Index one uploaded document (the HTTP API's way in: the daemon reads no paths and fetches no URLs)."""
+    async def add_document(
+        self, name: str, location: str, data: bytes, kind: str | None = None, source: str | None = None
+    ) -> IndexReport:
+        """Index one uploaded document (the HTTP API's way in: the daemon reads no paths and fetches no URLs).
+
+        `source` is the path or URL given to `add` that the document was found under (its folder);
+        by default the document is its own source.
+        """
         index = await asyncio.to_thread(self.open, name)
         try:
             report = IndexReport()
-            source_id = await asyncio.to_thread(index.add_source, location)
+            source_id = await asyncio.to_thread(index.add_source, source or location)
             vectors_on = await self._vectors_on(index, report)
             prepared = await self._prepare(index, source_id, location, data, kind, report)
             if prepared is not None:
@@ -218,6 +231,60 @@ class KnowledgeLibrary:
             return report
         finally:
             index.close()
+
+    async def plan_upload(
+        self, name: str, source: str, sha256s: dict[str, str | None], remove_missing: bool
+    ) -> tuple[list[str], IndexReport]:
+        """A client's sync of one source: which of its documents to upload, the rest kept or dropped.
+
+        `sha256s` maps every document the client found under `source` to the sha256 of its bytes
+        (None: it could not read it this time, so what is stored stays).
+        The source is recorded if it is new; stored documents of it that the client no longer
+        has are dropped when `remove_missing`. Answers the documents that are new or changed, and
+        gives vectors to chunks indexed while no embedding model was there.
+        """
+        index = await asyncio.to_thread(self.open, name)
+        try:
+            report = IndexReport()
+            source_id = await asyncio.to_thread(index.add_source, source)
+            upload = []
+            for location, sha256 in sha256s.items():
+                if sha256 is None:  # unreadable by the client this time: kept as stored
+                    continue
+                if await asyncio.to_thread(index.content_hash, location) == content_hash(sha256):
+                    report.unchanged += 1
+                else:
+                    upload.append(location)
+            if remove_missing:
+                for gone in await asyncio.to_thread(index.documents_of, source_id):
+                    if gone not in sha256s:
+                        await asyncio.to_thread(index.remove_document, gone)
+                        report.removed += 1
+            if await self._vectors_on(index, report):
+                await self._embed_missing(index, report)
+            return upload, report
+        finally:
+            index.close()
+
+    def remove_location(self, name: str, location: str) -> int:
+        """Drop a source and every document it brought in, or one document; how many documents went.
+
+        KnowledgeBaseNotFound if `name` holds neither. A document dropped from a folder that is still
+        a source comes back with the next sync, as the folder still holds it.
+        """
+        index = self.open(name)
+        try:
+            source_id = index.source_id(location)
+            if source_id is not None:
+                removed = len(index.documents_of(source_id))
+                index.remove_source(source_id)
+                return removed
+            if index.content_hash(location) is not None:
+                index.remove_document(location)
+                return 1
+        finally:
+            index.close()
+        raise KnowledgeBaseNotFound(f"The knowledge base '{name}' has no source or document '{location}'.")
 
     async def _index_sources(
         self,
@@ -230,13 +297,10 @@ class KnowledgeLibrary:
         vectors_on = await self._vectors_on(index, report)
         plan: list[tuple[int, str]] = []
         for source_id, location in sources:
-            if is_url(location):
-                plan.append((source_id, location))
-                continue
-            files = await asyncio.to_thread(lambda location=location: list(_files_under(Path(location), report)))
-            plan.extend((source_id, str(f)) for f in files)
-            if drop_missing:
-                present = {str(f) for f in files}
+            documents = await asyncio.to_thread(documents_under, location, report)
+            plan.extend((source_id, document) for document in documents)
+            if drop_missing and not is_url(location):
+                present = set(documents)
                 for gone in await asyncio.to_thread(index.documents_of, source_id):
                     if gone not in present:
                         await asyncio.to_thread(index.remove_document, gone)
@@ -246,9 +310,9 @@ class KnowledgeLibrary:
             if progress is not None:
                 progress(IndexProgress(done, len(plan), location, report.chunks))
             try:
-                data, kind = await _read(location)
-            except (OSError, SourceError) as error:
-                report.failures.append(_unreadable(location, error))
+                data, kind = await read_source(location)
+            except SourceError as error:
+                report.failures.append(error.message)
                 continue
             prepared = await self._prepare(index, source_id, location, data, kind, report)
             if prepared is not None:
@@ -265,7 +329,7 @@ class KnowledgeLibrary:
         self, index: KnowledgeIndex, source_id: int, location: str, data: bytes, kind: str | None, report: IndexReport
     ) -> _Prepared | None:
         """The document read and chunked, or None if it is unchanged or unreadable (noted in the report)."""
-        digest = content_hash(data)
+        digest = content_hash(sha256_of(data))
         if await asyncio.to_thread(index.content_hash, location) == digest:
             report.unchanged += 1
             return None
@@ -382,10 +446,27 @@ class KnowledgeLibrary:
             return None
 
 
-def _unreadable(location: str, error: OSError | SourceError) -> str:
-    if isinstance(error, SourceError):
-        return error.message
+def _unreadable(location: str, error: OSError) -> str:
     return f"{location}: cannot read it ({error.strerror or error})."
+
+
+def resolve_sources(locations: list[str], report: IndexReport) -> list[str]:
+    """URLs as given and paths made absolute; a path with nothing there is a failure in the report. Blocking."""
+    resolved = []
+    for location in locations:
+        found = location if is_url(location) else _existing_path(location)
+        if found is None:
+            report.failures.append(f"{location}: no such file or folder.")
+        else:
+            resolved.append(found)
+    return resolved
+
+
+def documents_under(source: str, report: IndexReport) -> list[str]:
+    """The documents a source holds now: a URL or a file itself, or the supported files of a folder. Blocking."""
+    if is_url(source):
+        return [source]
+    return [str(path) for path in _files_under(Path(source), report)]
 
 
 def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
@@ -411,11 +492,17 @@ def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
             yield Path(folder) / file
 
 
-async def _read(location: str) -> tuple[bytes, str | None]:
-    """The bytes of a file or URL and, for a URL, the reader its content type calls for."""
+async def read_source(location: str) -> tuple[bytes, str | None]:
+    """The bytes of a file or URL and, for a URL, the reader its content type calls for.
+
+    SourceError, with a sentence naming the location, if it cannot be read.
+    """
     if is_url(location):
         return await _fetch(location)
-    return await asyncio.to_thread(_read_file, Path(location)), None
+    try:
+        return await asyncio.to_thread(_read_file, Path(location)), None
+    except OSError as error:
+        raise SourceError(_unreadable(location, error)) from error
 
 
 def _read_file(path: Path) -> bytes:
