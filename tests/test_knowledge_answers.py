@@ -7,6 +7,8 @@ not follow it.
 from __future__ import annotations
 
 import base64
+import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -83,29 +85,47 @@ async def ask(url: str, question: str, knowledge: list[str]) -> str:
     return completion.choices[0].message.content or ""
 
 
+async def ask_streaming(url: str, question: str, knowledge: list[str]) -> list[str]:
+    """One greedy chat turn streamed from Ollama's /api/chat, naming knowledge bases: the pieces of text."""
+    body = {
+        "model": DEFAULT_MODEL,
+        "messages": [{"role": "user", "content": question}],
+        "options": {"temperature": 0, "num_predict": 80},
+        "knowledge": knowledge,
+    }
+    async with (
+        httpx.AsyncClient(timeout=300) as client,
+        client.stream("POST", f"{url}/api/chat", json=body) as response,
+    ):
+        assert response.status_code == 200
+        return [json.loads(line)["message"]["content"] async for line in response.aiter_lines() if line]
+
+
 async def test_an_answer_uses_the_knowledge_base_and_lists_its_sources(knowledge_url: str) -> None:
     answer = await ask(knowledge_url, "How many days ahead must I book leave?", ["handbook"])
     text, _, sources = answer.partition("Sources:")
     assert "14" in text
-    assert "docs/leave.md › Leave › Booking (lines 5–6)" in sources
+    assert "[1] docs/leave.md › Leave › Booking (lines 5–6)" in sources
+    assert re.search(r"14 days[^\n]*\[1\]", text)  # the model wrote no mark: ingle attributed the sentence
 
 
 async def test_streamed_ollama_chat_names_knowledge_bases_too(knowledge_url: str) -> None:
-    body = {
-        "model": DEFAULT_MODEL,
-        "messages": [{"role": "user", "content": "Who approves my leave?"}],
-        "options": {"temperature": 0, "num_predict": 80},
-        "knowledge": ["handbook"],
-    }
-    async with (
-        httpx.AsyncClient(timeout=300) as client,
-        client.stream("POST", f"{knowledge_url}/api/chat", json=body) as response,
-    ):
-        assert response.status_code == 200
-        lines = [line async for line in response.aiter_lines() if line]
-    answer = "".join(__import__("json").loads(line)["message"]["content"] for line in lines)
+    pieces = await ask_streaming(knowledge_url, "Who approves my leave?", ["handbook"])
+    answer = "".join(pieces)
     assert "manager" in answer.lower()
     assert "leave.md" in answer.split("Sources:")[-1]
+
+
+async def test_a_streamed_answer_cites_the_excerpt_that_supports_it_and_lists_only_that(knowledge_url: str) -> None:
+    # Both documents are retrieved; the model (writing no citation marks itself) answers about parking only.
+    pieces = await ask_streaming(knowledge_url, "Where is staff parking, and who approves my leave?", ["handbook"])
+    text, _, sources = "".join(pieces).partition("Sources:")
+    (office,) = re.findall(r"\[(\d)\] docs/office\.md", sources)
+    assert re.search(rf"level -2[^\n]*\[{office}\]", text)
+    listed = re.findall(r"^\[(\d)\]", sources, re.M)
+    assert listed == list(dict.fromkeys(re.findall(r"\[(\d)\]", text)))
+    # It streamed: several pieces of the answer came before the one carrying the sources.
+    assert sum(bool(piece) for piece in pieces[:-2]) > 3
 
 
 async def test_a_question_the_knowledge_base_does_not_cover_is_answered_plainly(knowledge_url: str) -> None:

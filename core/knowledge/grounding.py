@@ -6,7 +6,8 @@ turn stays their own question. (On the 0.5B default model, excerpts placed in
 the user's turn were copied out verbatim, planted instructions included;
 in the system message it answers in its own words and ignores them.) When
 nothing relevant is found the answer says so without asking the model, so it
-cannot invent one.
+cannot invent one. The answer's citation marks pass through
+`attribution.CitationMarker`, which adds them where the model wrote none.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import PurePath
 
 from ..backend import GenerationBackend
 from ..generation import ChatMessage, EmbeddingResult, GenerationChunk, GenerationRequest, GenerationStats
+from .attribution import CitationMarker
 from .library import KnowledgeLibrary, is_url
 from .retrieval import Hit
 
@@ -90,9 +92,15 @@ def nothing_found(names: list[str]) -> str:
 
 
 def sources_footer(sources: list[CitedSource], answer: str) -> str:
-    """`Sources:` and the excerpts the answer cites (all of them if it cites none), one per line."""
-    cited = {int(n) for n in _CITATION.findall(answer)}
-    shown = [s for s in sources if s.number in cited] or sources
+    """`Sources:` and the excerpts the answer's marks cite, in citation order (all of them if it cites none)."""
+    return listed_sources(sources, [int(n) for n in _CITATION.findall(answer)])
+
+
+def listed_sources(sources: list[CitedSource], cited: list[int]) -> str:
+    """`Sources:` and the excerpts numbered in `cited`, in that order, once each; all of them if none is cited,
+    so that no answer is left without its sources."""
+    by_number = {s.number: s for s in sources}
+    shown = [by_number[n] for n in dict.fromkeys(cited) if n in by_number] or sources
     return "Sources:\n" + "\n".join(f"[{s.number}] {s.label}" for s in shown)
 
 
@@ -116,16 +124,19 @@ class GroundedBackend:
             return
         sources = cited_sources(result.hits)
         grounded = replace(request, messages=grounded_messages(request.messages, sources), knowledge=[])
-        answer = ""
+        marker = CitationMarker([s.text for s in sources])
+        answered = False
         async for chunk in self.inner.generate(grounded):
+            text = marker.feed(chunk.text)
             if chunk.done:
-                answer += chunk.text
-                footer = ("\n\n" if answer.strip() else "") + sources_footer(sources, answer)
-                yield GenerationChunk(text=chunk.text + footer)
+                text += marker.finish()
+                answered = answered or bool(text.strip())
+                footer = ("\n\n" if answered else "") + listed_sources(sources, marker.cited())
+                yield GenerationChunk(text=text + footer)
                 yield GenerationChunk(text="", done=True, stats=chunk.stats)
-            else:
-                answer += chunk.text
-                yield chunk
+            elif text or chunk.stats is not None:
+                answered = answered or bool(text.strip())
+                yield replace(chunk, text=text)
 
     async def embed(
         self, model: str, inputs: list[str], keep_alive: float | None = None, truncate: bool = True
