@@ -20,8 +20,12 @@ the exact match of what was shown first. The same tasks go through:
 
 Times are to the first suggestion shown in the newly opened file.
 
-    .venv/bin/python bench/completion_quality.py [--limit N] [--skip N] [--threads 2] [--skip-llama-server]
-        [--conditions both,window]
+With no options (`make bench-quality`) every task of the fixed set goes
+through every row; the options pick a part for a quick look:
+
+    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all five rows
+    .venv/bin/python bench/completion_quality.py --tasks 1 --packages requests --rows window   # one hole, one row
+    .venv/bin/python bench/completion_quality.py --skip 8 --rows both,llama-server   # the second half, two rows
     .venv/bin/python bench/completion_quality.py --make-tasks    # only to rebuild the task file (changes the set)
 """
 
@@ -41,11 +45,13 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from lsp_typing import MODEL, Pause, _free_port, _until_healthy, find_llama_server, llama_vim_request
+from api import free_port, model_home, serving
+from lsp_typing import MODEL, Pause, find_llama_server, llama_vim_request
 from lsprotocol import types
 from pygls.workspace import Workspace
 
@@ -66,12 +72,15 @@ TASKS_PER_PACKAGE = 16
 MULTI_LINE_SHARE = 0.35
 # A person looks at a file they just opened for about this long before typing.
 LOOK_SECONDS = 1.0
-CONDITIONS = {
-    "window": {"repositoryTokens": 0, "fileImports": False},
-    "imports": {"repositoryTokens": 0, "fileImports": True},
-    "definitions": {"fileImports": False},
-    "both": {},
+# ingle's rows: the language server's settings for each context source, and the row's name in the table.
+INGLE_ROWS = {
+    "window": ("ingle, the window at the cursor only", {"repositoryTokens": 0, "fileImports": False}),
+    "imports": ("ingle, + the file's imports", {"repositoryTokens": 0, "fileImports": True}),
+    "definitions": ("ingle, + definitions from other files", {"fileImports": False}),
+    "both": ("ingle, both (default)", {}),
 }
+LLAMA_SERVER_ROW = "llama-server"
+ROWS = [*INGLE_ROWS, LLAMA_SERVER_ROW]
 
 
 @dataclass(frozen=True)
@@ -113,14 +122,13 @@ class Score:
             self.lone_words += 1
 
     def row(self) -> str:
-        """One line of the table."""
+        """One line of the table, in the README's columns."""
         ordered = sorted(self.seconds)
         p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
         similarity = statistics.mean(self.similarity)
         return (
-            f"| {self.name} | {_share(self.exact)} | {_share(self.multi_exact)} | {similarity:.2f} "
-            f"| {_share(self.shown_exact)} | {statistics.median(self.seconds) * 1000:,.0f} / {p95 * 1000:,.0f} ms "
-            f"| {self.lone_words} |"
+            f"| {self.name} | {_share(self.exact)} | {sum(self.multi_exact)} | {similarity:.2f} "
+            f"| {_share(self.shown_exact)} | {statistics.median(self.seconds) * 1000:,.0f} / {p95 * 1000:,.0f} ms |"
         )
 
 
@@ -232,7 +240,7 @@ async def run_ingle(
     name: str, options: dict, tasks: list[Task], trees: dict[str, Path], home: Path, threads: int
 ) -> Score:
     """Each task in a newly opened file of its package's workspace, through the language server in-process."""
-    score = Score(f"ingle, {name}")
+    score = Score(name)
     settings = Settings(home=home, num_threads=threads)
     async with Engine(settings) as engine:
         await engine.load(MODEL)
@@ -281,34 +289,26 @@ async def run_llama_server(
     binary: str, model_path: Path, tasks: list[Task], trees: dict[str, Path], threads: int
 ) -> Score:
     """Each task as llama.vim's first request at that cursor (no ring chunks: the editor just started)."""
-    score = Score("llama-server /infill, llama.vim shape")
-    port = _free_port()
-    process = _start_llama_server(binary, model_path, port, threads)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
-            await _until_healthy(http, process)
-            for task in tasks:
-                lines = (trees[task.package] / task.path).read_text().split("\n")
-                text, expected, column = holed(lines, task)
-                body = llama_vim_request(Pause(text, task.line, column, ""))
-                started = time.perf_counter()
-                response = await http.post("/infill", json=body)
-                response.raise_for_status()
-                content = response.json().get("content", "")
-                score.add(task, expected, content, content, time.perf_counter() - started)
-                _progress(score, task, content, content)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    score = Score("llama-server `/infill`, llama.vim's shape")
+    port = free_port()
+    # As lsp_typing.py runs it: one slot, cache reuse on.
+    command = [binary, "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads)]
+    command += ["-c", "8192", "-np", "1", "--cache-reuse", "256"]
+    async with (
+        serving("llama-server", command, dict(os.environ), port) as url,
+        httpx.AsyncClient(base_url=url, timeout=300) as http,
+    ):
+        for task in tasks:
+            lines = (trees[task.package] / task.path).read_text().split("\n")
+            text, expected, column = holed(lines, task)
+            body = llama_vim_request(Pause(text, task.line, column, ""))
+            started = time.perf_counter()
+            response = await http.post("/infill", json=body)
+            response.raise_for_status()
+            content = response.json().get("content", "")
+            score.add(task, expected, content, content, time.perf_counter() - started)
+            _progress(score, task, content, content)
     return score
-
-
-def _start_llama_server(binary: str, model_path: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
-    """llama-server as lsp_typing.py runs it: one slot, cache reuse on."""
-    arguments = ["-m", str(model_path), "--port", str(port), "--host", "127.0.0.1", "-t", str(threads), "-c", "8192"]
-    return subprocess.Popen(
-        [binary, *arguments, "-np", "1", "--cache-reuse", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
 
 
 def _rank_in_package(tasks: list[Task], index: int) -> int:
@@ -328,14 +328,36 @@ def _progress(score: Score, task: Task, suggestion: str, shown: str) -> None:
 # --- main ---------------------------------------------------------------------------------------
 
 
+def _names(allowed: list[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated choice out of `allowed`, in the order given."""
+
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)} (comma-separated), not {text!r}")
+        return names
+
+    return parse
+
+
+def _count(text: str) -> int:
+    """An argparse type: a count of tasks, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"give a whole number of tasks, not {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, help="run only N tasks of each package")
-    parser.add_argument("--skip", type=int, default=0, help="skip the first N tasks of each package")
     parser.add_argument(
-        "--conditions", default=",".join(CONDITIONS), help="ingle's context sources to compare ('' for none)"
+        "--rows", type=_names(ROWS), default=ROWS, help=f"the completers to run (default: all, {','.join(ROWS)})"
     )
-    parser.add_argument("--skip-llama-server", action="store_true")
+    parser.add_argument("--tasks", type=_count, help=f"only the first N tasks of each package (of {TASKS_PER_PACKAGE})")
+    parser.add_argument("--skip", type=_count, default=0, help="skip the first N tasks of each package")
+    parser.add_argument(
+        "--packages", type=_names(list(PACKAGES)), default=list(PACKAGES), help="only these packages' tasks"
+    )
     parser.add_argument("--llama-server", help="path of a llama-server binary")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for ingle and llama-server alike")
     parser.add_argument("--make-tasks", action="store_true", help="rebuild the task file (it is meant to stay fixed)")
@@ -347,35 +369,46 @@ def main() -> None:
         TASKS_FILE.parent.mkdir(parents=True, exist_ok=True)
         tasks = make_tasks(trees)
         TASKS_FILE.write_text(json.dumps({"packages": PACKAGES, "tasks": [asdict(t) for t in tasks]}, indent=1) + "\n")
-    stored = json.loads(TASKS_FILE.read_text())
-    tasks = [Task(**task) for task in stored["tasks"]]
-    if arguments.limit or arguments.skip:
-        first, last = arguments.skip, arguments.skip + (arguments.limit or len(tasks))
-        tasks = [task for index, task in enumerate(tasks) if first <= _rank_in_package(tasks, index) < last]
+    every = [Task(**task) for task in json.loads(TASKS_FILE.read_text())["tasks"]]
+    first = arguments.skip
+    last = first + arguments.tasks if arguments.tasks is not None else len(every)
+    tasks = [
+        task
+        for index, task in enumerate(every)
+        if task.package in arguments.packages and first <= _rank_in_package(every, index) < last
+    ]
+    if not tasks:
+        parser.error("--tasks, --skip and --packages leave no task to run")
     multi = sum(task.size > 1 for task in tasks)
-    print(f"{len(tasks)} tasks ({multi} of 2-3 lines) in {', '.join(f'{p} {v}' for p, v in PACKAGES.items())}.\n")
+    part = "the whole fixed set" if len(tasks) == len(every) else f"part of the fixed set of {len(every)}"
+    print(
+        f"{len(tasks)} tasks ({multi} of 2-3 lines; {part}) in {', '.join(f'{p} {v}' for p, v in PACKAGES.items())}.\n"
+    )
 
-    home = Path(os.environ.get("INGLE_HOME") or Path("~/.cache/ingle-tests/home").expanduser())
+    home = Path(os.environ["INGLE_HOME"]) if os.environ.get("INGLE_HOME") else model_home()
     scores = []
-    for name in [name for name in arguments.conditions.split(",") if name]:
-        scores.append(asyncio.run(run_ingle(name, CONDITIONS[name], tasks, trees, home, arguments.threads)))
-        print(scores[-1].row(), flush=True)
-    if not arguments.skip_llama_server:
-        store = ModelStore(Settings(home=home).models_dir)
-        blob = store.blob_path(store.get(MODEL).digest)
-        binary = find_llama_server(arguments.llama_server)
-        scores.append(asyncio.run(run_llama_server(binary, blob, tasks, trees, arguments.threads)))
+    for row in arguments.rows:
+        if row == LLAMA_SERVER_ROW:
+            store = ModelStore(Settings(home=home).models_dir)
+            blob = store.blob_path(store.get(MODEL).digest)
+            binary = find_llama_server(arguments.llama_server)
+            scores.append(asyncio.run(run_llama_server(binary, blob, tasks, trees, arguments.threads)))
+        else:
+            name, options = INGLE_ROWS[row]
+            scores.append(asyncio.run(run_ingle(name, options, tasks, trees, home, arguments.threads)))
         print(scores[-1].row(), flush=True)
 
     print(
-        "\n| completer | exact match | on 2-3 line holes | edit similarity | exact, as first shown "
-        "| first suggestion p50 / p95 | lone words shown |"
+        f"\n| completer | exact match | of the {multi} multi-line | edit similarity | exact as first shown "
+        "| first suggestion p50 / p95 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for score in scores:
         print(score.row())
+    lone = "; ".join(f"{score.name}: {score.lone_words}" for score in scores)
+    print(f"\nFirst suggestions that were a lone word where the line held more: {lone}.")
     print(
-        f"\nLoad average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        f"Load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
         "(timings are only comparable on an otherwise idle machine)."
     )
 
