@@ -11,8 +11,10 @@ Prints, in one run:
    the pipeline, reading, chunking and SQLite);
 2. query latency p50/p95 for each mode;
 3. recall@5 and MRR for hybrid, BM25 alone and vectors alone;
-4. on the default model, the share of grounded answers that cite a chunk of the answering document
-   (and, as the ceiling, the share whose retrieved excerpts include it).
+4. on the default model, how grounded answers cite: the citation marks the model wrote and those ingle
+   added by attribution (core/knowledge/attribution.py), each counted right only when the number it
+   cites is an excerpt from the answering document; and, as the ceiling, the share of questions whose
+   retrieved excerpts include that document.
 
     .venv/bin/python bench/knowledge.py [--answers 20]
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
-import re
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from ingle.core.engine import Engine
 from ingle.core.errors import ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
 from ingle.core.knowledge import KnowledgeLibrary
+from ingle.core.knowledge.attribution import Citation, CitationMarker
 from ingle.core.knowledge.grounding import RETRIEVED_CHUNKS, cited_sources, grounded_messages
 from ingle.core.settings import load_settings
 
@@ -96,8 +98,6 @@ QUESTIONS: list[tuple[str, str]] = [
     ("Split a MIME type such as 'text/html; charset=utf-8' into its parts", "aiohttp.helpers.parse_mimetype"),
 ]  # fmt: skip
 
-_CITATION = re.compile(r"\[(\d{1,2})\]")
-
 
 def _documented(node: ast.AST, prefix: str) -> list[tuple[str, str]]:
     found = []
@@ -151,6 +151,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--answers", type=int, default=20, help="questions to answer with the default model")
     args = parser.parse_args()
+    if not 1 <= args.answers <= len(QUESTIONS):
+        parser.error(f"--answers must be between 1 and {len(QUESTIONS)}, the questions there are.")
     console = Console()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -203,7 +205,8 @@ async def main() -> None:
                 )
             console.print(quality)
 
-            cited_right = retrieved_right = 0
+            retrieved_right = 0
+            citations: list[tuple[list[Citation], set[int]]] = []
             asked = QUESTIONS[: args.answers]
             for question, target in asked:
                 result = await hybrid_lib.search(["corpus"], question, RETRIEVED_CHUNKS)
@@ -215,14 +218,49 @@ async def main() -> None:
                     messages=grounded_messages([ChatMessage(role="user", content=question)], sources),
                     options=SamplingOptions(temperature=0.0, max_tokens=120),
                 )
-                answer = "".join([chunk.text async for chunk in engine.generate(request)])
-                cited = {int(n) for n in _CITATION.findall(answer)}
-                cited_right += bool(cited & holders)
+                # The stream passes through the marker as GroundedBackend passes it.
+                marker = CitationMarker([source.text for source in sources])
+                async for chunk in engine.generate(request):
+                    marker.feed(chunk.text)
+                marker.finish()
+                citations.append((marker.citations, holders))
+            console.print(citation_table(citations, len(asked)))
+            uncited = sum(not answer_citations for answer_citations, _ in citations)
             console.print(
-                f"Answers on {CHAT_MODEL}: {cited_right}/{len(asked)} ({cited_right / len(asked):.0%}) cite a chunk "
-                f"of the answering document; ceiling: its chunk was among the {RETRIEVED_CHUNKS} excerpts in "
-                f"{retrieved_right}/{len(asked)} ({retrieved_right / len(asked):.0%})."
+                f"Ceiling: the answering document's chunk was among the {RETRIEVED_CHUNKS} excerpts for "
+                f"{retrieved_right}/{len(asked)} questions ({retrieved_right / len(asked):.0%}). "
+                f"{uncited} answers cite nothing, so their Sources list every excerpt given."
             )
+
+
+def citation_table(answers: list[tuple[list[Citation], set[int]]], asked: int) -> Table:
+    """How the answers cite: a mark is right only if the excerpt it names is from the answering document."""
+    table = Table(title=f"Citation marks in {asked} grounded answers on {CHAT_MODEL}")
+    for column in ("marks", "answers with marks", "answers citing the answering chunk", "of those, citing only it",
+                   "marks right"):  # fmt: skip
+        table.add_column(column)
+    for kind, keep in (
+        ("written by the model", lambda c: not c.added),
+        ("added by ingle (attribution)", lambda c: c.added),
+        ("all, as the answer shows them", lambda c: True),
+    ):
+        with_marks = citing = only_right = marks = right = 0
+        for citations, holders in answers:
+            numbers = [c.number for c in citations if keep(c)]
+            marks += len(numbers)
+            right += sum(n in holders for n in numbers)
+            with_marks += bool(numbers)
+            if set(numbers) & holders:
+                citing += 1
+                only_right += set(numbers) <= holders
+        table.add_row(
+            kind,
+            f"{with_marks}/{asked}",
+            f"{citing}/{asked} ({citing / asked:.0%})",
+            f"{only_right}/{citing}",
+            f"{right}/{marks}" + (f" ({right / marks:.0%})" if marks else ""),
+        )
+    return table
 
 
 if __name__ == "__main__":
