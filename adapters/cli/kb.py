@@ -36,6 +36,11 @@ Examples:
   ingle kb add handbook ~/docs/handbook https://example.com/policy.html
   ingle kb search handbook "how do I book leave?"
   ingle kb sync handbook                re-read the sources: changed files re-indexed, removed ones dropped
+
+While `ingle serve` runs (or --host names one), these go through
+the daemon and the knowledge bases live in its home; files and URLs
+are still read by this command, with your rights. With no daemon,
+or with --embedded, the files under this home are written here.
 """
 
 ADD_HELP = """Add files, folders (recursively) or URLs to a knowledge base and index them.

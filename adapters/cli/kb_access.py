@@ -40,6 +40,7 @@ from ingle.core.knowledge.library import (
     read_source,
     resolve_sources,
     sha256_of,
+    validate_name,
 )
 from ingle.core.knowledge.retrieval import Hit, SearchMode
 
@@ -249,8 +250,6 @@ class DaemonKnowledge:
 
 def _path(name: str) -> str:
     """The route of a knowledge base; the name is checked first, so it cannot reach another route."""
-    from ingle.core.knowledge.library import validate_name
-
     return f"/api/knowledge/{validate_name(name)}"
 
 
