@@ -246,20 +246,8 @@ class KnowledgeLibrary:
         index = await asyncio.to_thread(self.open, name)
         try:
             report = IndexReport()
-            source_id = await asyncio.to_thread(index.add_source, source)
-            upload = []
-            for location, sha256 in sha256s.items():
-                if sha256 is None:  # unreadable by the client this time: kept as stored
-                    continue
-                if await asyncio.to_thread(index.content_hash, location) == content_hash(sha256):
-                    report.unchanged += 1
-                else:
-                    upload.append(location)
-            if remove_missing:
-                for gone in await asyncio.to_thread(index.documents_of, source_id):
-                    if gone not in sha256s:
-                        await asyncio.to_thread(index.remove_document, gone)
-                        report.removed += 1
+            # One thread hop for the whole list: a source may hold 100,000 documents.
+            upload = await asyncio.to_thread(_compare_source, index, source, sha256s, remove_missing, report)
             if await self._vectors_on(index, report):
                 await self._embed_missing(index, report)
             return upload, report
@@ -448,6 +436,27 @@ class KnowledgeLibrary:
 
 def _unreadable(location: str, error: OSError) -> str:
     return f"{location}: cannot read it ({error.strerror or error})."
+
+
+def _compare_source(
+    index: KnowledgeIndex, source: str, sha256s: dict[str, str | None], remove_missing: bool, report: IndexReport
+) -> list[str]:
+    """plan_upload's blocking part: the documents to upload; unchanged and dropped ones counted in `report`."""
+    source_id = index.add_source(source)
+    upload = []
+    for location, sha256 in sha256s.items():
+        if sha256 is None:  # unreadable by the client this time: kept as stored
+            continue
+        if index.content_hash(location) == content_hash(sha256):
+            report.unchanged += 1
+        else:
+            upload.append(location)
+    if remove_missing:
+        for gone in index.documents_of(source_id):
+            if gone not in sha256s:
+                index.remove_document(gone)
+                report.removed += 1
+    return upload
 
 
 def resolve_sources(locations: list[str], report: IndexReport) -> list[str]:
