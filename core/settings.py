@@ -139,11 +139,12 @@ class Settings(BaseSettings):
     responses_keep_days: float = Field(default=30.0, gt=0)
     """Days a stored /v1/responses answer can be fetched or continued (previous_response_id) before it is deleted."""
 
-    draft_tokens: int = Field(default=8, ge=0, le=64)
+    draft_tokens: int = Field(default=16, ge=0, le=64)
     """Most tokens speculative decoding guesses ahead per sequence and step, by prompt lookup (the
     tokens that followed the latest text where it occurred before in the prompt or answer); the model
-    checks them in the same decode and keeps those it would have picked. 0 turns it off. Output is
-    the same either way; only speed changes."""
+    checks them in the same decode and keeps those it would have picked. Fewer are guessed where
+    fewer pay, judged from how long each decode size takes on this machine. 0 turns it off. Output
+    is the same either way; only speed changes."""
 
     draft_model: str | None = None
     """A smaller model in the store with the same vocabulary (e.g. a 0.5B beside a 7B of the same

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx._urlparse
+import numpy
 import pytest
 
 from ingle.core.engine import Engine
 from ingle.core.errors import ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
-from ingle.core.runtime.speculative import DraftSettings, PromptLookup, StepCost, token_cost
+from ingle.core.runtime.speculative import DraftSettings, PromptLookup, StepCost, StepPlan
 
 from .conftest import DEFAULT_MODEL, link_home, settings_for
 
@@ -21,51 +22,84 @@ FUNCTION = inspect.getsource(httpx._urlparse.normalize_path)
 EDIT = f"Add type hints to this function. Answer with the whole function only.\n\n```python\n{FUNCTION}```"
 
 
-def test_a_repeated_run_drafts_what_followed_it() -> None:
-    lookup = PromptLookup([5, 6, 7, 8, 9, 1, 2, 5, 6], DraftSettings(most_tokens=8, first_hit_rate=0.99))
-    assert lookup.draft(room=3, cost=0.5) == [7, 8, 9]
-    lookup.append(7)
-    assert lookup.draft(room=8, cost=0.5) == [8, 9, 1, 2, 5, 6, 7]
+# Step times by batch size (all tokens with logits) as measured on this project's 2-core CPU:
+# a step of 2 tokens costs 2.5 steps of 1, a step of 16 only 5.5. Sizes between are interpolated.
+CPU_MEASURED = {1: 0.0161, 2: 0.0406, 3: 0.0499, 4: 0.0526, 8: 0.0688, 12: 0.0827, 16: 0.0889, 24: 0.136, 32: 0.168}
+CPU_STEPS = {
+    tokens: float(numpy.interp(tokens, list(CPU_MEASURED), list(CPU_MEASURED.values()))) for tokens in range(1, 33)
+}
 
 
-def test_text_that_never_repeats_drafts_nothing() -> None:
-    lookup = PromptLookup(list(range(100)), DraftSettings(most_tokens=8))
-    assert lookup.draft(room=8, cost=0.1) == []
-
-
-def test_guesses_go_deeper_while_kept_and_stop_when_they_do_not_pay() -> None:
-    history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] * 3
-    lookup = PromptLookup(history, DraftSettings(most_tokens=8, first_hit_rate=0.75))
-    first = len(lookup.draft(room=64, cost=0.45))
-    lookup.feedback(drafted=first, accepted=first)
-    assert len(lookup.draft(room=64, cost=0.45)) > first
-    for _ in range(5):
-        lookup.feedback(drafted=2, accepted=0)
-    # Poor guesses: only a match of the longest kind is still checked, one token deep.
-    assert lookup.draft(room=64, cost=0.45) == [1]
-    assert PromptLookup([1, 2, 9, 1, 2], DraftSettings(most_tokens=8, first_hit_rate=0.3)).draft(8, 0.45) == []
-    # A batch already wide makes the same guesses not worth their cost.
-    assert token_cost(8) > token_cost(1)
-    lookup = PromptLookup(history, DraftSettings(most_tokens=8, first_hit_rate=0.75))
-    assert len(lookup.draft(room=64, cost=token_cost(8))) < len(lookup.draft(room=64, cost=token_cost(1)))
-
-
-def test_the_cost_of_a_guessed_token_is_learned_from_the_steps() -> None:
+def measured(steps: dict[int, float]) -> StepCost:
     cost = StepCost()
-    for step in range(60):  # a machine where a token adds a tenth of a step's fixed cost (a GPU, say)
-        tokens = (1, 5, 9)[step % 3]
-        cost.record(tokens, 0.020 + 0.002 * tokens)
-    assert cost.share == pytest.approx(0.1, rel=0.05)
-    cheap = cost.token_cost(1)
-    for step in range(300):  # then one where every token costs as much as the step itself: a crowded CPU
-        tokens = (1, 5, 9)[step % 3]
-        cost.record(tokens, 0.001 + 0.010 * tokens)
-    assert cost.share > 5
-    assert cost.token_cost(1) > 0.8 > cheap
-    steady = StepCost()
-    for _ in range(50):  # all steps the same size: nothing to learn from, the first estimate stays
-        steady.record(4, 0.05)
-    assert steady.share == StepCost().share
+    for tokens, seconds in steps.items():
+        cost.record(tokens, seconds)
+    return cost
+
+
+def plan_for(steps: dict[int, float], streams: int = 1) -> StepPlan:
+    return StepPlan(measured(steps), streams, capacity=512)
+
+
+def test_a_repeated_run_drafts_what_followed_it() -> None:
+    history = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1, 2, 5, 6, 7, 8, 9]
+    lookup = PromptLookup(history, DraftSettings(most_tokens=16, first_hit_rate=0.9))
+    # A match of five tokens is trusted for up to nine guesses; the room left in the batch caps them too.
+    assert lookup.draft(room=3, plan=plan_for(CPU_STEPS)) == [10, 11, 12]
+    assert lookup.draft(room=64, plan=plan_for(CPU_STEPS)) == [10, 11, 12, 13, 14, 1, 2, 5, 6]
+
+
+def test_text_that_never_repeats_or_repeats_only_a_few_tokens_drafts_nothing() -> None:
+    assert PromptLookup(list(range(100)), DraftSettings(most_tokens=16)).draft(16, plan_for(CPU_STEPS)) == []
+    # "of the", "in order to": runs of up to four tokens recur by chance and are not trusted.
+    short = PromptLookup([1, 2, 3, 4, 9, 9, 1, 2, 3, 4], DraftSettings(most_tokens=16, first_hit_rate=0.99))
+    assert short.draft(16, plan_for(CPU_STEPS)) == []
+
+
+def test_the_step_takes_as_many_guesses_as_its_measured_cost_makes_worth_it() -> None:
+    # On the CPU, 15 guesses (a batch of 16) pay; one guess (a batch of 2, 2.5 times a step) never does.
+    assert plan_for(CPU_STEPS).choose(most=15, hit_rate=0.9) == 15
+    assert plan_for(CPU_STEPS).choose(most=1, hit_rate=0.99) == 0
+    # A batch already eight wide gains less from the same guesses than one stream does.
+    wide = plan_for(CPU_STEPS, streams=8)
+    assert wide.choose(most=15, hit_rate=0.5) < plan_for(CPU_STEPS).choose(most=15, hit_rate=0.5)
+    # A crowded CPU, where each token costs a whole step: guessing never pays.
+    crowded = {tokens: 0.02 * tokens for tokens in range(1, 17)}
+    assert plan_for(crowded).choose(most=15, hit_rate=0.9) == 0
+    # A GPU, where a few more tokens cost almost nothing: guess as deep as allowed.
+    flat = {tokens: 0.02 + 0.0001 * tokens for tokens in range(1, 17)}
+    assert plan_for(flat).choose(most=15, hit_rate=0.5) == 15
+    # Guesses of several sequences share one step: the second sees the batch the first made wide
+    # (here a machine where tokens past 16 cost a whole step each).
+    steep = CPU_STEPS | {tokens: CPU_STEPS[16] + 0.0161 * (tokens - 16) for tokens in range(17, 33)}
+    shared = plan_for(steep, streams=2)
+    assert shared.choose(most=14, hit_rate=0.9) == 14
+    assert shared.choose(most=14, hit_rate=0.9) == 0
+    assert shared.tokens == 16
+    # Nothing measured yet: the first step goes without guesses, and measures a step.
+    assert StepPlan(StepCost(), 1, capacity=512).choose(most=15, hit_rate=0.99) == 0
+
+
+def test_a_step_size_never_measured_is_tried_once_then_known() -> None:
+    cost = measured({1: 0.016})
+    assert cost.seconds(16) == 0.016  # optimistic until measured
+    assert plan_for({1: 0.016}).choose(most=15, hit_rate=0.5) == 15
+    cost.record(16, 0.32)  # a machine where 16 tokens cost 20 steps
+    assert cost.seconds(16) == 0.32
+    assert cost.seconds(8) == 0.016  # still untried: the next candidate
+    assert StepPlan(cost, 1, capacity=512).choose(most=15, hit_rate=0.5) < 15
+
+
+def test_a_sequence_whose_guesses_fail_stops_guessing_and_later_tries_again() -> None:
+    history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] * 3
+    lookup = PromptLookup(history, DraftSettings(most_tokens=16, first_hit_rate=0.75))
+    assert lookup.draft(room=64, plan=plan_for(CPU_STEPS))
+    for _ in range(10):
+        lookup.feedback(drafted=9, accepted=0)
+    assert lookup.draft(room=64, plan=plan_for(CPU_STEPS)) == []
+    for _ in range(100):  # steps without guesses: the trust drifts back to where it started
+        lookup.draft(room=64, plan=plan_for(CPU_STEPS))
+    assert lookup.draft(room=64, plan=plan_for(CPU_STEPS))
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from .draft_model import DraftModel, DraftRequest
 from .kv_reuse import ReusePlan, plan_reuse
 from .llama_model import Batch, ContextShape, LlamaContext, LlamaModel
 from .sampler import Sampler
-from .speculative import DraftSettings, Guesses, PromptLookup, StepCost
+from .speculative import DraftSettings, Guesses, PromptLookup, StepCost, StepPlan
 from .text_output import TextOutput
 
 log = logging.getLogger("ingle.scheduler")
@@ -325,22 +325,22 @@ class BatchScheduler:
         """Each generating sequence's pending token comes first; these are the guesses after it, by sequence."""
         streaming = [slot for slot in self._slots if slot.job and not slot.busy().prefilling]
         drafts: dict[int, list[int]] = {slot.sequence: [] for slot in streaming}
-        room = self._batch.capacity - len(streaming)
-        cost = self._step_cost.token_cost(len(streaming))
+        plan = StepPlan(self._step_cost, len(streaming), self._batch.capacity)
         asks: dict[int, DraftRequest] = {}
         for slot in streaming:
             job = slot.busy()
-            if job.drafter is None or room <= 0:
+            if job.drafter is None or plan.room <= 0:
                 continue
             # Never guess past the job's token limit or the end of its context.
-            limit = min(room, job.max_tokens - job.generated - 1, self.shape.tokens_per_sequence - job.n_past - 2)
+            limit = min(plan.room, job.max_tokens - job.generated - 1, self.shape.tokens_per_sequence - job.n_past - 2)
+            if limit <= 0:
+                continue
             if isinstance(job.drafter, PromptLookup):
-                drafts[slot.sequence] = draft = job.drafter.draft(limit, cost)
-                room -= len(draft)
-            elif limit > 0:
-                # At least one token, so that the hit rate keeps being measured.
-                asks[slot.sequence] = DraftRequest(job.drafter.history, min(limit, max(1, job.drafter.depth(cost))))
-                room -= asks[slot.sequence].depth
+                drafts[slot.sequence] = job.drafter.draft(limit, plan)
+            else:
+                depth = job.drafter.depth(plan, limit)
+                if depth:
+                    asks[slot.sequence] = DraftRequest(job.drafter.history, depth)
         if asks and self._draft_model is not None:
             try:
                 drafts.update(self._draft_model.draft(asks))

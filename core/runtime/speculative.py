@@ -8,28 +8,35 @@ followed them there are the guess. That pays off where answers repeat their
 input, which is most work on code (edits, refactors, docstrings, quoting).
 
 The scheduler verifies the drafts (scheduler.py); this module only proposes
-them, as far ahead as pays: a guessed token costs part of a decode step
-whether or not it is kept, so how deep to guess follows how often the
-sequence's guesses were kept, how wide the batch already is, and what a token
-adds to a step on this machine (StepCost). A draft model (draft_model.py)
-uses the same bookkeeping (Guesses) for its own guesses.
+them, as far ahead as pays. What a guess costs is the time it adds to a decode
+step, and on a CPU that is far from proportional to the tokens: on this
+project's 2-core machine a step of 2 tokens (all with logits) takes 2.5 times
+a step of 1, but a step of 16 only 5.5 times, because llama.cpp's matrix
+kernels work in blocks of several tokens. So StepCost learns each batch size's
+time from the steps themselves, and StepPlan picks the number of guesses that
+makes the step yield the most tokens per second. How much a guess is trusted
+follows how long the run that matched is (a long match means the answer is
+copying its input) and how often the sequence's guesses were kept. A draft
+model (draft_model.py) uses the same bookkeeping (Guesses) for its own guesses.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-# Shortest run of tokens that must match before its continuation is trusted: one token
-# ("the", "(") recurs everywhere and would mostly draft wrong continuations.
-MIN_MATCH = 2
+# Shortest run of tokens that must match before its continuation is trusted: in prose, runs of up
+# to four tokens ("of the", "in order to") recur by chance and mostly draft wrong continuations
+# (measured on chat answers of the default model: under half of such guesses were kept).
+MIN_MATCH = 5
 # Longest run looked up; longer matches are preferred, as their continuation is likelier right.
-MAX_MATCH = 4
-# What one more token adds to a decode step, against the step's fixed cost, on a CPU: llama-batched-bench
-# on 2 cores takes about 11.5 ms + 9.8 ms per token (1.65x one sequence's rate at 4 sequences, 1.92x at 8).
-EXTRA_TOKEN_SHARE = 0.85
+MAX_MATCH = 8
+# A match of n tokens is trusted for up to 2n - 1 guessed tokens: a long match means the answer is
+# copying its input, where whole lines are kept (so 8 matched tokens allow 15 guesses, a batch of 16).
+GUESSES_PER_MATCHED_TOKEN = 2
 # How fast the estimate of a drafted token's chance to be kept follows the latest verifications.
 HIT_RATE_STEP = 0.2
+# How fast a sequence that stopped guessing (its guesses failed) drifts back to trying again.
+HIT_RATE_RECOVERY = 0.05
 
 
 @dataclass(frozen=True)
@@ -43,53 +50,67 @@ class DraftSettings:
 
 
 class StepCost:
-    """Learns from the decode steps themselves what one more token adds to a step.
+    """How long a decode step of each size takes on this machine, learned from the steps themselves.
 
-    A step of n tokens takes about fixed + per_token * n; a least-squares fit
-    over recent generation steps (older ones fading) gives per_token / fixed.
-    It starts from EXTRA_TOKEN_SHARE and moves to what this machine does: far
-    less on a GPU, far more on a CPU crowded by other work, where a step of
-    nine tokens can take nine times as long as a step of one.
+    A size not measured yet is assumed to cost what the largest measured
+    smaller size costs: that optimism makes the scheduler try it once, after
+    which its own time is known. So the sizes that pay are found on any
+    machine (a GPU, where a few more tokens cost almost nothing, or a CPU
+    crowded by other work, where they cost nearly a step each).
     """
 
-    FADE = 0.98
-    """Weight left to a step after each newer one."""
+    KEEP = 0.8
+    """Weight of the old estimate against a new measurement of the same size."""
 
-    def __init__(self, share: float = EXTRA_TOKEN_SHARE) -> None:
-        self.share = share
-        self._sums = [0.0] * 5  # weights, n, n*n, t, n*t
+    def __init__(self) -> None:
+        self._seconds: dict[int, float] = {}
 
     def record(self, tokens: int, seconds: float) -> None:
-        """Take in one decode step of `tokens` tokens that took `seconds`."""
-        sums = [value * self.FADE for value in self._sums]
-        for index, value in enumerate((1.0, tokens, tokens * tokens, seconds, tokens * seconds)):
-            sums[index] += value
-        self._sums = sums
-        weight, n, nn, t, nt = sums
-        spread = weight * nn - n * n
-        if spread < weight * weight * 0.25:  # too little variety in step sizes to tell slope from noise
-            return
-        per_token = (weight * nt - n * t) / spread
-        fixed = (t - per_token * n) / weight
-        if per_token > 0:
-            self.share = min(20.0, max(0.05, per_token / max(fixed, per_token / 20.0)))
+        """Take in one decode step of `tokens` tokens (all with logits) that took `seconds`."""
+        old = self._seconds.get(tokens)
+        self._seconds[tokens] = seconds if old is None else self.KEEP * old + (1 - self.KEEP) * seconds
 
-    def token_cost(self, width: int) -> float:
-        """token_cost for a step over `width` sequences on this machine."""
-        return token_cost(width, self.share)
+    def seconds(self, tokens: int) -> float | None:
+        """The expected time of a step of `tokens` tokens; None before any step of that size or smaller."""
+        known = self._seconds.get(tokens)
+        if known is not None:
+            return known
+        smaller = [size for size in self._seconds if size < tokens]
+        return self._seconds[max(smaller)] if smaller else None
 
 
-def token_cost(width: int, extra_token_share: float = EXTRA_TOKEN_SHARE) -> float:
-    """What one more token in a decode step costs, in tokens the step yields per sequence.
+class StepPlan:
+    """One decode step being filled with guesses: its tokens so far and how many tokens it should yield."""
 
-    A step over `width` sequences takes about (1 + width * r) units, where r is
-    what each token adds (`extra_token_share`) against the step's fixed cost,
-    and yields one token per sequence. One guessed token adds r units, so it pays
-    only if kept with a chance above r * width / (1 + r * width): about 0.45 for
-    one stream on a 2-core CPU, but 0.87 with eight, where the batch is already wide.
-    """
-    load = extra_token_share * max(1, width)
-    return load / (1 + load)
+    def __init__(self, cost: StepCost, tokens: int, capacity: int) -> None:
+        self._cost = cost
+        self.tokens = tokens
+        """Tokens in the step: one pending token per generating sequence, then the guesses chosen."""
+        self._expected = float(tokens)
+        self.room = capacity - tokens
+        """Tokens the batch can still take."""
+
+    def choose(self, most: int, hit_rate: float) -> int:
+        """How many guesses (0..most) for one more sequence make the step yield the most tokens per second.
+
+        Each guess is counted as kept with chance `hit_rate`, independently
+        of its place: guesses from a long match are mostly kept whole or
+        fail at once, and a steeper model (hit_rate**i) never guessed deep
+        enough to find out. The chosen guesses are counted into the step.
+        """
+        now = self._cost.seconds(self.tokens)
+        if now is None:  # no step measured yet: this one, without guesses, is the first
+            return 0
+        best_rate, depth = self._expected / now, 0
+        for extra in range(1, min(most, self.room) + 1):
+            seconds = self._cost.seconds(self.tokens + extra) or now
+            rate = (self._expected + extra * hit_rate) / seconds
+            if rate > best_rate:
+                best_rate, depth = rate, extra
+        self.tokens += depth
+        self._expected += depth * hit_rate
+        self.room -= depth
+        return depth
 
 
 class Guesses:
@@ -110,18 +131,14 @@ class Guesses:
         """Add one token to the history."""
         self.history.append(token)
 
-    def depth(self, cost: float) -> int:
-        """How many guessed tokens are worth checking when each costs `cost` (see token_cost).
-
-        The i-th guessed token is kept with a chance of about hit_rate**i, so
-        guesses stop where that falls below the cost.
-        """
-        most = self.settings.most_tokens
-        if self.hit_rate <= cost:
-            return 0
-        if self.hit_rate >= 0.999 or cost <= 0:
-            return most
-        return min(most, int(math.log(cost) / math.log(self.hit_rate)))
+    def depth(self, plan: StepPlan, most: int) -> int:
+        """How many tokens to guess in the step `plan` fills, at most `most`; 0 lets the trust recover."""
+        depth = plan.choose(min(most, self.settings.most_tokens), self.hit_rate)
+        if depth == 0:
+            # Without guesses there is no feedback: drift back, so a sequence whose text turns
+            # repetitive later (a quote, a copied block) tries again.
+            self.hit_rate += HIT_RATE_RECOVERY * (self.settings.first_hit_rate - self.hit_rate)
+        return depth
 
     def feedback(self, drafted: int, accepted: int) -> None:
         """Update the hit rate: each kept token counts as a hit, the first rejected one as a miss."""
@@ -153,13 +170,8 @@ class PromptLookup(Guesses):
                 ends[tuple(history[end - size : end])] = end
         history.append(token)
 
-    def draft(self, room: int, cost: float) -> list[int]:
-        """Tokens that would follow the history if it repeats itself, as many as are worth checking; maybe [].
-
-        A match of the longest kind is checked at least one token deep, so that
-        a sequence whose guesses were poor can find out when they become good.
-        """
-        worth = self.depth(cost)
+    def draft(self, room: int, plan: StepPlan) -> list[int]:
+        """Tokens that would follow the history if it repeats itself, as many as pay in `plan`; maybe []."""
         history = self.history
         end = len(history)
         for size in range(MAX_MATCH, MIN_MATCH - 1, -1):
@@ -167,6 +179,6 @@ class PromptLookup(Guesses):
                 continue
             start = self._ends[size - MIN_MATCH].get(tuple(history[end - size :]))
             if start is not None:
-                depth = max(worth, 1) if size == MAX_MATCH else worth
-                return history[start : start + min(room, depth)]
+                trusted = min(room, GUESSES_PER_MATCHED_TOKEN * size - 1, end - start)
+                return history[start : start + self.depth(plan, trusted)]
         return []
