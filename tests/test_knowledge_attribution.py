@@ -74,3 +74,11 @@ def test_the_answer_streams_while_it_is_marked() -> None:
     # The first sentence is shown, mark and all, before the second has arrived.
     assert shown[0] == "Book leave in the Workday portal 14 days ahead [2]. Y"
     assert shown[-1] == " [2]."
+
+
+def test_a_numbered_list_marks_its_items_not_their_numbers() -> None:
+    answer = "Steps:\n1. Book leave in the Workday portal.\n2. Your manager approves it within three working days."
+    marked, _ = mark_citations(answer, EXCERPTS)
+    assert marked == (
+        "Steps:\n1. Book leave in the Workday portal [2].\n2. Your manager approves it within three working days [2]."
+    )

@@ -30,7 +30,7 @@ questions: passages restating their excerpt scored 0.31 to 1.0, those in the
 model's own words or on another excerpt mostly under 0.25."""
 
 MIN_SHARED_WORDS = 2
-"""Words a passage must share with an excerpt to be cited for it (fewer if the passage has fewer)."""
+"""Words a passage must share with an excerpt to be cited for it (so `1.` of a numbered list never is)."""
 
 HELD_LIMIT = 200
 """Characters of a run of non-letters held back at most; past it the front is let through unmarked."""
@@ -75,12 +75,11 @@ class ExcerptMatcher:
         """The number (from 1) of the excerpt best supporting `passage`, or None if none does well enough."""
         words = content_words(passage)
         total = sum(self._weight(word) for word in words)
-        needed = min(MIN_SHARED_WORDS, len(words))
         best, best_share = None, 0.0
         for number, excerpt in enumerate(self._words, start=1):
             shared = words & excerpt
             share = sum(self._weight(word) for word in shared) / total if total else 0.0
-            if shared and len(shared) >= needed and share > best_share:
+            if len(shared) >= MIN_SHARED_WORDS and share > best_share:
                 best, best_share = number, share
         return best if best_share >= MIN_SUPPORT else None
 
