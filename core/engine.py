@@ -386,7 +386,14 @@ class Engine:
             log.info(
                 "num_batch raised from %d to %d to fit num_parallel %d", settings.num_batch, batch_tokens, sequences
             )
-        return ContextShape(sequences=sequences, tokens_per_sequence=tokens, batch_tokens=batch_tokens, threads=threads)
+        return ContextShape(
+            sequences=sequences,
+            tokens_per_sequence=tokens,
+            batch_tokens=batch_tokens,
+            threads=threads,
+            # Moved runs of cached tokens leave holes that only a shared pool can fill (decode_inside).
+            shared_cache=settings.kv_reuse_min_tokens > 0,
+        )
 
     async def _load(self, manifest: Manifest) -> LoadedModel:
         shape = self._shape_for(manifest)
