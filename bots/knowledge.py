@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 
 from ingle.core.generation import ChatMessage
 from ingle.core.knowledge import KnowledgeLibrary
+from ingle.core.knowledge.attribution import mark_citations
 from ingle.core.knowledge.grounding import (
     RETRIEVED_CHUNKS,
     CitedSource,
     cited_sources,
     grounded_messages,
     last_question,
+    listed_sources,
     nothing_found,
-    sources_footer,
 )
 
 from .settings import BotSettings
@@ -39,8 +40,12 @@ class GroundedTurn:
     """The whole answer when the knowledge bases have nothing on the question (no model call)."""
 
     def with_sources(self, answer: str) -> str:
-        """`answer` followed by the sources it cites (all given ones if it cites none)."""
-        return f"{answer}\n\n{sources_footer(self.sources, answer)}" if self.sources else answer
+        """`answer` with its citation marks (ingle's where the model wrote none), then the sources it cites
+        (all given ones if it cites none)."""
+        if not self.sources:
+            return answer
+        marked, cited = mark_citations(answer, [source.text for source in self.sources])
+        return f"{marked}\n\n{listed_sources(self.sources, cited)}"
 
 
 class ChannelKnowledge:

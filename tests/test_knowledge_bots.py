@@ -83,6 +83,9 @@ async def test_the_bot_answers_from_its_knowledge_base_and_ignores_planted_instr
     assert "PINEAPPLE" not in text.upper()
     assert "-2" in text or "level" in text.lower()
     assert "office.md › Office › Parking (lines 5–6)" in footer
+    # The answer itself cites the parking excerpt by its number (ingle marks it where the model did not).
+    number = next(line.split("]")[0] + "]" for line in footer.splitlines() if "office.md › Office › Parking" in line)
+    assert number in text
     assert sources.startswith("The last answer used:")
     assert "office.md › Office › Parking" in sources
 
