@@ -593,13 +593,39 @@ async def _until_done(chunks: asyncio.Queue) -> None:
         pass  # the reader is gone either way; the scheduler frees the sequence on its own
 
 
+HAND_OVER_SECONDS = 0.03
+"""Least time between two hand-overs of one stream's tokens to the event loop (the first and the last go at once).
+
+Each hand-over wakes the event loop, whose work on a 2-core machine takes the
+core from one of llama.cpp's threads mid-decode: a single fast stream handed
+over every other token ran 2-2.5% faster through the HTTP API (3 runs of 8
+answers), at the price of a token reaching the client up to one decode step
+later. Several streams decode in steps longer than this, so each token goes at once."""
+
+
 def _thread_safe_put(queue: asyncio.Queue) -> Callable[[object], None]:
-    """A callback for the decode thread that hands items to `queue` on this event loop."""
+    """A callback for the decode thread that hands items to `queue` on this event loop, a few at a time
+    when a stream is fast (HAND_OVER_SECONDS)."""
     loop = asyncio.get_running_loop()
+    held: list[object] = []
+    last_hand_over = -HAND_OVER_SECONDS
+
+    def deliver(items: list[object]) -> None:
+        for item in items:
+            queue.put_nowait(item)
 
     def put(item: object) -> None:
+        nonlocal last_hand_over
+        held.append(item)
+        now = time.perf_counter()
+        final = isinstance(item, BaseException) or (isinstance(item, GenerationChunk) and item.done)
+        if not final and now - last_hand_over < HAND_OVER_SECONDS:
+            return  # goes with the next one, at most a decode step later
+        last_hand_over = now
+        items = held[:]
+        held.clear()
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            loop.call_soon_threadsafe(deliver, items)
         except RuntimeError:  # the loop is closed: nobody is reading any more
             pass
 
