@@ -338,7 +338,7 @@ class BatchScheduler:
             if isinstance(job.drafter, PromptLookup):
                 drafts[slot.sequence] = job.drafter.draft(limit, plan)
             else:
-                depth = job.drafter.depth(plan, limit)
+                depth = job.drafter.depth(plan, limit, explore=True)
                 if depth:
                     asks[slot.sequence] = DraftRequest(job.drafter.history, depth)
         if asks and self._draft_model is not None:

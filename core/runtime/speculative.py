@@ -52,11 +52,12 @@ class DraftSettings:
 class StepCost:
     """How long a decode step of each size takes on this machine, learned from the steps themselves.
 
-    A size not measured yet is assumed to cost what the largest measured
-    smaller size costs: that optimism makes the scheduler try it once, after
-    which its own time is known. So the sizes that pay are found on any
-    machine (a GPU, where a few more tokens cost almost nothing, or a CPU
-    crowded by other work, where they cost nearly a step each).
+    A size not measured yet is assumed, when exploring, to cost what the
+    largest measured smaller size costs: that optimism makes the scheduler
+    try it once, after which its own time is known. So the sizes that pay are
+    found on any machine (a GPU, where a few more tokens cost almost nothing,
+    or a CPU crowded by other work, where they cost nearly a step each).
+    Otherwise an unmeasured size is assumed to cost a full step per token.
     """
 
     KEEP = 0.8
@@ -70,13 +71,16 @@ class StepCost:
         old = self._seconds.get(tokens)
         self._seconds[tokens] = seconds if old is None else self.KEEP * old + (1 - self.KEEP) * seconds
 
-    def seconds(self, tokens: int) -> float | None:
+    def seconds(self, tokens: int, explore: bool = False) -> float | None:
         """The expected time of a step of `tokens` tokens; None before any step of that size or smaller."""
         known = self._seconds.get(tokens)
         if known is not None:
             return known
         smaller = [size for size in self._seconds if size < tokens]
-        return self._seconds[max(smaller)] if smaller else None
+        if not smaller:
+            return None
+        nearest = max(smaller)
+        return self._seconds[nearest] * (1 if explore else tokens / nearest)
 
 
 class StepPlan:
@@ -90,20 +94,22 @@ class StepPlan:
         self.room = capacity - tokens
         """Tokens the batch can still take."""
 
-    def choose(self, most: int, hit_rate: float) -> int:
+    def choose(self, most: int, hit_rate: float, explore: bool = False) -> int:
         """How many guesses (0..most) for one more sequence make the step yield the most tokens per second.
 
         Each guess is counted as kept with chance `hit_rate`, independently
         of its place: guesses from a long match are mostly kept whole or
         fail at once, and a steeper model (hit_rate**i) never guessed deep
-        enough to find out. The chosen guesses are counted into the step.
+        enough to find out. `explore` lets step sizes not measured yet be
+        tried (see StepCost); only guesses likely to be kept should, so that
+        trying costs little. The chosen guesses are counted into the step.
         """
         now = self._cost.seconds(self.tokens)
         if now is None:  # no step measured yet: this one, without guesses, is the first
             return 0
         best_rate, depth = self._expected / now, 0
         for extra in range(1, min(most, self.room) + 1):
-            seconds = self._cost.seconds(self.tokens + extra) or now
+            seconds = self._cost.seconds(self.tokens + extra, explore) or now
             rate = (self._expected + extra * hit_rate) / seconds
             if rate > best_rate:
                 best_rate, depth = rate, extra
@@ -131,9 +137,9 @@ class Guesses:
         """Add one token to the history."""
         self.history.append(token)
 
-    def depth(self, plan: StepPlan, most: int) -> int:
+    def depth(self, plan: StepPlan, most: int, explore: bool = False) -> int:
         """How many tokens to guess in the step `plan` fills, at most `most`; 0 lets the trust recover."""
-        depth = plan.choose(min(most, self.settings.most_tokens), self.hit_rate)
+        depth = plan.choose(min(most, self.settings.most_tokens), self.hit_rate, explore)
         if depth == 0:
             # Without guesses there is no feedback: drift back, so a sequence whose text turns
             # repetitive later (a quote, a copied block) tries again.
@@ -180,5 +186,6 @@ class PromptLookup(Guesses):
             start = self._ends[size - MIN_MATCH].get(tuple(history[end - size :]))
             if start is not None:
                 trusted = min(room, GUESSES_PER_MATCHED_TOKEN * size - 1, end - start)
-                return history[start : start + self.depth(plan, trusted)]
+                # Only the longest matches (copying, where guesses are nearly always kept) try new step sizes.
+                return history[start : start + self.depth(plan, trusted, explore=size == MAX_MATCH)]
         return []
