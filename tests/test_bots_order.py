@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ingle.core.generation import EmbeddingResult, GenerationChunk, GenerationRequest, GenerationStats
 from tests.bot_helpers import stored_messages
-from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
+from tests.fakes.slack_api import BOT_USER_ID, FakeSlack, SlackMessage
 from tests.test_bots_mattermost import ALICE as MATTERMOST_ALICE
 from tests.test_bots_mattermost import DM as MATTERMOST_DM
 from tests.test_bots_mattermost import fake_server, mattermost_bot
@@ -48,6 +48,12 @@ class EchoBackend:
         return [[message.content for message in (request.messages or [])[1:]] for request in self.requests]
 
 
+def replies_when_all_in(slack: FakeSlack, channel: str, root: str, count: int) -> list[SlackMessage] | None:
+    """The thread's finished bot replies once there are `count` of them, else None (for `wait_until`)."""
+    found = slack.finished_replies(channel, root)
+    return found if len(found) == count else None
+
+
 async def test_a_threads_quick_messages_are_answered_in_the_order_sent(tmp_path: Path) -> None:
     backend = EchoBackend(pause=0.05)
     questions = [f"m{index}" for index in range(1, 7)]
@@ -57,8 +63,7 @@ async def test_a_threads_quick_messages_are_answered_in_the_order_sent(tmp_path:
         for question in questions:  # sent one after another, faster than the bot stores them
             await slack.user_says(SLACK_ALICE, question, channel=SLACK_DM, thread_ts=root)
         replies = await slack.wait_until(
-            lambda: len(found := slack.finished_replies(SLACK_DM, root)) == 1 + len(questions) and found,
-            what="every answer",
+            lambda: replies_when_all_in(slack, SLACK_DM, root, 1 + len(questions)), what="every answer"
         )
 
     assert [reply.text for reply in replies] == ["A:start", *(f"A:{question}" for question in questions)]
@@ -75,8 +80,7 @@ async def test_messages_waiting_at_start_keep_their_order(tmp_path: Path) -> Non
             for question in questions:  # what Slack held while the bot was down arrives at once
                 await slack.user_says(SLACK_ALICE, question, channel=SLACK_DM, thread_ts=root)
             replies = await slack.wait_until(
-                lambda: len(found := slack.finished_replies(SLACK_DM, root)) == len(questions) and found,
-                what="every answer",
+                lambda: replies_when_all_in(slack, SLACK_DM, root, len(questions)), what="every answer"
             )
 
     assert [reply.text for reply in replies] == [f"A:{question}" for question in questions]
@@ -96,8 +100,7 @@ async def test_replies_in_a_channel_thread_keep_their_order_while_the_bot_looks_
             for question in questions:
                 await slack.user_says(SLACK_ALICE, question, channel=SLACK_CHANNEL, thread_ts=root)
             replies = await slack.wait_until(
-                lambda: len(found := slack.finished_replies(SLACK_CHANNEL, root)) == 1 + len(questions) and found,
-                what="every answer",
+                lambda: replies_when_all_in(slack, SLACK_CHANNEL, root, 1 + len(questions)), what="every answer"
             )
 
     assert [reply.text for reply in replies] == ["A:start", *(f"A:{question}" for question in questions)]
