@@ -338,6 +338,8 @@ class BatchScheduler:
             if isinstance(job.drafter, PromptLookup):
                 drafts[slot.sequence] = job.drafter.draft(limit, plan)
             else:
+                # A draft model is there because its guesses are good (its hit rate still gates them),
+                # so they may try step sizes not measured yet, as prompt lookup's longest matches do.
                 depth = job.drafter.depth(plan, limit, explore=True)
                 if depth:
                     asks[slot.sequence] = DraftRequest(job.drafter.history, depth)
