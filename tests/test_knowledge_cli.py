@@ -22,10 +22,15 @@ def test_kb_commands_from_create_to_rm(tmp_path: Path) -> None:
 
     added = ingle("--embedded", "kb", "add", "handbook", str(docs), home=home, timeout=300)
     assert added.returncode == 1
-    assert added.stdout == "handbook: 1 document indexed (3 chunks), 1 skipped.\n"
+    assert added.stdout.endswith("\nhandbook: 1 document indexed (3 chunks), 1 skipped.\n")
+    assert "ingle pull embed" in added.stdout  # no embedding model here: BM25 only, and it says so, with the result
     skipped = [line for line in added.stderr.splitlines() if line.startswith("Skipped:")]
     assert len(skipped) == 1 and "broken.pdf is not a readable PDF" in skipped[0]
-    assert "ingle pull embed" in added.stderr  # no embedding model here: BM25 only, and it says so
+
+    (docs / "broken.pdf").unlink()
+    synced = ingle("--embedded", "kb", "sync", "handbook", home=home, timeout=300)
+    assert (synced.returncode, synced.stderr) == (0, "")  # a command that succeeds says nothing on stderr
+    assert "1 unchanged" in synced.stdout
 
     found = ingle("kb", "search", "handbook", "when must leave be booked?", "--mode", "bm25", "-k", "1", home=home)
     assert found.returncode == 0, found.stderr

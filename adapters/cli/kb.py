@@ -171,8 +171,9 @@ def _progress_bar(context: CliContext) -> AbstractContextManager[_IndexBar | Non
 def _print_report(context: CliContext, name: str, report: IndexReport) -> None:
     for failure in report.failures:
         context.err.print(Text(f"Skipped: {failure}", style="yellow"))
+    # Notes go with the result on stdout: the command succeeded, and stderr is for what went wrong.
     for note in dict.fromkeys(report.notes):
-        context.err.print(Text(f"Note: {note}", style="yellow"))
+        context.out.print(Text(f"Note: {note}", style="yellow"))
     parts = [f"{_count(report.indexed, 'document')} indexed ({_count(report.chunks, 'chunk')})"]
     if report.unchanged:
         parts.append(f"{report.unchanged} unchanged")
@@ -200,7 +201,7 @@ def list_bases(ctx: typer.Context) -> None:
         )
     context.out.print(table)
     if not infos:
-        context.err.print("No knowledge bases yet. Make one with: ingle kb create NAME")
+        context.out.print("No knowledge bases yet. Make one with: ingle kb create NAME")
 
 
 def show(ctx: typer.Context, name: NameArgument) -> None:
@@ -252,7 +253,7 @@ def search(
         raise typer.BadParameter("use hybrid, bm25 or vector.", param_hint="--mode")
     result = _run(context, mode != "bm25", lambda knowledge: knowledge.search(name, question, limit, mode))  # type: ignore[arg-type]
     for note in result.notes:
-        context.err.print(Text(f"Note: {note}", style="yellow"))
+        context.out.print(Text(f"Note: {note}", style="yellow"))
     if not result.hits:
         context.out.print(f"Nothing in '{name}' matches that question.")
         return
