@@ -232,8 +232,12 @@ class IngleClient:
                 continue
             item = json.loads(text)
             if isinstance(item, dict) and "error" in item:
+                # After the start a failure arrives as the stream's last item, in the route's error shape.
                 error = item["error"]
-                raise errors.IngleError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
+                detail = error if isinstance(error, dict) else item
+                message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+                kind = _ERROR_FOR_CODE.get(str(detail.get("code")), errors.IngleError)
+                raise kind(message)
             yield item
 
     # --- reachability -----------------------------------------------------------

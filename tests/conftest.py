@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from ingle.core.engine import Engine
+from ingle.core.errors import ContextOverflow
 from ingle.core.pull import pull
+from ingle.core.runtime.llama_model import Batch, LlamaContext
 from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
 
@@ -109,3 +111,19 @@ async def engine(default_model_cache: Path, tmp_path_factory: pytest.TempPathFac
     async with Engine(settings_for(home, keep_alive=-1)) as shared:
         await shared.load(DEFAULT_MODEL)
         yield shared
+
+
+def fill_context_after(monkeypatch: pytest.MonkeyPatch, decodes: int) -> None:
+    """Make llama.cpp find no room after `decodes` more decodes, as when other sequences fill a shared KV
+    pool once an answer has started: real, but not something a test can bring about on demand."""
+    real_decode = LlamaContext.decode
+    left = decodes
+
+    def decode_until_full(context: LlamaContext, batch: Batch) -> None:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise ContextOverflow("The model's context is full: shorten the conversation or raise num_ctx.")
+        real_decode(context, batch)
+
+    monkeypatch.setattr(LlamaContext, "decode", decode_until_full)

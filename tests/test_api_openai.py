@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolPara
 
 from ingle.core.engine import Engine
 
-from .conftest import DEFAULT_MODEL, settings_for
+from .conftest import DEFAULT_MODEL, fill_context_after, settings_for
 from .servers import serving
 
 pytestmark = pytest.mark.slow
@@ -214,6 +214,21 @@ async def test_a_prompt_beyond_the_context_is_context_length_exceeded(client: op
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(model=DEFAULT_MODEL, messages=messages)
     assert caught.value.code == "context_length_exceeded" and "num_ctx" in caught.value.message
+
+
+async def test_a_context_that_fills_mid_stream_ends_it_with_context_length_exceeded(
+    client: openai.AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_context_after(monkeypatch, decodes=3)
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Count from one to fifty."}]
+    stream = await client.chat.completions.create(model=DEFAULT_MODEL, messages=messages, stream=True, seed=3)
+    pieces = []
+    with pytest.raises(openai.APIError) as caught:
+        async for chunk in stream:
+            pieces.append(chunk)
+    # The status line was sent long ago: the last event says what happened, in OpenAI's error shape and code.
+    assert pieces and "context is full" in caught.value.message
+    assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "context_length_exceeded"
 
 
 async def test_closing_a_stream_frees_the_sequence(client: openai.AsyncOpenAI, engine: Engine) -> None:

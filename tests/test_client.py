@@ -12,11 +12,11 @@ import pytest
 from ingle.adapters.client import DaemonUnavailable, IngleClient
 from ingle.adapters.engine_api import EngineApi, LocalEngine
 from ingle.core.engine import Engine
-from ingle.core.errors import IngleError, InvalidRequest, ModelNotFound
+from ingle.core.errors import ContextOverflow, IngleError, InvalidRequest, ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
 from ingle.core.sources import PullProgress
 
-from .conftest import DEFAULT_MODEL
+from .conftest import DEFAULT_MODEL, fill_context_after
 from .fakes.gguf_files import write_tiny_gguf
 from .servers import poll, serving, serving_unix
 
@@ -129,6 +129,22 @@ async def test_errors_come_back_typed(client: IngleClient) -> None:
             pass
     with pytest.raises(InvalidRequest):
         await client.show("../../etc/passwd")
+
+
+@pytest.mark.slow
+async def test_a_context_that_fills_mid_stream_comes_back_as_context_overflow(
+    client: IngleClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The status line is long gone by then: the stream's last item carries the error's code, and the client
+    # raises the same type the engine did (the language server answers empty on it, as --embedded does).
+    fill_context_after(monkeypatch, decodes=3)
+    options = SamplingOptions(temperature=0, max_tokens=32)
+    request = GenerationRequest(model=DEFAULT_MODEL, prompt="1, 2, 3,", raw=True, options=options)
+    texts = []
+    with pytest.raises(ContextOverflow, match="context is full"):
+        async for chunk in client.generate(request):
+            texts.append(chunk.text)
+    assert "".join(texts)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from .anthropic_wire import (
     TokenCount,
     Usage,
 )
-from .errors import BadRequestBody, anthropic_error, read_body
+from .errors import BadRequestBody, read_body
 from .generating import answer_pieces, chosen_tools, output_parser, whole_answer
 from .keys import ENGINE
 from .openapi import documented
@@ -55,7 +55,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     stops = StopMatcher(_stop_sequences(body.stop_sequences))
     if body.stream:
         events = message_events(request.app, generation, parser, stops)
-        return await typed_events(request, events, lambda message: anthropic_error(500, message))
+        return await typed_events(request, events)
     answer, stats = await whole_answer(request.app, generation, parser, stops)
     message = MessageOut(
         id=_new_id("msg"),

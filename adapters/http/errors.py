@@ -198,18 +198,24 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
+def error_body(
+    path: str, status: int, message: str, field: str | None = None, code: ErrorCode | None = None
+) -> dict[str, Any]:
+    """A JSON error in the shape the client of the route at `path` expects; `code` says its kind where the
+    shape has room."""
+    if path.startswith("/v1/messages"):
+        return anthropic_error(status, message)
+    if path.startswith("/v1/"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return {"error": {"message": message, "type": kind, "param": field, "code": code or status}}
+    return {"error": message} if code is None else {"error": message, "code": code}
+
+
 def error_response(
     request: web.Request, status: int, message: str, field: str | None = None, code: ErrorCode | None = None
 ) -> web.Response:
-    """A JSON error in the shape the calling client expects; `code` says its kind where the shape has room."""
-    if request.path.startswith("/v1/messages"):
-        body = anthropic_error(status, message)
-    elif request.path.startswith("/v1/"):
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"error": {"message": message, "type": kind, "param": field, "code": code or status}}
-    else:
-        body = {"error": message} if code is None else {"error": message, "code": code}
-    return web.json_response(body, status=status)
+    """A JSON error response in the shape the calling client expects (see error_body)."""
+    return web.json_response(error_body(request.path, status, message, field, code), status=status)
 
 
 @web.middleware

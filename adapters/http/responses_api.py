@@ -19,10 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ...core.errors import IngleError
 from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
 from ...core.tool_calls import AssistantOutputParser, AssistantPiece
 from .common_wire import ResponsePath
-from .errors import StoredResponseNotFound, read_body, read_path
+from .errors import StoredResponseNotFound, code_for, read_body, read_path
 from .generating import answer_pieces, chosen_tools, output_parser, whole_answer
 from .keys import SETTINGS
 from .openapi import documented
@@ -296,8 +297,9 @@ async def _keep(
     await app[RESPONSES].put(draft["id"], StoredResponse(response=response, conversation=conversation))
 
 
-def _stream_error(message: str) -> dict[str, Any]:
-    return {"type": "error", "code": "server_error", "message": message, "param": None, "sequence_number": 0}
+def _stream_error(error: IngleError) -> dict[str, Any]:
+    code = code_for(error) or "server_error"
+    return {"type": "error", "code": code, "message": error.message, "param": None, "sequence_number": 0}
 
 
 class _OutputEvents:

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ...core.errors import IngleError
+from .errors import code_for, error_body, status_for
 
 log = logging.getLogger("ingle.http")
 
@@ -25,8 +26,10 @@ def _dumps(item: Any) -> bytes:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _plain_error(message: str) -> dict[str, Any]:
-    return {"error": message}
+ErrorItem = Callable[[IngleError], dict[str, Any]]
+"""The last item of a stream that failed after it started."""
+
+_INTERNAL = "ingle hit an internal error; the server log has the details."
 
 
 async def _stream(
@@ -35,8 +38,14 @@ async def _stream(
     content_type: str,
     frame,
     closing: bytes,
-    error_item: Callable[[str], dict[str, Any]] = _plain_error,
+    error_item: ErrorItem | None = None,
 ) -> web.StreamResponse:
+    def last_item(error: IngleError) -> dict[str, Any]:
+        # By default the route's own error shape, with the same status and code it would have had up front.
+        if error_item is not None:
+            return error_item(error)
+        return error_body(request.path, status_for(error), error.message, code=code_for(error))
+
     async with aclosing(items):
         first = await anext(items)
         response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
@@ -46,10 +55,10 @@ async def _stream(
             async for item in items:
                 await response.write(frame(item))
         except IngleError as error:
-            await response.write(frame(error_item(error.message)))
+            await response.write(frame(last_item(error)))
         except Exception:
             log.exception("error while streaming %s", request.path)
-            await response.write(frame(error_item("ingle hit an internal error; the server log has the details.")))
+            await response.write(frame(last_item(IngleError(_INTERNAL))))
         if closing:
             await response.write(closing)
         await response.write_eof()
@@ -70,10 +79,10 @@ async def server_sent_events(
 
 
 async def typed_events(
-    request: web.Request, items: AsyncGenerator[dict[str, Any], None], error_item: Callable[[str], dict[str, Any]]
+    request: web.Request, items: AsyncGenerator[dict[str, Any], None], error_item: ErrorItem | None = None
 ) -> web.StreamResponse:
     """Stream `event: <type>` / `data: <json>` pairs named by each item's `type`, as Anthropic's and
-    OpenAI's Responses streams do; an error after the start is sent as `error_item(message)`."""
+    OpenAI's Responses streams do; an error after the start is sent as `error_item(error)`."""
 
     def frame(item: dict[str, Any]) -> bytes:
         return f"event: {item['type']}\n".encode() + b"data: " + _dumps(item) + b"\n\n"
