@@ -55,16 +55,13 @@ class Sampler:
             and not options.presence_penalty
         )
         self._model = model
-        # A grammar's picks are checked before llama.cpp accepts them (see sample), in this reused buffer.
         constrained = grammar is not None or tool_grammar is not None
+        # A grammar's picks are checked before llama.cpp accepts them (see sample), in this reused buffer.
         self._candidates = np.zeros(model.n_vocab, _TOKEN_DATA) if constrained else None
-        self._penalized_argmax = (
-            PenalizedArgmax(options, _penalty_window(options.repeat_last_n, model))
-            if not constrained and options.temperature <= 0 and not self.argmax_only
-            else None
-        )
-        if self._penalized_argmax is not None:
-            return  # greedy with penalties needs no llama.cpp chain (see PenalizedArgmax)
+        # Without a grammar, the penalties and the top_k cut are applied here (see FewCandidates).
+        self._few = None
+        if not constrained and (options.temperature <= 0 or 0 < options.top_k < model.n_vocab):
+            self._few = FewCandidates(options, _penalty_window(options.repeat_last_n, model))
         try:
             if grammar is not None:
                 self._add_grammar(model, grammar)
@@ -72,14 +69,13 @@ class Sampler:
                 self._add_lazy_grammar(model, tool_grammar)
             elif tool_grammar is not None:
                 self._add_grammar(model, tool_grammar.grammar)
-            if options.repeat_penalty != 1.0 or options.frequency_penalty or options.presence_penalty:
+            penalties = options.repeat_penalty != 1.0 or options.frequency_penalty or options.presence_penalty
+            if penalties and self._few is None:
+                window = _penalty_window(options.repeat_last_n, model)
+                penalty = options.repeat_penalty
                 self._add(
                     llama.llama_sampler_init_penalties(
-                        model.n_vocab,
-                        _penalty_window(options.repeat_last_n, model),
-                        options.repeat_penalty,
-                        options.frequency_penalty,
-                        options.presence_penalty,
+                        model.n_vocab, window, penalty, options.frequency_penalty, options.presence_penalty
                     )
                 )
             if options.temperature <= 0:
@@ -126,23 +122,19 @@ class Sampler:
         is made here instead and checked first: at such a dead end the output
         ends (the end-of-text token) and nothing is accepted.
         """
-        if self._penalized_argmax is not None:
-            logits = llama.llama_get_logits_ith(context, batch_index)
-            if not logits:
-                raise RuntimeFailure(f"llama.cpp returned no logits for batch position {batch_index}.")
-            return self._penalized_argmax.pick(np.ctypeslib.as_array(logits, shape=(self._model.n_vocab,)))
-        if self._candidates is None:
+        if self._candidates is None and self._few is None:
             return llama.llama_sampler_sample(self._chain, context, batch_index)  # pyright: ignore[reportArgumentType] - as above
         logits = llama.llama_get_logits_ith(context, batch_index)
         if not logits:
             raise RuntimeFailure(f"llama.cpp returned no logits for batch position {batch_index}.")
+        view = np.ctypeslib.as_array(logits, shape=(self._model.n_vocab,))
+        if self._few is not None:
+            return self._few.pick(view, self._chain)
         candidates = self._candidates
+        assert candidates is not None
         candidates["id"] = np.arange(len(candidates), dtype=np.int32)
-        candidates["logit"] = np.ctypeslib.as_array(logits, shape=(len(candidates),))
-        candidates["p"] = 0.0
-        pointer = candidates.ctypes.data_as(ctypes.POINTER(llama.llama_token_data))
-        array = llama.llama_token_data_array(pointer, len(candidates), -1, False)
-        llama.llama_sampler_apply(self._chain, ctypes.byref(array))  # pyright: ignore[reportArgumentType] - as above
+        candidates["logit"] = view
+        array = apply_chain(self._chain, candidates)
         # The grammar sets what it forbids to -inf, and nothing after it raises a logit again.
         if not 0 <= array.selected < array.size or not math.isfinite(array.data[array.selected].logit):
             log.warning("the output's grammar allows no token here; ending the output")
@@ -158,24 +150,38 @@ class Sampler:
             self._chain = None
 
 
-class PenalizedArgmax:
-    """Greedy picks under repeat, frequency and presence penalties, computed as llama.cpp's penalties and
-    greedy samplers compute them, but on the few penalized logits only.
+def apply_chain(chain: llama.llama_sampler_p | None, candidates: np.ndarray) -> llama.llama_token_data_array:
+    """Run a sampler chain over `candidates` (ids and logits filled in; _TOKEN_DATA) and return llama.cpp's
+    view of them, whose `selected` is the pick."""
+    candidates["p"] = 0.0
+    pointer = candidates.ctypes.data_as(ctypes.POINTER(llama.llama_token_data))
+    array = llama.llama_token_data_array(pointer, len(candidates), -1, False)
+    llama.llama_sampler_apply(chain, ctypes.byref(array))  # pyright: ignore[reportArgumentType] - as above
+    return array
 
-    llama.cpp's chain first copies the whole vocabulary (152k entries for Qwen) into an array of candidates
-    on every token, about half a millisecond: 3% of a decode step of the default model on 2 cores, spent
-    while the decode threads wait. Here the penalties are applied to a copy of the logits of the tokens
-    in the window, and the pick is the first highest logit, as llama.cpp's greedy sampler takes it.
+
+class FewCandidates:
+    """Picks what llama.cpp's chain of penalties, then greedy or top_k and the rest, picks, without handing
+    it the whole vocabulary.
+
+    llama.cpp's chain starts by copying every logit (152k for Qwen) into an array of candidates, which its
+    penalties sampler then searches token by token: together 0.4-0.5 ms a token, 3% of a decode step of the
+    default model on 2 cores, spent while the decode threads wait. Here the penalties are applied to the
+    few logits of the tokens in their window, and the chain is given only the top_k most likely tokens,
+    which is all its top_k sampler would keep. A greedy pick is the first highest logit, as llama.cpp's
+    greedy sampler takes it. The chain given to `pick` must hold no penalties of its own.
     """
 
     def __init__(self, options: SamplingOptions, window: int) -> None:
         self._repeat = np.float32(options.repeat_penalty)
         self._frequency = np.float32(options.frequency_penalty)
         self._presence = np.float32(options.presence_penalty)
-        self._recent: deque[int] = deque(maxlen=max(window, 0))
+        penalties = options.repeat_penalty != 1.0 or options.frequency_penalty or options.presence_penalty
+        self._recent: deque[int] = deque(maxlen=max(window, 0) if penalties else 0)
         self._counts: Counter[int] = Counter()
+        self._candidates = np.zeros(options.top_k, _TOKEN_DATA) if options.temperature > 0 else None
 
-    def pick(self, logits: np.ndarray) -> int:
+    def pick(self, logits: np.ndarray, chain: llama.llama_sampler_p | None) -> int:
         """The next token from one position's logits (left unchanged: they are llama.cpp's buffer)."""
         if self._counts:
             ids = np.fromiter(self._counts.keys(), np.int64, len(self._counts))
@@ -185,7 +191,15 @@ class PenalizedArgmax:
             penalized -= counts * self._frequency + np.float32(1) * self._presence
             logits = logits.copy()
             logits[ids] = penalized
-        token = int(logits.argmax())
+        if self._candidates is None:
+            token = int(logits.argmax())
+        else:
+            top = np.argpartition(logits, -len(self._candidates))[-len(self._candidates) :]
+            self._candidates["id"] = top
+            self._candidates["logit"] = logits[top]
+            array = apply_chain(chain, self._candidates)
+            token = int(array.data[array.selected].id)
+            llama.llama_sampler_accept(chain, token)  # pyright: ignore[reportArgumentType] - None only once freed
         self._accept(token)
         return token
 
