@@ -14,7 +14,8 @@ the exact match of what was shown first. The same tasks go through:
 
 - ingle's language server in-process on the default model, once per context
   source (the window around the cursor alone; plus the file's imports; plus
-  definitions from other files; both, the default);
+  definitions from other files; plus similar code from other places; all
+  three, the default);
 - llama-server's /infill with llama.vim's request shape (256 lines before,
   64 after, n_indent, 250 ms of prediction) on the same model file.
 
@@ -23,9 +24,9 @@ Times are to the first suggestion shown in the newly opened file.
 With no options (`make bench-quality`) every task of the fixed set goes
 through every row; the options pick a part for a quick look:
 
-    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all five rows
+    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all six rows
     .venv/bin/python bench/completion_quality.py --tasks 1 --packages requests --rows window   # one hole, one row
-    .venv/bin/python bench/completion_quality.py --skip 8 --rows both,llama-server   # the second half, two rows
+    .venv/bin/python bench/completion_quality.py --skip 8 --rows all,llama-server   # the second half, two rows
     .venv/bin/python bench/completion_quality.py --make-tasks    # only to rebuild the task file (changes the set)
 """
 
@@ -74,10 +75,14 @@ MULTI_LINE_SHARE = 0.35
 LOOK_SECONDS = 1.0
 # ingle's rows: the language server's settings for each context source, and the row's name in the table.
 INGLE_ROWS = {
-    "window": ("ingle, the window at the cursor only", {"repositoryTokens": 0, "fileImports": False}),
-    "imports": ("ingle, + the file's imports", {"repositoryTokens": 0, "fileImports": True}),
-    "definitions": ("ingle, + definitions from other files", {"fileImports": False}),
-    "both": ("ingle, both (default)", {}),
+    "window": (
+        "ingle, the window at the cursor only",
+        {"repositoryTokens": 0, "fileImports": False, "snippetTokens": 0},
+    ),
+    "imports": ("ingle, + the file's imports", {"repositoryTokens": 0, "snippetTokens": 0}),
+    "definitions": ("ingle, + definitions from other files", {"fileImports": False, "snippetTokens": 0}),
+    "similar": ("ingle, + similar code from other places", {"repositoryTokens": 0, "fileImports": False}),
+    "all": ("ingle, all three (default)", {}),
 }
 LLAMA_SERVER_ROW = "llama-server"
 ROWS = [*INGLE_ROWS, LLAMA_SERVER_ROW]

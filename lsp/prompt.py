@@ -8,12 +8,15 @@ layout, from the start of the prompt:
    imports and uses, and the file's own import statements (fixed when the
    file opens or is saved, see repository.py);
 2. extra context chunks from other files (change when another file is edited);
-3. a chunk of the text further below the cursor, chosen once and kept while
+3. code elsewhere in the workspace like the lines above the cursor, with what
+   followed it there (see snippets.py), chosen with the prefix start below
+   and kept as long as it is;
+4. a chunk of the text further below the cursor, chosen once and kept while
    its text is unchanged and the cursor stays above it;
-4. the FIM prefix: from an anchored start line down to the cursor. The start
+5. the FIM prefix: from an anchored start line down to the cursor. The start
    only moves when the prefix grows past `prefix_lines + anchor_lines` lines
    or shrinks under half of `prefix_lines`, so typing only appends to it;
-5. the FIM suffix: the rest of the line and a few lines after it. It is kept
+6. the FIM suffix: the rest of the line and a few lines after it. It is kept
    short because it comes after the cursor and is evaluated on every keystroke.
 
 So a keystroke re-evaluates the last few tokens of the prefix plus the short
@@ -22,6 +25,7 @@ suffix: tens of tokens, not the hundreds a long suffix window costs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptions
@@ -36,6 +40,8 @@ class Anchors:
     prefix_start: int | None = None
     below: tuple[str, ...] = ()
     """The lines of the below-cursor chunk, found again by content after lines are inserted above it."""
+    similar: tuple[ContextChunk, ...] = ()
+    """Code like the code at the cursor, chosen when `prefix_start` was."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,7 @@ def build_prompt(
     ring_chunks: list[ContextChunk],
     settings: CompletionSettings,
     repository: list[ContextChunk] | None = None,
+    similar_code: Callable[[Cursor], list[ContextChunk]] | None = None,
 ) -> FimPrompt:
     """The FIM prompt for `cursor`; updates `anchors` for the next keystroke."""
     line = cursor.line
@@ -128,6 +135,8 @@ def build_prompt(
         or (line - start < settings.prefix_lines // 2 and start > 0)
     ):
         start = max(0, line - settings.prefix_lines)
+        # Looked up again only with the prefix start: while it stays, the prompt head stays the same.
+        anchors.similar = tuple(similar_code(cursor)) if similar_code else ()
     anchors.prefix_start = start
     # At the indentation of a line the prefix ends at the line break, and the model writes the indentation
     # itself (clean_suggestion takes it off again): a prefix ending in spaces splits the model's whitespace
@@ -138,7 +147,7 @@ def build_prompt(
     after = cursor.lines[line + 1 : line + 1 + settings.suffix_lines]
     suffix = cursor.line_suffix + "\n" + "".join(text + "\n" for text in after)
 
-    chunks = [*(repository or []), *ring_chunks]
+    chunks = [*(repository or []), *ring_chunks, *anchors.similar]
     below = _below_chunk(cursor, anchors, settings)
     if below:
         chunks.append(ContextChunk(text="\n".join(below) + "\n", filename=cursor.filename))

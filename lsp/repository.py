@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ingle.core.generation import ContextChunk
 
-from .symbols import IDENTIFIER, Definition, FileSymbols, import_lines, read_symbols
+from .snippets import SnippetIndex
+from .symbols import CHARS_PER_TOKEN, IDENTIFIER, Definition, FileSymbols, import_lines, read_symbols
 
 log = logging.getLogger("ingle.lsp")
 
@@ -32,8 +33,6 @@ MAX_FILE_BYTES = 1_000_000
 SKIPPED_FOLDERS = frozenset(
     {".git", ".hg", ".svn", ".venv", "venv", "env", "node_modules", "__pycache__", "site-packages", "build", "dist"}
 )
-# Characters per token of source code with the default model's tokenizer, for the budget (measured: 3.3-3.8).
-CHARS_PER_TOKEN = 3.5
 # `alias.attribute`: a use of something a module (or a class) imported under `alias` defines.
 _DOTTED = re.compile(r"\b([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 
@@ -60,15 +59,19 @@ class RepositoryIndex:
     modules: dict[str, str] = field(default_factory=dict)
     """Dotted module name (and each shorter suffix of it, for `src/` layouts) to path."""
 
+    snippets: SnippetIndex = field(default_factory=SnippetIndex)
+    """The same files' lines, for code like the code at the cursor."""
+
     def update(self, path: str, source: str) -> None:
         """Index a file's text again; a file that does not parse keeps its last good definitions."""
         if not path.endswith(".py"):
             return
+        if path not in self.files and len(self.files) >= MAX_FILES:
+            return
+        self.snippets.update(path, source.split("\n"))
         dotted, relative_base = module_name(path)
         symbols = read_symbols(path, source, relative_base)
         if symbols is None:
-            return
-        if path not in self.files and len(self.files) >= MAX_FILES:
             return
         self.files[path] = symbols
         # `src/pkg/mod.py` is imported as `pkg.mod`: shorter suffixes of the dotted name point at the file too,
@@ -81,6 +84,7 @@ class RepositoryIndex:
     def remove(self, path: str) -> None:
         """Forget a deleted file."""
         self.files.pop(path, None)
+        self.snippets.remove(path)
         # A copy: the workspace scan may be adding modules from its thread meanwhile.
         for name in [name for name, owner in list(self.modules.items()) if owner == path]:
             del self.modules[name]

@@ -263,6 +263,10 @@ class IngleLanguageServer(LanguageServer):
             self.repository[uri] = chunks
         return chunks
 
+    def similar_code(self, cursor: Cursor) -> list[ContextChunk]:
+        """Code elsewhere in the workspace like the lines above the cursor, within the settings' budget."""
+        return self.index.snippets.similar(cursor.filename, cursor.lines, cursor.line, self.options.snippet_tokens)
+
     async def watch_files(self) -> None:
         """Ask the editor to report changes to the workspace's Python files, where it can."""
         workspace = self.client_capabilities.workspace
@@ -398,7 +402,7 @@ class IngleLanguageServer(LanguageServer):
         self.take_edited_chunks(except_uri=uri)
         anchors = self.anchors.setdefault(uri, Anchors())
         ring = self.ring.chunks_for(cursor.filename)
-        prompt = build_prompt(cursor, anchors, ring, self.options, self.repository_for(uri))
+        prompt = build_prompt(cursor, anchors, ring, self.options, self.repository_for(uri), self.similar_code)
         budget = self.options.single_line_tokens if cursor.completes_line else self.options.max_tokens
         within = self.options.answer_within_ms
         generation = SuggestionGeneration(

@@ -43,8 +43,9 @@ class CompletionSettings(BaseModel):
     suffix_lines: int = Field(default=2, ge=0, le=200)
     """Lines after the cursor in the FIM suffix. Short on purpose: the suffix is re-evaluated on every keystroke."""
 
-    below_lines: int = Field(default=8, ge=0, le=2000)
-    """Lines further below the cursor, given as a context chunk ahead of the prefix, where they stay cached."""
+    below_lines: int = Field(default=4, ge=0, le=2000)
+    """Lines further below the cursor, given as a context chunk ahead of the prefix, where they stay cached.
+    (8 until the similar code of snippet_tokens took their place: the two cost the same after a jump.)"""
 
     anchor_lines: int = Field(default=16, ge=1, le=512)
     """The prefix start and the below chunk move in steps of this many lines, so the prompt head stays stable."""
@@ -58,6 +59,11 @@ class CompletionSettings(BaseModel):
     repository_tokens: int = Field(default=256, ge=0, le=8192)
     """Tokens of repository context at most: definitions, in other files of the workspace, of the names the
     file imports and uses (most used first). Evaluated once per file, when it opens; 0 turns it off."""
+
+    snippet_tokens: int = Field(default=100, ge=0, le=2048)
+    """Tokens at most of code elsewhere in the workspace that reads like the lines above the cursor, with the
+    lines that followed it there (see snippets.py). Chosen when the cursor arrives somewhere new, and kept
+    while it stays; 0 turns it off."""
 
     file_imports: bool = True
     """Give the file's import statements as context ahead of the lines around the cursor (fixed, like the

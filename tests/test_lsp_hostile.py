@@ -27,8 +27,9 @@ from .test_lsp_protocol import (
 pytestmark = pytest.mark.slow
 
 ADD = "def add(a, b):\n    return \n"
-# Whole answers however busy the machine, and no context from the other tests' documents (but see the surrogate test).
-ISOLATED = {"answerWithinMs": None, "contextChunks": 0}
+# Whole answers however busy the machine, and no context from the other tests' documents (but see the surrogate test):
+# they are near copies of each other, and similar code from them would change the answers.
+ISOLATED = {"answerWithinMs": None, "contextChunks": 0, "snippetTokens": 0}
 # A word with letters of two and three UTF-8 bytes, after an emoji (two UTF-16 units, four UTF-8 bytes).
 GROESSE = 'größe_value = 10\nlabel = "😀"\nprint("😀", größe'
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ingle.lsp.settings import CompletionSettings
+
 EXTENSION = Path(__file__).resolve().parent.parent / "lsp" / "vscode"
 
 
@@ -19,6 +21,16 @@ def test_the_extension_declares_its_settings_and_runtime_dependency() -> None:
     assert "@vscode/vsce" in package["devDependencies"]
     source = (EXTENSION / "src" / "extension.ts").read_text()
     assert '{ scheme: "file" }' in source and '"lsp"' in source
+
+
+def test_the_extensions_defaults_are_the_servers() -> None:
+    # VS Code sends what the user left at its default too: a default that drifted would override the server's.
+    properties = json.loads((EXTENSION / "package.json").read_text())["contributes"]["configuration"]["properties"]
+    server = CompletionSettings().model_dump(by_alias=True)
+    shared = {key.removeprefix("ingle."): spec["default"] for key, spec in properties.items()}
+    shared = {key: default for key, default in shared.items() if key in server}
+    assert {"maxLines", "repositoryTokens", "snippetTokens"} <= set(shared)
+    assert shared == {key: server[key] for key in shared}
 
 
 def test_the_packaged_vsix_holds_the_compiled_extension_and_the_language_client() -> None:

@@ -16,6 +16,7 @@ const SERVER_SETTINGS = [
   "answerWithinMs",
   "contextChunks",
   "repositoryTokens",
+  "snippetTokens",
   "enabledLanguages",
   "disabledLanguages",
 ];
