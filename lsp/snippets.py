@@ -8,9 +8,9 @@ and Tabby's similar-snippet context do); the most similar windows are given
 to the model ahead of the prompt, each cut to its last lines and the lines
 that came after it, since those are what the model is about to write here.
 
-Lookups go through an inverted index from identifiers to windows, seeded by
-the query's rarest identifiers, so a request costs about a millisecond
-however large the workspace (bounded by repository.py's scan limits).
+Lookups go through an inverted index from identifiers to lines, seeded by
+the query's rarest identifiers, so a request costs milliseconds, not a pass
+over the workspace; the index holds MAX_LINES lines at most.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ingle.core.generation import ContextChunk
 
@@ -33,41 +32,42 @@ FOLLOW_LINES = 3
 MIN_SIMILARITY = 0.3
 # Windows scored exactly per request, found by the query's rarest identifiers.
 CANDIDATES = 300
-# Identifiers that are this common (`self`, `return`) find too many windows to seed the search with.
+# The query's rarest identifiers seed the search; one on more lines than MAX_SEED_LINES (`self`, `return`)
+# would find too many windows to be worth counting.
 SEED_IDENTIFIERS = 6
-
-
-@dataclass(frozen=True)
-class _Window:
-    path: str
-    start: int
-    words: frozenset[str]
+MAX_SEED_LINES = 5000
+# Lines indexed at most: each costs about 1.3 kB (measured on 200,000 lines of site-packages: 4 s to index,
+# a lookup p95 4 ms), so a huge workspace cannot take the editor's memory.
+MAX_LINES = 100_000
 
 
 class SnippetIndex:
-    """Windows of lines of the workspace's files, by the identifiers they hold; safe to update from the scan's
+    """The lines of the workspace's files and the identifiers each holds; safe to update from the scan's
     thread while the event loop queries."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_lines: int = MAX_LINES) -> None:
+        self.max_lines = max_lines
         self._lines: dict[str, list[str]] = {}
-        self._windows: dict[str, list[_Window]] = {}
+        self._words: dict[str, list[frozenset[str]]] = {}
         self._postings: dict[str, set[tuple[str, int]]] = {}
+        """Identifier to the (path, line number) of the lines holding it."""
+        self._total = 0
         self._lock = threading.Lock()
 
     def update(self, path: str, lines: Sequence[str]) -> None:
-        """Index a file's lines again."""
+        """Index a file's lines again (not a new file once the index holds max_lines lines)."""
         words = [frozenset(IDENTIFIER.findall(text)) for text in lines]
-        windows = [
-            _Window(path, start, frozenset().union(*words[start : start + QUERY_LINES]))
-            for start in range(max(0, len(lines) - QUERY_LINES + 1))
-        ]
         with self._lock:
+            held = len(self._lines.get(path, ()))
+            if self._total - held + len(lines) > self.max_lines:
+                return  # a workspace this big gets the files it saw first
             self._drop(path)
             self._lines[path] = list(lines)
-            self._windows[path] = windows
-            for window in windows:
-                for word in window.words:
-                    self._postings.setdefault(word, set()).add((path, window.start))
+            self._words[path] = words
+            self._total += len(lines)
+            for number, found in enumerate(words):
+                for word in found:
+                    self._postings.setdefault(word, set()).add((path, number))
 
     def remove(self, path: str) -> None:
         """Forget a deleted file."""
@@ -75,14 +75,14 @@ class SnippetIndex:
             self._drop(path)
 
     def _drop(self, path: str) -> None:
-        for window in self._windows.pop(path, []):
-            for word in window.words:
+        for number, found in enumerate(self._words.pop(path, [])):
+            for word in found:
                 holders = self._postings.get(word)
                 if holders is not None:
-                    holders.discard((path, window.start))
+                    holders.discard((path, number))
                     if not holders:
                         del self._postings[word]
-        self._lines.pop(path, None)
+        self._total -= len(self._lines.pop(path, ()))
 
     def similar(self, path: str, lines: Sequence[str], line: int, token_budget: int) -> list[ContextChunk]:
         """Chunks of code like the lines above `line` of the document `path`, most similar first, within
@@ -96,30 +96,43 @@ class SnippetIndex:
             chosen: list[ContextChunk] = []
             budget = token_budget * CHARS_PER_TOKEN
             taken: list[tuple[str, int]] = []
-            for _, window in ranked:
-                if any(where == window.path and abs(start - window.start) < QUERY_LINES for where, start in taken):
+            for where, start in ranked:
+                if any(other == where and abs(first - start) < QUERY_LINES for other, first in taken):
                     continue  # the same lines again, shifted by one
-                source = self._lines[window.path]
-                end = window.start + QUERY_LINES
-                text = "\n".join(source[end - LEAD_LINES : end + FOLLOW_LINES]) + "\n"
-                if len(text) + len(window.path) + 2 > budget:
+                end = start + QUERY_LINES
+                text = "\n".join(self._lines[where][end - LEAD_LINES : end + FOLLOW_LINES]) + "\n"
+                if len(text) + len(where) + 2 > budget:
                     break
-                budget -= len(text) + len(window.path) + 2
-                taken.append((window.path, window.start))
-                chosen.append(ContextChunk(text=text, filename=window.path))
+                budget -= len(text) + len(where) + 2
+                taken.append((where, start))
+                chosen.append(ContextChunk(text=text, filename=where))
         return chosen
 
-    def _rank(self, query: frozenset[str], path: str, line: int) -> list[tuple[float, _Window]]:
-        seeds = sorted(query, key=lambda word: len(self._postings.get(word, ())))[:SEED_IDENTIFIERS]
-        hits = Counter(key for word in seeds for key in self._postings.get(word, ()))
-        scored: list[tuple[float, _Window]] = []
+    def _rank(self, query: frozenset[str], path: str, line: int) -> list[tuple[str, int]]:
+        """Windows (path, first line) at least MIN_SIMILARITY alike to the query, most alike first."""
+        seeds = [word for word in query if len(self._postings.get(word, ())) <= MAX_SEED_LINES]
+        seeds = sorted(seeds, key=lambda word: len(self._postings[word]) if word in self._postings else 0)
+        hits: Counter[tuple[str, int]] = Counter()
+        for word in seeds[:SEED_IDENTIFIERS]:
+            # Each window holding the word once, however many of its lines hold it.
+            hits.update(
+                {
+                    (where, start)
+                    for where, number in self._postings.get(word, ())
+                    for start in range(max(0, number - QUERY_LINES + 1), number + 1)
+                }
+            )
+        scored: list[tuple[float, str, int]] = []
         for (where, start), _ in hits.most_common(CANDIDATES):
             # The cursor's own neighbourhood holds the query itself, and what the user is writing.
             if where == path and line - 4 * QUERY_LINES < start < line + 2 * QUERY_LINES:
                 continue
-            window = self._windows[where][start]
-            similarity = len(query & window.words) / len(query | window.words)
+            words = self._words[where]
+            if start + QUERY_LINES > len(words):
+                continue
+            window = frozenset().union(*words[start : start + QUERY_LINES])
+            similarity = len(query & window) / len(query | window)
             if similarity >= MIN_SIMILARITY:
-                scored.append((similarity, window))
-        scored.sort(key=lambda pair: (-pair[0], pair[1].path, pair[1].start))
-        return scored
+                scored.append((similarity, where, start))
+        scored.sort(key=lambda item: (-item[0], item[1], item[2]))
+        return [(where, start) for _, where, start in scored]

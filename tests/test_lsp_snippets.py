@@ -81,3 +81,16 @@ def test_found_again_only_when_the_prompt_start_moves() -> None:
     assert asked == [100] and first.chunks[0] == typing.chunks[0]  # typing on keeps the prompt head
     jumped = build_prompt(Cursor("a.py", lines, 20, 0), anchors, [], settings, None, similar)
     assert asked == [100, 20] and jumped.chunks[0].text == "# like line 20\n"
+
+
+def test_a_workspace_past_the_line_limit_keeps_the_files_it_saw_first() -> None:
+    index = SnippetIndex(max_lines=30)
+    index.update("hooks.py", HOOKS.split("\n"))  # 16 lines
+    index.update("more.py", WRITING.split("\n"))  # 8: 24 in all, and another 16 would pass 30
+    index.update("copy.py", HOOKS.split("\n"))
+    lines = WRITING.split("\n")
+    assert {chunk.filename for chunk in index.similar("more.py", lines, 6, token_budget=400)} == {"hooks.py"}
+    index.update("hooks.py", HOOKS.split("\n"))  # a file already held is indexed again
+    index.remove("hooks.py")
+    index.update("copy.py", HOOKS.split("\n"))  # and its room is free again
+    assert {chunk.filename for chunk in index.similar("more.py", lines, 6, token_budget=400)} == {"copy.py"}
