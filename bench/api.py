@@ -218,7 +218,15 @@ async def serving(
                     except httpx.TransportError:
                         pass
                     await asyncio.sleep(0.2)
-            yield url
+            try:
+                yield url
+            except BaseException:
+                # A request failed: if the server died under it, what it said last is the story.
+                if process.poll() is not None:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace")[-3000:]
+                    print(f"{label} exited with {process.returncode} while in use:\n{tail}", file=sys.stderr)
+                raise
         finally:
             process.send_signal(signal.SIGTERM)
             try:
