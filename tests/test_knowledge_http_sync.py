@@ -212,16 +212,18 @@ def test_ingle_kb_works_through_a_daemon_and_writes_nothing_in_the_users_home(tm
         assert (created.returncode, created.stdout, created.stderr) == (0, "handbook\n", "")
         added = kb("add", "handbook", str(docs), str(tmp_path / "missing.md"))
         assert added.returncode == 1, added.stderr
-        assert added.stdout == "handbook: 2 documents indexed (2 chunks), 1 skipped.\n"
+        # The result is the last line; a note before it says there are no vectors (no embedding model here).
+        assert added.stdout.endswith("\nhandbook: 2 documents indexed (2 chunks), 1 skipped.\n")
         assert f"Skipped: {tmp_path / 'missing.md'}: no such file or folder." in added.stderr
 
         (docs / "leave.md").write_text(LEAVE_CHANGED)
         (docs / "parking.md").unlink()
         (docs / "lunch.md").write_text(LUNCH)
         synced = kb("sync", "handbook")
-        assert (synced.returncode, synced.stdout) == (0, "handbook: 2 documents indexed (2 chunks), 1 removed.\n")
+        assert (synced.returncode, synced.stderr) == (0, "")
+        assert synced.stdout.endswith("\nhandbook: 2 documents indexed (2 chunks), 1 removed.\n")
         again = kb("sync", "handbook")
-        assert again.stdout == "handbook: 0 documents indexed (0 chunks), 2 unchanged.\n"
+        assert again.stdout.splitlines()[-1] == "handbook: 0 documents indexed (0 chunks), 2 unchanged."
 
         found = kb("search", "handbook", "when is lunch served?", "--mode", "bm25", "-k", "1")
         assert found.returncode == 0 and found.stdout.startswith("[1] docs/lunch.md › Lunch"), found.stdout
