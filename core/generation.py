@@ -19,6 +19,9 @@ DoneReason = Literal["stop", "length", "cancel"]
 # client needs, and keeps the stop matcher built for a request (one state per character) small.
 MAX_STOP_STRINGS = 64
 MAX_STOP_LENGTH = 256
+# Penalties beyond this mean nothing more (logits are tens at most) and past float32's range they turn into
+# infinities that make every pick the same; OpenAI's presence and frequency penalties stop at 2.
+MAX_PENALTY = 100.0
 
 
 @dataclass
@@ -46,6 +49,13 @@ class SamplingOptions:
         for name in ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty"):
             if not math.isfinite(getattr(self, name)):
                 raise InvalidRequest(f"{name}: must be a finite number.")
+        # llama.cpp divides by the repeat penalty: 0 would make every repeated token certain, not turn it off.
+        if not 0 < self.repeat_penalty <= MAX_PENALTY:
+            limit = f"above 0 and at most {MAX_PENALTY:g} (1 turns it off)"
+            raise InvalidRequest(f"repeat_penalty: must be {limit}, not {self.repeat_penalty:g}.")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if abs(getattr(self, name)) > MAX_PENALTY:
+                raise InvalidRequest(f"{name}: must be between -{MAX_PENALTY:g} and {MAX_PENALTY:g} (0 turns it off).")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise InvalidRequest(
                 f"A token limit of {self.max_tokens} would be no answer: ask for at least 1 token, or leave it out."

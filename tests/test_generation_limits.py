@@ -111,6 +111,20 @@ async def test_numbers_that_are_not_finite_are_refused(base_url: str) -> None:
     assert status == 400 and answer["error"].startswith("presence_penalty:")
 
 
+async def test_penalties_are_bounded_by_what_they_mean(base_url: str) -> None:
+    body = {"model": DEFAULT_MODEL, "prompt": "1, 2, 3,", "max_tokens": 1}
+    # 0 would divide every repeated token's logit by zero: certain repetition, not "off".
+    status, answer = await post(base_url, "/v1/completions", {**body, "repeat_penalty": 0})
+    assert status == 400 and "repeat_penalty: must be above 0" in answer["error"]["message"]
+    # OpenAI's routes stop at 2 as OpenAI does; Ollama's options had no bound before float32's infinity.
+    ollama_body = {"model": DEFAULT_MODEL, "prompt": "1, 2, 3,", "stream": False, "options": {"num_predict": 1}}
+    ollama_body["options"]["frequency_penalty"] = 1e39
+    status, answer = await post(base_url, "/api/generate", ollama_body)
+    assert status == 400 and "frequency_penalty: must be between -100 and 100" in answer["error"]
+    status, answer = await post(base_url, "/v1/completions", {**body, "presence_penalty": 2, "repeat_penalty": 1.5})
+    assert status == 200, answer
+
+
 async def test_a_token_limit_of_zero_is_never_unlimited(base_url: str, openai_client: openai.AsyncOpenAI) -> None:
     hello: list[Any] = [{"role": "user", "content": "Count to a thousand."}]
     with pytest.raises(openai.BadRequestError, match="max_tokens: 0 tokens would be no answer") as refused:

@@ -76,6 +76,8 @@ def logits_stream(ties: bool) -> Iterator[tuple[np.ndarray, list[int]]]:
         SamplingOptions(temperature=0, repeat_penalty=0.7, presence_penalty=-0.5, repeat_last_n=3),
         SamplingOptions(temperature=0.8, repeat_penalty=1.3, repeat_last_n=8, top_k=40, top_p=0.9, min_p=0.05),
         SamplingOptions(temperature=1.5, repeat_penalty=1.1, frequency_penalty=0.4, top_k=5, top_p=1.0, min_p=0.0),
+        # A penalty so small that dividing by it overflows: infinities, as C floats give them, without a warning.
+        SamplingOptions(temperature=0, repeat_penalty=1e-40, presence_penalty=100.0, repeat_last_n=8),
     ],
 )
 def test_picks_are_llama_cpps(options: SamplingOptions) -> None:

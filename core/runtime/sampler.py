@@ -173,9 +173,12 @@ class FewCandidates:
     """
 
     def __init__(self, options: SamplingOptions, window: int) -> None:
-        self._repeat = np.float32(options.repeat_penalty)
-        self._frequency = np.float32(options.frequency_penalty)
-        self._presence = np.float32(options.presence_penalty)
+        # As llama.cpp's C floats: a penalty past float32's range is infinite, a zero one divides to infinity,
+        # silently (numpy would warn on stderr about a client's number).
+        with np.errstate(all="ignore"):
+            self._repeat = np.float32(options.repeat_penalty)
+            self._frequency = np.float32(options.frequency_penalty)
+            self._presence = np.float32(options.presence_penalty)
         penalties = options.repeat_penalty != 1.0 or options.frequency_penalty or options.presence_penalty
         self._recent: deque[int] = deque(maxlen=max(window, 0) if penalties else 0)
         self._counts: Counter[int] = Counter()
@@ -187,8 +190,9 @@ class FewCandidates:
             ids = np.fromiter(self._counts.keys(), np.int64, len(self._counts))
             counts = np.fromiter(self._counts.values(), np.float32, len(self._counts))
             penalized = logits[ids]
-            penalized = np.where(penalized <= 0, penalized * self._repeat, penalized / self._repeat)
-            penalized -= counts * self._frequency + np.float32(1) * self._presence
+            with np.errstate(all="ignore"):
+                penalized = np.where(penalized <= 0, penalized * self._repeat, penalized / self._repeat)
+                penalized -= counts * self._frequency + np.float32(1) * self._presence
             logits = logits.copy()
             logits[ids] = penalized
         if self._candidates is None:
