@@ -44,6 +44,11 @@ class SamplingOptions:
     stop: list[str] = field(default_factory=list)
     """Texts that end the answer (not included): at most MAX_STOP_STRINGS of MAX_STOP_LENGTH characters."""
 
+    @property
+    def penalized(self) -> bool:
+        """Whether any penalty (repeat, frequency, presence) is on: they read the tokens picked so far."""
+        return self.repeat_penalty != 1.0 or bool(self.frequency_penalty) or bool(self.presence_penalty)
+
     def check(self) -> None:
         """InvalidRequest naming the option when a value means nothing or would cost without bound."""
         for name in ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty"):

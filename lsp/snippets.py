@@ -111,7 +111,7 @@ class SnippetIndex:
     def _rank(self, query: frozenset[str], path: str, line: int) -> list[tuple[str, int]]:
         """Windows (path, first line) at least MIN_SIMILARITY alike to the query, most alike first."""
         seeds = [word for word in query if len(self._postings.get(word, ())) <= MAX_SEED_LINES]
-        seeds = sorted(seeds, key=lambda word: len(self._postings[word]) if word in self._postings else 0)
+        seeds = sorted(seeds, key=lambda word: len(self._postings.get(word, ())))
         hits: Counter[tuple[str, int]] = Counter()
         for word in seeds[:SEED_IDENTIFIERS]:
             # Each window holding the word once, however many of its lines hold it.

@@ -46,22 +46,16 @@ class Sampler:
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         # Greedy with nothing that reads the history or constrains tokens: the pick is the logits' argmax,
         # which the scheduler takes itself, without llama.cpp's copy of the whole vocabulary (~1 ms a token).
-        self.argmax_only = (
-            grammar is None
-            and tool_grammar is None
-            and options.temperature <= 0
-            and options.repeat_penalty == 1.0
-            and not options.frequency_penalty
-            and not options.presence_penalty
-        )
-        self._model = model
         constrained = grammar is not None or tool_grammar is not None
+        self.argmax_only = not constrained and options.temperature <= 0 and not options.penalized
+        self._model = model
         # A grammar's picks are checked before llama.cpp accepts them (see sample), in this reused buffer.
         self._candidates = np.zeros(model.n_vocab, _TOKEN_DATA) if constrained else None
         # Without a grammar, the penalties and the top_k cut are applied here (see FewCandidates).
+        window = _penalty_window(options.repeat_last_n, model)
         self._few = None
         if not constrained and (options.temperature <= 0 or 0 < options.top_k < model.n_vocab):
-            self._few = FewCandidates(options, _penalty_window(options.repeat_last_n, model))
+            self._few = FewCandidates(options, window)
         try:
             if grammar is not None:
                 self._add_grammar(model, grammar)
@@ -69,13 +63,14 @@ class Sampler:
                 self._add_lazy_grammar(model, tool_grammar)
             elif tool_grammar is not None:
                 self._add_grammar(model, tool_grammar.grammar)
-            penalties = options.repeat_penalty != 1.0 or options.frequency_penalty or options.presence_penalty
-            if penalties and self._few is None:
-                window = _penalty_window(options.repeat_last_n, model)
-                penalty = options.repeat_penalty
+            if options.penalized and self._few is None:
                 self._add(
                     llama.llama_sampler_init_penalties(
-                        model.n_vocab, window, penalty, options.frequency_penalty, options.presence_penalty
+                        model.n_vocab,
+                        window,
+                        options.repeat_penalty,
+                        options.frequency_penalty,
+                        options.presence_penalty,
                     )
                 )
             if options.temperature <= 0:
@@ -173,14 +168,10 @@ class FewCandidates:
     """
 
     def __init__(self, options: SamplingOptions, window: int) -> None:
-        # As llama.cpp's C floats: a penalty past float32's range is infinite, a zero one divides to infinity,
-        # silently (numpy would warn on stderr about a client's number).
-        with np.errstate(all="ignore"):
-            self._repeat = np.float32(options.repeat_penalty)
-            self._frequency = np.float32(options.frequency_penalty)
-            self._presence = np.float32(options.presence_penalty)
-        penalties = options.repeat_penalty != 1.0 or options.frequency_penalty or options.presence_penalty
-        self._recent: deque[int] = deque(maxlen=max(window, 0) if penalties else 0)
+        self._repeat = np.float32(options.repeat_penalty)
+        self._frequency = np.float32(options.frequency_penalty)
+        self._presence = np.float32(options.presence_penalty)
+        self._recent: deque[int] = deque(maxlen=max(window, 0) if options.penalized else 0)
         self._counts: Counter[int] = Counter()
         self._candidates = np.zeros(options.top_k, _TOKEN_DATA) if options.temperature > 0 else None
 
@@ -190,6 +181,8 @@ class FewCandidates:
             ids = np.fromiter(self._counts.keys(), np.int64, len(self._counts))
             counts = np.fromiter(self._counts.values(), np.float32, len(self._counts))
             penalized = logits[ids]
+            # As llama.cpp's C floats: dividing by a tiny penalty overflows to infinity silently (numpy would
+            # warn on stderr about a client's number).
             with np.errstate(all="ignore"):
                 penalized = np.where(penalized <= 0, penalized * self._repeat, penalized / self._repeat)
                 penalized -= counts * self._frequency + np.float32(1) * self._presence
