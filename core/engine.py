@@ -48,7 +48,7 @@ T = TypeVar("T")
 
 # Longest input an embedding request reads, in tokens.
 EMBEDDING_CONTEXT = 2048
-# The decode threads take the GIL back after every ctypes call; with Python's
+# The compute thread takes the GIL back after every ctypes call; with Python's
 # default 5 ms switch interval a busy event loop (streaming chunks to clients)
 # makes each of those waits up to 5 ms, several times per decode step. Measured
 # with 4 HTTP clients: 0.82x of in-process throughput at 5 ms, 0.98x at 0.5 ms.
@@ -108,7 +108,7 @@ class LoadedModel:
     embedder: EmbeddingContext | None = None
 
     def embedding_context(self) -> EmbeddingContext:
-        """The embedding context, created on first use (call on the decode thread)."""
+        """The embedding context, created on first use (call on the compute thread)."""
         if self.embedder is None:
             from .runtime.embeddings import EmbeddingContext
 
@@ -117,7 +117,7 @@ class LoadedModel:
         return self.embedder
 
     def close(self) -> None:
-        """Stop the scheduler and free everything (blocks until the decode thread ends)."""
+        """Stop the scheduler and free everything (blocks until the compute thread has let go of it)."""
         if self.embedder is not None:
             self.scheduler.call(self.embedder.free).result()
         self.scheduler.close()
@@ -555,15 +555,15 @@ class Engine:
     ) -> EmbeddingResult:
         """Embed each input (mean-pooled, L2-normalised).
 
-        One decode at a time, each a call on the decode thread, so generation
+        One decode at a time, each a call on the compute thread, so generation
         steps run in between; cancelling the caller stops after the current one.
         """
         loaded = await self._acquire(model, keep_alive)
         vectors: list[list[float]] = []
         tokens = 0
         try:
-            steps = await _on_decode_thread(loaded, lambda: loaded.embedding_context().steps(inputs, truncate))
-            while step := await _on_decode_thread(loaded, partial(next, steps, None)):
+            steps = await _on_compute_thread(loaded, lambda: loaded.embedding_context().steps(inputs, truncate))
+            while step := await _on_compute_thread(loaded, partial(next, steps, None)):
                 vectors.extend(step[0])
                 tokens += step[1]
         finally:
@@ -571,8 +571,8 @@ class Engine:
         return EmbeddingResult(model=loaded.name, embeddings=vectors, prompt_tokens=tokens)
 
 
-async def _on_decode_thread(loaded: LoadedModel, function: Callable[[], T]) -> T:
-    """Run `function` on the model's decode thread between two steps; cancelling skips it if it has not started."""
+async def _on_compute_thread(loaded: LoadedModel, function: Callable[[], T]) -> T:
+    """Run `function` on the compute thread between two steps; cancelling skips it if it has not started."""
     return await asyncio.wrap_future(loaded.scheduler.call(function))
 
 
@@ -604,7 +604,7 @@ later. Several streams decode in steps longer than this, so each token goes at o
 
 
 def _thread_safe_put(queue: asyncio.Queue) -> Callable[[object], None]:
-    """A callback for the decode thread that hands items to `queue` on this event loop, a few at a time
+    """A callback for the compute thread that hands items to `queue` on this event loop, a few at a time
     when a stream is fast (HAND_OVER_SECONDS)."""
     loop = asyncio.get_running_loop()
     held: list[object] = []

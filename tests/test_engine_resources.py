@@ -8,14 +8,19 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
 from ingle.core.engine import Engine
-from ingle.core.errors import ModelLoadTimeout
+from ingle.core.errors import ModelLoadTimeout, RuntimeFailure
+from ingle.core.runtime.llama_model import Batch, LlamaContext
+from ingle.core.runtime.scheduler import BatchScheduler
+from ingle.core.sources.embed_model import EMBED_MODEL_NAME
 
-from .conftest import DEFAULT_MODEL, settings_for
+from .conftest import DEFAULT_MODEL, link_home, settings_for
+from .knowledge_support import embed_model_cache  # noqa: F401 (a fixture)
 from .servers import poll
 from .test_engine import collect, raw
 
@@ -119,7 +124,7 @@ async def test_a_generation_behind_a_long_embedding_finishes_first(engine: Engin
         order.append("generation done")
 
     embedding = asyncio.create_task(embed())
-    await asyncio.sleep(0)  # the embedding reaches the decode thread first
+    await asyncio.sleep(0)  # the embedding reaches the compute thread first
     await asyncio.wait_for(asyncio.gather(embedding, generate()), timeout=300)
     assert order == ["generation done", "embedding done"]
 
@@ -135,6 +140,51 @@ async def test_a_cancelled_embedding_stops_embedding(engine: Engine) -> None:
     embedding.cancel()
     with pytest.raises(asyncio.CancelledError):
         await embedding
-    # Once a request queued after the cancel is answered, the decode thread has moved past the embedding.
+    # Once a request queued after the cancel is answered, the compute thread has moved past the embedding.
     await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=1)), timeout=300)
     assert embedded() - before < count
+
+
+async def test_every_loaded_model_decodes_on_the_one_compute_thread(
+    default_model_home: Path,
+    embed_model_cache: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # libgomp keeps an OpenMP team for each thread that ran llama.cpp, and once their threads outnumber the
+    # CPUs it sleeps at every barrier: an embedding model decoding on a thread of its own made the chat
+    # model's answers 14% slower for as long as both were loaded.
+    link_home(embed_model_cache, default_model_home)
+    decoding_threads: set[str] = set()
+    decode = LlamaContext.decode
+
+    def watched_decode(context: LlamaContext, batch: Batch) -> None:
+        decoding_threads.add(threading.current_thread().name)
+        decode(context, batch)
+
+    monkeypatch.setattr(LlamaContext, "decode", watched_decode)
+    async with Engine(settings_for(default_model_home)) as engine:
+        result = await engine.embed(EMBED_MODEL_NAME, [PARAGRAPH])
+        text, stats = await collect(engine, raw("1, 2, 3,", max_tokens=3))
+        assert sorted(running_names(engine)) == sorted([DEFAULT_MODEL, EMBED_MODEL_NAME])
+    assert len(result.embeddings) == 1 and stats.completion_tokens == 3 and text
+    assert decoding_threads == {"ingle-compute"}
+
+
+async def test_a_step_that_fails_ends_its_requests_and_the_next_ones_are_answered(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every model's steps run on the one compute thread: a bug in one must not leave every stream hanging.
+    step = BatchScheduler._step
+    bugs = [ZeroDivisionError("division by zero")]
+
+    def failing_step(scheduler: BatchScheduler) -> None:
+        if bugs:
+            raise bugs.pop()
+        step(scheduler)
+
+    monkeypatch.setattr(BatchScheduler, "_step", failing_step)
+    with pytest.raises(RuntimeFailure, match="division by zero"):
+        await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=3)), timeout=120)
+    text, stats = await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=3)), timeout=120)
+    assert stats.completion_tokens == 3 and text
+    assert "a step of" in caplog.text

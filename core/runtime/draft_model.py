@@ -27,7 +27,7 @@ class DraftRequest:
 
 
 class DraftModel:
-    """A smaller model drafting for every sequence of one scheduler (used on its decode thread only)."""
+    """A smaller model drafting for every sequence of one scheduler (used on the compute thread only)."""
 
     def __init__(self, model: LlamaModel, shape: ContextShape) -> None:
         self.model = model

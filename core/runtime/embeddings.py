@@ -1,4 +1,4 @@
-"""Embeddings: a separate llama context with pooling, on the model's decode thread.
+"""Embeddings: a separate llama context with pooling, on the compute thread (scheduler.py).
 
 For a non-causal model (BERT, as its GGUF says), short inputs share one
 decode: each gets its own sequence id in the batch, and llama.cpp attends
@@ -8,7 +8,7 @@ are packed until their tokens fill it. Packing makes indexing a knowledge
 base several times faster than one decode per input.
 
 A request is embedded one decode at a time (`steps`): its caller runs each
-step on the model's decode thread, where the scheduler fits generation steps
+step on the compute thread, where the scheduler fits generation steps
 in between, so a long request never stalls the streams of others, and a
 caller that goes away simply asks for no further step.
 """
@@ -56,7 +56,7 @@ class EmbeddingContext:
         """Embed `texts` in order, one decode per `next()`: each yields the next inputs' vectors and their tokens.
 
         Each step tokenizes only the inputs it decodes, so no step grows with
-        the size of the whole request. Call `next()` on the decode thread only.
+        the size of the whole request. Call `next()` on the compute thread only.
         """
         group: list[list[int]] = []
         for index, text in enumerate(texts):

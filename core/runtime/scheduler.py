@@ -1,6 +1,7 @@
 """Continuous batching: many requests share one llama context and one decode per step.
 
-One thread per loaded model runs the loop below. Each step builds a single
+Each loaded model has a scheduler; one thread (ComputeThread) runs them all,
+a step of each in turn. Each step builds a single
 batch holding the next token of every generating sequence plus a chunk of a
 new prompt, decodes it with one `llama_decode` (ctypes releases the GIL), and
 samples one token for every sequence whose logits came out. Requests that
@@ -31,7 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from ..errors import ContextOverflow, IngleError, QueueFull
+from ..errors import ContextOverflow, IngleError, QueueFull, RuntimeFailure
 from ..generation import DoneReason, GenerationChunk, GenerationStats
 from .draft_model import DraftModel, DraftRequest
 from .kv_reuse import ReusePlan, plan_reuse
@@ -63,13 +64,13 @@ class GenerationJob:
     sampler: Sampler
     max_tokens: int
     emit: Emit
-    """Called on the decode thread with each chunk, the final chunk, or an error."""
+    """Called on the compute thread with each chunk, the final chunk, or an error."""
     stop: list[str] = field(default_factory=list)
     stop_tokens: frozenset[int] = frozenset()
     speculate: bool = True
     """Whether drafted tokens may be verified for this job (when the scheduler drafts at all)."""
     cancelled: bool = False
-    # progress, owned by the decode thread
+    # progress, owned by the compute thread
     n_past: int = 0
     pending_token: int | None = None
     generated: int = 0
@@ -110,8 +111,58 @@ class Slot:
         return self.job
 
 
+class ComputeThread:
+    """The one thread that runs the steps of every loaded model's scheduler, in turn.
+
+    llama.cpp's CPU backend runs each decode on an OpenMP team of the calling
+    thread, and libgomp keeps a team for every thread that ever ran one. Once
+    the threads of all teams outnumber the CPUs, libgomp stops spinning at its
+    barriers (hundreds per decode) and sleeps and wakes at each instead: with
+    an embedding model's thread beside the chat model's, chat answers streamed
+    14% slower on 2 cores for as long as both stayed loaded. One thread for all
+    models keeps one team; the models take turns a step each, as they would
+    for the cores anyway. The thread ends when the last scheduler closes.
+    """
+
+    def __init__(self) -> None:
+        self.wake = threading.Condition()
+        """Guards every scheduler's queues; notified whenever one of them has work."""
+        self._schedulers: list[BatchScheduler] = []
+        self._thread: threading.Thread | None = None
+
+    def attach(self, scheduler: BatchScheduler) -> None:
+        """Start running `scheduler`'s steps (and the thread, if none is running)."""
+        with self.wake:
+            self._schedulers.append(scheduler)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ingle-compute", daemon=True)
+                self._thread.start()
+
+    def detach(self, scheduler: BatchScheduler) -> None:
+        """Stop running `scheduler`'s steps; call with `wake` held."""
+        self._schedulers.remove(scheduler)
+
+    def _run(self) -> None:
+        while True:
+            with self.wake:
+                while not (ready := [scheduler for scheduler in self._schedulers if scheduler.has_work()]):
+                    if not self._schedulers:
+                        self._thread = None
+                        return
+                    self.wake.wait()
+            for scheduler in ready:
+                try:
+                    scheduler.take_turn()
+                except Exception as error:  # a bug in one model's step must not stop the others
+                    log.exception("a step of %s failed", scheduler.name)
+                    scheduler.fail_everything(error)
+
+
+COMPUTE = ComputeThread()
+
+
 class BatchScheduler:
-    """Runs continuous batching for one loaded model on its own thread."""
+    """Runs continuous batching for one loaded model, on the ComputeThread."""
 
     def __init__(
         self,
@@ -130,6 +181,7 @@ class BatchScheduler:
         self.model = model
         self.shape = shape
         self.queue_size = queue_size
+        self.name = name
         # None or most_tokens 0: no speculative decoding.
         self._drafts = drafts if drafts is not None and drafts.most_tokens > 0 else None
         # Guesses come from this model when given (the scheduler frees it), else by prompt lookup.
@@ -143,10 +195,11 @@ class BatchScheduler:
         self._slots = [Slot(sequence) for sequence in range(shape.sequences)]
         self._waiting: deque[GenerationJob] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
-        self._wake = threading.Condition()
+        self._compute = COMPUTE
+        self._wake = self._compute.wake
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"ingle-decode-{name}", daemon=True)
-        self._thread.start()
+        self._closed = threading.Event()
+        self._compute.attach(self)
 
     # --- called from any thread ------------------------------------------------
 
@@ -174,7 +227,7 @@ class BatchScheduler:
             self._wake.notify()
 
     def call(self, function: Callable[[], T]) -> Future[T]:
-        """Run `function` on the decode thread between two steps (e.g. embeddings)."""
+        """Run `function` on the compute thread between two steps (e.g. embeddings)."""
         future: Future[T] = Future()
         with self._wake:
             self._calls.append((function, future))
@@ -192,44 +245,63 @@ class BatchScheduler:
         return len(self._waiting)
 
     def close(self) -> None:
-        """Cancel everything, stop the thread and free the context."""
+        """Cancel everything, leave the compute thread and free the context."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        self._thread.join()
+        self._closed.wait()
         self._batch.free()
         self._context.free()
         if self._draft_model is not None:
             self._draft_model.free()
 
-    # --- the decode thread ---------------------------------------------------
+    # --- the compute thread -------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping and not self._has_work():
-                    self._wake.wait()
-                if self._stopping:
-                    break
-                # One call per step: each step of an embedding request is a call, and several in a row would
+    def has_work(self) -> bool:
+        """Whether a turn would do anything (call with the compute thread's `wake` held)."""
+        if self._stopping or self._calls or any(slot.job for slot in self._slots):
+            return True
+        return bool(self._waiting)
+
+    def take_turn(self) -> None:
+        """One round of the loop: a pending call, new jobs placed, one decode step; or the shutdown."""
+        call = None
+        with self._wake:
+            if self._stopping:
+                self._compute.detach(self)
+                placed = None
+            else:
+                # One call per turn: each step of an embedding request is a call, and several in a row would
                 # stall the streams for as long as all of them take.
                 call = self._calls.popleft() if self._calls else None
                 # Cancelled jobs leave first: an editor cancels a request and sends the next keystroke's at
                 # once, and that one should find the sequence (and the cached prompt) the old one held.
                 self._drop_cancelled()
                 placed = self._admit()
-            if call is not None:
-                self._run_call(*call)
-            for slot, plan in placed:
-                self._place(slot, plan)
-            if any(slot.job for slot in self._slots):
-                self._step()
-        self._shut_down()
+        if placed is None:
+            try:
+                self._shut_down()
+            finally:
+                self._closed.set()
+            return
+        if call is not None:
+            self._run_call(*call)
+        for slot, plan in placed:
+            self._place(slot, plan)
+        if any(slot.job for slot in self._slots):
+            self._step()
 
-    def _has_work(self) -> bool:
-        if self._calls or any(slot.job for slot in self._slots):
-            return True
-        return bool(self._waiting)
+    def fail_everything(self, error: Exception) -> None:
+        """End every running and waiting job with `error`, a failed turn of this scheduler (an ingle bug):
+        whatever caused it is gone with them, so the next turn cannot fail the same way again and again."""
+        failure = RuntimeFailure(f"Generating failed inside ingle ({error}); try the request again.")
+        self._fail_batch([slot for slot in self._slots if slot.job is not None], failure)
+        with self._wake:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for job in waiting:
+            job.sampler.free()
+            job.emit(failure)
 
     @staticmethod
     def _run_call(function: Callable[[], Any], future: Future[Any]) -> None:
