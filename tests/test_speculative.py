@@ -30,16 +30,15 @@ CPU_STEPS = {
 }
 
 
-def measured(steps: dict[int, float], streams: int = 1) -> StepCost:
+def measured(steps: dict[int, float]) -> StepCost:
     cost = StepCost()
     for tokens, seconds in steps.items():
-        if tokens >= streams:
-            cost.record(streams, tokens, seconds)
+        cost.record(tokens, seconds)
     return cost
 
 
 def plan_for(steps: dict[int, float], streams: int = 1) -> StepPlan:
-    return StepPlan(measured(steps, streams), streams, capacity=512)
+    return StepPlan(measured(steps), streams, capacity=512)
 
 
 def test_a_repeated_run_drafts_what_followed_it() -> None:
@@ -84,27 +83,15 @@ def test_the_step_takes_as_many_guesses_as_its_measured_cost_makes_worth_it() ->
 def test_a_step_size_never_measured_is_tried_once_then_known() -> None:
     cost = measured({1: 0.016})
     # Guesses likely to be kept (from the longest matches) may try it, as if it cost nothing more...
-    assert cost.seconds(1, 16, explore=True) == 0.016
+    assert cost.seconds(16, explore=True) == 0.016
     assert plan_for({1: 0.016}).choose(most=15, hit_rate=0.5, explore=True) == 15
     # ...others count a full step per token for it, and so never guess on it.
-    assert cost.seconds(1, 16) == pytest.approx(0.016 * 16)
+    assert cost.seconds(16) == pytest.approx(0.016 * 16)
     assert plan_for({1: 0.016}).choose(most=15, hit_rate=0.9) == 0
-    cost.record(1, 16, 0.32)  # a machine where 16 tokens cost 20 steps
-    assert cost.seconds(1, 16) == 0.32
-    assert cost.seconds(1, 8, explore=True) == 0.016  # still untried: the next candidate
+    cost.record(16, 0.32)  # a machine where 16 tokens cost 20 steps
+    assert cost.seconds(16) == 0.32
+    assert cost.seconds(8, explore=True) == 0.016  # still untried: the next candidate
     assert StepPlan(cost, 1, capacity=512).choose(most=15, hit_rate=0.5, explore=True) < 15
-
-
-def test_steps_of_several_sequences_do_not_price_one_sequences_guesses() -> None:
-    # Eight sequences' tokens attend over eight caches: those steps cost more than one sequence's guesses,
-    # and a stream that follows a crowded minute must not inherit their price.
-    cost = measured(CPU_STEPS)
-    for tokens in range(8, 25):
-        cost.record(8, tokens, CPU_STEPS[tokens] * 3)
-    assert cost.seconds(1, 16) == CPU_STEPS[16]
-    assert cost.seconds(8, 16) == CPU_STEPS[16] * 3
-    assert cost.seconds(2, 4) is None  # two sequences never measured: their first step goes without guesses
-    assert StepPlan(cost, 1, capacity=512).choose(most=15, hit_rate=0.9) == 15
 
 
 def test_a_sequence_whose_guesses_fail_stops_guessing_and_later_tries_again() -> None:

@@ -370,7 +370,7 @@ class BatchScheduler:
                 started = time.perf_counter()
                 self._context.decode(self._batch)
                 if not fed:  # generation only: the steps whose size guessing changes
-                    self._step_cost.record(len(sampled), len(self._batch), time.perf_counter() - started)
+                    self._step_cost.record(len(self._batch), time.perf_counter() - started)
             except ContextOverflow:
                 if not any(drafts.values()):
                     raise

@@ -12,10 +12,9 @@ them, as far ahead as pays. What a guess costs is the time it adds to a decode
 step, and on a CPU that is far from proportional to the tokens: on this
 project's 2-core machine a step of 2 tokens (all with logits) takes 2.5 times
 a step of 1, but a step of 16 only 5.5 times, because llama.cpp's matrix
-kernels work in blocks of several tokens. So StepCost learns each step size's
-time (for each number of sequences in a step) from the steps themselves, and
-StepPlan picks the number of guesses that makes the step yield the most tokens
-per second. How much a guess is trusted
+kernels work in blocks of several tokens. So StepCost learns each batch size's
+time from the steps themselves, and StepPlan picks the number of guesses that
+makes the step yield the most tokens per second. How much a guess is trusted
 follows how long the run that matched is (a long match means the answer is
 copying its input) and how often the sequence's guesses were kept. A draft
 model (draft_model.py) uses the same bookkeeping (Guesses) for its own guesses.
@@ -51,53 +50,48 @@ class DraftSettings:
 
 
 class StepCost:
-    """How long a decode step takes on this machine, by the sequences in it and its tokens, learned from the
-    steps themselves.
+    """How long a decode step of each size takes on this machine, learned from the steps themselves.
 
-    Sequences count apart from tokens: a step of eight sequences' tokens attends over eight caches, and
-    measured here it takes longer than one sequence's token and seven guesses (5.7 against 4.5 one-token
-    steps for six tokens); a plan for one stream priced by the crowded steps of earlier load guessed less.
-    A size not measured yet is assumed, when exploring, to cost what the largest measured smaller size
-    (same sequences) costs: that optimism makes the scheduler try it once, after which its own time is
-    known. So the sizes that pay are found on any machine (a GPU, where a few more tokens cost almost
-    nothing, or a CPU crowded by other work, where they cost nearly a step each). Otherwise an unmeasured
-    size is assumed to cost a full step per token.
+    A size not measured yet is assumed, when exploring, to cost what the
+    largest measured smaller size costs: that optimism makes the scheduler
+    try it once, after which its own time is known. So the sizes that pay are
+    found on any machine (a GPU, where a few more tokens cost almost nothing,
+    or a CPU crowded by other work, where they cost nearly a step each).
+    Otherwise an unmeasured size is assumed to cost a full step per token.
     """
 
     KEEP = 0.8
     """Weight of the old estimate against a new measurement of the same size."""
 
     def __init__(self) -> None:
-        self._seconds: dict[tuple[int, int], float] = {}
+        self._seconds: dict[int, float] = {}
 
-    def record(self, sequences: int, tokens: int, seconds: float) -> None:
-        """Take in one decode step of `tokens` tokens (all with logits) of `sequences` sequences."""
-        old = self._seconds.get((sequences, tokens))
-        self._seconds[sequences, tokens] = seconds if old is None else self.KEEP * old + (1 - self.KEEP) * seconds
+    def record(self, tokens: int, seconds: float) -> None:
+        """Take in one decode step of `tokens` tokens (all with logits) that took `seconds`."""
+        old = self._seconds.get(tokens)
+        self._seconds[tokens] = seconds if old is None else self.KEEP * old + (1 - self.KEEP) * seconds
 
-    def seconds(self, sequences: int, tokens: int, explore: bool = False) -> float | None:
-        """The expected time of a step of `tokens` tokens of `sequences` sequences; None before any step of
-        those sequences with that many tokens or fewer."""
-        known = self._seconds.get((sequences, tokens))
+    def seconds(self, tokens: int, explore: bool = False) -> float | None:
+        """The expected time of a step of `tokens` tokens; None before any step of that size or smaller."""
+        known = self._seconds.get(tokens)
         if known is not None:
             return known
-        smaller = [size for streams, size in self._seconds if streams == sequences and size < tokens]
+        smaller = [size for size in self._seconds if size < tokens]
         if not smaller:
             return None
         nearest = max(smaller)
-        return self._seconds[sequences, nearest] * (1 if explore else tokens / nearest)
+        return self._seconds[nearest] * (1 if explore else tokens / nearest)
 
 
 class StepPlan:
     """One decode step being filled with guesses: its tokens so far and how many tokens it should yield."""
 
-    def __init__(self, cost: StepCost, sequences: int, capacity: int) -> None:
+    def __init__(self, cost: StepCost, tokens: int, capacity: int) -> None:
         self._cost = cost
-        self._sequences = sequences
-        self.tokens = sequences
+        self.tokens = tokens
         """Tokens in the step: one pending token per generating sequence, then the guesses chosen."""
-        self._expected = float(sequences)
-        self.room = capacity - sequences
+        self._expected = float(tokens)
+        self.room = capacity - tokens
         """Tokens the batch can still take."""
 
     def choose(self, most: int, hit_rate: float, explore: bool = False) -> int:
@@ -110,12 +104,12 @@ class StepPlan:
         tried (see StepCost); only guesses likely to be kept should, so that
         trying costs little. The chosen guesses are counted into the step.
         """
-        now = self._cost.seconds(self._sequences, self.tokens)
+        now = self._cost.seconds(self.tokens)
         if now is None:  # no step measured yet: this one, without guesses, is the first
             return 0
         best_rate, depth = self._expected / now, 0
         for extra in range(1, min(most, self.room) + 1):
-            seconds = self._cost.seconds(self._sequences, self.tokens + extra, explore) or now
+            seconds = self._cost.seconds(self.tokens + extra, explore) or now
             rate = (self._expected + extra * hit_rate) / seconds
             if rate > best_rate:
                 best_rate, depth = rate, extra
