@@ -14,7 +14,9 @@ Prints, in one run:
 4. on the default model, how grounded answers cite: the citation marks the model wrote and those ingle
    added by attribution (core/knowledge/attribution.py), each counted right only when the number it
    cites is an excerpt from the answering document; and, as the ceiling, the share of questions whose
-   retrieved excerpts include that document.
+   retrieved excerpts include that document;
+5. the chat model's streaming speed with the embedding model loaded beside it (as it stays while
+   knowledge-base questions come in), against the same answers after the embedding model is unloaded.
 
     .venv/bin/python bench/knowledge.py [--answers 20]
 """
@@ -231,6 +233,38 @@ async def main() -> None:
                 f"{retrieved_right}/{len(asked)} questions ({retrieved_right / len(asked):.0%}). "
                 f"{uncited} answers cite nothing, so their Sources list every excerpt given."
             )
+            console.print(await speed_beside_embeddings(engine, settings.embedding_model))
+
+
+async def chat_rate(engine: Engine, topic: str) -> float:
+    """Tokens/s after the first token of one greedy 128-token chat answer."""
+    request = GenerationRequest(
+        model=CHAT_MODEL,
+        messages=[ChatMessage(role="user", content=f"Write a long, detailed story about {topic}.")],
+        options=SamplingOptions(temperature=0.0, max_tokens=128),
+    )
+    first = ended = 0.0
+    tokens = 0
+    async for chunk in engine.generate(request):
+        first = first or (time.perf_counter() if chunk.text else 0.0)
+        if chunk.done and chunk.stats is not None:
+            ended, tokens = time.perf_counter(), chunk.stats.completion_tokens
+    return (tokens - 1) / (ended - first) if tokens > 1 and ended > first else 0.0
+
+
+async def speed_beside_embeddings(engine: Engine, embedding_model: str) -> Table:
+    """The chat model's speed with the embedding model loaded, then with it unloaded (same stories)."""
+    topics = ["a lighthouse keeper", "a robot gardener", "the last train of the night"]
+    beside = [await chat_rate(engine, topic) for topic in topics]
+    await engine.unload(embedding_model)
+    alone = [await chat_rate(engine, topic) for topic in topics]
+    table = Table(title=f"Chat speed beside the embedding model ({len(topics)} greedy 128-token answers, median)")
+    for column in ("chat model", "tok/s", "ratio"):
+        table.add_column(column)
+    table.add_row("with the embedding model loaded", f"{statistics.median(beside):.1f}", "")
+    table.add_row("reference: alone", f"{statistics.median(alone):.1f}", "")
+    table.add_row("ratio (target 1.00x)", "", f"{statistics.median(beside) / statistics.median(alone):.2f}x")
+    return table
 
 
 def citation_table(answers: list[tuple[list[Citation], set[int]]], asked: int) -> Table:

@@ -13,7 +13,11 @@ Then prints, in one run, side by side:
    drafted tokens that were kept, and whether ingle's answers with and without
    speculation are identical;
 3. one stream's generation speed against `llama-bench -n 64` (tg64), built from the
-   same llama.cpp sources by bench/build_llama_server.sh.
+   same llama.cpp sources by bench/build_llama_server.sh, in alternation with ingle's
+   engine in-process (neither side has HTTP) and with a bare llama_decode loop on the
+   libllama ingle loads (what that library build allows, without ingle's scheduler and
+   sampler); and both servers' streams over HTTP from part 1 (there the client and the
+   HTTP layer share the machine's cores with the decode).
 
 Machines here are noisy (and often shared): servers alternate within a round, each
 figure is the median of the rounds, and the verdicts use ratios from the same run.
@@ -27,12 +31,15 @@ import argparse
 import asyncio
 import inspect
 import json
+import multiprocessing
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +55,8 @@ from lsp_typing import find_llama_server
 from rich.console import Console
 from rich.table import Table
 
+from ingle.core.engine import Engine
+from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
 from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaModel
 from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
@@ -210,6 +219,40 @@ def bare_decode_tg(blob: Path, threads: int) -> float:
     return statistics.median(rates)
 
 
+async def engine_rate(engine: Engine, prompt: str, max_tokens: int) -> float:
+    """Generation tokens/s (after the first token) of one greedy chat answer from the engine in-process,
+    sampled as the /v1 routes sample."""
+    options = SamplingOptions(temperature=0, repeat_penalty=1.0, max_tokens=max_tokens)
+    request = GenerationRequest(model=MODEL, messages=[ChatMessage("user", prompt)], options=options)
+    first = ended = 0.0
+    tokens = 0
+    async for chunk in engine.generate(request):
+        if chunk.text and not first:
+            first = time.perf_counter()
+        if chunk.done:
+            ended = time.perf_counter()
+            tokens = chunk.stats.completion_tokens if chunk.stats else 0
+    return (tokens - 1) / (ended - first) if tokens > 1 and ended > first else 0.0
+
+
+async def one_stream_ceilings(
+    home: Path, threads: int, rounds: int, ceilings: dict[str, Callable[[], float]]
+) -> tuple[list[float], dict[str, list[float]]]:
+    """One stream's rate from ingle's engine in-process and each ceiling's, alternating, `rounds` times each."""
+    settings = Settings(home=home, num_threads=threads, num_ctx=CONTEXT, keep_alive=-1)
+    engine_rates: list[float] = []
+    measured: dict[str, list[float]] = {name: [] for name in ceilings}
+    async with Engine(settings) as engine:
+        await engine_rate(engine, STORY.format(topic="warming up"), 4)
+        for number in range(rounds):
+            engine_rates.append(
+                await engine_rate(engine, STORY.format(topic=TOPICS[number % len(TOPICS)]), CHAT_TOKENS)
+            )
+            for name, ceiling in ceilings.items():
+                measured[name].append(ceiling())
+    return engine_rates, measured
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
@@ -279,20 +322,26 @@ async def main(arguments: argparse.Namespace) -> None:
         drafted, accepted = await draft_counts(urls["ingle"])
 
     console.print("[bold]3. One stream against llama-bench tg64[/]")
-    if llama_bench.exists():
-        ceiling, reference = llama_bench_tg(llama_bench, blob, threads), "llama-bench"
-    else:
-        ceiling, reference = bare_decode_tg(blob, threads), "bare llama_decode loop; llama-bench not built"
+    # The bare loop runs in a process of its own: a second thread running llama.cpp in this one would give
+    # libgomp a second OpenMP team, which slows both (see ComputeThread in core/runtime/scheduler.py).
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as bare_process:
+        ceilings = {"bare loop": lambda: bare_process.submit(bare_decode_tg, blob, threads).result()}
+        if llama_bench.exists():
+            ceilings["llama-bench"] = lambda: llama_bench_tg(llama_bench, blob, threads)
+        engine_rates, ceiling_rates = await one_stream_ceilings(home, threads, arguments.rounds, ceilings)
+    bare_loop = median(ceiling_rates["bare loop"])
+    ceiling = median(ceiling_rates.get("llama-bench", []))
 
     table = Table(title=f"ingle vs llama-server — {MODEL}, {threads} thread(s), median of {arguments.rounds} rounds")
     for column in ("measure", "ingle", "llama-server", "ratio", "target", "verdict"):
         table.add_column(column)
 
-    def ratio_row(measure: str, ours: float, theirs: float, floor: float | None, unit: str = "") -> None:
+    def ratio_row(measure: str, ours: float, theirs: float, floor: float | None, reference: str = "") -> None:
         ratio = ours / theirs if theirs else 0.0
         verdict = "" if floor is None else ("OK" if ratio >= floor else "MISS")
         target = "(reported)" if floor is None else f">= {floor:.2f}x"
-        table.add_row(measure, f"{ours:.1f}{unit}", f"{theirs:.1f}{unit}", f"{ratio:.2f}x", target, verdict)
+        theirs_text = f"{theirs:.1f}" + (f" ({reference})" if reference else "")
+        table.add_row(measure, f"{ours:.1f}", theirs_text, f"{ratio:.2f}x", target, verdict)
 
     for clients, sides in load.items():
         ours, theirs = sides["ingle"], sides["llama-server"]
@@ -347,16 +396,19 @@ async def main(arguments: argparse.Namespace) -> None:
         "(reported)",
         "",
     )
+    engine = median(engine_rates)
+    if ceiling:
+        ratio_row(
+            "1 stream, tok/s: ingle's engine in-process (no HTTP either side)", engine, ceiling, 0.97, "llama-bench"
+        )
+        ratio_row(
+            "1 stream, tok/s: bare llama_decode loop on ingle's libllama", bare_loop, ceiling, None, "llama-bench"
+        )
+    ratio_row("1 stream, tok/s: ingle's engine vs that bare loop", engine, bare_loop, None, "bare loop")
     if ceiling:
         for label in ("ingle", "llama-server"):
-            rate = median(single[label])
-            table.add_row(
-                f"1 stream's generation speed vs llama-bench tg64: {label}",
-                f"{rate:.1f} tok/s (after the first token)",
-                f"{ceiling:.1f} ({reference})",
-                f"{rate / ceiling:.2f}x",
-                ">= 0.97x" if label == "ingle" else "(reported)",
-                ("OK" if rate / ceiling >= 0.97 else "MISS") if label == "ingle" else "",
+            ratio_row(
+                f"1 stream, tok/s: {label} over HTTP (part 1)", median(single[label]), ceiling, None, "llama-bench"
             )
     console.print(table)
     console.print(
