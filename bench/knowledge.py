@@ -34,6 +34,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from vs_llama_server import CHAT_TOKENS, STORY, engine_rate
 
 from ingle.core.engine import Engine
 from ingle.core.errors import ModelNotFound
@@ -236,28 +237,12 @@ async def main() -> None:
             console.print(await speed_beside_embeddings(engine, settings.embedding_model))
 
 
-async def chat_rate(engine: Engine, topic: str) -> float:
-    """Tokens/s after the first token of one greedy 128-token chat answer."""
-    request = GenerationRequest(
-        model=CHAT_MODEL,
-        messages=[ChatMessage(role="user", content=f"Write a long, detailed story about {topic}.")],
-        options=SamplingOptions(temperature=0.0, max_tokens=128),
-    )
-    first = ended = 0.0
-    tokens = 0
-    async for chunk in engine.generate(request):
-        first = first or (time.perf_counter() if chunk.text else 0.0)
-        if chunk.done and chunk.stats is not None:
-            ended, tokens = time.perf_counter(), chunk.stats.completion_tokens
-    return (tokens - 1) / (ended - first) if tokens > 1 and ended > first else 0.0
-
-
 async def speed_beside_embeddings(engine: Engine, embedding_model: str) -> Table:
     """The chat model's speed with the embedding model loaded, then with it unloaded (same stories)."""
     topics = ["a lighthouse keeper", "a robot gardener", "the last train of the night"]
-    beside = [await chat_rate(engine, topic) for topic in topics]
+    beside = [await engine_rate(engine, STORY.format(topic=topic), CHAT_TOKENS) for topic in topics]
     await engine.unload(embedding_model)
-    alone = [await chat_rate(engine, topic) for topic in topics]
+    alone = [await engine_rate(engine, STORY.format(topic=topic), CHAT_TOKENS) for topic in topics]
     table = Table(title=f"Chat speed beside the embedding model ({len(topics)} greedy 128-token answers, median)")
     for column in ("chat model", "tok/s", "ratio"):
         table.add_column(column)
