@@ -397,6 +397,7 @@ async def main(arguments: argparse.Namespace) -> None:
         "",
     )
     engine = median(engine_rates)
+    ratio_row("1 stream, tok/s: ingle's engine vs a bare loop on its libllama", engine, bare_loop, None, "bare loop")
     if ceiling:
         ratio_row(
             "1 stream, tok/s: ingle's engine in-process (no HTTP either side)", engine, ceiling, 0.97, "llama-bench"
@@ -404,8 +405,6 @@ async def main(arguments: argparse.Namespace) -> None:
         ratio_row(
             "1 stream, tok/s: bare llama_decode loop on ingle's libllama", bare_loop, ceiling, None, "llama-bench"
         )
-    ratio_row("1 stream, tok/s: ingle's engine vs that bare loop", engine, bare_loop, None, "bare loop")
-    if ceiling:
         for label in ("ingle", "llama-server"):
             ratio_row(
                 f"1 stream, tok/s: {label} over HTTP (part 1)", median(single[label]), ceiling, None, "llama-bench"
