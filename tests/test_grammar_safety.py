@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,13 +40,14 @@ ANSWERABLE: list[tuple[dict[str, Any], Any]] = [
     ({"enum": ["\u0001\u0000"]}, "\u0001\u0000"),
     ({"const": 'say "hi" \\ ok\n'}, 'say "hi" \\ ok\n'),
     ({"type": "object", "properties": {"k\u0000": {"const": 1}}, "required": ["k\u0000"]}, {"k\u0000": 1}),
+    # Patterns that demanded a raw NUL: JSON writes it as an escape.
+    ({"type": "string", "pattern": "^\\x00$"}, "\u0000"),
+    ({"type": "string", "pattern": "^[^\\x01-\\U0010FFFF]$"}, "\u0000"),
 ]
 # Schemas no model can answer: each must be a 400 naming the field.
 UNANSWERABLE: list[dict[str, Any]] = [
-    {"type": "string", "pattern": "^\\x00$"},
-    {"type": "string", "pattern": "^a\\u0000+$"},
     {"type": "string", "pattern": "^[b-a]$"},
-    {"type": "string", "pattern": "^[^\\x01-\\U0010FFFF]$"},
+    {"type": "string", "pattern": "^[^\\s\\S]$"},
     {"enum": []},
     {"anyOf": []},
 ]
@@ -64,6 +66,13 @@ def test_schemas_that_aborted_llama_cpp_are_answered_or_refused_and_the_daemon_l
             with pytest.raises(ollama.ResponseError) as refused:
                 client.generate(DEFAULT_MODEL, "Answer in JSON.", format=schema, options=options)
             assert refused.value.status_code == 400 and refused.value.error.startswith("format: "), schema
+
+        # A pattern with \\d, as dates are written in schemas, was refused (the converter made it the letter d).
+        date_schema = {"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}$"}
+        date = client.generate(
+            DEFAULT_MODEL, "When did Apollo 11 land? Answer in JSON.", format=date_schema, options=options
+        )
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", json.loads(date.response or "")), date.response
 
         openai_client = openai.OpenAI(base_url=f"{daemon.url}/v1", api_key="unused", max_retries=0, timeout=300)
         completion = openai_client.chat.completions.create(
@@ -87,6 +96,26 @@ def test_schemas_that_aborted_llama_cpp_are_answered_or_refused_and_the_daemon_l
                 max_tokens=24,
             )
 
+        booking = openai_client.chat.completions.create(
+            model=DEFAULT_MODEL,
+            messages=[{"role": "user", "content": "Book the dentist for March 3rd, 2027."}],
+            tools=[
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "book",
+                        "parameters": {"type": "object", "properties": {"date": date_schema}, "required": ["date"]},
+                    },
+                }
+            ],
+            tool_choice={"type": "function", "function": {"name": "book"}},
+            max_tokens=48,
+            temperature=0,
+        )
+        calls = booking.choices[0].message.tool_calls or []
+        assert calls and calls[0].type == "function", booking
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", json.loads(calls[0].function.arguments)["date"]), calls
+
         assert daemon.process.poll() is None, daemon.log
         plain = client.generate(DEFAULT_MODEL, "Say hi.", options=options)
         assert plain.done and plain.response
@@ -97,12 +126,10 @@ def test_schemas_that_aborted_llama_cpp_are_answered_or_refused_and_the_daemon_l
 @pytest.mark.parametrize(
     ("schema", "complaint"),
     [
-        ({"type": "string", "pattern": "^\\x00$"}, "a NUL character"),
-        ({"type": "string", "pattern": "^[b-a]$"}, "holds none a model can write"),
+        ({"type": "string", "pattern": "^[b-a]$"}, "not a regular expression"),
         ({"type": "string", "pattern": "^\ud800$"}, "lone surrogate"),
         ({"enum": []}, "allows no value"),
         ({"$ref": "https://example.com/schema.json"}, "may only point inside the schema"),
-        ({"type": "string", "pattern": "^\\d+$"}, "uses \\d"),
         ({"type": "string", "pattern": "^(?=a)a$"}, "cannot be used"),
         ({"not": {"type": "string"}}, "cannot be used"),
         ({"type": "array", "minItems": 10**9}, "limited to"),

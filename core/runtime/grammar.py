@@ -20,6 +20,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, BuiltinRule, SchemaConverter
 
 from ..errors import InvalidRequest
 from ..tool_calls import ToolCallFormat, call_schema
+from .pattern_grammar import pattern_grammar
 
 # llama.cpp expands a grammar's repetition counts into copies of rules, so a schema's counts are
 # bounded before any grammar is built: `{"maxItems": 10**9}` must be a 400, not an exhausted machine.
@@ -29,9 +30,6 @@ MAX_SCHEMA_REPEAT = 1000
 MAX_SCHEMA_DEPTH = 100
 MAX_SCHEMA_NODES = 100_000
 _COUNT_KEYWORDS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
-_PATTERN_COUNT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
-# Regex classes the converter copies into the grammar as a bare letter (`\d` became "d"), so they are refused.
-_PATTERN_CLASS_ESCAPE = re.compile(r"\\[dDwWsSbBpP]")
 
 # Whitespace in a tool call: bounded, so a constrained model cannot pad forever. JSON's whitespace
 # replaces the converter's single optional space, since models pretty-print their calls.
@@ -52,8 +50,7 @@ def check_schema(schema: Any, field: str) -> None:
 
     Refused: repetition counts above MAX_SCHEMA_REPEAT, nesting deeper than
     MAX_SCHEMA_DEPTH, more than MAX_SCHEMA_NODES parts, `$ref`s that leave the
-    schema (the converter would fetch URLs), and regex classes such as `\\d`
-    that the converter cannot translate.
+    schema (the converter would fetch URLs).
     """
     pending: list[tuple[Any, int]] = [(schema, 0)]
     seen = 0
@@ -70,14 +67,6 @@ def check_schema(schema: Any, field: str) -> None:
         if not isinstance(node, dict):
             continue
         counts = [node.get(keyword) for keyword in _COUNT_KEYWORDS]
-        pattern = node.get("pattern")
-        if isinstance(pattern, str):
-            counts += [int(number) for match in _PATTERN_COUNT.findall(pattern) for number in match if number]
-            if found := _PATTERN_CLASS_ESCAPE.search(pattern):
-                raise InvalidRequest(
-                    f"{field}: the pattern {pattern!r} uses {found.group(0)}, which grammars cannot express; "
-                    "spell the characters out, such as [0-9] for \\d."
-                )
         if any(isinstance(count, int) and count > MAX_SCHEMA_REPEAT for count in counts):
             raise InvalidRequest(f"{field}: counts in the JSON schema are limited to {MAX_SCHEMA_REPEAT}.")
         if any(node.get(keyword) == [] for keyword in ("enum", "anyOf", "oneOf")):
@@ -105,6 +94,10 @@ class _SchemaConverter(SchemaConverter):
         text = json.dumps(value, ensure_ascii=False)
         return self._format_literal(_SURROGATE.sub(lambda found: f"\\u{ord(found.group(0)):04x}", text))
 
+    def _visit_pattern(self, pattern: str, name: str) -> str:
+        # The original copies the regex's classes into the grammar as they are (see pattern_grammar).
+        return self._add_rule(name, f'"\\"" {pattern_grammar(pattern, MAX_SCHEMA_REPEAT)} "\\"" space')
+
     def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
         # The original lets a string hold raw control characters (a newline), which is not JSON.
         return super()._add_primitive(name, _JSON_STRING_CHAR if name == "char" else rule)
@@ -119,24 +112,8 @@ def _escape_control(char: str) -> str:
     return f"\\x{ord(char):02x}" if ord(char) < 0x20 or ord(char) == 0x7F else char
 
 
-_LITERAL = re.compile(r'"(?:\\.|[^"\\])*"')
-_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
-_GRAMMAR_ESCAPE_LETTERS = frozenset('\\"nrtxuU[]')
-
-
-def _drop_unknown_escapes(literal: str) -> str:
-    """`\\.` as `.`: escapes read pairwise, so the `\\\\` of an escaped backslash stays as it is."""
-    return _ESCAPE.sub(lambda escape: escape.group(0 if escape.group(1) in _GRAMMAR_ESCAPE_LETTERS else 1), literal)
-
-
 def schema_grammar(schema: dict[str, Any], field: str) -> str:
-    """GBNF for a JSON schema, or InvalidRequest naming `field` when the schema cannot safely become one.
-
-    The converter keeps a pattern's escaped characters (`\\.` from
-    `"^v[0-9]+\\.[0-9]+$"`) in string literals, where llama.cpp knows no such
-    escape and rejects the whole grammar; inside a literal the character
-    stands for itself.
-    """
+    """GBNF for a JSON schema, or InvalidRequest naming `field` when the schema cannot safely become one."""
     check_schema(schema, field)
     converter = _SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     try:
@@ -144,7 +121,6 @@ def schema_grammar(schema: dict[str, Any], field: str) -> str:
     except Exception as error:  # the converter raises bare Exceptions and AssertionErrors on bad schemas
         raise InvalidRequest(f"{field}: the JSON schema cannot be used ({error}).") from error
     grammar = converter.format_grammar()
-    grammar = _LITERAL.sub(lambda literal: _drop_unknown_escapes(literal.group(0)), grammar)
     if found := _SURROGATE.search(grammar):  # from a pattern: llama.cpp takes the grammar as UTF-8
         raise InvalidRequest(f"{field}: the JSON schema holds a lone surrogate (U+{ord(found.group(0)):04X}).")
     problem = unwritable_terminal(grammar)
