@@ -38,7 +38,15 @@ from ..core.errors import (
     QueueFull,
     SourceError,
 )
-from ..core.generation import DoneReason, EmbeddingResult, GenerationChunk, GenerationRequest, GenerationStats
+from ..core.generation import (
+    MAX_COMPLETION_LOGPROBS,
+    DoneReason,
+    EmbeddingResult,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStats,
+    TokenLogprob,
+)
 from ..core.names import ModelName
 from ..core.settings import Settings, UpstreamSettings
 
@@ -167,11 +175,13 @@ class OpenAIUpstream:
                         usage = event.get("usage") or usage
                         for choice in event.get("choices") or []:
                             text = _choice_text(choice)
+                            logprobs = _choice_logprobs(choice)
                             finish_reason = choice.get("finish_reason") or finish_reason
                             if text:
                                 pieces += 1
                                 first_token = first_token or time.perf_counter()
-                                yield GenerationChunk(text=text)
+                            if text or logprobs:
+                                yield GenerationChunk(text=text, logprobs=logprobs)
                     if finish_reason is None:
                         raise UpstreamUnavailable(f"{self.label} ended its answer without a finish reason.")
                     finished = True
@@ -255,7 +265,11 @@ def openai_request(request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         body["prompt"] = request.prompt
         if request.suffix is not None:
             body["suffix"] = request.suffix
+        if options.logprobs is not None:
+            body["logprobs"] = min(options.logprobs, MAX_COMPLETION_LOGPROBS)
         return "/v1/completions", body
+    if options.logprobs is not None:
+        body.update(logprobs=True, top_logprobs=options.logprobs)
     messages: list[dict[str, Any]] = []
     for message in request.messages or []:
         wire: dict[str, Any] = {"role": message.role, "content": message.content}
@@ -336,6 +350,41 @@ def _choice_text(choice: dict[str, Any]) -> str:
     if isinstance(delta, dict):
         return delta.get("content") or ""
     return choice.get("text") or ""
+
+
+def _choice_logprobs(choice: dict[str, Any]) -> list[TokenLogprob]:
+    """The tokens' log-probabilities of one streamed choice, in chat's shape or legacy completions'; none
+    when the upstream sent none or sent them malformed (the answer matters more than its figures)."""
+    wire = choice.get("logprobs")
+    try:
+        if not isinstance(wire, dict):
+            return []
+        if wire.get("content") is not None:  # chat: one object per token, each with its alternatives
+            return [
+                _token_logprob(entry, [_token_logprob(alt, []) for alt in entry["top_logprobs"] or []])
+                for entry in wire["content"]
+            ]
+        tops = wire.get("top_logprobs") or [{} for _ in wire["tokens"]]
+        return [
+            TokenLogprob(
+                token,
+                float(logprob),
+                token.encode(),
+                [
+                    TokenLogprob(alt, float(alt_logprob), alt.encode())
+                    for alt, alt_logprob in sorted(top.items(), key=lambda item: -item[1])
+                ],
+            )
+            for token, logprob, top in zip(wire["tokens"], wire["token_logprobs"], tops, strict=True)
+        ]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return []
+
+
+def _token_logprob(entry: dict[str, Any], top: list[TokenLogprob]) -> TokenLogprob:
+    token = str(entry["token"])
+    data = bytes(entry["bytes"]) if entry.get("bytes") is not None else token.encode()
+    return TokenLogprob(token, float(entry["logprob"]), data, top)
 
 
 def _stats(

@@ -525,6 +525,7 @@ class Engine:
                 # Completions in the editor are short and guessed poorly from their prompt:
                 # measured 10-20% slower with prompt lookup (README, Benchmarks).
                 speculate=request.suffix is None,
+                logprobs=request.options.logprobs,
             )
             try:
                 loaded.scheduler.submit(job)

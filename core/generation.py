@@ -22,6 +22,10 @@ MAX_STOP_LENGTH = 256
 # Penalties beyond this mean nothing more (logits are tens at most) and past float32's range they turn into
 # infinities that make every pick the same; OpenAI's presence and frequency penalties stop at 2.
 MAX_PENALTY = 100.0
+# OpenAI's and Ollama's limit on the alternatives reported beside each token, and that of OpenAI's legacy
+# completions route.
+MAX_TOP_LOGPROBS = 20
+MAX_COMPLETION_LOGPROBS = 5
 
 
 @dataclass
@@ -43,6 +47,9 @@ class SamplingOptions:
     """Tokens to generate at most (at least 1); None means until the end-of-text token or a full context."""
     stop: list[str] = field(default_factory=list)
     """Texts that end the answer (not included): at most MAX_STOP_STRINGS of MAX_STOP_LENGTH characters."""
+    logprobs: int | None = None
+    """Report each generated token's log-probability and those of this many most likely tokens at its place
+    (0 to MAX_TOP_LOGPROBS); None: none."""
 
     @property
     def penalized(self) -> bool:
@@ -71,6 +78,8 @@ class SamplingOptions:
             raise InvalidRequest(f"stop: at most {MAX_STOP_STRINGS} stop strings are allowed, not {len(self.stop)}.")
         if any(len(stop) > MAX_STOP_LENGTH for stop in self.stop):
             raise InvalidRequest(f"stop: a stop string may be at most {MAX_STOP_LENGTH} characters long.")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(f"top_logprobs: must be from 0 to {MAX_TOP_LOGPROBS}, not {self.logprobs}.")
 
 
 @dataclass
@@ -142,6 +151,19 @@ class GenerationStats:
 
 
 @dataclass
+class TokenLogprob:
+    """A token and its log-probability under the model: the log-softmax of its raw logits, before penalties,
+    temperature or a grammar."""
+
+    token: str
+    """Its text (a token that ends inside a UTF-8 character shows U+FFFD there; `data` has the bytes)."""
+    logprob: float
+    data: bytes
+    top: list[TokenLogprob] = field(default_factory=list)
+    """The most likely tokens at its place, most likely first, as many as the request asked."""
+
+
+@dataclass
 class GenerationChunk:
     """A piece of streamed output; the last one has `done=True` and the stats."""
 
@@ -149,6 +171,8 @@ class GenerationChunk:
     done: bool = False
     stats: GenerationStats | None = None
     """Final counts when `done`; on the first piece of text, a snapshot with the prompt's counts."""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    """When the request asked: one entry per generated token whose text this chunk brings out, in order."""
 
 
 @dataclass

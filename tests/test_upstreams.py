@@ -445,6 +445,24 @@ async def test_a_routes_a_model_it_lacks_to_b(engine: Engine, daemon_b: DaemonB)
 
 
 @pytest.mark.slow
+async def test_log_probabilities_come_back_through_an_upstream(engine: Engine, daemon_b: DaemonB) -> None:
+    async with daemon_a(engine, [upstream_config(daemon_b.url)]) as (url, _):
+        messages: list = [{"role": "user", "content": "What is the capital of France? One word."}]
+        chat = await client(url).chat.completions.create(
+            model=REMOTE_MODEL, messages=messages, max_tokens=8, temperature=0, logprobs=True, top_logprobs=2
+        )
+        entries = chat.choices[0].logprobs.content if chat.choices[0].logprobs else None
+        assert entries and "".join(entry.token for entry in entries) == chat.choices[0].message.content
+        assert all(len(entry.top_logprobs) == 2 and entry.logprob <= 0 for entry in entries)
+        legacy = await client(url).completions.create(
+            model=REMOTE_MODEL, prompt="1, 2, 3,", max_tokens=4, temperature=0, logprobs=2
+        )
+        figures = legacy.choices[0].logprobs
+        assert figures is not None and "".join(figures.tokens or []) == legacy.choices[0].text
+        assert figures.top_logprobs and all(len(top) == 2 for top in figures.top_logprobs)
+
+
+@pytest.mark.slow
 async def test_a_dead_upstream_is_skipped_and_cools_down(engine: Engine, daemon_b: DaemonB) -> None:
     async with closing_listener() as (dead_url, attempts):
         upstreams = [upstream_config(dead_url, name="dead"), upstream_config(daemon_b.url, name="b")]

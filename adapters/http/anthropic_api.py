@@ -56,7 +56,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if body.stream:
         events = message_events(request.app, generation, parser, stops)
         return await typed_events(request, events)
-    answer, stats = await whole_answer(request.app, generation, parser, stops)
+    whole = await whole_answer(request.app, generation, parser, stops)
+    answer, stats = whole.piece, whole.stats
     message = MessageOut(
         id=_new_id("msg"),
         model=generation.model,

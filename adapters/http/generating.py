@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from ...core.errors import ModelNotFound
-from ...core.generation import GenerationChunk, GenerationRequest, GenerationStats
+from ...core.generation import GenerationChunk, GenerationRequest, GenerationStats, TokenLogprob
 from ...core.runtime.text_output import StopMatcher
 from ...core.tool_calls import (
     HERMES,
@@ -45,16 +45,18 @@ async def generate(app: web.Application, generation: GenerationRequest) -> Async
             yield chunk
 
 
-async def generate_all(app: web.Application, generation: GenerationRequest) -> tuple[str, GenerationStats]:
-    """Run a generation to its end; the text and the stats."""
+async def generate_all(app: web.Application, generation: GenerationRequest) -> GenerationChunk:
+    """Run a generation to its end: the whole of it as one chunk."""
+    whole = GenerationChunk(text="", done=True, stats=GenerationStats())
     parts: list[str] = []
-    stats = GenerationStats()
     async with aclosing(generate(app, generation)) as stream:
         async for chunk in stream:
             parts.append(chunk.text)
+            whole.logprobs += chunk.logprobs
             if chunk.done and chunk.stats is not None:
-                stats = chunk.stats
-    return "".join(parts), stats
+                whole.stats = chunk.stats
+    whole.text = "".join(parts)
+    return whole
 
 
 def tool_format(app: web.Application, model: str) -> ToolCallFormat:
@@ -102,6 +104,9 @@ class AnswerStep:
     piece: AssistantPiece
     stats: GenerationStats
     done: bool
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    """When asked for: the tokens' log-probabilities since the step before (a parser may hold text back, so
+    they line up with the text only roughly)."""
 
 
 async def answer_pieces(
@@ -119,10 +124,12 @@ async def answer_pieces(
     """
     stats = GenerationStats()
     pieces = 0  # streamed pieces, about one per token: the count when a stop sequence cuts the generation short
+    logprobs: list[TokenLogprob] = []
     async with aclosing(generate(app, generation)) as chunks:
         async for chunk in chunks:
             pieces += 1
             stats = chunk.stats or stats
+            logprobs += chunk.logprobs
             text = chunk.text
             if stops is not None:
                 text = stops.feed(text) + (stops.finish() if chunk.done else "")
@@ -133,10 +140,11 @@ async def answer_pieces(
                     piece.extend(parser.finish())
                 if not chunk.done:
                     stats = dataclasses.replace(stats, done_reason="stop", completion_tokens=pieces)
-                yield AnswerStep(piece, stats, True)
+                yield AnswerStep(piece, stats, True, logprobs)
                 return
             if piece:
-                yield AnswerStep(piece, stats, False)
+                yield AnswerStep(piece, stats, False, logprobs)
+                logprobs = []
 
 
 async def whole_answer(
@@ -144,12 +152,12 @@ async def whole_answer(
     generation: GenerationRequest,
     parser: AssistantOutputParser,
     stops: StopMatcher | None = None,
-) -> tuple[AssistantPiece, GenerationStats]:
-    """Run a generation to its end; the parsed answer and the stats."""
-    answer = AssistantPiece()
-    stats = GenerationStats()
+) -> AnswerStep:
+    """Run a generation to its end: the parsed answer as one step, with the final stats."""
+    whole = AnswerStep(AssistantPiece(), GenerationStats(), True)
     async with aclosing(answer_pieces(app, generation, parser, stops)) as steps:
         async for step in steps:
-            answer.extend(step.piece)
-            stats = step.stats
-    return answer, stats
+            whole.piece.extend(step.piece)
+            whole.stats = step.stats
+            whole.logprobs += step.logprobs
+    return whole

@@ -27,6 +27,7 @@ from ...core.generation import (
     GenerationRequest,
     GenerationStats,
     SamplingOptions,
+    TokenLogprob,
 )
 from ...core.manifest import Manifest
 from ...core.names import ModelName
@@ -47,6 +48,7 @@ from .ollama_wire import (
     GenerateChunk,
     GenerateRequest,
     ListedModel,
+    LogprobOut,
     Message,
     ModelDetails,
     OllamaOptions,
@@ -58,6 +60,7 @@ from .ollama_wire import (
     ShowRequest,
     ShowResponse,
     TagsResponse,
+    TokenLogprobOut,
     ToolCall,
     VersionResponse,
 )
@@ -188,9 +191,16 @@ def _chat_message(message: Message) -> ChatMessage:
 
 
 def _answer_fields(step: AnswerStep) -> dict[str, Any]:
-    """What every answer line carries: the reasoning, `done`, and on the last one the timings."""
+    """What every answer line carries: the reasoning, `done`, the tokens' log-probabilities if asked for, and
+    on the last line the timings."""
     timings = _timings(step.stats) if step.done else {}
-    return {"thinking": step.piece.thinking or None, "done": step.done, **timings}
+    logprobs = [_logprob(entry) for entry in step.logprobs] or None
+    return {"thinking": step.piece.thinking or None, "done": step.done, "logprobs": logprobs, **timings}
+
+
+def _logprob(entry: TokenLogprob) -> LogprobOut:
+    top = [TokenLogprobOut(token=alt.token, logprob=alt.logprob, bytes=list(alt.data)) for alt in entry.top]
+    return LogprobOut(token=entry.token, logprob=entry.logprob, bytes=list(entry.data), top_logprobs=top or None)
 
 
 async def _answer_lines(
@@ -216,6 +226,7 @@ async def _streamed_or_whole(
         return await ndjson(request, lines)
     texts: dict[str, list[str]] = {}
     calls: list[dict[str, Any]] = []
+    logprobs: list[dict[str, Any]] = []
     last: dict[str, Any] = {}
     async with aclosing(lines):
         async for line in lines:
@@ -223,12 +234,16 @@ async def _streamed_or_whole(
             for key in ("response", "content", "thinking"):
                 texts.setdefault(key, []).append(fields.get(key, ""))
             calls.extend(fields.get("tool_calls", []))
+            logprobs.extend(line.get("logprobs", []))
             last = line
     whole = dict(last.get(part, {}) if part else last)
     whole.update({key: "".join(values) for key, values in texts.items() if key in whole or any(values)})
     if calls:
         whole["tool_calls"] = calls
-    return web.json_response({**last, part: whole} if part else whole)
+    answer = {**last, part: whole} if part else whole
+    if logprobs:
+        answer["logprobs"] = logprobs
+    return web.json_response(answer)
 
 
 async def _load_or_unload(request: web.Request, model: str, keep_alive: float | None) -> str:
@@ -244,6 +259,12 @@ async def _load_or_unload(request: web.Request, model: str, keep_alive: float | 
 # --- generation ---------------------------------------------------------------
 
 
+def _request_options(body: GenerateRequest | ChatRequest, context_length: int) -> SamplingOptions:
+    options = sampling_options(body.options, context_length)
+    options.logprobs = body.logprob_count
+    return options
+
+
 def _generation_request(body: GenerateRequest, context_length: int) -> GenerationRequest:
     return GenerationRequest(
         model=body.model,
@@ -251,7 +272,7 @@ def _generation_request(body: GenerateRequest, context_length: int) -> Generatio
         suffix=body.suffix,
         system=body.system,
         raw=bool(body.raw),
-        options=sampling_options(body.options, context_length),
+        options=_request_options(body, context_length),
         format=body.format or None,
         keep_alive=body.keep_alive,
     )
@@ -294,7 +315,7 @@ def _chat_request(body: ChatRequest, context_length: int) -> GenerationRequest:
     return GenerationRequest(
         model=body.model,
         messages=[_chat_message(message) for message in body.messages],
-        options=sampling_options(body.options, context_length),
+        options=_request_options(body, context_length),
         format=body.format or None,
         tools=body.tools or None,
         keep_alive=body.keep_alive,

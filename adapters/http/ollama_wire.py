@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic.config import JsonDict
 
 from ...core.errors import InvalidRequest
+from ...core.generation import MAX_TOP_LOGPROBS
 from .common_wire import KnowledgeNameField, Limit, ModelNameField, absent, empty
 
 # --- request pieces -----------------------------------------------------------
@@ -112,7 +113,6 @@ OutputFormat = Annotated[
 
 
 _NO_IMAGES = "images are not supported; ingle's models read text only"
-_NO_LOGPROBS = "log probabilities are not supported by ingle; leave logprobs out"
 _NO_IMAGE_GENERATION = "image generation is not supported"
 _TEMPLATE_NEEDS_RAW: JsonDict = {
     "if": {"required": ["template"], "properties": {"template": {"type": "string", "minLength": 1}}},
@@ -253,10 +253,15 @@ class _ModelRequest(BaseModel):
     """How long the model stays loaded after this request."""
     think: bool | str | None = None
     """Return the model's reasoning (`<think>…</think>`) separately as `thinking`; a level string counts as true."""
-    logprobs: Annotated[bool | None, Limit({"not": {"const": True}}, _NO_LOGPROBS, lambda wanted: not wanted)] = None
-    """Log probabilities are not returned by ingle; only false is accepted."""
-    top_logprobs: int | None = None
-    """Accepted for compatibility; log probabilities are not returned."""
+    logprobs: bool | None = None
+    """Give each generated token's log-probability (`logprobs` on each line)."""
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    """And this many of the most likely tokens at each place, with theirs; more than 0 implies `logprobs`."""
+
+    @property
+    def logprob_count(self) -> int | None:
+        """The alternatives to report per token; None when no log-probabilities were asked for."""
+        return (self.top_logprobs or 0) if self.logprobs or self.top_logprobs else None
 
 
 class GenerateRequest(_ModelRequest):
@@ -453,6 +458,24 @@ class GenerationTimings(BaseModel):
     """Time spent generating them."""
 
 
+class TokenLogprobOut(BaseModel):
+    """A token and its log-probability under the model (raw logits, before penalties and temperature)."""
+
+    token: str
+    """The token's text."""
+    logprob: float
+    """Natural log of its probability."""
+    bytes: list[int]
+    """The token's UTF-8 bytes (a token may end inside a character)."""
+
+
+class LogprobOut(TokenLogprobOut):
+    """A generated token's log-probability, with the most likely tokens at its place."""
+
+    top_logprobs: list[TokenLogprobOut] | None = None
+    """As many as `top_logprobs` asked for, most likely first."""
+
+
 class GenerateChunk(GenerationTimings):
     """One line of a /api/generate stream, or the whole non-streamed answer."""
 
@@ -466,6 +489,8 @@ class GenerateChunk(GenerationTimings):
     """Reasoning, when `think` was asked for."""
     done: bool
     """True on the last chunk, which carries the timings."""
+    logprobs: list[LogprobOut] | None = None
+    """The log-probabilities of the tokens of this line, when `logprobs` was asked for."""
 
 
 class ResponseMessage(BaseModel):
@@ -492,6 +517,8 @@ class ChatChunk(GenerationTimings):
     """The assistant's message, or a fragment of it."""
     done: bool
     """True on the last chunk, which carries the timings."""
+    logprobs: list[LogprobOut] | None = None
+    """The log-probabilities of the tokens of this line, when `logprobs` was asked for."""
 
 
 class EmbedResponse(BaseModel):

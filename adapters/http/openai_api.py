@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ...core.errors import ModelNotFound
-from ...core.generation import ChatMessage, GenerationRequest, GenerationStats
+from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions, TokenLogprob
 from ...core.manifest import Manifest
 from ...core.tool_calls import AssistantPiece
 from ..upstreams import same_model
@@ -38,8 +38,10 @@ from .openai_wire import (
     ChatCompletionRequest,
     ChatDelta,
     ChatMessageIn,
+    ChoiceLogprobs,
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     EmbeddingData,
     EmbeddingList,
@@ -49,8 +51,10 @@ from .openai_wire import (
     ModelCard,
     ModelList,
     PromptTokensDetails,
+    TokenLogprobOut,
     ToolCallDelta,
     ToolCallOut,
+    TopLogprob,
     Usage,
 )
 from .openapi import documented
@@ -76,8 +80,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     generation = chat_generation(body)
     if body.stream:
         return await server_sent_events(request, chat_chunks(request.app, generation, _usage_asked(body)))
-    answer, stats = await whole_answer(request.app, generation, output_parser(request.app, generation, True))
-    return json_body(chat_completion(generation.model, answer, stats))
+    whole = await whole_answer(request.app, generation, output_parser(request.app, generation, True))
+    logprobs = whole.logprobs if generation.options.logprobs is not None else None
+    return json_body(chat_completion(generation.model, whole.piece, whole.stats, logprobs))
 
 
 @documented(
@@ -95,8 +100,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if body.stream:
         chunks = completion_chunks(request.app, generation, echo, _usage_asked(body))
         return await server_sent_events(request, chunks)
-    text, stats = await generate_all(request.app, generation)
-    return json_body(text_completion(generation.model, echo + text, stats))
+    whole = await generate_all(request.app, generation)
+    logprobs = completion_logprobs(whole.logprobs, len(echo)) if body.logprobs is not None else None
+    stats = whole.stats or GenerationStats()
+    return json_body(text_completion(generation.model, echo + whole.text, stats, logprobs))
 
 
 @documented("Embed texts (OpenAI).", request=EmbeddingRequest, response=EmbeddingList, tags=TAGS)
@@ -162,19 +169,11 @@ def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
     tools += [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in body.functions or []]
     tools, required = chosen_tools(tools, *_tool_choice(body))
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    logprobs = (body.top_logprobs or 0) if body.logprobs or body.top_logprobs else None
     return GenerationRequest(
         model=body.model,
         messages=[_chat_message(message) for message in body.messages],
-        options=sampling_options(
-            body,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            presence_penalty=body.presence_penalty,
-            frequency_penalty=body.frequency_penalty,
-            seed=body.seed,
-            max_tokens=max_tokens,
-            stop=body.stop,
-        ),
+        options=_sampling(body, max_tokens, logprobs),
         format=_output_format(body),
         tools=tools,
         require_tool_call=required,
@@ -197,6 +196,14 @@ def completion_generation(body: CompletionRequest) -> GenerationRequest:
     """The GenerationRequest a text completion asks for: raw, or FIM with a suffix."""
     # The wire model let through one text, alone or in a list of one.
     prompt = body.prompt if isinstance(body.prompt, str) else str(body.prompt[0])
+    options = _sampling(body, body.max_tokens, body.logprobs)
+    return GenerationRequest(model=body.model, prompt=prompt, suffix=body.suffix, raw=True, options=options)
+
+
+def _sampling(
+    body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None, logprobs: int | None
+) -> SamplingOptions:
+    """The sampling options of either route, from the fields they share."""
     options = sampling_options(
         body,
         temperature=body.temperature,
@@ -204,10 +211,11 @@ def completion_generation(body: CompletionRequest) -> GenerationRequest:
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         seed=body.seed,
-        max_tokens=body.max_tokens,
+        max_tokens=max_tokens,
         stop=body.stop,
     )
-    return GenerationRequest(model=body.model, prompt=prompt, suffix=body.suffix, raw=True, options=options)
+    options.logprobs = logprobs
+    return options
 
 
 def embedding_inputs(body: EmbeddingRequest) -> list[str]:
@@ -276,13 +284,16 @@ async def chat_chunks(
                 started = True
                 yield answer.chat(ChatDelta(role="assistant", content=""))
             piece, stats = step.piece, step.stats
-            if piece.content or piece.thinking:
-                yield answer.chat(ChatDelta(content=piece.content or None, reasoning_content=piece.thinking or None))
+            logprobs = chat_logprobs(step.logprobs) if step.logprobs else None
+            if piece.content or piece.thinking or (logprobs and not piece.tool_calls):
+                delta = ChatDelta(content=piece.content or None, reasoning_content=piece.thinking or None)
+                yield answer.chat(delta, logprobs=logprobs)
+                logprobs = None
             if piece.tool_calls:
                 made = [tool_call(call) for call in piece.tool_calls]
                 deltas = [ToolCallDelta(index=calls + i, id=c.id, function=c.function) for i, c in enumerate(made)]
                 calls += len(deltas)
-                yield answer.chat(ChatDelta(tool_calls=deltas))
+                yield answer.chat(ChatDelta(tool_calls=deltas), logprobs=logprobs)
     yield answer.chat(ChatDelta(), finish_reason="tool_calls" if calls else _finish_reason(stats))
     if include_usage:
         yield answer.usage_chunk(usage(stats), chat=True)
@@ -295,13 +306,18 @@ async def completion_chunks(
     answer = ChunkFactory(generation.model, "cmpl")
     stats = GenerationStats()
     started = False
+    offset = len(echo)  # where the next piece starts in the text the client puts together
     async with aclosing(generate(app, generation)) as stream:
         async for piece in stream:
             if not started and echo:
                 yield answer.text(echo)
             started = True
-            if piece.text:
-                yield answer.text(piece.text)
+            if piece.text or piece.logprobs:
+                logprobs = (
+                    completion_logprobs(piece.logprobs, offset) if generation.options.logprobs is not None else None
+                )
+                yield answer.text(piece.text, logprobs=logprobs)
+                offset += len(piece.text)
             if piece.done and piece.stats is not None:
                 stats = piece.stats
     yield answer.text("", finish_reason=_finish_reason(stats))
@@ -321,15 +337,23 @@ class ChunkFactory:
         self.created = int(time.time())
 
     def chat(
-        self, delta: ChatDelta, finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+        self,
+        delta: ChatDelta,
+        finish_reason: Literal["stop", "length", "tool_calls"] | None = None,
+        logprobs: ChoiceLogprobs | None = None,
     ) -> dict[str, Any]:
         """A chat.completion.chunk."""
-        choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason)
+        choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason, logprobs=logprobs)
         return dump(ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=[choice]))
 
-    def text(self, text: str, finish_reason: Literal["stop", "length"] | None = None) -> dict[str, Any]:
+    def text(
+        self,
+        text: str,
+        finish_reason: Literal["stop", "length"] | None = None,
+        logprobs: CompletionLogprobs | None = None,
+    ) -> dict[str, Any]:
         """A text_completion chunk."""
-        choice = CompletionChoice(text=text, finish_reason=finish_reason)
+        choice = CompletionChoice(text=text, finish_reason=finish_reason, logprobs=logprobs)
         return dump(Completion(id=self.id, created=self.created, model=self.model, choices=[choice]))
 
     def usage_chunk(self, counts: Usage, chat: bool) -> dict[str, Any]:
@@ -345,24 +369,60 @@ def tool_call(call: dict[str, Any]) -> ToolCallOut:
     return ToolCallOut(id=new_id("call"), function=FunctionCallOut(name=function["name"], arguments=arguments))
 
 
-def chat_completion(model: str, answer: AssistantPiece, stats: GenerationStats) -> ChatCompletion:
-    """A whole chat.completion answer."""
+def chat_completion(
+    model: str, answer: AssistantPiece, stats: GenerationStats, logprobs: list[TokenLogprob] | None = None
+) -> ChatCompletion:
+    """A whole chat.completion answer; `logprobs` when they were asked for."""
     calls = [tool_call(call) for call in answer.tool_calls]
     message = AssistantMessage(
         content=answer.content if answer.content or not calls else None,
         reasoning_content=answer.thinking or None,
         tool_calls=calls or None,
     )
-    choice = ChatChoice(message=message, finish_reason="tool_calls" if calls else _finish_reason(stats))
+    choice = ChatChoice(
+        message=message,
+        finish_reason="tool_calls" if calls else _finish_reason(stats),
+        logprobs=chat_logprobs(logprobs) if logprobs is not None else None,
+    )
     return ChatCompletion(
         id=new_id("chatcmpl"), created=int(time.time()), model=model, choices=[choice], usage=usage(stats)
     )
 
 
-def text_completion(model: str, text: str, stats: GenerationStats) -> Completion:
+def text_completion(
+    model: str, text: str, stats: GenerationStats, logprobs: CompletionLogprobs | None = None
+) -> Completion:
     """A whole text_completion answer."""
-    choice = CompletionChoice(text=text, finish_reason=_finish_reason(stats))
+    choice = CompletionChoice(text=text, finish_reason=_finish_reason(stats), logprobs=logprobs)
     return Completion(id=new_id("cmpl"), created=int(time.time()), model=model, choices=[choice], usage=usage(stats))
+
+
+def chat_logprobs(entries: list[TokenLogprob]) -> ChoiceLogprobs:
+    """Tokens' log-probabilities in the chat API's shape."""
+
+    def top(entry: TokenLogprob) -> TopLogprob:
+        return TopLogprob(token=entry.token, logprob=entry.logprob, bytes=list(entry.data))
+
+    content = [
+        TokenLogprobOut(**top(entry).model_dump(), top_logprobs=[top(alt) for alt in entry.top]) for entry in entries
+    ]
+    return ChoiceLogprobs(content=content)
+
+
+def completion_logprobs(entries: list[TokenLogprob], offset: int) -> CompletionLogprobs:
+    """Tokens' log-probabilities in the legacy completions API's shape; `offset` is where the first token's text
+    starts in the text the client receives."""
+    offsets: list[int] = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token)
+    tops = [{alt.token: alt.logprob for alt in entry.top} for entry in entries]
+    return CompletionLogprobs(
+        tokens=[entry.token for entry in entries],
+        token_logprobs=[entry.logprob for entry in entries],
+        top_logprobs=tops if any(entry.top for entry in entries) else None,
+        text_offset=offsets,
+    )
 
 
 def usage(stats: GenerationStats) -> Usage:

@@ -12,16 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
+from ...core.generation import MAX_COMPLETION_LOGPROBS, MAX_TOP_LOGPROBS
 from .common_wire import ONLY_ONE, KnowledgeNameField, Limit, ModelNameField, absent, one_prompt
 from .sampling import LlamaCppSampling, TokenLimit
 
 # --- requests -----------------------------------------------------------------
 
 
-NO_LOGPROBS = Limit({"not": {"const": True}}, "token log-probabilities are not supported", lambda wanted: not wanted)
-NO_LOGPROB_COUNT = Limit(
-    {"minimum": 0, "maximum": 0}, "token log-probabilities are not supported", lambda count: not count
-)
 NO_LOGIT_BIAS = Limit({"maxProperties": 0}, "per-token biases are not supported", lambda biases: not biases)
 _TEXT = {"type": "string", "minLength": 1}
 TEXTS = Limit(
@@ -223,10 +220,10 @@ class ChatCompletionRequest(LlamaCppSampling):
     """Stream the answer as server-sent events."""
     stream_options: StreamOptions | None = None
     """Options of a streamed answer."""
-    logprobs: Annotated[bool | None, NO_LOGPROBS] = None
-    """Token log-probabilities; not supported."""
-    top_logprobs: Annotated[int | None, NO_LOGPROB_COUNT] = None
-    """Alternatives per token with log-probabilities; not supported."""
+    logprobs: bool | None = None
+    """Give each generated token's log-probability (in `choices[0].logprobs.content`)."""
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    """And this many of the most likely tokens at each place, with theirs; more than 0 implies `logprobs`."""
     logit_bias: Annotated[dict[str, float] | None, NO_LOGIT_BIAS] = None
     """Per-token biases; not supported."""
     user: str | None = None
@@ -320,8 +317,8 @@ class CompletionRequest(LlamaCppSampling):
     """Stream the completion as server-sent events."""
     stream_options: StreamOptions | None = None
     """Options of a streamed answer."""
-    logprobs: Annotated[int | None, NO_LOGPROB_COUNT] = None
-    """Token log-probabilities; not supported."""
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_COMPLETION_LOGPROBS)
+    """Give each generated token's log-probability, with this many of the most likely tokens at its place."""
     logit_bias: Annotated[dict[str, float] | None, NO_LOGIT_BIAS] = None
     """Per-token biases; not supported."""
     user: str | None = None
@@ -409,6 +406,33 @@ class AssistantMessage(BaseModel):
     """Always null."""
 
 
+class TopLogprob(BaseModel):
+    """A token and its log-probability under the model (raw logits, before penalties and temperature)."""
+
+    token: str
+    """The token's text."""
+    logprob: float
+    """Natural log of its probability."""
+    bytes: list[int] | None
+    """The token's UTF-8 bytes (a token may end inside a character)."""
+
+
+class TokenLogprobOut(TopLogprob):
+    """A generated token's log-probability, with the most likely tokens at its place."""
+
+    top_logprobs: list[TopLogprob]
+    """As many as `top_logprobs` asked for, most likely first."""
+
+
+class ChoiceLogprobs(BaseModel):
+    """The log-probabilities of a chat answer's tokens (of a chunk's, when streamed)."""
+
+    content: list[TokenLogprobOut] | None
+    """One per token, in order."""
+    refusal: None = None
+    """Always null."""
+
+
 class ChatChoice(BaseModel):
     """The one choice of a chat completion."""
 
@@ -418,8 +442,8 @@ class ChatChoice(BaseModel):
     """The answer."""
     finish_reason: Literal["stop", "length", "tool_calls"]
     """Why it ended: end of answer or stop text, token limit, or tool calls."""
-    logprobs: None = None
-    """Always null."""
+    logprobs: ChoiceLogprobs | None = None
+    """The tokens' log-probabilities, when `logprobs` was asked for."""
 
 
 class ChatCompletion(BaseModel):
@@ -480,8 +504,8 @@ class ChatChunkChoice(BaseModel):
     """What this chunk adds."""
     finish_reason: Literal["stop", "length", "tool_calls"] | None = None
     """Set in the last content chunk."""
-    logprobs: None = None
-    """Always null."""
+    logprobs: ChoiceLogprobs | None = None
+    """The log-probabilities of this chunk's tokens, when `logprobs` was asked for."""
 
 
 class ChatCompletionChunk(BaseModel):
@@ -503,6 +527,19 @@ class ChatCompletionChunk(BaseModel):
     """Token counts, in the last chunk when `stream_options.include_usage` is set."""
 
 
+class CompletionLogprobs(BaseModel):
+    """The legacy completions API's log-probabilities: parallel lists, one entry per token."""
+
+    tokens: list[str]
+    """Each token's text."""
+    token_logprobs: list[float]
+    """Each token's log-probability."""
+    top_logprobs: list[dict[str, float]] | None
+    """The most likely tokens at each place, by text; null when none were asked for."""
+    text_offset: list[int]
+    """Where each token's text starts in the completion (in characters)."""
+
+
 class CompletionChoice(BaseModel):
     """The one choice of a text completion."""
 
@@ -512,8 +549,8 @@ class CompletionChoice(BaseModel):
     """The completion (or, streamed, the next piece of it)."""
     finish_reason: Literal["stop", "length"] | None = None
     """Why it ended; null in streamed chunks before the last."""
-    logprobs: None = None
-    """Always null."""
+    logprobs: CompletionLogprobs | None = None
+    """The tokens' log-probabilities, when `logprobs` was asked for."""
 
 
 class Completion(BaseModel):

@@ -55,7 +55,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if body.stream:
         events = response_events(request.app, generation, parser, draft, turns)
         return await typed_events(request, events, _stream_error)
-    answer, stats = await whole_answer(request.app, generation, parser)
+    whole = await whole_answer(request.app, generation, parser)
+    answer, stats = whole.piece, whole.stats
     response = _finished(draft, list(_output_items(answer)), stats)
     await _keep(request.app, draft, response, turns, answer)
     return web.json_response(response)

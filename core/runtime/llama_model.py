@@ -269,13 +269,18 @@ class LlamaContext:
         if status != 0:
             raise RuntimeFailure(f"llama.cpp failed to evaluate the prompt (llama_decode returned {status}).")
 
-    def argmax(self, batch_index: int) -> int:
-        """The most likely next token after the batch token at `batch_index` (its logits were requested)."""
+    def logits(self, batch_index: int) -> np.ndarray:
+        """The next-token logits after the batch token at `batch_index` (they were requested): a view of
+        llama.cpp's buffer, no copy, valid until the next decode."""
         logits = llama.llama_get_logits_ith(self._ctx, batch_index)
         if not logits:
             raise RuntimeFailure(f"llama.cpp returned no logits for batch position {batch_index}.")
-        # A view of llama.cpp's buffer, no copy; ties go to the lowest id, as llama.cpp's greedy sampler does.
-        return int(np.ctypeslib.as_array(logits, shape=(self.model.n_vocab,)).argmax())
+        return np.ctypeslib.as_array(logits, shape=(self.model.n_vocab,))
+
+    def argmax(self, batch_index: int) -> int:
+        """The most likely next token after the batch token at `batch_index` (its logits were requested)."""
+        # Ties go to the lowest id, as llama.cpp's greedy sampler does.
+        return int(self.logits(batch_index).argmax())
 
     def forget(self, sequence: int, start: int = 0, end: int = -1) -> None:
         """Drop a sequence's cached tokens at positions [start, end); end -1 means to the end."""

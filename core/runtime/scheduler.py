@@ -33,10 +33,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ..errors import ContextOverflow, IngleError, QueueFull, RuntimeFailure
-from ..generation import DoneReason, GenerationChunk, GenerationStats
+from ..generation import DoneReason, GenerationChunk, GenerationStats, TokenLogprob
 from .draft_model import DraftModel, DraftRequest
 from .kv_reuse import ReusePlan, plan_reuse
 from .llama_model import Batch, ContextShape, LlamaContext, LlamaModel
+from .logprobs import token_logprob
 from .sampler import Sampler
 from .speculative import DraftSettings, Guesses, PromptLookup, StepCost, StepPlan
 from .text_output import TextOutput
@@ -69,6 +70,8 @@ class GenerationJob:
     stop_tokens: frozenset[int] = frozenset()
     speculate: bool = True
     """Whether drafted tokens may be verified for this job (when the scheduler drafts at all)."""
+    logprobs: int | None = None
+    """Report each token's log-probability with this many alternatives (SamplingOptions.logprobs)."""
     cancelled: bool = False
     # progress, owned by the compute thread
     n_past: int = 0
@@ -80,9 +83,25 @@ class GenerationJob:
     stats: GenerationStats = field(default_factory=GenerationStats)
     output: TextOutput = field(init=False)
     drafter: Guesses | None = None
+    picked: TokenLogprob | None = None
+    """The log-probability of the token just picked, when asked for."""
+    unsent_logprobs: list[tuple[int, TokenLogprob]] = field(default_factory=list)
+    """Log-probabilities of tokens whose text is not all shown yet (it may begin a stop string), each with
+    where its text ends among the characters decoded."""
 
     def __post_init__(self) -> None:
         self.output = TextOutput(self.stop)
+
+    def shown_logprobs(self) -> list[TokenLogprob]:
+        """Take the log-probabilities of the tokens whose text is now all shown. After a stop string, those of
+        tokens that reach into it never are: their text is not all in the answer."""
+        shown = len(self.output.text)
+        ready = 0
+        while ready < len(self.unsent_logprobs) and self.unsent_logprobs[ready][0] <= shown:
+            ready += 1
+        taken = [entry for _, entry in self.unsent_logprobs[:ready]]
+        del self.unsent_logprobs[:ready]
+        return taken
 
     def cancel(self) -> None:
         """Ask the scheduler to stop this job at its next step (thread-safe)."""
@@ -498,10 +517,11 @@ class BatchScheduler:
             job.drafter.feedback(len(draft), accepted)
 
     def _pick(self, job: GenerationJob, index: int) -> int:
-        """The job's next token from the logits at `index`."""
-        if job.sampler.argmax_only:
-            return self._context.argmax(index)
-        return job.sampler.sample(self._context.raw, index)
+        """The job's next token from the logits at `index` (and its log-probability, when asked for)."""
+        token = self._context.argmax(index) if job.sampler.argmax_only else job.sampler.sample(self._context.raw, index)
+        if job.logprobs is not None:
+            job.picked = token_logprob(self._context.logits(index), token, job.logprobs, self.model.token_bytes)
+        return token
 
     def _accept(self, slot: Slot, token: int) -> bool:
         """Handle one sampled token: stream its text or finish the job; True while the job goes on."""
@@ -515,11 +535,13 @@ class BatchScheduler:
             return False
         job.generated += 1
         text = job.output.feed(self.model.token_bytes(token))
+        if job.picked is not None:
+            job.unsent_logprobs.append((job.output.decoded, job.picked))
         if text:
             # The first piece carries the prompt's counts, for readers that stop early.
             stats = None if job.reported_prompt else replace(job.stats)
             job.reported_prompt = True
-            job.emit(GenerationChunk(text, stats=stats))
+            job.emit(GenerationChunk(text, stats=stats, logprobs=job.shown_logprobs()))
         if job.output.stopped:
             self._finish(slot, "stop")
         elif job.generated >= job.max_tokens or job.n_past + 1 >= self.shape.tokens_per_sequence:
@@ -544,7 +566,7 @@ class BatchScheduler:
         stats.total_seconds = now - job.submitted_at
         stats.generate_seconds = now - job.first_token_at if job.first_token_at else 0.0
         job.sampler.free()
-        job.emit(GenerationChunk(tail, done=True, stats=stats))
+        job.emit(GenerationChunk(tail, done=True, stats=stats, logprobs=job.shown_logprobs()))
 
     def _finish_unplaced(self, job: GenerationJob) -> None:
         job.sampler.free()

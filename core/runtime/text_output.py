@@ -133,6 +133,8 @@ class TextOutput:
         self._stops = StopMatcher(stop)
         self.text = ""
         """All text released so far."""
+        self.decoded = 0
+        """Characters decoded so far, released or held."""
 
     @property
     def stopped(self) -> bool:
@@ -141,7 +143,9 @@ class TextOutput:
 
     def feed(self, data: bytes) -> str:
         """Add a token's bytes; return the text that is now safe to show."""
-        return self._keep(self._stops.feed(self._decoder.decode(data)))
+        text = self._decoder.decode(data)
+        self.decoded += len(text)
+        return self._keep(self._stops.feed(text))
 
     def finish(self) -> str:
         """Release whatever is held back at the end of a generation."""

@@ -1,0 +1,151 @@
+"""Token log-probabilities, asked for as OpenAI's and Ollama's clients ask, checked against llama-cpp-python's own.
+
+llama-cpp-python's `Llama.create_completion(logprobs=...)` computes them from
+the same model in its own context, so ingle's figures must agree with it to
+rounding; the rest checks that every API hands them out in its own shape, in
+step with the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import ollama
+import openai
+import pytest
+from llama_cpp import Llama
+
+from ingle.core.engine import Engine
+from ingle.core.settings import Settings
+from ingle.core.store import ModelStore
+
+from .conftest import DEFAULT_MODEL, settings_for
+from .servers import serving
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "def fibonacci(n):\n    "
+GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
+
+
+@pytest.fixture
+async def base_url(engine: Engine, tmp_path: Path) -> AsyncIterator[str]:
+    async with serving(settings_for(tmp_path / "home"), engine) as url:
+        yield url
+
+
+@pytest.fixture
+def openai_client(base_url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+
+
+async def test_they_agree_with_llama_cpp_pythons_own(
+    default_model_cache: Path, openai_client: openai.AsyncOpenAI
+) -> None:
+    store = ModelStore(Settings(home=default_model_cache).models_dir)
+    reference = Llama(
+        str(store.blob_path(store.get(DEFAULT_MODEL).digest)), n_ctx=256, n_threads=2, logits_all=True, verbose=False
+    )
+    try:
+        expected = reference.create_completion(PROMPT, max_tokens=12, logprobs=3, **GREEDY)["choices"][0]  # pyright: ignore[reportIndexIssue, reportArgumentType]
+    finally:
+        reference.close()
+    completion = await openai_client.completions.create(
+        model=DEFAULT_MODEL, prompt=PROMPT, max_tokens=12, logprobs=3, temperature=0, extra_body=GREEDY
+    )
+    answer = completion.choices[0]
+
+    assert answer.text == expected["text"]
+    assert answer.logprobs is not None and answer.logprobs.token_logprobs is not None
+    assert answer.logprobs.tokens == expected["logprobs"]["tokens"]
+    # To the rounding of a quantized model: llama-cpp-python's own figures move by up to 0.08 when it reads the
+    # prompt one token at a time instead of in one batch (other kernels).
+    for ours, theirs in zip(answer.logprobs.token_logprobs, expected["logprobs"]["token_logprobs"], strict=True):
+        assert ours == pytest.approx(theirs, abs=0.12)
+    # Theirs list the picked token beside the 3 most likely; greedy, it is one of them.
+    assert answer.logprobs.top_logprobs is not None
+    for ours, theirs in zip(answer.logprobs.top_logprobs, expected["logprobs"]["top_logprobs"], strict=True):
+        assert theirs is not None and set(ours) <= set(theirs) and len(ours) == 3
+    offsets = answer.logprobs.text_offset or []
+    assert [offsets[i + 1] - offsets[i] for i in range(len(offsets) - 1)] == [
+        len(token) for token in answer.logprobs.tokens[:-1]
+    ]
+
+
+async def test_chat_completions_carry_them_whole_and_streamed(openai_client: openai.AsyncOpenAI) -> None:
+    messages: list = [{"role": "user", "content": "Name three colours."}]
+    whole = await openai_client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=messages, max_tokens=16, temperature=0, logprobs=True, top_logprobs=2
+    )
+    choice = whole.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content
+    entries = choice.logprobs.content
+    assert "".join(entry.token for entry in entries) == choice.message.content
+    for entry in entries:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        # Greedy: the picked token is the most likely one, and the alternatives come most likely first.
+        assert entry.top_logprobs[0].token == entry.token
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+        assert bytes(entry.bytes or []).decode() == entry.token
+
+    streamed: list[str] = []
+    text = ""
+    stream = await openai_client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=messages, max_tokens=16, temperature=0, logprobs=True, stream=True
+    )
+    async for chunk in stream:
+        for part in chunk.choices:
+            text += part.delta.content or ""
+            if part.logprobs and part.logprobs.content:
+                streamed += [entry.token for entry in part.logprobs.content]
+                assert all(not entry.top_logprobs for entry in part.logprobs.content)
+    assert "".join(streamed) == text == choice.message.content
+
+    plain = await openai_client.chat.completions.create(model=DEFAULT_MODEL, messages=messages, max_tokens=4)
+    assert plain.choices[0].logprobs is None
+
+
+async def test_ollama_lines_carry_them_and_a_stop_string_leaves_its_own_out(base_url: str) -> None:
+    client = ollama.AsyncClient(host=base_url)
+    options = {"temperature": 0, "num_predict": 24}
+    whole = await client.generate(DEFAULT_MODEL, PROMPT, raw=True, options=options, logprobs=True, top_logprobs=1)
+    assert whole.logprobs and "".join(entry.token for entry in whole.logprobs) == whole.response
+    assert all(entry.top_logprobs and entry.top_logprobs[0].token == entry.token for entry in whole.logprobs)
+
+    stop = "return"
+    assert stop in (whole.response or ""), "the prompt is meant to reach a stop string"
+    tokens: list[str] = []
+    text = ""
+    async for line in await client.generate(
+        DEFAULT_MODEL, PROMPT, raw=True, options={**options, "stop": [stop]}, logprobs=True, stream=True
+    ):
+        text += line.response or ""
+        tokens += [entry.token for entry in line.logprobs or []]
+    # Only tokens whose text is all in the answer: " return", which reaches into the stop string, is left out
+    # (its space is the end of the answer).
+    assert text == (whole.response or "").split(stop)[0]
+    joined = "".join(tokens)
+    assert joined and text.startswith(joined) and text[len(joined) :] == " "
+
+    chat = await client.chat(
+        DEFAULT_MODEL, [{"role": "user", "content": "Say hi."}], options=options, logprobs=True, stream=False
+    )
+    assert chat.logprobs and "".join(entry.token for entry in chat.logprobs) == chat.message.content
+
+
+async def test_counts_past_the_limits_are_refused_with_the_field_named(
+    base_url: str, openai_client: openai.AsyncOpenAI
+) -> None:
+    messages: list = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await openai_client.chat.completions.create(
+            model=DEFAULT_MODEL, messages=messages, logprobs=True, top_logprobs=21
+        )
+    assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "top_logprobs"
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        await openai_client.completions.create(model=DEFAULT_MODEL, prompt="Hi", logprobs=6)
+    with pytest.raises(ollama.ResponseError, match="top_logprobs") as refused_ollama:
+        await ollama.AsyncClient(host=base_url).generate(DEFAULT_MODEL, "Hi", top_logprobs=21)
+    assert refused_ollama.value.status_code == 400
