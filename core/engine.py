@@ -509,6 +509,11 @@ class Engine:
         loaded = await self._acquire(request.model, request.keep_alive)
         load_seconds = time.perf_counter() - started
         try:
+            if loaded.manifest.gguf.embeds_only:  # it would answer with random words, as its head was never trained
+                raise UnsupportedFeature(
+                    f"{loaded.name} is an embedding model: it turns text into vectors (/api/embed, /v1/embeddings) "
+                    "and cannot write text; ask a chat or code model instead."
+                )
             prepared = await loaded.prompts.prepare(request)
             tool_grammar = prepared.tool_grammar if self.settings.tool_call_grammar else None
             sampler = Sampler(loaded.model, request.options, prepared.format_grammar, tool_grammar)

@@ -30,6 +30,11 @@ class GgufInfo:
     """True when the vocabulary has fill-in-the-middle tokens ingle knows how to use."""
     pooling_type: int | None = None
 
+    @property
+    def embeds_only(self) -> bool:
+        """True for an embedding model (its GGUF names a pooling): it turns text into vectors and writes none."""
+        return bool(self.pooling_type)
+
     def kv_bytes_per_token(self) -> int:
         """Bytes of f16 K+V cache one token takes across all layers (0 if unknown)."""
         if not (self.block_count and self.embedding_length and self.head_count):

