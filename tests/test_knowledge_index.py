@@ -146,6 +146,24 @@ async def test_add_a_folder_names_unreadable_files_and_indexes_the_rest(
     assert (await library.search(["team"], "secret")).hits == []
 
 
+async def test_a_link_in_a_folder_to_a_file_outside_it_is_not_followed(
+    library: KnowledgeLibrary, tmp_path: Path
+) -> None:
+    docs, private = tmp_path / "docs", tmp_path / "private"
+    docs.mkdir()
+    private.mkdir()
+    (docs / "handbook.md").write_text(HANDBOOK)
+    (private / "deploy-key.md").write_text("BEGIN OPENSSH PRIVATE KEY b3BlbnNzaC1rZXk")
+    (docs / "key.md").symlink_to(private / "deploy-key.md")
+    (docs / "also-handbook.md").symlink_to(docs / "handbook.md")  # inside the folder: followed
+    library.create("team")
+    report = await library.add("team", [str(docs)])
+    assert report.indexed == 2
+    assert len(report.failures) == 1 and "key.md links to" in report.failures[0] and "outside" in report.failures[0]
+    assert (await library.search(["team"], "OPENSSH PRIVATE KEY")).hits == []
+    assert (await library.search(["team"], "how do I book leave?")).hits
+
+
 async def test_sync_reindexes_changed_files_and_drops_removed_ones(library: KnowledgeLibrary, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()

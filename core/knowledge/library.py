@@ -487,6 +487,7 @@ def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
         report.failures.append(f"{path}: no longer exists.")
         return
     count = 0
+    root = path.resolve()
     for folder, subfolders, files in os.walk(
         path, onerror=lambda error: report.failures.append(_unreadable(error.filename, error))
     ):
@@ -494,11 +495,17 @@ def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
         for file in sorted(files):
             if file.startswith(".") or Path(file).suffix.lower() not in SUPPORTED:
                 continue
+            found = Path(folder) / file
+            # A folder's links can point anywhere (a key in ~/.ssh), and what is indexed is what a bot may quote
+            # to a whole team: the folder was chosen, not the link's target. (os.walk enters no linked folder.)
+            if found.is_symlink() and not found.resolve().is_relative_to(root):
+                report.failures.append(f"{found} links to {found.resolve()}, outside {path}: add that file itself.")
+                continue
             count += 1
             if count > MAX_FILES_PER_SOURCE:
                 report.failures.append(f"{path}: holds more than {MAX_FILES_PER_SOURCE} files; the rest were skipped.")
                 return
-            yield Path(folder) / file
+            yield found
 
 
 async def read_source(location: str) -> tuple[bytes, str | None]:
