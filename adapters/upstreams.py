@@ -47,6 +47,7 @@ from ..core.generation import (
     GenerationStats,
     TokenLogprob,
 )
+from ..core.json_text import parse_json
 from ..core.names import ModelName
 from ..core.settings import Settings, UpstreamSettings
 
@@ -339,7 +340,7 @@ async def _server_sent_events(response: aiohttp.ClientResponse) -> AsyncIterator
         data = line[5:].strip()
         if data == b"[DONE]":
             return
-        event = json.loads(data)
+        event = parse_json(data)
         if isinstance(event, dict):
             yield event
 

@@ -15,13 +15,13 @@ runtime turns into a grammar that constrains a call once the model starts it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UnsupportedFeature
+from .json_text import parse_json
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _FENCE = "```"
@@ -136,7 +136,7 @@ def parse_tool_call(text: str, tool_names: Collection[str] | None = None) -> dic
     may just be an answer that happens to be JSON).
     """
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     except ValueError:
         return None
     return _call_from_value(value, tool_names)
@@ -148,7 +148,7 @@ def _call_from_value(value: Any, tool_names: Collection[str] | None) -> dict[str
     arguments = value.get("arguments", value.get("parameters", {}))
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
+            arguments = parse_json(arguments)
         except ValueError:
             return None
     if not isinstance(arguments, dict):
@@ -169,7 +169,7 @@ def _json_tool_calls(text: str, tool_names: Collection[str] | None) -> list[dict
     else:
         body = body.removesuffix(_FENCE).strip()  # a model that wrote the closing fence only
     try:
-        value = json.loads(body)
+        value = parse_json(body)
     except ValueError:
         return None
     items = value if isinstance(value, list) else [value]

@@ -21,6 +21,7 @@ from ingle.core.tool_calls import (
     LLAMA3,
     MISTRAL,
     AssistantOutputParser,
+    ToolCallFormat,
     detect_tool_format,
 )
 
@@ -94,6 +95,15 @@ def test_a_fenced_bare_call_is_parsed_and_other_json_stays_an_answer() -> None:
     answer = '{"name": "Ada", "age": 36}'
     piece = run(AssistantOutputParser(["set_alarm"], keep_thinking=False), answer, 5)
     assert piece.tool_calls == [] and piece.content == answer
+
+
+@pytest.mark.parametrize("tool_format", [HERMES, MISTRAL, LLAMA3])
+def test_a_call_nested_thousands_deep_stays_text_instead_of_breaking_the_answer(tool_format: ToolCallFormat) -> None:
+    # A prompt can make a model write this; Python's parser raised RecursionError on it, which ended the stream.
+    deep = "[" * 3000 + "]" * 3000
+    text = f'{tool_format.open}{{"name": "set_alarm", "arguments": {deep}}}{tool_format.close}'
+    piece = run(AssistantOutputParser(["set_alarm"], keep_thinking=False, tool_format=tool_format), text, 50)
+    assert piece.tool_calls == [] and deep in piece.content
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 REQUEST_TIMEOUT = 2
 """The daemon's request_timeout: how long it waits for the rest of a truncated body."""
 BAD_UTF8_BODY = b'{"model": "\xff\xfe"}'
+DEEP_BODY = b'{"model": "m", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
 MALFORMED = {
     "a NUL byte in a header": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Probe: a\x00b\r\n\r\n",
     "a header line without a colon": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nNoColonHere\r\n\r\n",
@@ -32,6 +33,10 @@ MALFORMED = {
     "bad UTF-8 in a JSON body": (
         b"POST /api/show HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(BAD_UTF8_BODY), BAD_UTF8_BODY)
+    ),
+    "JSON nested 5,000 deep": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(DEEP_BODY), DEEP_BODY)
     ),
     "a body shorter than its Content-Length": (
         b'POST /api/show HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"model":'
@@ -69,6 +74,7 @@ def test_malformed_requests_get_an_answer_and_one_log_line_each(tmp_path: Path) 
     assert all(status < 500 or status == 504 for status in statuses.values()), statuses
     assert statuses["a NUL byte in a header"] == 400
     assert statuses["bad UTF-8 in a JSON body"] == 400
+    assert statuses["JSON nested 5,000 deep"] == 400  # was a 500: the parser's RecursionError
     assert statuses["a line break in a path parameter"] == 404  # was a 500: the id went into the status line
     logged = sorted(int(match.group(1)) for match in ACCESS_LINE.finditer(log))
     assert logged == sorted(statuses.values()), log

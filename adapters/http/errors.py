@@ -10,7 +10,6 @@ OpenAI shape's own `code` on `/v1/…`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
@@ -19,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ...core import errors
+from ...core.json_text import parse_json
 from .keys import SETTINGS
 
 log = logging.getLogger("ingle.http")
@@ -101,7 +101,7 @@ async def read_body(request: web.Request, model: type[Model]) -> Model:
     """Parse the JSON body into `model`; raise BadRequestBody naming the bad field."""
     raw = await request.read()
     try:
-        data = json.loads(raw or b"{}", parse_float=_json_number)
+        data = parse_json(raw or b"{}", parse_float=_json_number)
     except ValueError as error:
         raise BadRequestBody("The request body is not valid JSON.") from error
     try:

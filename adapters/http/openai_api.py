@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ...core.errors import ModelNotFound
 from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions, TokenLogprob
+from ...core.json_text import parse_json
 from ...core.manifest import Manifest
 from ...core.tool_calls import AssistantPiece
 from ..upstreams import same_model
@@ -246,7 +247,7 @@ def _tool_call_for_template(call: Any) -> dict[str, Any]:
     """A tool call as chat templates expect it: arguments as an object, not a JSON text."""
     function = getattr(call, "function", call)
     try:
-        arguments = json.loads(function.arguments)
+        arguments = parse_json(function.arguments)
     except ValueError:
         arguments = function.arguments
     return {

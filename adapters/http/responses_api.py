@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ...core.errors import IngleError
 from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
+from ...core.json_text import parse_json
 from ...core.tool_calls import AssistantOutputParser, AssistantPiece
 from .common_wire import ResponsePath
 from .errors import StoredResponseNotFound, code_for, read_body, read_path
@@ -172,7 +173,7 @@ def _input_turns(body: ResponseRequest, history: list[dict[str, Any]]) -> list[C
 def _with_call(turns: list[ChatMessage], item: InputItem) -> ChatMessage:
     """The assistant turn with this function call added: the previous one if it is an assistant's, else a new one."""
     try:
-        arguments = json.loads(item.arguments or "{}")
+        arguments = parse_json(item.arguments or "{}")
     except ValueError:
         arguments = item.arguments
     call = {"type": "function", "id": item.call_id, "function": {"name": item.name, "arguments": arguments}}
