@@ -10,8 +10,9 @@ Then prints, in one run, side by side:
 2. a code-edit workload: real functions from a package in this environment (click),
    each to be rewritten with type hints and a docstring, one at a time, greedy:
    generation tokens/s with and without speculation on both servers, the share of
-   drafted tokens that were kept, and whether ingle's answers with and without
-   speculation are identical;
+   drafted tokens that were kept, whether ingle's answers with and without
+   speculation are identical, and where they are not, how near a tie the first
+   difference is (the gap between the two likeliest tokens there, from logprobs);
 3. one stream's generation speed against `llama-bench -n 64` (tg64), built from the
    same llama.cpp sources by bench/build_llama_server.sh, in alternation with ingle's
    engine in-process (neither side has HTTP) and with a bare llama_decode loop on the
@@ -162,6 +163,30 @@ async def chat(server: Server, prompt: str, max_tokens: int) -> Answer:
         if event.usage is not None:
             tokens = event.usage.completion_tokens
     return Answer(text, tokens, started, first, time.perf_counter())
+
+
+async def tie_gap(server: Server, prompt: str, answer: str, other: str) -> float | None:
+    """How near a tie the first difference between two greedy answers is: asked again for `answer`'s
+    log-probabilities, the gap in nats between the two likeliest tokens where `other` leaves it (None if the
+    server no longer gives the same answer)."""
+    differ = next((i for i, (a, b) in enumerate(zip(answer, other, strict=False)) if a != b), len(answer))
+    completion = await server.client.chat.completions.create(
+        model=server.model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=EDIT_TOKENS,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    choice = completion.choices[0]
+    if choice.message.content != answer or choice.logprobs is None:
+        return None
+    offset = 0
+    for entry in choice.logprobs.content or []:
+        offset += len(entry.token)
+        if offset > differ and len(entry.top_logprobs) == 2:
+            return entry.top_logprobs[0].logprob - entry.top_logprobs[1].logprob
+    return None
 
 
 async def clients_at_once(server: Server, clients: int) -> tuple[float, list[Answer]]:
@@ -320,6 +345,12 @@ async def main(arguments: argparse.Namespace) -> None:
             for label in order if number % 2 == 0 else reversed(order):
                 edits[label].append(await chat(servers[label], EDIT.format(source=source), EDIT_TOKENS))
         drafted, accepted = await draft_counts(urls["ingle"])
+        plain = servers["ingle, speculation off"]
+        gaps = [
+            await tie_gap(plain, EDIT.format(source=source), off.text, on.text)
+            for source, on, off in zip(functions, edits["ingle"], edits[plain.label], strict=True)
+            if on.text != off.text
+        ]
 
     console.print("[bold]3. One stream against llama-bench tg64[/]")
     # The bare loop runs in a process of its own: a second thread running llama.cpp in this one would give
@@ -387,6 +418,14 @@ async def main(arguments: argparse.Namespace) -> None:
         "",
         "all",
         "OK" if same == len(functions) else "MISS",
+    )
+    table.add_row(
+        "code edit, where they differ: gap between the two likeliest tokens, nats",
+        ", ".join("?" if gap is None else f"{gap:.3f}" for gap in gaps) or "-",
+        "",
+        "",
+        "(near ties)",
+        "",
     )
     table.add_row(
         "code edit, drafted tokens kept (ingle, /metrics)",
