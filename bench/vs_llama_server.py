@@ -166,10 +166,10 @@ async def chat(server: Server, prompt: str, max_tokens: int) -> Answer:
 
 
 async def tie_gap(server: Server, prompt: str, answer: str, other: str) -> float | None:
-    """How near a tie the first difference between two greedy answers is: asked again for `answer`'s
-    log-probabilities, the gap in nats between the two likeliest tokens where `other` leaves it (None if the
-    server no longer gives the same answer)."""
-    differ = next((i for i, (a, b) in enumerate(zip(answer, other, strict=False)) if a != b), len(answer))
+    """How near a tie two greedy answers part: `server` (which gave `answer`) is asked again, for its
+    log-probabilities, and the gap in nats between its two likeliest tokens is read where its new answer
+    first parts from `answer` or `other` (the new answer can itself differ from the first: the prompt may be
+    read in other batches)."""
     completion = await server.client.chat.completions.create(
         model=server.model,
         messages=[{"role": "user", "content": prompt}],
@@ -179,14 +179,19 @@ async def tie_gap(server: Server, prompt: str, answer: str, other: str) -> float
         top_logprobs=2,
     )
     choice = completion.choices[0]
-    if choice.message.content != answer or choice.logprobs is None:
-        return None
+    again = choice.message.content or ""
+    parts = [_first_difference(again, text) for text in (answer, other) if text != again]
+    entries = (choice.logprobs.content if choice.logprobs else None) or []
     offset = 0
-    for entry in choice.logprobs.content or []:
+    for entry in entries:
         offset += len(entry.token)
-        if offset > differ and len(entry.top_logprobs) == 2:
+        if parts and offset > min(parts) and len(entry.top_logprobs) == 2:
             return entry.top_logprobs[0].logprob - entry.top_logprobs[1].logprob
     return None
+
+
+def _first_difference(text: str, other: str) -> int:
+    return next((i for i, (a, b) in enumerate(zip(text, other, strict=False)) if a != b), min(len(text), len(other)))
 
 
 async def clients_at_once(server: Server, clients: int) -> tuple[float, list[Answer]]:
