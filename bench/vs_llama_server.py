@@ -322,7 +322,15 @@ async def main(arguments: argparse.Namespace) -> None:
                     MODEL,
                 )
             url = await stack.enter_async_context(serving(label, command, env, port))
-            client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=900)
+            # A connection per request, for every server alike: llama-server (cpp-httplib) drops a kept-alive
+            # connection after a few requests or seconds, and a request sent on it then fails (1 in 24 here).
+            client = openai.AsyncOpenAI(
+                base_url=url + "/v1",
+                api_key="unused",
+                max_retries=0,
+                timeout=900,
+                default_headers={"Connection": "close"},
+            )
             stack.push_async_callback(client.close)
             servers[label], urls[label] = Server(label, client, model), url
             await chat(servers[label], STORY.format(topic="warming up"), 4)  # loads the model
