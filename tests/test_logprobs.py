@@ -149,3 +149,25 @@ async def test_counts_past_the_limits_are_refused_with_the_field_named(
     with pytest.raises(ollama.ResponseError, match="top_logprobs") as refused_ollama:
         await ollama.AsyncClient(host=base_url).generate(DEFAULT_MODEL, "Hi", top_logprobs=21)
     assert refused_ollama.value.status_code == 400
+
+
+async def test_responses_carry_them_when_included(openai_client: openai.AsyncOpenAI) -> None:
+    asked = {"include": ["message.output_text.logprobs"], "top_logprobs": 2, "max_output_tokens": 16}
+    response = await openai_client.responses.create(
+        model=DEFAULT_MODEL, input="Name three colours.", temperature=0, **asked
+    )
+    part = response.output[0].content[0]  # pyright: ignore[reportAttributeAccessIssue]
+    assert part.logprobs and "".join(entry.token for entry in part.logprobs) == response.output_text
+    assert all(len(entry.top_logprobs) == 2 and entry.logprob <= 0 for entry in part.logprobs)
+
+    tokens: list[str] = []
+    stream = await openai_client.responses.create(
+        model=DEFAULT_MODEL, input="Name three colours.", temperature=0, stream=True, **asked
+    )
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            tokens += [entry.token for entry in event.logprobs]
+    assert "".join(tokens) == response.output_text
+
+    plain = await openai_client.responses.create(model=DEFAULT_MODEL, input="Hi", max_output_tokens=4)
+    assert plain.output[0].content[0].logprobs == []  # pyright: ignore[reportAttributeAccessIssue]

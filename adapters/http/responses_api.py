@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ...core.errors import IngleError
-from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions
+from ...core.generation import ChatMessage, GenerationRequest, GenerationStats, SamplingOptions, TokenLogprob
 from ...core.json_text import parse_json
 from ...core.tool_calls import AssistantOutputParser, AssistantPiece
 from .common_wire import ResponsePath
@@ -33,6 +33,8 @@ from .responses_wire import ContentPartIn, DeletedResponse, InputItem, ResponseO
 from .streaming import typed_events
 
 TAGS = ("openai",)
+# The `include` entry that asks for the answer's token log-probabilities.
+LOGPROBS = "message.output_text.logprobs"
 RESPONSES = web.AppKey("responses", ResponseStore)
 
 
@@ -58,7 +60,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return await typed_events(request, events, _stream_error)
     whole = await whole_answer(request.app, generation, parser)
     answer, stats = whole.piece, whole.stats
-    response = _finished(draft, list(_output_items(answer)), stats)
+    response = _finished(draft, list(_output_items(answer, _logprobs(whole.logprobs))), stats)
     await _keep(request.app, draft, response, turns, answer)
     return web.json_response(response)
 
@@ -128,6 +130,7 @@ def response_generation(body: ResponseRequest, turns: list[ChatMessage]) -> Gene
             min_p=0.0,
             repeat_penalty=1.0,
             max_tokens=body.max_output_tokens,
+            logprobs=(body.top_logprobs or 0) if LOGPROBS in (body.include or []) or body.top_logprobs else None,
         ),
         format=_output_format(body),
         tools=offered,
@@ -246,10 +249,9 @@ def _reasoning_item(text: str) -> dict[str, Any]:
     }
 
 
-def _message_item(text: str, status: str = "completed") -> dict[str, Any]:
-    content = (
-        [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" else []
-    )
+def _message_item(text: str, status: str = "completed", logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
+    content = [part] if status == "completed" else []
     return {"type": "message", "id": _new_id("msg"), "status": status, "role": "assistant", "content": content}
 
 
@@ -266,11 +268,20 @@ def _call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any
     }
 
 
-def _output_items(answer: AssistantPiece) -> Iterator[dict[str, Any]]:
+def _logprobs(entries: list[TokenLogprob]) -> list[dict[str, Any]]:
+    """Tokens' log-probabilities as an output_text part holds them."""
+
+    def entry(token: TokenLogprob) -> dict[str, Any]:
+        return {"token": token.token, "logprob": token.logprob, "bytes": list(token.data)}
+
+    return [{**entry(token), "top_logprobs": [entry(alt) for alt in token.top]} for token in entries]
+
+
+def _output_items(answer: AssistantPiece, logprobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     if answer.thinking:
         yield _reasoning_item(answer.thinking)
     if answer.content or not answer.tool_calls:
-        yield _message_item(answer.content)
+        yield _message_item(answer.content, logprobs=logprobs)
     for call in answer.tool_calls:
         yield _call_item(call)
 
@@ -318,15 +329,15 @@ class _OutputEvents:
         self._sequence += 1
         return {"type": kind, "sequence_number": self._sequence, **fields}
 
-    def events(self, piece: AssistantPiece) -> Iterator[dict[str, Any]]:
-        """Events for a piece of the answer."""
+    def events(self, piece: AssistantPiece, logprobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Events for a piece of the answer, with its tokens' log-probabilities when asked for."""
         self.answer.extend(piece)
         if piece.thinking:
             yield from self._ensure_open("reasoning")
             yield self._delta("response.reasoning_text.delta", piece.thinking)
         if piece.content:
             yield from self._ensure_open("message")
-            yield self._delta("response.output_text.delta", piece.content)
+            yield self._delta("response.output_text.delta", piece.content, logprobs)
         for call in piece.tool_calls:
             yield from self.close()
             item = _call_item(call, status="in_progress")
@@ -358,7 +369,7 @@ class _OutputEvents:
         if item["type"] == "message":
             part = item["content"][0]
             where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            yield self.event("response.output_text.done", **where, text=part["text"], logprobs=[])
+            yield self.event("response.output_text.done", **where, text=part["text"], logprobs=part["logprobs"])
             yield self.event("response.content_part.done", **where, part=part)
         else:
             text = item["content"][0]["text"]
@@ -384,12 +395,15 @@ class _OutputEvents:
         self.items.append(item)
         yield self.event("response.output_item.added", output_index=len(self.items) - 1, item={**item})
 
-    def _delta(self, kind: str, text: str) -> dict[str, Any]:
+    def _delta(self, kind: str, text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """A delta to the open item (`_ensure_open` ran just before) and its text."""
         item = self._open or self.items[-1]
-        item["content"][0]["text"] += text
+        part = item["content"][0]
+        part["text"] += text
+        if logprobs:
+            part["logprobs"] = [*part.get("logprobs", []), *logprobs]
         where = {"item_id": item["id"], "output_index": len(self.items) - 1, "content_index": 0}
-        return self.event(kind, **where, delta=text, logprobs=[])
+        return self.event(kind, **where, delta=text, logprobs=logprobs or [])
 
 
 async def response_events(
@@ -410,7 +424,7 @@ async def response_events(
                 started = True
                 yield output.event("response.created", response=draft)
                 yield output.event("response.in_progress", response=draft)
-            for event in output.events(step.piece):
+            for event in output.events(step.piece, _logprobs(step.logprobs)):
                 yield event
     for event in output.finish():
         yield event

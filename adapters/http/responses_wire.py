@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...core.generation import MAX_TOP_LOGPROBS
 from .common_wire import Limit, ModelNameField, absent
 
 MAX_INPUT_ITEMS = 10_000
@@ -250,7 +251,7 @@ class ResponseRequest(Input):
     user: str | None = None
     """Accepted and ignored."""
     include: list[str] | None = None
-    """Accepted and ignored."""
+    """`message.output_text.logprobs` adds the answer's token log-probabilities; the rest is accepted and ignored."""
     background: Annotated[
         bool | None,
         Limit({"not": {"const": True}}, "background responses are not available; leave it out", lambda on: not on),
@@ -266,11 +267,9 @@ class ResponseRequest(Input):
     """Accepted and ignored."""
     stream_options: dict[str, Any] | None = None
     """Accepted and ignored."""
-    top_logprobs: Annotated[
-        int | None,
-        Limit({"minimum": 0, "maximum": 0}, "log-probabilities are not available", lambda count: not count),
-    ] = None
-    """Log-probabilities are not available; 0 is fine."""
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    """This many of the most likely tokens at each place, with the log-probabilities; more than 0 implies
+    `message.output_text.logprobs`."""
     max_tool_calls: int | None = None
     """Accepted and ignored."""
     conversation: Annotated[Any, absent(_NOT_HERE)] = None
