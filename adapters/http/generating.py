@@ -97,6 +97,15 @@ def output_parser(app: web.Application, generation: GenerationRequest, keep_thin
     return AssistantOutputParser(names, keep_thinking, tool_format(app, generation.model))
 
 
+def logprob_fields(entry: TokenLogprob) -> dict[str, Any]:
+    """A token's log-probability in the shape OpenAI's routes, Responses and Ollama all give it."""
+
+    def fields(token: TokenLogprob) -> dict[str, Any]:
+        return {"token": token.token, "logprob": token.logprob, "bytes": list(token.data)}
+
+    return {**fields(entry), "top_logprobs": [fields(alt) for alt in entry.top]}
+
+
 @dataclass
 class AnswerStep:
     """A piece of a parsed answer, with the counts known so far (the prompt's, until `done`)."""

@@ -34,7 +34,7 @@ from ...core.names import ModelName
 from ...core.sources import PullProgress
 from ...core.tool_calls import AssistantOutputParser
 from .errors import read_body
-from .generating import AnswerStep, answer_pieces, output_parser
+from .generating import AnswerStep, answer_pieces, logprob_fields, output_parser
 from .keys import BACKEND, ENGINE, ROUTER, SETTINGS
 from .ollama_wire import (
     ChatChunk,
@@ -60,7 +60,6 @@ from .ollama_wire import (
     ShowRequest,
     ShowResponse,
     TagsResponse,
-    TokenLogprobOut,
     ToolCall,
     VersionResponse,
 )
@@ -199,8 +198,8 @@ def _answer_fields(step: AnswerStep) -> dict[str, Any]:
 
 
 def _logprob(entry: TokenLogprob) -> LogprobOut:
-    top = [TokenLogprobOut(token=alt.token, logprob=alt.logprob, bytes=list(alt.data)) for alt in entry.top]
-    return LogprobOut(token=entry.token, logprob=entry.logprob, bytes=list(entry.data), top_logprobs=top or None)
+    fields = logprob_fields(entry)
+    return LogprobOut.model_validate({**fields, "top_logprobs": fields["top_logprobs"] or None})  # Ollama omits []
 
 
 async def _answer_lines(

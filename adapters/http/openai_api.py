@@ -28,7 +28,15 @@ from ...core.tool_calls import AssistantPiece
 from ..upstreams import same_model
 from .common_wire import ModelPath
 from .errors import read_body, read_path
-from .generating import answer_pieces, chosen_tools, generate, generate_all, output_parser, whole_answer
+from .generating import (
+    answer_pieces,
+    chosen_tools,
+    generate,
+    generate_all,
+    logprob_fields,
+    output_parser,
+    whole_answer,
+)
 from .keys import BACKEND, ENGINE, ROUTER
 from .openai_wire import (
     AssistantMessage,
@@ -55,7 +63,6 @@ from .openai_wire import (
     TokenLogprobOut,
     ToolCallDelta,
     ToolCallOut,
-    TopLogprob,
     Usage,
 )
 from .openapi import documented
@@ -400,14 +407,7 @@ def text_completion(
 
 def chat_logprobs(entries: list[TokenLogprob]) -> ChoiceLogprobs:
     """Tokens' log-probabilities in the chat API's shape."""
-
-    def top(entry: TokenLogprob) -> TopLogprob:
-        return TopLogprob(token=entry.token, logprob=entry.logprob, bytes=list(entry.data))
-
-    content = [
-        TokenLogprobOut(**top(entry).model_dump(), top_logprobs=[top(alt) for alt in entry.top]) for entry in entries
-    ]
-    return ChoiceLogprobs(content=content)
+    return ChoiceLogprobs(content=[TokenLogprobOut.model_validate(logprob_fields(entry)) for entry in entries])
 
 
 def completion_logprobs(entries: list[TokenLogprob], offset: int) -> CompletionLogprobs:

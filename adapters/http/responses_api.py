@@ -25,7 +25,7 @@ from ...core.json_text import parse_json
 from ...core.tool_calls import AssistantOutputParser, AssistantPiece
 from .common_wire import ResponsePath
 from .errors import StoredResponseNotFound, code_for, read_body, read_path
-from .generating import answer_pieces, chosen_tools, output_parser, whole_answer
+from .generating import answer_pieces, chosen_tools, logprob_fields, output_parser, whole_answer
 from .keys import SETTINGS
 from .openapi import documented
 from .response_store import ResponseStore, StoredResponse
@@ -270,11 +270,7 @@ def _call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any
 
 def _logprobs(entries: list[TokenLogprob]) -> list[dict[str, Any]]:
     """Tokens' log-probabilities as an output_text part holds them."""
-
-    def entry(token: TokenLogprob) -> dict[str, Any]:
-        return {"token": token.token, "logprob": token.logprob, "bytes": list(token.data)}
-
-    return [{**entry(token), "top_logprobs": [entry(alt) for alt in token.top]} for token in entries]
+    return [logprob_fields(entry) for entry in entries]
 
 
 def _output_items(answer: AssistantPiece, logprobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
