@@ -161,6 +161,8 @@ class TokenLogprob:
     data: bytes
     top: list[TokenLogprob] = field(default_factory=list)
     """The most likely tokens at its place, most likely first, as many as the request asked."""
+    id: int | None = None
+    """Its id in the model's vocabulary (None where an upstream server did not say)."""
 
 
 @dataclass

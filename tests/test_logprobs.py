@@ -8,9 +8,11 @@ step with the text.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import ollama
 import openai
 import pytest
@@ -171,3 +173,56 @@ async def test_responses_carry_them_when_included(openai_client: openai.AsyncOpe
 
     plain = await openai_client.responses.create(model=DEFAULT_MODEL, input="Hi", max_output_tokens=4)
     assert plain.output[0].content[0].logprobs == []  # pyright: ignore[reportAttributeAccessIssue]
+
+
+async def test_llama_server_routes_give_completion_probabilities_with_the_text_they_keep(
+    base_url: str, openai_client: openai.AsyncOpenAI
+) -> None:
+    reference = await openai_client.completions.create(
+        model=DEFAULT_MODEL, prompt=PROMPT, max_tokens=12, logprobs=2, temperature=0, extra_body=GREEDY
+    )
+    async with aiohttp.ClientSession(base_url) as http:
+        body = {"prompt": PROMPT, "n_predict": 12, "temperature": 0, "n_probs": 2}
+        async with http.post("/completion", json=body) as response:
+            whole = await response.json()
+        # The same tokens and figures as the OpenAI route's, in llama-server's shape.
+        probabilities = whole["completion_probabilities"]
+        assert whole["content"] == reference.choices[0].text
+        assert reference.choices[0].logprobs and reference.choices[0].logprobs.token_logprobs
+        assert [entry["token"] for entry in probabilities] == reference.choices[0].logprobs.tokens
+        for entry, logprob in zip(probabilities, reference.choices[0].logprobs.token_logprobs, strict=True):
+            assert entry["logprob"] == pytest.approx(logprob, abs=1e-4)
+            assert bytes(entry["bytes"]).decode() == entry["token"] and entry["id"] >= 0
+            assert entry["top_logprobs"][0]["id"] == entry["id"]  # greedy: the likeliest
+            assert len(entry["top_logprobs"]) == 2
+
+        # Streamed, with n_indent cutting the answer at its first line back at column 0: each event carries the
+        # probabilities of its own text, and a token past the cut is not reported.
+        infill = {
+            "input_prefix": "def add(a, b):\n",
+            "prompt": "    ",
+            "input_suffix": "\n",
+            "n_predict": 40,
+            "temperature": 0,
+            "n_indent": 4,
+            "n_probs": 1,
+            "post_sampling_probs": True,
+            "stream": True,
+        }
+        content, tokens = "", b""
+        async with http.post("/infill", json=infill) as response:
+            async for line in response.content:
+                if line.startswith(b"data: "):
+                    event = json.loads(line[6:])
+                    content += event["content"]
+                    for entry in event.get("completion_probabilities", []):
+                        assert 0 < entry["prob"] <= 1 and "logprob" not in entry and len(entry["top_probs"]) == 1
+                        tokens += bytes(entry["bytes"])
+        # The last token ran from the kept line break into the cut line ("\n\n" or "\ndef"): left out, as its
+        # line break is the end of the answer.
+        assert content.endswith("\n") and tokens.decode() == content[:-1]
+
+        async with http.post("/completion", json={"prompt": "Hi", "n_probs": 21}) as refused:
+            assert refused.status == 400 and "n_probs" in json.dumps(await refused.json())
+        async with http.post("/completion", json={"prompt": "Hi", "n_predict": 2}) as plain:
+            assert "completion_probabilities" not in await plain.json()

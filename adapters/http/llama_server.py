@@ -2,13 +2,17 @@
 
 llama-server's `n_indent` and `t_max_predict_ms` stops are applied here, on
 the text as it streams in: when one fires, the generation is closed, which
-frees its sequence in the engine at once.
+frees its sequence in the engine at once. Token probabilities (`n_probs`)
+go out with the text they belong to, so a token the stops cut off is not
+reported either.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections import deque
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
@@ -16,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ...core.generation import ContextChunk, GenerationRequest, GenerationStats, SamplingOptions
+from ...core.generation import ContextChunk, GenerationRequest, GenerationStats, SamplingOptions, TokenLogprob
 from .errors import read_body
 from .keys import BACKEND, SERVICES, SETTINGS
 from .llama_server_wire import (
@@ -27,6 +31,7 @@ from .llama_server_wire import (
     Health,
     InfillRequest,
     Timings,
+    TokenProbability,
 )
 from .metrics import record_generation
 from .openapi import documented
@@ -89,12 +94,15 @@ async def answer(request: web.Request, body: CompletionOptions, generation: Gene
     rules = StopRules(body.n_indent, body.t_max_predict_ms)
     run = CompletionRun(request.app, generation, rules, warm_only=_n_predict(body) == 0)
     if body.stream:
-        events = stream_events(run, timings_per_token=bool(body.timings_per_token))
+        events = stream_events(
+            run, timings_per_token=bool(body.timings_per_token), as_probs=bool(body.post_sampling_probs)
+        )
         return await server_sent_events(request, events, done_marker=False)
     async with aclosing(run.pieces()) as pieces:
         async for _ in pieces:
             pass
-    return compact_json(select_fields(run.result().model_dump(mode="json"), body.response_fields))
+    result = run.result(as_probs=bool(body.post_sampling_probs)).model_dump(mode="json", exclude_none=True)
+    return compact_json(select_fields(result, body.response_fields))
 
 
 # --- convert in ---------------------------------------------------------------
@@ -133,7 +141,7 @@ def _n_predict(body: CompletionOptions) -> int | None:
 
 def _options(body: CompletionOptions) -> SamplingOptions:
     n_predict = _n_predict(body)
-    return sampling_options(
+    options = sampling_options(
         body,
         temperature=body.temperature,
         top_p=body.top_p,
@@ -144,6 +152,8 @@ def _options(body: CompletionOptions) -> SamplingOptions:
         max_tokens=1 if n_predict == 0 else n_predict,
         stop=body.stop,
     )
+    options.logprobs = body.n_probs or None
+    return options
 
 
 def _output_format(body: CompletionOptions) -> str | dict[str, Any] | None:
@@ -227,6 +237,12 @@ class CompletionRun:
         self.warm_only = warm_only
         """n_predict 0: load the prompt into the cache, answer no text."""
         self.content = ""
+        self.probabilities: list[TokenLogprob] = []
+        """The probabilities of the tokens whose text is in `content` (when the request asked)."""
+        self._pending: deque[tuple[int, TokenLogprob]] = deque()
+        """Probabilities whose token's text the stop rules have not released yet, by where that text ends."""
+        self._generated_bytes = 0
+        self._released_bytes = 0
         self.predicted = 0
         self.stats: GenerationStats | None = None
         self.finished = False
@@ -235,8 +251,8 @@ class CompletionRun:
         self.started = time.perf_counter()
         self.ended = self.started
 
-    async def pieces(self) -> AsyncGenerator[str, None]:
-        """The text as it becomes final; closing this closes the generation."""
+    async def pieces(self) -> AsyncGenerator[tuple[str, list[TokenLogprob]], None]:
+        """The text as it becomes final, with its tokens' probabilities; closing this closes the generation."""
         async with aclosing(self.app[BACKEND].generate(self.generation)) as stream:
             async for chunk in stream:
                 if chunk.stats is not None:  # the prompt's counts on the first piece, final counts at the end
@@ -246,17 +262,30 @@ class CompletionRun:
                     continue
                 if chunk.text:
                     self.predicted += 1
+                for entry in chunk.logprobs:
+                    self._generated_bytes += len(entry.data)
+                    self._pending.append((self._generated_bytes, entry))
                 text, stop = self.rules.feed(chunk.text, time.perf_counter())
                 if chunk.done and not stop:
                     text += self.rules.finish()
                 if text:
                     self.content += text
-                    yield text
+                    yield text, self._released_probabilities(text)
                 if stop:
                     self.stopped_by_rule = True
                     break
         self.ended = time.perf_counter()
         record_generation(self.app, self.generation.model, self.final_stats())
+
+    def _released_probabilities(self, text: str) -> list[TokenLogprob]:
+        """The pending probabilities whose token's text is now all released (bytes count: a token can end
+        inside a character)."""
+        self._released_bytes += len(text.encode())
+        released = []
+        while self._pending and self._pending[0][0] <= self._released_bytes:
+            released.append(self._pending.popleft()[1])
+        self.probabilities += released
+        return released
 
     def final_stats(self) -> GenerationStats:
         """The engine's counts; after a stop by a rule, completed with what was measured here."""
@@ -271,8 +300,8 @@ class CompletionRun:
             stats.completion_tokens, stats.generate_seconds = 0, 0.0
         return stats
 
-    def result(self, streamed: bool = False) -> CompletionResult:
-        """The final answer; streamed answers carry no text in it."""
+    def result(self, streamed: bool = False, as_probs: bool = False) -> CompletionResult:
+        """The final answer; streamed answers carry no text (nor probabilities) in it."""
         stats = self.final_stats()
         timings = _timings(
             stats.cached_tokens,
@@ -291,10 +320,13 @@ class CompletionRun:
             has_new_line="\n" in self.content,
             stop_type="eos" if ended_on_its_own else "limit",
             timings=timings,
+            completion_probabilities=_probabilities(self.probabilities, as_probs) if not streamed else None,
         )
 
 
-async def stream_events(run: CompletionRun, timings_per_token: bool = False) -> AsyncGenerator[dict[str, Any], None]:
+async def stream_events(
+    run: CompletionRun, timings_per_token: bool = False, as_probs: bool = False
+) -> AsyncGenerator[dict[str, Any], None]:
     """Server-sent events: one per piece of text, then the final result.
 
     The prompt's counts go out with every piece, so a client that closes the
@@ -302,15 +334,20 @@ async def stream_events(run: CompletionRun, timings_per_token: bool = False) -> 
     """
     count = 0
     async with aclosing(run.pieces()) as pieces:
-        async for text in pieces:
+        async for text, probabilities in pieces:
             count += 1
             stats = run.stats or GenerationStats()
-            partial = CompletionPartial(content=text, tokens_predicted=count, tokens_evaluated=stats.prompt_tokens)
+            partial = CompletionPartial(
+                content=text,
+                tokens_predicted=count,
+                tokens_evaluated=stats.prompt_tokens,
+                completion_probabilities=_probabilities(probabilities, as_probs),
+            )
             if timings_per_token:
                 prompt_n = stats.prompt_tokens - stats.cached_tokens
                 partial.timings = _timings(stats.cached_tokens, prompt_n, stats.prompt_seconds, count, 0.0)
-            yield partial.model_dump(mode="json")
-    yield run.result(streamed=True).model_dump(mode="json")
+            yield partial.model_dump(mode="json", exclude_none=True)
+    yield run.result(streamed=True).model_dump(mode="json", exclude_none=True)
 
 
 # --- convert out --------------------------------------------------------------
@@ -329,6 +366,28 @@ def _timings(cached: int, prompt_n: int, prompt_seconds: float, predicted_n: int
         predicted_per_token_ms=predicted_ms / predicted_n if predicted_n else 0.0,
         predicted_per_second=predicted_n / predicted_seconds if predicted_seconds > 0 else 0.0,
     )
+
+
+def _probabilities(entries: list[TokenLogprob], as_probs: bool) -> list[TokenProbability] | None:
+    """llama-server's `completion_probabilities` for these tokens; None where none were asked for."""
+    if not entries:
+        return None
+    return [_probability(entry, entry.top, as_probs) for entry in entries]
+
+
+def _probability(entry: TokenLogprob, top: list[TokenLogprob] | None, as_probs: bool) -> TokenProbability:
+    alternatives = None if top is None else [_probability(other, None, as_probs) for other in top]
+    # As llama-server: a token that ends inside a character shows only its whole characters.
+    probability = TokenProbability(
+        id=-1 if entry.id is None else entry.id,
+        token=entry.data.decode("utf-8", errors="ignore"),
+        bytes=list(entry.data),
+    )
+    if as_probs:
+        probability.prob, probability.top_probs = math.exp(entry.logprob), alternatives
+    else:
+        probability.logprob, probability.top_logprobs = entry.logprob, alternatives
+    return probability
 
 
 def select_fields(data: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:

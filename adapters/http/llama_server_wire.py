@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...core.generation import MAX_TOP_LOGPROBS
 from .common_wire import ONLY_ONE, Limit, ModelNameField, one_prompt
 from .sampling import LlamaCppSampling
 
@@ -72,6 +73,12 @@ class CompletionOptions(LlamaCppSampling):
     """Answer only these fields; `a/b` takes field `b` of object `a` and names it `a/b`."""
     chat_format: int | None = None
     """Accepted for compatibility; not used."""
+    n_probs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    """Answer each generated token's probability with this many most likely tokens at its place
+    (`completion_probabilities`); 0: none."""
+    post_sampling_probs: bool | None = None
+    """Give probabilities (`prob`, `top_probs`) rather than log-probabilities. Either way they are the
+    model's own, before the sampler's cuts, temperature or penalties."""
 
 
 class CompletionRequest(CompletionOptions):
@@ -95,6 +102,25 @@ class InfillRequest(CompletionOptions):
     formats of the models that have one (Qwen2.5-Coder, StarCoder2)."""
     prompt: str = ""
     """The cursor's line up to the cursor (continued by the completion)."""
+
+
+class TokenProbability(BaseModel):
+    """A token and how likely the model thought it, in llama-server's `completion_probabilities` form."""
+
+    id: int
+    """Its id in the model's vocabulary."""
+    token: str
+    """Its text (a token that ends inside a UTF-8 character has only the whole characters)."""
+    bytes: list[int]
+    """Its text's bytes."""
+    logprob: float | None = None
+    """Its log-probability (absent with `post_sampling_probs`)."""
+    prob: float | None = None
+    """Its probability, 0 to 1 (only with `post_sampling_probs`)."""
+    top_logprobs: list[TokenProbability] | None = None
+    """The `n_probs` most likely tokens at its place, most likely first (absent with `post_sampling_probs`)."""
+    top_probs: list[TokenProbability] | None = None
+    """The same with probabilities (only with `post_sampling_probs`)."""
 
 
 class Timings(BaseModel):
@@ -151,6 +177,9 @@ class CompletionResult(BaseModel):
     """Always empty."""
     timings: Timings
     """Token counts and durations."""
+    completion_probabilities: list[TokenProbability] | None = None
+    """Each generated token's probability, with `n_probs` alternatives; only when `n_probs` asks, and only in
+    a whole answer (a stream sends them with each piece)."""
 
 
 class CompletionPartial(BaseModel):
@@ -172,6 +201,8 @@ class CompletionPartial(BaseModel):
     """Tokens in the prompt once known (from the first piece of text), as llama-server sends it."""
     timings: Timings | None = None
     """Token counts and durations so far; only with `timings_per_token` (as llama-server)."""
+    completion_probabilities: list[TokenProbability] | None = None
+    """The probabilities of the tokens of this piece; only when `n_probs` asks."""
 
 
 class Health(BaseModel):

@@ -93,9 +93,9 @@ class LlamaCppSampling(BaseModel):
     ignore_eos: bool | None = None
     """Accepted for compatibility; not used."""
     n_probs: int | None = None
-    """Accepted for compatibility; token probabilities are not returned."""
+    """Accepted for compatibility; the OpenAI routes answer token probabilities for `logprobs` instead."""
     post_sampling_probs: bool | None = None
-    """Accepted for compatibility; not used."""
+    """Accepted for compatibility; not used here."""
     n_keep: int | None = None
     """Accepted for compatibility; not used."""
     n_cache_reuse: int | None = None

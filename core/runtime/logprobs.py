@@ -32,4 +32,4 @@ def token_logprob(logits: np.ndarray, token: int, top: int, token_bytes: Callabl
 
 def _entry(token: int, logprob: float, token_bytes: Callable[[int], bytes]) -> TokenLogprob:
     data = token_bytes(token)
-    return TokenLogprob(token=data.decode("utf-8", errors="replace"), logprob=logprob, data=data)
+    return TokenLogprob(token=data.decode("utf-8", errors="replace"), logprob=logprob, data=data, id=token)
