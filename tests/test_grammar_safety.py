@@ -133,6 +133,7 @@ def test_schemas_that_aborted_llama_cpp_are_answered_or_refused_and_the_daemon_l
         ({"type": "string", "pattern": "^(?=a)a$"}, "cannot be used"),
         ({"not": {"type": "string"}}, "cannot be used"),
         ({"type": "array", "minItems": 10**9}, "limited to"),
+        ({"type": []}, "allows no value"),
     ],
 )
 def test_a_schema_no_grammar_can_follow_is_refused_with_a_sentence(schema: dict[str, Any], complaint: str) -> None:
@@ -147,6 +148,20 @@ def test_a_schema_nested_past_the_limit_is_refused_before_the_converter_recurses
         schema = {"type": "array", "items": schema}
     with pytest.raises(InvalidRequest, match="nests deeper"):
         grammar_for_format(schema)
+
+
+def test_a_schema_whose_counts_add_up_to_a_huge_grammar_is_refused_at_once() -> None:
+    # Each count is within the limit, but together they made a 64 MB grammar that held a daemon for 9 s and 3.5 GB.
+    def strings(count: int) -> dict[str, Any]:
+        names = [f"field{index}" for index in range(count)]
+        return {"type": "object", "properties": {name: {"type": "string", "maxLength": 1000} for name in names}}
+
+    with pytest.raises(InvalidRequest, match=r"^format: .*add up to more than") as refused:
+        grammar_for_format(strings(8000))
+    assert "lower them" in refused.value.message
+    # A large real schema still converts: 50 strings of up to 1,000 characters.
+    grammar = grammar_for_format(strings(50))
+    assert grammar is not None and len(grammar) < 1_000_000
 
 
 def test_tool_names_and_schemas_with_any_character_give_writable_grammars() -> None:

@@ -25,6 +25,13 @@ from .pattern_grammar import pattern_grammar
 # llama.cpp expands a grammar's repetition counts into copies of rules, so a schema's counts are
 # bounded before any grammar is built: `{"maxItems": 10**9}` must be a 400, not an exhausted machine.
 MAX_SCHEMA_REPEAT = 1000
+# The converter writes a rule per repetition (`maxLength: 1000` is about 8 kB of grammar), and llama.cpp's
+# parse of a grammar takes about 40 bytes of memory and 0.2 ms per byte of it: 8,000 such strings in one
+# schema, each within the count above, held a daemon for 9 s and 3.5 GB. So the counts of a whole schema
+# are bounded too: at this sum a grammar stays under about 1 MB (0.2 s, 40 MB), ten times any real one.
+MAX_SCHEMA_TOTAL_REPEAT = 50_000
+# And the grammar itself, whatever produced it (patterns, many tools at once).
+MAX_GRAMMAR_CHARS = 2_000_000
 # The converter recurses once per level (Python's stack), and so do llama.cpp's parser and its
 # left-recursion check (the C stack); no real schema nests this deep.
 MAX_SCHEMA_DEPTH = 100
@@ -53,7 +60,7 @@ def check_schema(schema: Any, field: str) -> None:
     schema (the converter would fetch URLs).
     """
     pending: list[tuple[Any, int]] = [(schema, 0)]
-    seen = 0
+    seen = total_repeat = 0
     while pending:
         node, depth = pending.pop()
         seen += 1
@@ -66,11 +73,19 @@ def check_schema(schema: Any, field: str) -> None:
             continue
         if not isinstance(node, dict):
             continue
-        counts = [node.get(keyword) for keyword in _COUNT_KEYWORDS]
-        if any(isinstance(count, int) and count > MAX_SCHEMA_REPEAT for count in counts):
+        counts = [count for keyword in _COUNT_KEYWORDS if isinstance(count := node.get(keyword), int)]
+        if any(count > MAX_SCHEMA_REPEAT for count in counts):
             raise InvalidRequest(f"{field}: counts in the JSON schema are limited to {MAX_SCHEMA_REPEAT}.")
-        if any(node.get(keyword) == [] for keyword in ("enum", "anyOf", "oneOf")):
-            raise InvalidRequest(f"{field}: an empty enum, anyOf or oneOf in the JSON schema allows no value at all.")
+        total_repeat += max(counts, default=0)
+        if total_repeat > MAX_SCHEMA_TOTAL_REPEAT:
+            raise InvalidRequest(
+                f"{field}: the JSON schema's counts (maxLength, maxItems, …) add up to more than "
+                f"{MAX_SCHEMA_TOTAL_REPEAT}; lower them or drop some."
+            )
+        if any(node.get(keyword) == [] for keyword in ("enum", "anyOf", "oneOf", "type")):
+            raise InvalidRequest(
+                f"{field}: an empty enum, anyOf, oneOf or type in the JSON schema allows no value at all."
+            )
         reference = node.get("$ref")
         if reference is not None and not (isinstance(reference, str) and reference.startswith("#")):
             raise InvalidRequest(f"{field}: $ref may only point inside the schema (#/...), not to {reference!r}.")
@@ -121,12 +136,22 @@ def schema_grammar(schema: dict[str, Any], field: str) -> str:
     except Exception as error:  # the converter raises bare Exceptions and AssertionErrors on bad schemas
         raise InvalidRequest(f"{field}: the JSON schema cannot be used ({error}).") from error
     grammar = converter.format_grammar()
+    check_grammar_size(grammar, field)
     if found := _SURROGATE.search(grammar):  # from a pattern: llama.cpp takes the grammar as UTF-8
         raise InvalidRequest(f"{field}: the JSON schema holds a lone surrogate (U+{ord(found.group(0)):04X}).")
     problem = unwritable_terminal(grammar)
     if problem is not None:
         raise InvalidRequest(f"{field}: the JSON schema asks for {problem}, which no model can write; remove it.")
     return grammar
+
+
+def check_grammar_size(grammar: str, field: str) -> None:
+    """InvalidRequest naming `field` for a grammar too large for llama.cpp to parse quickly (see above)."""
+    if len(grammar) > MAX_GRAMMAR_CHARS:
+        raise InvalidRequest(
+            f"{field}: the JSON schema makes a grammar of {len(grammar) // 1000:,} kB, more than the "
+            f"{MAX_GRAMMAR_CHARS // 1000:,} kB allowed; use fewer or smaller counts and patterns."
+        )
 
 
 # --- what a grammar can demand -------------------------------------------------------------------
