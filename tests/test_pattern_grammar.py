@@ -8,14 +8,11 @@ that do not match must be refused.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import llama_cpp as llama
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +24,7 @@ from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
 
 from .conftest import DEFAULT_MODEL
-from .test_grammar_safety import TOKEN_DATA
+from .grammar_engine import GrammarEngine
 
 # Patterns as tool and response schemas write them; each is valid in ECMA 262 and Python alike.
 PATTERNS = [
@@ -59,34 +56,6 @@ def python_matches(pattern: str, value: str) -> bool:
     """
     python = re.sub(r"(?<!\\)\.", r"[^\\n\\r\\u2028\\u2029]", pattern).replace("$", r"\Z")
     return re.search(python, value, re.ASCII) is not None
-
-
-class GrammarEngine:
-    """llama.cpp's grammar sampler over the default model's vocabulary."""
-
-    def __init__(self, model: LlamaModel) -> None:
-        self.model = model
-
-    def accepts(self, grammar: str, text: str) -> bool:
-        """Whether the grammar lets a model write `text`, token by token as it tokenizes, and then stop."""
-        sampler = llama.llama_sampler_init_grammar(self.model.vocab, grammar.encode(), b"root")
-        assert sampler, "llama.cpp refused the grammar"
-        try:
-            for token in self.model.tokenize(text, parse_special=False):
-                if not self.allowed(sampler, token):
-                    return False
-                llama.llama_sampler_accept(sampler, token)  # pyright: ignore[reportArgumentType]
-            return self.allowed(sampler, self.model.eos)
-        finally:
-            llama.llama_sampler_free(sampler)
-
-    @staticmethod
-    def allowed(sampler: object, token: int) -> bool:
-        candidates = np.array([(token, 0.0, 0.0)], dtype=TOKEN_DATA)
-        pointer = candidates.ctypes.data_as(ctypes.POINTER(llama.llama_token_data))
-        array = llama.llama_token_data_array(pointer, 1, -1, False)
-        llama.llama_sampler_apply(sampler, ctypes.byref(array))  # pyright: ignore[reportArgumentType]
-        return bool(np.isfinite(candidates["logit"][0]))
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF, BuiltinRule, SchemaConverter
+from llama_cpp.llama_grammar import JSON_GBNF, RESERVED_NAMES, BuiltinRule, SchemaConverter
 
 from ..errors import InvalidRequest
 from ..tool_calls import ToolCallFormat, call_schema
+from .number_grammar import integer_bounds, integer_range
 from .pattern_grammar import pattern_grammar
 
 # llama.cpp expands a grammar's repetition counts into copies of rules, so a schema's counts are
@@ -109,6 +110,19 @@ class _SchemaConverter(SchemaConverter):
         text = json.dumps(value, ensure_ascii=False)
         return self._format_literal(_SURROGATE.sub(lambda found: f"\\u{ord(found.group(0)):04x}", text))
 
+    def __init__(self, field: str) -> None:
+        super().__init__(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        self.field = field
+        """The request field the schema came in, for the sentences of refusals."""
+
+    def visit(self, schema: Any, name: str) -> str:
+        # The original ignores an integer's minimum and maximum.
+        if schema.get("type") == "integer" and any(key in schema for key in _INTEGER_BOUNDS):
+            low, high = integer_bounds(schema, self.field)
+            rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+            return self._add_rule(rule_name, f"{integer_range(low, high)} space")
+        return super().visit(schema, name)
+
     def _visit_pattern(self, pattern: str, name: str) -> str:
         # The original copies the regex's classes into the grammar as they are (see pattern_grammar).
         return self._add_rule(name, f'"\\"" {pattern_grammar(pattern, MAX_SCHEMA_REPEAT)} "\\"" space')
@@ -118,6 +132,7 @@ class _SchemaConverter(SchemaConverter):
         return super()._add_primitive(name, _JSON_STRING_CHAR if name == "char" else rule)
 
 
+_INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_STRING_CHAR = BuiltinRule(r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', [])
 _GRAMMAR_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -130,9 +145,11 @@ def _escape_control(char: str) -> str:
 def schema_grammar(schema: dict[str, Any], field: str) -> str:
     """GBNF for a JSON schema, or InvalidRequest naming `field` when the schema cannot safely become one."""
     check_schema(schema, field)
-    converter = _SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter = _SchemaConverter(field)
     try:
         converter.visit(converter.resolve_refs(schema, "request"), "")
+    except InvalidRequest:
+        raise  # ours, with its own sentence
     except Exception as error:  # the converter raises bare Exceptions and AssertionErrors on bad schemas
         raise InvalidRequest(f"{field}: the JSON schema cannot be used ({error}).") from error
     grammar = converter.format_grammar()
