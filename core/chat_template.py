@@ -190,12 +190,12 @@ class ChatTemplate:
         except _RenderTimeout as error:
             raise UnsupportedFeature(
                 f"The model's chat template did not finish within {RENDER_SECONDS:.0f} s, so it is hostile or "
-                "broken: give the model a template of its own (README, Models) or send a raw prompt."
+                "broken: send a raw prompt instead (`raw: true`, `ingle run --raw`) or use another model."
             ) from error
         except SecurityError as error:
             raise UnsupportedFeature(
-                f"The model's chat template tried to build {error}: give the model a "
-                "template of its own (README, Models) or send a raw prompt."
+                f"The model's chat template tried to build {error}: send a raw prompt "
+                "instead (`raw: true`, `ingle run --raw`) or use another model."
             ) from error
         except TemplateError as error:
             raise InvalidRequest(
@@ -203,8 +203,8 @@ class ChatTemplate:
             ) from error
         except RecursionError as error:  # a macro that calls itself
             raise UnsupportedFeature(
-                "The model's chat template recurses without end: give the model a template of its own "
-                "(README, Models) or send a raw prompt."
+                "The model's chat template recurses without end: send a raw prompt instead (`raw: true`, "
+                "`ingle run --raw`) or use another model."
             ) from error
 
 
