@@ -1,22 +1,22 @@
-"""Read the facts ingle needs from a GGUF file's header, with the `gguf` package.
+"""The facts ingle needs from a GGUF file's header (see gguf_header.py), checked against the file.
 
-`GGUFReader` memory-maps the file and parses the header and the tensor
-table; tensor data is never read. On the default model (491 MB, a 152k-token
-vocabulary plus 151k merges) parsing takes a few seconds of CPU, which is why
-callers run this in a worker thread and the result is stored in the manifest
+Tensor data is never read; the header of the default model (491 MB, a
+152k-token vocabulary plus 151k merges) takes a fraction of a second. Callers
+still run this in a worker thread, and the result is stored in the manifest
 instead of being read again.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 from pathlib import Path
-from typing import Any
 
-from gguf import GGUFReader, LlamaFileType, ReaderField
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from .errors import CorruptModel
-from .gguf_bounds import HeaderOutOfBounds, check_header_bounds
+from .gguf_header import VOCABULARY_KEY, GgufHeader, HeaderOutOfBounds, TensorEntry, read_header
 from .manifest import GgufInfo
 
 FIM_TOKEN_SETS: tuple[frozenset[str], ...] = (
@@ -46,21 +46,17 @@ class _Malformed(ValueError):
 
 
 class _Fields:
-    """Typed access to the metadata of one reader; missing or mistyped keys read as None."""
+    """Typed access to a header's metadata; missing or mistyped keys read as None."""
 
-    def __init__(self, reader: GGUFReader) -> None:
-        self._fields: dict[str, ReaderField] = reader.fields
-
-    def value(self, key: str) -> Any:
-        field = self._fields.get(key)
-        return None if field is None else field.contents()
+    def __init__(self, header: GgufHeader) -> None:
+        self._values = header.values
 
     def integer(self, key: str) -> int | None:
-        value = self.value(key)
+        value = self._values.get(key)
         return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
     def text(self, key: str) -> str | None:
-        value = self.value(key)
+        value = self._values.get(key)
         return value if isinstance(value, str) else None
 
 
@@ -77,16 +73,24 @@ def quantization_name(file_type: int | None) -> str | None:
     return member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
-def _supports_fim(fields: _Fields) -> bool:
-    vocab_size = None
-    tokens = fields.value("tokenizer.ggml.tokens")
-    if isinstance(tokens, list):
-        vocab_size = len(tokens)
-        vocabulary = set(tokens)
-        if any(fim_set <= vocabulary for fim_set in FIM_TOKEN_SETS):
-            return True
+def _supports_fim(header: GgufHeader) -> bool:
+    if any(fim_set <= header.vocabulary_found for fim_set in FIM_TOKEN_SETS):
+        return True
+    fields = _Fields(header)
+    vocab_size = header.array_lengths.get(VOCABULARY_KEY)
     ids = [fields.integer(key) for key in _FIM_ID_KEYS]
     return all(i is not None and i >= 0 and (vocab_size is None or i < vocab_size) for i in ids)
+
+
+def _tensor_bytes(tensor: TensorEntry) -> int:
+    try:
+        block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(tensor.type)]
+    except (ValueError, KeyError) as error:
+        raise _Malformed(f"tensor '{tensor.name[:80]}' has unknown type {tensor.type}") from error
+    elements = 1
+    for size in tensor.dimensions:
+        elements *= size
+    return elements * type_size // block_size
 
 
 def read_gguf_info(path: Path) -> GgufInfo:
@@ -103,21 +107,25 @@ def read_gguf_info(path: Path) -> GgufInfo:
         if magic != b"GGUF":
             raise _Malformed("it does not start with the GGUF magic bytes")
         try:
-            check_header_bounds(path)
+            header = read_header(path, vocabulary_entries=set().union(*FIM_TOKEN_SETS))
         except HeaderOutOfBounds as error:
             raise _Malformed(f"its header is damaged: {error}") from error
-        reader = GGUFReader(path)
-        fields = _Fields(reader)
+        fields = _Fields(header)
         architecture = fields.text("general.architecture")
         if not architecture:
             raise _Malformed("no general.architecture in its metadata")
-        data_end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=reader.data_offset)
+        names = [tensor.name for tensor in header.tensors]
+        if len(set(names)) != len(names):
+            raise _Malformed("two tensors have the same name")
+        ends = (header.data_offset + tensor.offset + _tensor_bytes(tensor) for tensor in header.tensors)
+        data_end = max(ends, default=header.data_offset)
         if size < data_end:
             raise _Malformed(f"truncated: {size} of {data_end} bytes are there")
+        elements = (math.prod(tensor.dimensions) for tensor in header.tensors)
         info = GgufInfo(
             architecture=architecture,
             name=fields.text("general.name"),
-            parameter_count=sum(int(t.n_elements) for t in reader.tensors) or None,
+            parameter_count=sum(elements) or None,
             quantization=quantization_name(fields.integer("general.file_type")),
             context_length=fields.integer(f"{architecture}.context_length"),
             embedding_length=fields.integer(f"{architecture}.embedding_length"),
@@ -128,18 +136,17 @@ def read_gguf_info(path: Path) -> GgufInfo:
             value_length=fields.integer(f"{architecture}.attention.value_length"),
             chat_template=fields.text("tokenizer.chat_template"),
             license=fields.text("general.license"),
-            supports_fim=_supports_fim(fields),
+            supports_fim=_supports_fim(header),
             pooling_type=fields.integer(f"{architecture}.pooling_type"),
         )
     except _Malformed as error:
         raise CorruptModel(f"'{Path(path).name}' is not a valid GGUF model file ({error}).") from error
-    except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError, MemoryError) as error:
-        # The reader signals every kind of malformed input with one of these;
-        # translate them here, the one place that calls it.
+    except (OSError, ValueError, struct.error, MemoryError) as error:
+        # What reading a file can still raise past the header walk's own checks (an unreadable file,
+        # an mmap that fails); translated here, the one place that reads headers.
         if isinstance(error, OSError):
             reason = error.strerror or type(error).__name__
         else:
-            # The reader's own messages describe numpy internals; what they mean is this.
             reason = f"truncated or malformed header: {str(error).splitlines()[0][:80] or type(error).__name__}"
         raise CorruptModel(f"'{Path(path).name}' is not a valid GGUF model file ({reason}).") from error
     return info

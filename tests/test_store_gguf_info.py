@@ -1,8 +1,9 @@
-"""GGUF header facts, read with the `gguf` package from files its GGUFWriter wrote."""
+"""GGUF header facts, read from files the `gguf` package's GGUFWriter wrote, and from crafted ones."""
 
 from __future__ import annotations
 
 import os
+import resource
 import struct
 from pathlib import Path
 
@@ -152,3 +153,19 @@ def test_any_damaged_header_gives_a_sentence(tmp_path: Path, position: int, valu
         read_gguf_info(path)
     except CorruptModel as error:
         assert str(error).startswith("'damaged.gguf' is not a valid GGUF model file (")
+
+
+def test_a_huge_vocabulary_is_read_in_little_memory(tmp_path: Path) -> None:
+    # A 16 MB file of two million empty tokens: the gguf package's reader built objects per item and took 3 GB
+    # (a 40 MB file of five million took 8 GB). Read as a real model's header is: its length, and only the
+    # entries asked about (here the FIM markers, which this vocabulary ends with).
+    count = 2_000_000
+    fim = [_string(token) for token in ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")]
+    tokens = _string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, count + 3) + _string("") * count
+    path = tmp_path / "vocabulary.gguf"
+    data = _crafted_header(0, _ARCHITECTURE + tokens + b"".join(fim), 2)
+    path.write_bytes(data.ljust(-(-len(data) // 32) * 32, b"\0"))  # the data section starts aligned
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    info = read_gguf_info(path)
+    assert info.architecture == "llama" and info.supports_fim
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 200  # MiB
