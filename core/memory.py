@@ -10,8 +10,11 @@ from .manifest import Manifest
 
 MIB = 1024 * 1024
 # Compute buffers, the logits of a batch and allocator slack: measured at
-# 150-250 MiB for sub-8B models on CPU; rounded up so that estimates err high.
+# 150-250 MiB for sub-8B models on CPU with num_batch 512; rounded up so that estimates err high.
 _FIXED_OVERHEAD = 256 * MIB
+# llama.cpp's compute buffer grows with the batch (a batch's logits alone are vocabulary x batch
+# floats: 38 GB for Qwen2.5's 152k words at 65536), so the overhead is scaled from this batch up.
+_MEASURED_BATCH_TOKENS = 512
 # Batched decoding on a CPU keeps gaining up to about four sequences per core
 # (llama-batched-bench, 2 cores: 1.65x one sequence's rate at 4, 1.92x at 8);
 # past that every stream slows while the total hardly grows.
@@ -39,12 +42,16 @@ class MemoryEstimate:
         )
 
 
-def estimate_memory(manifest: Manifest, context_tokens: int) -> MemoryEstimate:
-    """Estimate weights + f16 KV cache for `context_tokens` tokens over all sequences."""
+def estimate_memory(
+    manifest: Manifest, context_tokens: int, batch_tokens: int = _MEASURED_BATCH_TOKENS
+) -> MemoryEstimate:
+    """Estimate weights + f16 KV cache for `context_tokens` tokens over all sequences, and the compute
+    buffers of decode steps of `batch_tokens` (num_batch) tokens."""
+    compute = _FIXED_OVERHEAD * max(batch_tokens, _MEASURED_BATCH_TOKENS) // _MEASURED_BATCH_TOKENS
     return MemoryEstimate(
         weights=manifest.size,
         kv_cache=manifest.gguf.kv_bytes_per_token() * context_tokens,
-        overhead=_FIXED_OVERHEAD + manifest.size // 20,
+        overhead=compute + manifest.size // 20,
     )
 
 

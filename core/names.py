@@ -3,6 +3,8 @@
 A name is `[namespace/]model[:tag]`, like Ollama's. Every part is made of
 letters, digits, `.`, `_` and `-`, never starts with a dot and never is `..`,
 so a name maps to `manifests/<name>/<tag>.json` and cannot leave the store.
+Names are case-insensitive, as Ollama's are: both parts are kept in lower case,
+so `Coder:Latest` and `coder` are one model.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class ModelName:
             )
         if not _TAG_PATTERN.fullmatch(tag) or ".." in tag:
             raise InvalidModelName(f"'{text}' has an invalid tag '{tag}': use letters, digits, '.', '_' and '-'.")
-        return cls(name.lower(), tag)
+        return cls(name.lower(), tag.lower())
 
     def __str__(self) -> str:
         return f"{self.name}:{self.tag}"

@@ -8,17 +8,39 @@ file is `$INGLE_CONFIG` if set, else `~/.config/ingle/ingle.toml`, else
 
 from __future__ import annotations
 
+import errno
 import os
+import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+ENV_PREFIX = "INGLE_"
+KEEP_ALIVE_MAX_SECONDS = 365 * 86400
+"""The longest keep_alive: a year. Longer means "forever", which is -1 (a bigger number overflows time arithmetic)."""
+MOST_THREADS_PER_CPU = 4
+MOST_THREADS = 512
+"""Threads past a few per CPU only make llama.cpp's workers wait for each other (5000 hung, 100000 aborted)."""
+MOST_BATCH_TOKENS = 8192
+"""Largest num_batch: llama.cpp's compute buffer grows with it (vocabulary x batch floats, 38 GB at 65536)."""
+# What to write in an INGLE_* variable that holds a list or table: JSON, shown by example.
+_ENV_JSON_EXAMPLES = {
+    "allowed_hosts": '["myhost.lan"]',
+    "cors_origins": '["https://chat.example.com"]',
+    "api_pull_allowlist": '["https://models.example.com/gguf/"]',
+    "upstreams": '[{"url": "http://gpu-box:11435", "models": ["llama3:8b"]}]',
+    "bots": '{"telegram": {"token": "..."}}',
+}
 
 
 def default_config_file() -> Path:
@@ -28,6 +50,19 @@ def default_config_file() -> Path:
         return Path(explicit).expanduser()
     user = Path("~/.config/ingle/ingle.toml").expanduser()
     return user if user.exists() else Path("/etc/ingle/ingle.toml")
+
+
+DEFAULT_HOME = "~/.ingle"
+
+
+def configured_home() -> Path:
+    """The home when neither --home nor INGLE_HOME is given: the config file's `home`, else ~/.ingle."""
+    try:
+        with default_config_file().open("rb") as file:
+            named = tomllib.load(file).get("home")
+    except (OSError, ValueError):
+        named = None  # a missing file; an unreadable one has already stopped load_settings
+    return Path(named if isinstance(named, str) and named.strip() else DEFAULT_HOME).expanduser()
 
 
 class UpstreamSettings(BaseModel):
@@ -56,9 +91,9 @@ class UpstreamSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything an operator can configure, with a docstring per field."""
 
-    model_config = SettingsConfigDict(env_prefix="INGLE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    home: Path = Field(default_factory=lambda: Path("~/.ingle").expanduser())
+    home: Path = Field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
     """Where models (blobs + manifests) and state live."""
 
     host: str = "127.0.0.1"
@@ -106,8 +141,8 @@ class Settings(BaseSettings):
     default_model: str = "qwen2.5-coder:0.5b"
     """Model used when a request or command names none."""
 
-    keep_alive: float = Field(default=300.0, ge=-1)
-    """Seconds an idle model stays loaded; 0 unloads at once, -1 keeps it forever."""
+    keep_alive: float = Field(default=300.0, ge=-1, le=KEEP_ALIVE_MAX_SECONDS, allow_inf_nan=False)
+    """Seconds an idle model stays loaded, at most a year (31536000); 0 unloads at once, -1 keeps it forever."""
 
     num_parallel: int | None = Field(default=None, ge=1, le=64)
     """Sequences (concurrent requests) per loaded model; default: four per CPU core, at most 16,
@@ -116,12 +151,12 @@ class Settings(BaseSettings):
     num_ctx: int = Field(default=8192, ge=256)
     """Context window of each sequence, in tokens (clamped to the model's training context)."""
 
-    num_batch: int = Field(default=512, ge=16)
-    """Largest number of prompt tokens fed to one decode step; raised to num_parallel + 1 when smaller,
-    as llama.cpp needs room in one batch for a token of every sequence."""
+    num_batch: int = Field(default=512, ge=16, le=MOST_BATCH_TOKENS)
+    """Largest number of prompt tokens fed to one decode step, at most 8192; raised to num_parallel + 1
+    when smaller, as llama.cpp needs room in one batch for a token of every sequence."""
 
     num_threads: int | None = Field(default=None, ge=1)
-    """CPU threads for llama.cpp; default: the number of physical cores."""
+    """CPU threads for llama.cpp, at most 4 per CPU (and 512); default: the number of physical cores."""
 
     queue_size: int = Field(default=16, ge=0)
     """Requests that may wait for a free sequence per model before new ones are refused."""
@@ -182,10 +217,27 @@ class Settings(BaseSettings):
     bots: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """The `[bots.<platform>]` tables (telegram, slack, mattermost), raw here; ingle.bots.settings validates them."""
 
+    @field_validator("home", mode="before")
+    @classmethod
+    def _refuse_empty_home(cls, value: object) -> object:
+        # Path("") is the current folder: an empty INGLE_HOME or --home "" would fill it with a store.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("it is empty; name a folder such as ~/.ingle, or leave it unset for the default")
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("num_threads", mode="after")
+    @classmethod
+    def _bound_threads(cls, value: int | None) -> int | None:
+        cpus = os.cpu_count() or 1
+        most = min(MOST_THREADS, MOST_THREADS_PER_CPU * cpus)
+        if value is not None and value > most:
+            raise ValueError(f"this machine has {cpus} CPUs, so use at most {most} threads, or leave it unset")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -196,8 +248,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_file())
-        return (init_settings, env_settings, toml)
+        path = default_config_file()
+        if path.is_dir():
+            # pydantic-settings would skip it silently, as if there were no config file.
+            raise IsADirectoryError(errno.EISDIR, "it is a folder; name a TOML file such as ingle.toml", str(path))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        return (init_settings, _JsonEnvSource(settings_cls), toml)
 
     @property
     def unix_socket(self) -> Path | None:
@@ -229,5 +285,66 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings once, with command-line overrides that are not None."""
+    """Build the settings once, with command-line overrides that are not None.
+
+    Raises ValidationError, SettingsError, OSError or ValueError (a config file that is not UTF-8
+    TOML); settings_problem() says any of them in one sentence.
+    """
     return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+class EnvValueError(ValueError):
+    """An INGLE_* variable of a list or table setting that is not JSON (pydantic-settings wraps it in SettingsError)."""
+
+    def __init__(self, variable: str, example: str) -> None:
+        super().__init__(f"{variable} is not JSON")
+        self.variable = variable
+        self.example = example
+
+
+class _JsonEnvSource(EnvSettingsSource):
+    """INGLE_* variables; a list or table one that is not JSON raises EnvValueError naming it."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            example = _ENV_JSON_EXAMPLES.get(field_name, "a JSON value")
+            raise EnvValueError(f"{ENV_PREFIX}{field_name.upper()}", example) from None
+
+
+def settings_problem(error: Exception, flags: dict[str, Any] | None = None) -> str | None:
+    """One sentence saying which setting, variable or file is wrong and what to write, or None if ERROR is not
+    one of load_settings' errors. FLAGS are the command-line overrides given to load_settings."""
+    path = default_config_file()
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        field = loc[0] if loc else "settings"
+        context = first.get("ctx") or {}
+        # A validator's own sentence, without pydantic's "Value error, " prefix.
+        reason = str(context["error"]) if first["type"] == "value_error" and "error" in context else first["msg"]
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        if flags and flags.get(field) is not None:
+            return f"--{field.replace('_', '-')} {str(flags[field])!r} is an invalid {field}: {reason}."
+        if variable in os.environ:
+            # A key or token is never echoed, not even a malformed one.
+            annotation = Settings.model_fields[field].annotation if field in Settings.model_fields else None
+            secret = SecretStr in (annotation, *get_args(annotation))
+            shown = variable if secret else f"{variable}={os.environ[variable]!r}"
+            return f"{shown} is an invalid {field}: {reason}."
+        return f"'{'.'.join(loc) or 'settings'}' is invalid in {path}: {reason}."
+    cause = error.__cause__ if isinstance(error, SettingsError) else error
+    if isinstance(cause, EnvValueError):
+        example = f"{cause.variable}='{cause.example}'"
+        return f"{cause.variable} is not valid JSON: write a list or table as JSON, e.g. {example}."
+    unreadable = f"the config file {path} cannot be read"
+    if isinstance(error, UnicodeDecodeError):
+        return f"{unreadable}: it is not UTF-8 text; save it as UTF-8 TOML, or point INGLE_CONFIG at another file."
+    if isinstance(error, IsADirectoryError):
+        return f"{unreadable}: it is a folder; name a TOML file such as {path / 'ingle.toml'} in INGLE_CONFIG."
+    if isinstance(error, OSError):
+        return f"{unreadable}: {error.strerror or error}; fix its permissions or point INGLE_CONFIG elsewhere."
+    if isinstance(error, ValueError):  # tomllib.TOMLDecodeError
+        return f"{unreadable}: it is not valid TOML ({error}); fix the file."
+    return None

@@ -83,6 +83,14 @@ def storage_full_error(path: Path, bytes_needed: int | None) -> StorageFull:
     return StorageFull(f"The disk is full: writing to {path.parent} failed; {need} and pull again.")
 
 
+def _names_same_model(recorded: str, model: ModelName) -> bool:
+    """Whether the name a manifest records is MODEL, whose path it lies at (in any case)."""
+    try:
+        return ModelName.parse(recorded) == model
+    except InvalidModelName:
+        return False
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -184,10 +192,24 @@ class ModelStore:
             ) from error
         return manifest
 
+    def _stored_manifest_path(self, model: ModelName) -> Path:
+        """Where the manifest of MODEL lies: its path, or a file whose tag differs only in case.
+
+        Tags were kept in their given case before names became case-insensitive (names.py), so
+        an older store may hold `coder/Latest.json` for what is now `coder:latest`.
+        """
+        path = self.manifest_path(model)
+        if path.is_file() or not path.parent.is_dir():
+            return path
+        for candidate in sorted(path.parent.glob("*.json")):
+            if candidate.stem.lower() == model.tag and not candidate.name.startswith(_TEMP_PREFIX):
+                return self._inside(candidate, InvalidModelName)
+        return path
+
     def get(self, name: ModelName | str) -> Manifest:
         """The manifest of `name`; ModelNotFound when there is none or its blob is missing."""
         model = self._parse(name)
-        path = self.manifest_path(model)
+        path = self._stored_manifest_path(model)
         if not path.is_file():
             raise ModelNotFound(
                 f"Model '{model}' is not in the store: `ingle list` shows what is there, and "
@@ -229,7 +251,7 @@ class ModelStore:
             except CorruptModel as error:
                 problems.append(StoreProblem(path, "damaged", error.message))
                 continue
-            if manifest.name != str(model):
+            if not _names_same_model(manifest.name, model):
                 problems.append(StoreProblem(path, "misplaced", f"it names '{manifest.name}' but lies at '{model}'"))
                 continue
             if not self.has_blob(manifest.digest):
@@ -252,8 +274,11 @@ class ModelStore:
             )
         stored = replace(manifest, name=str(model))
         path = self.manifest_path(model)
+        older = self._stored_manifest_path(model)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._atomic_write(path, json.dumps(stored.to_json(), indent=2, sort_keys=True).encode("utf-8"))
+        if older != path:
+            older.unlink(missing_ok=True)  # the same name in an older tag case: replaced, not kept beside
         return stored
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
@@ -277,7 +302,7 @@ class ModelStore:
         Returns the digests of the blobs that were deleted.
         """
         model = self._parse(name)
-        path = self.manifest_path(model)
+        path = self._stored_manifest_path(model)
         if not path.is_file():
             raise ModelNotFound(f"Model '{model}' is not in the store: see `ingle list`.")
         path.unlink()

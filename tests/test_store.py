@@ -67,11 +67,12 @@ def test_put_get_list_copy_remove(store: ModelStore, ggufs: list[Path]) -> None:
     manifest_for(store, "zeta:1b", ggufs[0])
     stored = manifest_for(store, "Alpha/Model:Q4", ggufs[1])
 
-    assert stored.name == "alpha/model:Q4"
-    assert [m.name for m in store.list()] == ["alpha/model:Q4", "zeta:1b"]
-    assert store.get("alpha/model:Q4") == stored
-    assert store.get(ModelName("alpha/model", "Q4")).digest == stored.digest
-    assert (store.root / "manifests" / "alpha" / "model" / "Q4.json").is_file()
+    # Names are case-insensitive, the tag too: one spelling is stored, any finds it.
+    assert stored.name == "alpha/model:q4"
+    assert [m.name for m in store.list()] == ["alpha/model:q4", "zeta:1b"]
+    assert store.get("alpha/model:Q4") == stored == store.get("ALPHA/model:q4")
+    assert store.get(ModelName("alpha/model", "q4")).digest == stored.digest
+    assert (store.root / "manifests" / "alpha" / "model" / "q4.json").is_file()
 
     copied = store.copy("zeta:1b", "zeta-copy")
     assert copied.name == "zeta-copy:latest" and copied.digest == store.get("zeta:1b").digest
@@ -84,7 +85,17 @@ def test_put_get_list_copy_remove(store: ModelStore, ggufs: list[Path]) -> None:
         store.get("zeta:1b")
     with pytest.raises(ModelNotFound):
         store.remove("zeta:1b")
-    assert [m.name for m in store.list()] == ["alpha/model:Q4"]
+    assert [m.name for m in store.list()] == ["alpha/model:q4"]
+
+
+def test_a_tag_stored_in_upper_case_before_is_still_found_and_replaced(store: ModelStore, ggufs: list[Path]) -> None:
+    stored = manifest_for(store, "coder:q4", ggufs[0])
+    older = store.root / "manifests" / "coder" / "Q4_K_M.json"
+    (store.root / "manifests" / "coder" / "q4.json").rename(older)  # as an older ingle kept the tag's case
+    older.write_text(older.read_text().replace('"coder:q4"', '"coder:Q4_K_M"'))
+    assert store.get("coder:q4_k_m").digest == stored.digest and not store.check()
+    store.copy("coder:Q4_K_M", "coder:Q4_K_M")  # written again under the lower-case name, the old file gone
+    assert [p.name for p in older.parent.iterdir()] == ["q4_k_m.json"]
 
 
 def test_put_replaces_atomically_and_leaves_no_temporary_files(store: ModelStore, ggufs: list[Path]) -> None:

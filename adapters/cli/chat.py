@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.status import Status
 
-from ingle.core.errors import InvalidRequest, ModelNotFound
+from ingle.core.errors import IngleError, InvalidRequest, ModelNotFound
 from ingle.core.generation import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats, SamplingOptions
 from ingle.core.names import ModelName
 from ingle.core.sources import DEFAULT_MODEL_NAME
@@ -49,6 +49,8 @@ Start and end a message with \"\"\" to write several lines.
 Ctrl-C stops an answer."""
 
 _MULTILINE_QUOTE = '"""'
+# Done reasons of an answer the model finished: at a stop (token or string) or at its length limit.
+_FINISHED = ("stop", "length")
 
 
 class OutputFormat(StrEnum):
@@ -211,7 +213,12 @@ async def ensure_model(engine: EngineApi, context: CliContext, name: str) -> Non
 
 
 async def stream_answer(engine: EngineApi, context: CliContext, request: GenerationRequest, spinner_text: str) -> str:
-    """Stream one answer to stdout as it is generated and return its full text."""
+    """Stream one answer to stdout as it is generated and return its full text.
+
+    An answer that ends neither at a stop nor at its length limit (the model was removed or
+    unloaded under it) raises IngleError after the text so far, so `ingle run` does not exit 0
+    with half an answer.
+    """
     pieces: list[str] = []
     stats: GenerationStats | None = None
     spinner = Status(spinner_text, console=context.err) if context.err.is_terminal else None
@@ -237,6 +244,11 @@ async def stream_answer(engine: EngineApi, context: CliContext, request: Generat
             sys.stdout.flush()
     if context.verbose and stats:
         context.err.print(_describe_stats(stats))
+    if stats is None or stats.done_reason not in _FINISHED:
+        raise IngleError(
+            f"The answer of {request.model} was cut short: the model was stopped, removed or unloaded before it "
+            "finished; run the command again."
+        )
     return "".join(pieces)
 
 

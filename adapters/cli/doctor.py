@@ -14,7 +14,6 @@ import importlib
 import os
 import shutil
 import socket
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -24,13 +23,14 @@ from typing import Annotated
 import psutil
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.text import Text
 
 from ingle.core.errors import IngleError
 from ingle.core.manifest import Manifest
 from ingle.core.memory import MIB, default_parallel, estimate_memory, format_bytes
-from ingle.core.settings import Settings, default_config_file, load_settings
+from ingle.core.settings import Settings, default_config_file, load_settings, settings_problem
 from ingle.core.sources import DEFAULT_MODEL_NAME
 from ingle.core.store import ModelStore
 
@@ -64,7 +64,7 @@ class Check:
 class DoctorContext:
     """What the app callback hands to `ingle doctor` instead of settings, so a bad config is a check, not an exit."""
 
-    home: Path | None
+    home: str | None
     out: Console
 
 
@@ -98,7 +98,7 @@ def doctor(
     context.out.print("All checks passed.")
 
 
-def run_checks(home: Path | None, *, skip_port: bool = False) -> list[Check]:
+def run_checks(home: str | Path | None, *, skip_port: bool = False) -> list[Check]:
     """The findings, in the order an admin fixes them: config first, since every other check reads it."""
     config = check_config(home)
     settings = config[1]
@@ -132,18 +132,17 @@ def contributed_checks(settings: Settings) -> list[Check]:
     return found
 
 
-def check_config(home: Path | None) -> tuple[Check, Settings | None]:
+def check_config(home: str | Path | None) -> tuple[Check, Settings | None]:
     """The config file and INGLE_* variables parse into settings."""
     path = default_config_file()
     try:
         settings = load_settings(home=home)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "settings"
-        return Check("config", False, f"'{field}' is invalid: {first['msg']}; fix it in {path} or INGLE_*."), None
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        return Check("config", False, f"{path} cannot be read: {error}; fix the file or its permissions."), None
-    where = f"read {path}" if path.exists() else f"no file at {path}, using defaults and INGLE_* variables"
+    except (ValidationError, SettingsError, OSError, ValueError) as error:
+        problem = settings_problem(error, {"home": home})
+        if problem is None:
+            raise
+        return Check("config", False, problem), None
+    where = f"read {path}" if path.is_file() else f"no file at {path}, using defaults and INGLE_* variables"
     return Check("config", True, f"{where}; home is {settings.home}."), settings
 
 
@@ -213,13 +212,13 @@ def check_memory(settings: Settings) -> Check:
 
     cores = settings.num_threads or default_threads()
     tokens = per_sequence * (settings.num_parallel or default_parallel(manifest, per_sequence, cores, budget))
-    need = estimate_memory(manifest, tokens).total
+    need = estimate_memory(manifest, tokens, settings.num_batch).total
     if need > budget:
         return Check(
             "memory",
             False,
             f"{manifest.name} needs about {format_bytes(need)} but only {format_bytes(budget)} is usable; "
-            "lower num_ctx or num_parallel, or pick a smaller model.",
+            "lower num_ctx or num_parallel (or num_batch), or pick a smaller model.",
         )
     return Check("memory", True, f"{manifest.name} needs about {format_bytes(need)} of {format_bytes(budget)} usable.")
 

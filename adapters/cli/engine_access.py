@@ -9,19 +9,25 @@ the daemon's unix socket in this home, then `host:port` from the settings,
 each probed briefly; else, unless the settings name a non-loopback host
 (which means "that daemon"), the engine runs in this process. `--embedded`
 or INGLE_EMBEDDED=1 skips the daemon altogether.
+
+A daemon on `host:port` serves its own home, which the CLI cannot see. So when
+--home or INGLE_HOME names another home than the configured one (the config
+file's, else ~/.ingle), only that home's socket counts: `ingle --home /tmp/h rm x`
+never deletes `x` from whatever store the daemon on the port holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ingle.adapters.binding import is_loopback
-from ingle.core.settings import Settings
+from ingle.core.settings import Settings, configured_home
 
 if TYPE_CHECKING:
     # The HTTP client (aiohttp) and the engine (llama.cpp) are imported when used: most
@@ -45,6 +51,9 @@ class EngineChoice:
     """Run the engine in this process even if a daemon runs (--embedded, INGLE_EMBEDDED=1)."""
     daemon_url: str | None = None
     """Use the daemon at this URL or host[:port] and nothing else (--host)."""
+    daemon_by_port: bool = True
+    """Whether a daemon found on the configured host:port may serve this command; False when --home or
+    INGLE_HOME names another home than the configured one, whose daemon only its unix socket can be."""
 
 
 def daemon_url_of(address: str, default_port: int) -> str:
@@ -82,7 +91,7 @@ def daemon_candidates(settings: Settings, choice: EngineChoice) -> list[IngleCli
     socket_path = settings.unix_socket
     if socket_path is not None and socket_path.is_socket():
         candidates.append(IngleClient(socket_path=socket_path, api_key=api_key))
-    if settings.port:
+    if settings.port and choice.daemon_by_port:
         candidates.append(
             IngleClient(
                 daemon_url_of(_local_tcp_host(settings), settings.port), api_key=api_key, management_key=management_key
@@ -93,13 +102,15 @@ def daemon_candidates(settings: Settings, choice: EngineChoice) -> list[IngleCli
 
 def requires_daemon(settings: Settings, choice: EngineChoice) -> bool:
     """True when the user named a daemon, so running in-process instead would be a silent fallback."""
-    return bool(choice.daemon_url) or not (settings.host in _ANY_ADDRESS or is_loopback(settings.host))
+    if choice.daemon_url:
+        return True
+    return choice.daemon_by_port and not (settings.host in _ANY_ADDRESS or is_loopback(settings.host))
 
 
 async def connect_daemon(settings: Settings, choice: EngineChoice) -> IngleClient | None:
     """An open client of the first daemon that answers, or None; DaemonUnavailable if a named one does not."""
     required = requires_daemon(settings, choice)
-    if not required and not await _something_listens_locally(settings):
+    if not required and not await _something_listens_locally(settings, choice):
         return None
     from ingle.adapters.client import DaemonUnavailable
 
@@ -122,7 +133,7 @@ async def connect_daemon(settings: Settings, choice: EngineChoice) -> IngleClien
     return None
 
 
-async def _something_listens_locally(settings: Settings) -> bool:
+async def _something_listens_locally(settings: Settings, choice: EngineChoice) -> bool:
     """Whether a local daemon may be there, asked with the standard library only.
 
     When none runs (the common case for `ingle list` on a laptop), the command then
@@ -131,7 +142,7 @@ async def _something_listens_locally(settings: Settings) -> bool:
     socket_path = settings.unix_socket
     if socket_path is not None and socket_path.is_socket():
         return True
-    if not settings.port:
+    if not settings.port or not choice.daemon_by_port:
         return False
     try:
         async with asyncio.timeout(LOCAL_PROBE_SECONDS):
@@ -142,6 +153,12 @@ async def _something_listens_locally(settings: Settings) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+def port_daemon_may_serve(settings: Settings, home_flag: str | None) -> bool:
+    """False when --home (HOME_FLAG) or INGLE_HOME names another home than the configured one (see the module doc)."""
+    named = home_flag is not None or bool(os.environ.get("INGLE_HOME"))
+    return not named or settings.home.resolve() == configured_home().resolve()
 
 
 def _local_tcp_host(settings: Settings) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
+
+from ingle.core.settings import KEEP_ALIVE_MAX_SECONDS
 
 _SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 _TIME_UNITS = (
@@ -78,7 +81,7 @@ def parse_keep_alive(text: str) -> float:
     """Parse a keep-alive like `5m`, `1h30m`, `90` (seconds), `0` or `forever` into seconds.
 
     `-1` (also `forever`) means stay loaded; `0` means unload right after the answer.
-    Raises ValueError with a sentence for anything else.
+    Raises ValueError with a sentence for anything else, and for more than a year.
     """
     cleaned = text.strip().lower()
     if cleaned in _FOREVER_WORDS:
@@ -87,11 +90,15 @@ def parse_keep_alive(text: str) -> float:
         seconds = float(cleaned)
     except ValueError:
         seconds = None
-    if seconds is not None:
-        if seconds < 0:
-            return -1.0
-        return seconds
-    parts = _DURATION_PART.findall(cleaned)
-    if not parts or "".join(number + unit for number, unit in parts) != cleaned:
+    if seconds is None:
+        parts = _DURATION_PART.findall(cleaned)
+        if not parts or "".join(number + unit for number, unit in parts) != cleaned:
+            raise ValueError(f"'{text}' is not a duration: use e.g. 30s, 5m, 1h30m, 0 or forever.")
+        seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if math.isnan(seconds):
         raise ValueError(f"'{text}' is not a duration: use e.g. 30s, 5m, 1h30m, 0 or forever.")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if seconds < 0:
+        return -1.0
+    if seconds > KEEP_ALIVE_MAX_SECONDS:
+        raise ValueError(f"'{text}' is longer than a year: use at most 365d, or forever to keep the model loaded.")
+    return seconds

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import sys
-import tomllib
 import traceback
 from importlib.metadata import PackageNotFoundError, entry_points, version
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.text import Text
 
 from ingle.adapters.logging_setup import configure_logging
 from ingle.core.errors import IngleError, InvalidRequest
-from ingle.core.settings import Settings, default_config_file, load_settings
+from ingle.core.settings import Settings, load_settings, settings_problem
 
 from . import chat, doctor, kb, models, serve
 from .context import CliContext, GlobalOptions, stderr_console, stdout_console
-from .engine_access import EngineChoice
+from .engine_access import EngineChoice, port_daemon_may_serve
 
 APP_HELP = """Run open LLMs on your own hardware.
 
@@ -29,7 +28,8 @@ Models live in a local store (--home, INGLE_HOME, default ~/.ingle). Start with:
   ingle list
   ingle serve        keep models loaded and serve the HTTP API
 
-While `ingle serve` runs, the other commands go through it (--embedded runs them in-process).
+While `ingle serve` runs, the other commands go through it (--embedded runs them in-process);
+with a --home other than the configured one, only through a daemon on that home's socket.
 
 Run 'ingle COMMAND --help' for a command's options and examples.
 """
@@ -55,7 +55,8 @@ def create_app(options: GlobalOptions) -> typer.Typer:
     def configure(
         ctx: typer.Context,
         home: Annotated[
-            Path | None,
+            # A string, not a Path: Path("") would turn an empty --home into the current folder.
+            str | None,
             typer.Option(
                 help="Where models and state live, e.g. /srv/ingle. Default: INGLE_HOME, the config file, or ~/.ingle.",
             ),
@@ -100,12 +101,15 @@ def create_app(options: GlobalOptions) -> typer.Typer:
             # `ingle doctor` reports a broken config as one of its checks instead of stopping here.
             ctx.obj = doctor.DoctorContext(home=home, out=stdout_console())
             return
+        settings = _load_settings(home)
         ctx.obj = CliContext(
-            settings=_load_settings(home),
+            settings=settings,
             verbose=verbose > 0,
             out=stdout_console(),
             err=err,
-            engine_choice=EngineChoice(embedded=embedded, daemon_url=daemon),
+            engine_choice=EngineChoice(
+                embedded=embedded, daemon_url=daemon, daemon_by_port=port_daemon_may_serve(settings, home)
+            ),
         )
 
     models.register(app)
@@ -127,17 +131,15 @@ def register_plugin_commands(app: typer.Typer) -> None:
         entry.load()(app)
 
 
-def _load_settings(home: Path | None) -> Settings:
+def _load_settings(home: str | None) -> Settings:
     """Settings from flags, INGLE_* and the config file; a bad value is a usage error in one sentence."""
     try:
         return load_settings(home=home)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "settings"
-        report(f"invalid setting '{field}': {first['msg']} (check INGLE_* variables and {default_config_file()}).")
-        raise typer.Exit(EXIT_USAGE) from None
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        report(f"cannot read the config file {default_config_file()}: {error}.")
+    except (ValidationError, SettingsError, OSError, ValueError) as error:
+        problem = settings_problem(error, {"home": home})
+        if problem is None:
+            raise
+        report(problem[0].upper() + problem[1:])
         raise typer.Exit(EXIT_USAGE) from None
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ingle.core.errors import InvalidRequest, ModelNotFound
 from ingle.core.names import ModelName
 
 from .context import CliContext, cli_context
@@ -19,6 +20,7 @@ from .formatting import human_size, parameter_count, parse_timestamp, relative_t
 from .progress import pull_with_progress
 
 if TYPE_CHECKING:
+    from ingle.adapters.engine_api import EngineApi
     from ingle.core.engine import RunningModel
     from ingle.core.manifest import Manifest
 
@@ -39,6 +41,8 @@ Examples:
   ingle pull default
   ingle pull hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
   ingle pull ./model.gguf --name mycoder:q4
+
+--name refuses a name that is taken unless --force is given.
 """
 
 LIST_HELP = """List the models in the local store.
@@ -63,6 +67,8 @@ Example:
 """
 
 CP_HELP = """Copy a model to a new name; both names share one blob, so no bytes are copied.
+
+A DESTINATION that is already a model is refused unless --force is given.
 
 Example:
   ingle cp qwen2.5-coder:0.5b coder:latest
@@ -101,20 +107,35 @@ def pull(
         str | None,
         typer.Option(help="Expected sha256 of the file (64 hex digits); the pull fails if the bytes differ."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the model that --name already names.")] = False,
 ) -> None:
     """Download or import a model into the local store."""
     context = cli_context(ctx)
     if name is not None:
         ModelName.parse(name)  # refuse a bad name before downloading anything
-    manifest = asyncio.run(_pull(context, spec, name, sha256))
+    manifest = asyncio.run(_pull(context, spec, name, sha256, force))
     # The progress display ends on the engine's "success"; the bare name on stdout
     # lets scripts capture it: name=$(ingle pull ./model.gguf)
     context.out.print(manifest.name)
 
 
-async def _pull(context: CliContext, spec: str, name: str | None, sha256: str | None) -> Manifest:
+async def _pull(context: CliContext, spec: str, name: str | None, sha256: str | None, force: bool) -> Manifest:
     async with open_engine(context.settings, context.engine_choice) as engine:
+        if name is not None and not force:
+            await _refuse_taken_name(engine, name)
         return await pull_with_progress(engine, context.err, spec, name=name, sha256=sha256)
+
+
+async def _refuse_taken_name(engine: EngineApi, name: str) -> None:
+    """InvalidRequest when NAME is already a model: replacing it would drop its file at the next clean-up."""
+    try:
+        taken = await engine.show(name)
+    except ModelNotFound:
+        return
+    raise InvalidRequest(
+        f"'{taken.name}' is already a model: pick another name, or add --force to replace it "
+        f"(its file is deleted once no name refers to it)."
+    )
 
 
 def list_models(ctx: typer.Context) -> None:
@@ -230,15 +251,21 @@ def copy(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="Existing model name, e.g. 'qwen2.5-coder:0.5b'.")],
     destination: Annotated[str, typer.Argument(help="New name, e.g. 'coder:latest'.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace the model DESTINATION already names.")] = False,
 ) -> None:
     """Copy a model to a new name."""
     context = cli_context(ctx)
-    manifest = asyncio.run(_copy(context, source, destination))
+    ModelName.parse(source)
+    ModelName.parse(destination)  # refuse bad names before asking the engine anything
+    manifest = asyncio.run(_copy(context, source, destination, force))
     context.out.print(f"copied '{source}' to '{manifest.name}'")
 
 
-async def _copy(context: CliContext, source: str, destination: str) -> Manifest:
+async def _copy(context: CliContext, source: str, destination: str, force: bool) -> Manifest:
     async with open_engine(context.settings, context.engine_choice) as engine:
+        if not force and ModelName.parse(source) != ModelName.parse(destination):
+            await engine.show(source)  # a missing source says so, rather than that the destination is taken
+            await _refuse_taken_name(engine, destination)
         return await engine.copy(source, destination)
 
 
