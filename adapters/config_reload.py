@@ -10,13 +10,10 @@ and the Host allowlist, upstream clients — and needs a restart.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
-from ..core.settings import Settings
+from ..core.settings import Settings, settings_problem
 
 LIVE_FIELDS = frozenset(
     {
@@ -70,12 +67,11 @@ def reload_settings(current: Settings, load: Callable[[], Settings]) -> ReloadRe
     """
     try:
         fresh = load()
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "settings"
-        return ReloadResult(error=f"'{where}' is invalid: {first['msg']}")
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        return ReloadResult(error=f"the config file cannot be read: {error}")
+    except Exception as error:
+        problem = settings_problem(error)
+        if problem is None:
+            raise
+        return ReloadResult(error=problem)
     result = ReloadResult()
     for name in type(current).model_fields:
         new = getattr(fresh, name)

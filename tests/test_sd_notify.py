@@ -30,7 +30,7 @@ from ingle.adapters.logging_setup import (
     journal_attached,
 )
 from ingle.adapters.systemd import SystemdNotifier
-from ingle.core.settings import Settings
+from ingle.core.settings import Settings, load_settings
 
 INGLE = str(Path(sys.executable).parent / "ingle")
 START_TIMEOUT = 60.0
@@ -201,6 +201,16 @@ def test_a_broken_config_changes_nothing(tmp_path: Path) -> None:
     current = Settings(home=tmp_path, keep_alive=300)
     result = reload_settings(current, lambda: Settings(home=tmp_path, keep_alive="forever"))  # pyright: ignore[reportArgumentType]
     assert result.error and "keep_alive" in result.error
+    assert current.keep_alive == 300
+
+
+def test_a_config_file_that_is_not_text_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    current = Settings(home=tmp_path, keep_alive=300)
+    config = tmp_path / "ingle.toml"
+    config.write_bytes("keep_alive = 60\n".encode("utf-16"))  # saved as UTF-16 by an editor
+    monkeypatch.setenv("INGLE_CONFIG", str(config))
+    result = reload_settings(current, lambda: load_settings(home=tmp_path))
+    assert result.error and "not UTF-8" in result.error
     assert current.keep_alive == 300
 
 
