@@ -9,6 +9,7 @@ files under this home, written here with an in-process engine (--embedded).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.text import Text
+
+from ingle.core.errors import IngleError
 
 from .context import CliContext, cli_context
 from .formatting import human_size
@@ -170,10 +173,10 @@ def _progress_bar(context: CliContext) -> AbstractContextManager[_IndexBar | Non
 
 def _print_report(context: CliContext, name: str, report: IndexReport) -> None:
     for failure in report.failures:
-        context.err.print(Text(f"Skipped: {failure}", style="yellow"))
+        context.err.print(Text(f"Skipped: {shown(failure)}", style="yellow"))
     # Notes go with the result on stdout: the command succeeded, and stderr is for what went wrong.
     for note in dict.fromkeys(report.notes):
-        context.out.print(Text(f"Note: {note}", style="yellow"))
+        context.out.print(Text(f"Note: {shown(note)}", style="yellow"))
     parts = [f"{_count(report.indexed, 'document')} indexed ({_count(report.chunks, 'chunk')})"]
     if report.unchanged:
         parts.append(f"{report.unchanged} unchanged")
@@ -196,12 +199,18 @@ def list_bases(ctx: typer.Context) -> None:
     table = _plain_table("NAME", "DOCUMENTS", "CHUNKS", "VECTORS", "SIZE")
     for info in infos:
         stats = info.stats
+        if info.problem is not None:
+            table.add_row(info.name, "damaged", "-", "-", human_size(stats.size_bytes))
+            continue
         table.add_row(
             info.name, str(stats.documents), str(stats.chunks), str(stats.vectors), human_size(stats.size_bytes)
         )
     context.out.print(table)
     if not infos:
         context.out.print("No knowledge bases yet. Make one with: ingle kb create NAME")
+    for info in infos:
+        if info.problem is not None:
+            context.err.print(Text(f"{info.name}: {shown(info.problem)}", style="yellow"))
 
 
 def show(ctx: typer.Context, name: NameArgument) -> None:
@@ -211,6 +220,8 @@ def show(ctx: typer.Context, name: NameArgument) -> None:
     """
     context = cli_context(ctx)
     info, where = _run(context, False, lambda knowledge: _info_and_place(knowledge, name))
+    if info.problem is not None:
+        raise IngleError(info.problem)
     stats = info.stats
     facts = [
         ("documents", str(stats.documents)),
@@ -229,7 +240,8 @@ def show(ctx: typer.Context, name: NameArgument) -> None:
     for source in info.sources:
         plural = "s" if source.documents != 1 else ""
         context.out.print(
-            f"    {source.location}  ({source.documents} document{plural}, added {source.added_at})", soft_wrap=True
+            Text(f"    {shown(source.location)}  ({source.documents} document{plural}, added {source.added_at})"),
+            soft_wrap=True,
         )
 
 
@@ -260,10 +272,10 @@ def search(
     from ingle.core.knowledge.grounding import source_label
 
     for number, hit in enumerate(result.hits, start=1):
-        context.out.print(Text(f"[{number}] {source_label(hit)}", style="bold"), soft_wrap=True)
+        context.out.print(Text(f"[{number}] {shown(source_label(hit))}", style="bold"), soft_wrap=True)
         lines = hit.stored.chunk.text.strip().splitlines()
         for line in lines[:PREVIEW_LINES]:
-            context.out.print(f"    {line}", soft_wrap=True)
+            context.out.print(Text(f"    {shown(line)}"), soft_wrap=True)
         if len(lines) > PREVIEW_LINES:
             context.out.print("    …")
         context.out.print()
@@ -288,6 +300,16 @@ async def _remove(knowledge: Knowledge, names: list[str]) -> None:
         await knowledge.info(name)  # none is deleted if one is missing
     for name in names:
         await knowledge.remove(name)
+
+
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls but tab and newline, DEL, and the bidirectional overrides: in a document or a file name
+they would drive the terminal (ESC[2J clears it) or show text other than what is there."""
+
+
+def shown(text: str) -> str:
+    """`text` safe to print on a terminal: every control character written as its escape, e.g. `\\x1b`."""
+    return _CONTROLS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _count(number: int, noun: str) -> str:

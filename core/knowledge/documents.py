@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_WORDS = re.compile(r"\w+|[^\w\s]")
+TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
+"""What estimate_tokens counts: a run of word characters, or one mark."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -14,7 +15,7 @@ def estimate_tokens(text: str) -> int:
     Cheap and model-independent; real tokenizers split rare words further, so
     budgets are set below the embedding model's window.
     """
-    return len(_WORDS.findall(text))
+    return len(TOKEN_PATTERN.findall(text))
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Document:
     """A path or URL: where it came from, shown in citations."""
     title: str
     blocks: list[Block]
+    cut: str | None = None
+    """A sentence saying how the document was cut to ingle's limits, if it was (the rest is not indexed)."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import PurePath
 from ..backend import GenerationBackend
 from ..generation import ChatMessage, EmbeddingResult, GenerationChunk, GenerationRequest, GenerationStats
 from .attribution import CitationMarker
+from .chunking import CHUNK_CHARS
 from .library import KnowledgeLibrary, is_url
 from .retrieval import Hit
 
@@ -54,8 +55,19 @@ def source_label(hit: Hit) -> str:
 
 
 def cited_sources(hits: list[Hit]) -> list[CitedSource]:
-    """The hits numbered from 1, as the prompt and the citations show them."""
-    return [CitedSource(number, source_label(hit), hit.stored.chunk.text) for number, hit in enumerate(hits, start=1)]
+    """The hits numbered from 1, as the prompt and the citations show them.
+
+    Each excerpt is cut to CHUNK_CHARS: chunks are made that small, but a knowledge base indexed before
+    they were (one 192 KB line of minified code was a chunk) must not push a chat past its context.
+    """
+    return [
+        CitedSource(number, source_label(hit), _bounded(hit.stored.chunk.text))
+        for number, hit in enumerate(hits, start=1)
+    ]
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= CHUNK_CHARS else text[:CHUNK_CHARS] + " …"
 
 
 def _quoted(text: str) -> str:

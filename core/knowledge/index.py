@@ -8,18 +8,20 @@ append-only migrations.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import apsw
 
-from ..errors import InvalidRequest
+from ..errors import IngleError, InvalidRequest, QueueFull, StorageFull
 from .documents import Chunk
 
 try:  # vectors are optional: without the extension the index still answers with BM25
@@ -27,7 +29,94 @@ try:  # vectors are optional: without the extension the index still answers with
 except ImportError:  # pragma: no cover - the dependency is declared; a platform may lack its wheel
     sqlite_vec = None
 
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = 5_000
+"""How long a write waits for another process's: each document is its own short transaction, so a wait longer
+than this means a stuck writer, and the user hears about it rather than watching nothing happen."""
+
+
+class KnowledgeBaseUnavailable(IngleError):
+    """SQLite could not open, read or write a knowledge base file; the message says what to do."""
+
+
+class KnowledgeBaseDamaged(KnowledgeBaseUnavailable):
+    """The file is not a usable SQLite database (damaged, or something else under a knowledge base's name)."""
+
+
+class KnowledgeBaseBusy(QueueFull):
+    """Another process holds the knowledge base's write lock past BUSY_TIMEOUT_MS; try again later."""
+
+
+class KnowledgeBaseStorageFull(StorageFull):
+    """The disk holding the knowledge base is full."""
+
+
+def storage_error(path: Path, error: apsw.Error) -> IngleError:
+    """The sentence for an apsw error on a knowledge base file (the one place apsw's errors are translated)."""
+    name = path.stem
+    if isinstance(error, apsw.BusyError | apsw.LockedError):
+        return KnowledgeBaseBusy(
+            f"Another process is writing to the knowledge base '{name}': try again when it has finished.",
+            retry_after=BUSY_TIMEOUT_MS / 1000,
+        )
+    if isinstance(error, apsw.FullError) or (isinstance(error, apsw.IOError) and _disk_full(path)):
+        return KnowledgeBaseStorageFull(f"The disk holding {path} is full: free some space and try again.")
+    if isinstance(error, apsw.NotADBError | apsw.CorruptError):
+        return KnowledgeBaseDamaged(
+            f"{path} is damaged or not a knowledge base: delete it with `ingle kb rm {name}` and create it again."
+        )
+    if isinstance(error, apsw.ReadOnlyError | apsw.CantOpenError | apsw.IOError) and _read_only_disk(path):
+        return KnowledgeBaseUnavailable(
+            f"{path} is on a read-only disk: ingle writes to a knowledge base even to search it "
+            "(SQLite's WAL); remount it read-write or use another home."
+        )
+    if isinstance(error, apsw.ReadOnlyError):
+        return KnowledgeBaseUnavailable(
+            f"{path} is read-only here (a read-only disk, or a file of another user): "
+            "ingle needs to write to it even to read it; fix its permissions or use another home."
+        )
+    if isinstance(error, apsw.CantOpenError | apsw.PermissionsError | apsw.AuthError):
+        return KnowledgeBaseUnavailable(
+            f"ingle cannot open {path}: check that you may read and write it and its folder (a read-only disk?)."
+        )
+    if isinstance(error, apsw.IOError):
+        return KnowledgeBaseUnavailable(
+            f"Reading or writing {path} failed (a disk I/O error): check that the disk is not full or failing."
+        )
+    return KnowledgeBaseUnavailable(f"SQLite failed on {path} ({type(error).__name__}): {error}.")
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the disk has no room for SQLite's WAL files, whose creation fails as a plain I/O error."""
+    try:
+        found = os.statvfs(path.parent)
+    except (OSError, AttributeError):
+        return False
+    return found.f_bavail * found.f_frsize < 2**20
+
+
+def _read_only_disk(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): the general sentence then
+        return False
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(method: Callable[Concatenate[KnowledgeIndex, P], R]) -> Callable[Concatenate[KnowledgeIndex, P], R]:
+    """The method with apsw's errors turned into storage_error's sentences."""
+
+    @functools.wraps(method)
+    def translated(self: KnowledgeIndex, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except apsw.Error as error:
+            raise storage_error(self.path, error) from error
+
+    return translated
+
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -178,16 +267,24 @@ class KnowledgeIndex:
     """The SQLite file of one knowledge base. Blocking: call it off the event loop."""
 
     def __init__(self, path: Path) -> None:
+        """Open (creating it if there is none) and migrate; storage_error's sentence if SQLite cannot."""
         self.path = path
-        self._db = apsw.Connection(str(path))
-        self._db.setbusytimeout(BUSY_TIMEOUT_MS)
-        # One statement per call: apsw runs the statements after one that returns rows (journal_mode
-        # answers "wal") only as those rows are read, so foreign_keys, and with it ON DELETE CASCADE
-        # for the chunks of a dropped document, would silently stay off.
-        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
-            self._db.execute(f"PRAGMA {pragma}").fetchall()
-        self.vectors_available = self._load_vectors()
-        self._migrate()
+        try:
+            self._db = apsw.Connection(str(path))
+        except apsw.Error as error:
+            raise storage_error(path, error) from error
+        try:
+            self._db.setbusytimeout(BUSY_TIMEOUT_MS)
+            # One statement per call: apsw runs the statements after one that returns rows (journal_mode
+            # answers "wal") only as those rows are read, so foreign_keys, and with it ON DELETE CASCADE
+            # for the chunks of a dropped document, would silently stay off.
+            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
+                self._db.execute(f"PRAGMA {pragma}").fetchall()
+            self.vectors_available = self._load_vectors()
+            self._migrate()
+        except apsw.Error as error:
+            self._db.close()
+            raise storage_error(path, error) from error
 
     def _load_vectors(self) -> bool:
         if sqlite_vec is None:
@@ -210,37 +307,44 @@ class KnowledgeIndex:
                     self._db.execute(script)
                     self._db.execute("INSERT INTO migrations VALUES (?, ?)", (name, _now()))
 
+    @_translated
     def close(self) -> None:
         """Close the database file."""
         self._db.close()
 
     # --- metadata and sources ------------------------------------------------------
 
+    @_translated
     def meta(self, key: str) -> str | None:
         """A metadata value (e.g. `embedding_model`)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_translated
     def set_meta(self, key: str, value: str) -> None:
         """Set a metadata value."""
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    @_translated
     def add_source(self, location: str) -> int:
         """Record a path or URL to index (once); its id."""
         with self._db:
             self._db.execute("INSERT OR IGNORE INTO sources(location, added_at) VALUES (?, ?)", (location, _now()))
         return int(self._scalar("SELECT id FROM sources WHERE location = ?", (location,)))
 
+    @_translated
     def source_id(self, location: str) -> int | None:
         """The id of the source recorded for `location`, or None."""
         row = self._db.execute("SELECT id FROM sources WHERE location = ?", (location,)).fetchone()
         return int(row[0]) if row else None
 
+    @_translated
     def sources(self) -> list[tuple[int, str]]:
         """Every source's id and location, in the order added."""
         return [(int(i), str(loc)) for i, loc in self._db.execute("SELECT id, location FROM sources ORDER BY id")]
 
+    @_translated
     def source_infos(self) -> list[SourceInfo]:
         """Every source with its document count."""
         rows = self._db.execute(
@@ -251,16 +355,19 @@ class KnowledgeIndex:
 
     # --- documents -----------------------------------------------------------------
 
+    @_translated
     def content_hash(self, location: str) -> str | None:
         """The content hash the document at `location` was indexed with, or None if it is not indexed."""
         row = self._db.execute("SELECT content_hash FROM documents WHERE location = ?", (location,)).fetchone()
         return row[0] if row else None
 
+    @_translated
     def documents_of(self, source_id: int) -> list[str]:
         """The locations of the documents a source brought in."""
         rows = self._db.execute("SELECT location FROM documents WHERE source_id = ?", (source_id,))
         return [row[0] for row in rows]
 
+    @_translated
     def put_document(
         self,
         source_id: int,
@@ -297,11 +404,13 @@ class KnowledgeIndex:
             if vectors is not None:
                 self._put_vectors(zip(ids, vectors, strict=True))
 
+    @_translated
     def remove_document(self, location: str) -> None:
         """Drop a document and its chunks."""
         with self._db:
             self._delete_document(location)
 
+    @_translated
     def remove_source(self, source_id: int) -> None:
         """Drop a source and every document it brought in."""
         with self._db:
@@ -344,11 +453,13 @@ class KnowledgeIndex:
             [(chunk_id, _pack(vector)) for chunk_id, vector in rows],
         )
 
+    @_translated
     def put_vectors(self, rows: list[tuple[int, list[float]]]) -> None:
         """Store vectors for chunks that lack them."""
         with self._db:
             self._put_vectors(rows)
 
+    @_translated
     def chunks_without_vectors(self, limit: int) -> list[StoredChunk]:
         """Up to `limit` chunks that have no vector yet (indexed while no embedding model was there)."""
         where = "WHERE c.id NOT IN (SELECT rowid FROM chunk_vectors)" if self._has_vector_table() else ""
@@ -356,6 +467,7 @@ class KnowledgeIndex:
 
     # --- search --------------------------------------------------------------------
 
+    @_translated
     def search_text(self, question: str, limit: int) -> list[int]:
         """Chunk ids by BM25 (headings weigh double), best first."""
         query = fts_query(question)
@@ -367,6 +479,7 @@ class KnowledgeIndex:
         )
         return [int(row[0]) for row in rows]
 
+    @_translated
     def search_vectors(self, vector: list[float], limit: int) -> list[tuple[int, float]]:
         """Chunk ids and cosine similarities of the nearest vectors, best first."""
         if not self._has_vector_table():
@@ -377,12 +490,14 @@ class KnowledgeIndex:
         )
         return [(int(chunk_id), 1.0 - float(distance)) for chunk_id, distance in rows]
 
+    @_translated
     def has_vectors(self) -> bool:
         """Whether any chunk has a vector (and vectors can be searched here)."""
         return (
             self._has_vector_table() and self._db.execute("SELECT 1 FROM chunk_vectors LIMIT 1").fetchone() is not None
         )
 
+    @_translated
     def chunks(self, ids: list[int]) -> dict[int, StoredChunk]:
         """The stored chunks with these ids."""
         if not ids:
@@ -401,6 +516,7 @@ class KnowledgeIndex:
             for i, loc, title, headings, text, start, end, page in rows
         ]
 
+    @_translated
     def stats(self) -> IndexStats:
         """Counts of documents, chunks and vectors."""
         documents = int(self._scalar("SELECT count(*) FROM documents"))

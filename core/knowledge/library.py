@@ -10,13 +10,16 @@ on BM25 alone, and the result says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
+import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 import httpx
 
@@ -25,14 +28,17 @@ from ..generation import EmbeddingResult
 from ..settings import Settings
 from .chunking import chunk_blocks
 from .documents import Chunk
-from .index import IndexStats, KnowledgeIndex, SourceInfo
+from .index import IndexStats, KnowledgeBaseDamaged, KnowledgeBaseUnavailable, KnowledgeIndex, SourceInfo
 from .readers import SUPPORTED, UnreadableDocument, kind_of, read_document
 from .retrieval import SearchMode, SearchResult, search_indexes
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-READER_VERSION = "1"
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+"""A knowledge base name, matched whole (fullmatch: `$` would let a trailing newline through)."""
+READER_VERSION = "2"
 """Part of every content hash: bump it when readers or chunking change, and sync re-indexes everything."""
 MAX_DOCUMENT_BYTES = 50 * 1024 * 1024
+MAX_DOCUMENT_CHUNKS = 2_000
+"""Chunks kept per document; with readers.MAX_DOCUMENT_CHARS, what bounds one file's cost to index and embed."""
 MAX_FILES_PER_SOURCE = 100_000
 EMBED_BATCH = 28
 """Chunks embedded per engine call: 4 full decodes of the embedding context's 7 sequences."""
@@ -96,15 +102,67 @@ class KnowledgeBaseInfo:
     name: str
     stats: IndexStats
     sources: list[SourceInfo]
+    problem: str | None = None
+    """Why the file cannot be used (damaged, not a file), with what to do; its counts are then zero."""
 
 
 def validate_name(name: str) -> str:
     """`name` if it can name a knowledge base file, else InvalidRequest."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidRequest(
-            f"'{name}' is not a knowledge base name: use lowercase letters, digits, '.', '_' or '-' (64 at most)."
+            f"{name!r} is not a knowledge base name: use lowercase letters, digits, '.', '_' or '-' (64 at most)."
         )
     return name
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def _abandonable(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`function` in a thread of its own that the caller stops waiting for when cancelled (Ctrl-C).
+
+    For reading and extracting documents, which touch no knowledge base: asyncio.to_thread's pool
+    thread would hold up asyncio.run, and the interpreter's exit, until a slow read or a heavy PDF
+    finished. A daemon thread's late result is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[R] = loop.create_future()
+
+    def settle(result: R | None, error: Exception | None) -> None:
+        if future.done():  # cancelled: nobody is waiting
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            outcome: tuple[R | None, Exception | None] = (function(*args, **kwargs), None)
+        except Exception as error:
+            outcome = (None, error)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop is closed: the command was stopped
+            pass
+
+    threading.Thread(target=work, name="ingle-knowledge-read", daemon=True).start()
+    return await future
+
+
+async def _finished(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`function` in a worker thread, waited for to the end even when the caller is cancelled.
+
+    For every call on a KnowledgeIndex: a write is one short transaction, and the index is closed
+    right after a cancellation, which must not happen under a call still running on it.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args, **kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def content_hash(sha256: str) -> str:
@@ -149,53 +207,75 @@ class KnowledgeLibrary:
         """The knowledge bases that exist, sorted."""
         if not self.folder.is_dir():
             return []
-        return sorted(p.stem for p in self.folder.glob("*.sqlite") if _NAME.match(p.stem))
+        # Everything under a knowledge base's name is listed, a damaged file or a folder too (info() says
+        # what is wrong with it): hiding it would leave `kb create` answering "exists already" about nothing.
+        return sorted(p.stem for p in self.folder.glob("*.sqlite") if _NAME.fullmatch(p.stem))
 
     def open(self, name: str) -> KnowledgeIndex:
         """An existing knowledge base; KnowledgeBaseNotFound if there is none of that name."""
         path = self.path(name)
-        if not path.is_file():
+        if not path.exists():
             raise KnowledgeBaseNotFound(
                 f"There is no knowledge base '{name}': create it with `ingle kb create {name}`."
             )
+        if not path.is_file():
+            raise KnowledgeBaseDamaged(_not_a_file(path))
         return KnowledgeIndex(path)
 
     def create(self, name: str) -> None:
-        """Create an empty knowledge base; InvalidRequest if it exists."""
+        """Create an empty knowledge base; InvalidRequest if it exists. Nothing is left behind if it fails."""
         path = self.path(name)
         if path.exists():
             raise InvalidRequest(
                 f"The knowledge base '{name}' exists already; add to it with `ingle kb add {name} PATH`."
             )
-        self.folder.mkdir(parents=True, exist_ok=True)
-        KnowledgeIndex(path).close()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise KnowledgeBaseUnavailable(f"ingle cannot create {self.folder} ({error.strerror}).") from error
+        try:
+            KnowledgeIndex(path).close()
+        except BaseException:
+            # A disk that filled up half-way leaves no stub that lists as a knowledge base.
+            with contextlib.suppress(OSError):
+                _unlink_files(path)
+            raise
 
     def remove(self, name: str) -> None:
-        """Delete a knowledge base and its files."""
+        """Delete a knowledge base and its files, a damaged one too (it is never opened)."""
         path = self.path(name)
-        if not path.is_file():
+        if not path.exists():
             raise KnowledgeBaseNotFound(f"There is no knowledge base '{name}'.")
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        if not path.is_file():
+            raise KnowledgeBaseDamaged(_not_a_file(path))
+        try:
+            _unlink_files(path)
+        except OSError as error:
+            raise KnowledgeBaseUnavailable(f"ingle cannot delete {path} ({error.strerror}).") from error
 
     def info(self, name: str) -> KnowledgeBaseInfo:
-        """Counts and sources of a knowledge base."""
-        index = self.open(name)
+        """Counts and sources of a knowledge base; a damaged one with zero counts and its `problem`."""
         try:
-            return KnowledgeBaseInfo(name, index.stats(), index.source_infos())
-        finally:
-            index.close()
+            index = self.open(name)
+            try:
+                return KnowledgeBaseInfo(name, index.stats(), index.source_infos())
+            finally:
+                index.close()
+        except KnowledgeBaseDamaged as error:
+            path = self.path(name)
+            size = path.stat().st_size if path.is_file() else 0
+            return KnowledgeBaseInfo(name, IndexStats(0, 0, 0, None, size), [], error.message)
 
     # --- indexing --------------------------------------------------------------------
 
     async def add(self, name: str, locations: list[str], progress: ProgressCallback | None = None) -> IndexReport:
         """Record paths (files, folders) and URLs as sources of `name` and index them."""
-        index = await asyncio.to_thread(self.open, name)
+        index = await _finished(self.open, name)
         try:
             report = IndexReport()
             sources = []
-            for resolved in await asyncio.to_thread(resolve_sources, locations, report):
-                sources.append((await asyncio.to_thread(index.add_source, resolved), resolved))
+            for resolved in await _abandonable(resolve_sources, locations, report):
+                sources.append((await _finished(index.add_source, resolved), resolved))
             await self._index_sources(index, sources, report, progress, drop_missing=False)
             return report
         finally:
@@ -203,10 +283,10 @@ class KnowledgeLibrary:
 
     async def sync(self, name: str, progress: ProgressCallback | None = None) -> IndexReport:
         """Re-read every source: changed documents re-indexed, removed ones dropped, unchanged ones kept."""
-        index = await asyncio.to_thread(self.open, name)
+        index = await _finished(self.open, name)
         try:
             report = IndexReport()
-            sources = await asyncio.to_thread(index.sources)
+            sources = await _finished(index.sources)
             await self._index_sources(index, sources, report, progress, drop_missing=True)
             return report
         finally:
@@ -220,10 +300,10 @@ class KnowledgeLibrary:
         `source` is the path or URL given to `add` that the document was found under (its folder);
         by default the document is its own source.
         """
-        index = await asyncio.to_thread(self.open, name)
+        index = await _finished(self.open, name)
         try:
             report = IndexReport()
-            source_id = await asyncio.to_thread(index.add_source, source or location)
+            source_id = await _finished(index.add_source, source or location)
             vectors_on = await self._vectors_on(index, report)
             prepared = await self._prepare(index, source_id, location, data, kind, report)
             if prepared is not None:
@@ -243,11 +323,11 @@ class KnowledgeLibrary:
         has are dropped when `remove_missing`. Answers the documents that are new or changed, and
         gives vectors to chunks indexed while no embedding model was there.
         """
-        index = await asyncio.to_thread(self.open, name)
+        index = await _finished(self.open, name)
         try:
             report = IndexReport()
             # One thread hop for the whole list: a source may hold 100,000 documents.
-            upload = await asyncio.to_thread(_compare_source, index, source, sha256s, remove_missing, report)
+            upload = await _finished(_compare_source, index, source, sha256s, remove_missing, report)
             if await self._vectors_on(index, report):
                 await self._embed_missing(index, report)
             return upload, report
@@ -285,13 +365,13 @@ class KnowledgeLibrary:
         vectors_on = await self._vectors_on(index, report)
         plan: list[tuple[int, str]] = []
         for source_id, location in sources:
-            documents = await asyncio.to_thread(documents_under, location, report)
+            documents = await _abandonable(documents_under, location, report)
             plan.extend((source_id, document) for document in documents)
             if drop_missing and not is_url(location):
                 present = set(documents)
-                for gone in await asyncio.to_thread(index.documents_of, source_id):
+                for gone in await _finished(index.documents_of, source_id):
                     if gone not in present:
-                        await asyncio.to_thread(index.remove_document, gone)
+                        await _finished(index.remove_document, gone)
                         report.removed += 1
         pending: list[_Prepared] = []
         for done, (source_id, location) in enumerate(plan):
@@ -318,15 +398,17 @@ class KnowledgeLibrary:
     ) -> _Prepared | None:
         """The document read and chunked, or None if it is unchanged or unreadable (noted in the report)."""
         digest = content_hash(sha256_of(data))
-        if await asyncio.to_thread(index.content_hash, location) == digest:
+        if await _finished(index.content_hash, location) == digest:
             report.unchanged += 1
             return None
         try:
-            document = await asyncio.to_thread(read_document, location, data, kind)
+            title, chunks, cut = await _abandonable(_read_and_chunk, location, data, kind)
         except UnreadableDocument as error:
             report.failures.append(error.message)
             return None
-        return _Prepared(source_id, location, document.title, digest, chunk_blocks(document.blocks))
+        if cut is not None:
+            report.notes.append(cut)
+        return _Prepared(source_id, location, title, digest, chunks)
 
     async def _write(
         self, index: KnowledgeIndex, prepared: list[_Prepared], report: IndexReport, vectors_on: bool
@@ -340,7 +422,7 @@ class KnowledgeLibrary:
         for item in prepared:
             own = vectors[offset : offset + len(item.chunks)] if vectors_on else None
             offset += len(item.chunks)
-            await asyncio.to_thread(
+            await _finished(
                 index.put_document, item.source_id, item.location, item.title, item.digest, item.chunks, own
             )
             report.indexed += 1
@@ -355,7 +437,7 @@ class KnowledgeLibrary:
             return False
         if self.embedder is None:
             return False
-        recorded = await asyncio.to_thread(index.meta, "embedding_model")
+        recorded = await _finished(index.meta, "embedding_model")
         if recorded is not None and recorded != model:
             report.notes.append(
                 f"this knowledge base was embedded with {recorded}, not {model}: indexed for BM25 search only."
@@ -370,7 +452,7 @@ class KnowledgeLibrary:
             )
             return False
         if recorded is None:
-            await asyncio.to_thread(index.set_meta, "embedding_model", model)
+            await _finished(index.set_meta, "embedding_model", model)
         return True
 
     async def _embed(self, texts: list[str]) -> list[list[float]]:
@@ -385,9 +467,9 @@ class KnowledgeLibrary:
     async def _embed_missing(self, index: KnowledgeIndex, report: IndexReport) -> None:
         """Give vectors to chunks indexed while no embedding model was there."""
         added = 0
-        while missing := await asyncio.to_thread(index.chunks_without_vectors, EMBED_BATCH * 8):
+        while missing := await _finished(index.chunks_without_vectors, EMBED_BATCH * 8):
             vectors = await self._embed([embedding_text(c.title, c.chunk) for c in missing])
-            await asyncio.to_thread(index.put_vectors, [(c.id, v) for c, v in zip(missing, vectors, strict=True)])
+            await _finished(index.put_vectors, [(c.id, v) for c, v in zip(missing, vectors, strict=True)])
             added += len(missing)
         if added:
             report.notes.append(f"added vectors to {added} chunks indexed without them.")
@@ -400,7 +482,7 @@ class KnowledgeLibrary:
         """The best chunks for `question` across the knowledge bases `names`."""
         if not question.strip():
             raise InvalidRequest("The question is empty.")
-        indexes = await asyncio.to_thread(lambda: {name: self.open(name) for name in dict.fromkeys(names)})
+        indexes = await _finished(lambda: {name: self.open(name) for name in dict.fromkeys(names)})
         try:
             notes: list[str] = []
             vector = None
@@ -408,7 +490,7 @@ class KnowledgeLibrary:
                 vector = await self._question_vector(indexes, question, notes)
                 if vector is None:
                     mode = "bm25"
-            hits = await asyncio.to_thread(search_indexes, indexes, question, vector, limit, mode)
+            hits = await _finished(search_indexes, indexes, question, vector, limit, mode)
             return SearchResult(hits, mode, notes)
         finally:
             for index in indexes.values():
@@ -436,6 +518,44 @@ class KnowledgeLibrary:
 
 def _unreadable(location: str, error: OSError) -> str:
     return f"{location}: cannot read it ({error.strerror or error})."
+
+
+def _read_and_chunk(location: str, data: bytes, kind: str | None) -> tuple[str, list[Chunk], str | None]:
+    """A document's title and chunks, within MAX_DOCUMENT_CHUNKS, and the sentence on what was cut, if anything.
+
+    Blocking and CPU-bound (PDF extraction): run through _abandonable.
+    """
+    document = read_document(location, data, kind)
+    chunks = chunk_blocks(document.blocks)
+    cut = document.cut
+    if len(chunks) > MAX_DOCUMENT_CHUNKS:
+        cut = f"{location}: only its first {MAX_DOCUMENT_CHUNKS:,} of {len(chunks):,} chunks were indexed."
+        chunks = chunks[:MAX_DOCUMENT_CHUNKS]
+    return document.title, chunks, cut
+
+
+def _not_a_file(path: Path) -> str:
+    return f"{path} is not a knowledge base file but a folder or device: move it out of the way yourself."
+
+
+def _unlink_files(path: Path) -> None:
+    """Delete a knowledge base's SQLite file and its WAL companions."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _kind_of_file(mode: int) -> str:
+    """What a file that is not a regular one is, for the report."""
+    for test, kind in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _compare_source(
@@ -479,12 +599,20 @@ def documents_under(source: str, report: IndexReport) -> list[str]:
 
 
 def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
-    """A file itself, or the supported files in a folder and its subfolders (hidden ones skipped), sorted."""
-    if path.is_file():
+    """A file itself, or the supported files in a folder and its subfolders (hidden ones skipped), sorted.
+
+    Only regular files: opening a named pipe or a device blocks, or never ends; each is named in the report.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        report.failures.append(f"{path}: no longer exists.")
+        return
+    if stat.S_ISREG(mode):
         yield path
         return
-    if not path.is_dir():
-        report.failures.append(f"{path}: no longer exists.")
+    if not stat.S_ISDIR(mode):
+        report.failures.append(f"{path}: {_kind_of_file(mode)}, not a file ingle reads.")
         return
     count = 0
     root = path.resolve()
@@ -496,6 +624,14 @@ def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
             if file.startswith(".") or Path(file).suffix.lower() not in SUPPORTED:
                 continue
             found = Path(folder) / file
+            try:
+                mode = found.stat().st_mode  # through a link: what it points to is what would be read
+            except OSError as error:
+                report.failures.append(_unreadable(str(found), error))
+                continue
+            if not stat.S_ISREG(mode):
+                report.failures.append(f"{found}: {_kind_of_file(mode)}, not a file ingle reads.")
+                continue
             # A folder's links can point anywhere (a key in ~/.ssh), and what is indexed is what a bot may quote
             # to a whole team: the folder was chosen, not the link's target. (os.walk enters no linked folder.)
             if found.is_symlink() and not found.resolve().is_relative_to(root):
@@ -516,13 +652,23 @@ async def read_source(location: str) -> tuple[bytes, str | None]:
     if is_url(location):
         return await _fetch(location)
     try:
-        return await asyncio.to_thread(_read_file, Path(location)), None
+        return await _abandonable(_read_file, Path(location)), None
     except OSError as error:
         raise SourceError(_unreadable(location, error)) from error
 
 
 def _read_file(path: Path) -> bytes:
-    with path.open("rb") as handle:
+    # O_NONBLOCK: a file swapped for a named pipe after it was listed opens at once instead of waiting for
+    # a writer, and fstat then refuses it (on a regular file the flag changes nothing).
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise SourceError(f"{path}: {_kind_of_file(mode)}, not a file ingle reads.")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with os.fdopen(descriptor, "rb") as handle:
         data = handle.read(MAX_DOCUMENT_BYTES + 1)
     if len(data) > MAX_DOCUMENT_BYTES:
         raise SourceError(f"{path}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB, skipped.")

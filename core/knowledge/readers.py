@@ -42,6 +42,19 @@ _CONTENT_TYPES = {
     "text/plain": ".txt",
 }
 
+# Bounds on what one document may cost: a small file can expand (a PDF's compressed streams, shared by every
+# page) into millions of characters and minutes of CPU. What is past a bound is not indexed, and the
+# Document says so in a sentence (Document.cut).
+MAX_DOCUMENT_CHARS = 2_000_000
+"""Characters of text kept per document (a long book; about 2,000 chunks)."""
+MAX_MARKUP_CHARS = 4 * MAX_DOCUMENT_CHARS
+"""Characters of HTML parsed per page: markup is several times the text it holds."""
+MAX_PDF_PAGES = 5_000
+MAX_PDF_PAGE_CONTENT = 1_000_000
+"""Bytes of a page's decoded content stream: pypdf extracts about 1 MB a second, and a page of text is ~10 KB."""
+MAX_PDF_CONTENT = 16_000_000
+"""Bytes of decoded content streams read per PDF, all pages together."""
+
 
 class UnreadableDocument(InvalidRequest):
     """A file that is not in a format ingle reads, or that is damaged."""
@@ -61,8 +74,9 @@ def read_document(location: str, data: bytes, kind: str | None = None) -> Docume
     kind = kind if kind is not None else kind_of(location)
     title = PurePosixPath(location.rstrip("/")).name or location
     if kind in PDF:
-        return Document(location, title, _read_pdf(location, data))
-    text = _decode(location, data)
+        blocks, cut = _read_pdf(location, data)
+        return Document(location, title, blocks, cut)
+    text, cut = _within(location, _decode(location, data), MAX_MARKUP_CHARS if kind in HTML else MAX_DOCUMENT_CHARS)
     reader: Callable[[str], list[Block]]
     if kind in MARKDOWN:
         reader = _read_markdown
@@ -72,12 +86,21 @@ def read_document(location: str, data: bytes, kind: str | None = None) -> Docume
         parser = _HtmlBlocks()
         parser.feed(text)
         parser.close()
-        return Document(location, parser.title or title, parser.finish())
+        return Document(location, parser.title or title, parser.finish(), cut)
     elif kind in CODE:
         reader = _read_code
     else:
         reader = _read_text
-    return Document(location, title, [b for b in reader(text) if b.text.strip()])
+    return Document(location, title, [b for b in reader(text) if b.text.strip()], cut)
+
+
+def _within(location: str, text: str, limit: int) -> tuple[str, str | None]:
+    """`text` cut to `limit` characters (at a line end where there is one), and the sentence saying so."""
+    if len(text) <= limit:
+        return text, None
+    end = text.rfind("\n", 0, limit)
+    kept = text[: end if end > limit // 2 else limit]
+    return kept, f"{location}: only its first {len(kept):,} of {len(text):,} characters were indexed."
 
 
 def _decode(location: str, data: bytes) -> str:
@@ -291,21 +314,58 @@ class _HtmlBlocks(HTMLParser):
 # --- PDF ----------------------------------------------------------------------
 
 
-def _read_pdf(location: str, data: bytes) -> list[Block]:
+def _read_pdf(location: str, data: bytes) -> tuple[list[Block], str | None]:
+    """The blocks of each page, and a sentence if pages were left out (see the MAX_PDF_* bounds)."""
     # pypdf reports recoverable damage through logging; a damaged page still yields its text.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise UnreadableDocument(f"{location} is an encrypted PDF; decrypt it before adding it.")
-        blocks = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = page.extract_text() or ""
+        blocks: list[Block] = []
+        pages = len(reader.pages)
+        heavy: list[int] = []
+        content = characters = 0
+        for number in range(1, pages + 1):
+            if number > MAX_PDF_PAGES or content >= MAX_PDF_CONTENT or characters >= MAX_DOCUMENT_CHARS:
+                return blocks, _pdf_cut(location, heavy, _pages(number, pages))
+            page = reader.pages[number - 1]
+            # Measured before extraction, which costs about a second per MB of content: decoding is cheap.
+            stream = page.get_contents()
+            size = len(stream.get_data()) if stream is not None else 0
+            if size > MAX_PDF_PAGE_CONTENT:
+                heavy.append(number)
+                continue
+            content += size
+            text, partly = _within(location, page.extract_text() or "", MAX_DOCUMENT_CHARS - characters)
+            characters += len(text)
             blocks.extend(_paragraphs(text.splitlines(), page=number))
-        return blocks
+            if partly is not None:
+                later = "" if number == pages else f" and {_pages(number + 1, pages)}"
+                return blocks, _pdf_cut(location, heavy, f"the end of page {number}{later}")
+        return blocks, _pdf_cut(location, heavy, "")
     except UnreadableDocument:
         raise
     except (PyPdfError, Exception) as error:
         # A damaged or hostile PDF makes pypdf raise almost anything (IndexError, RecursionError, …);
         # this is the one place that calls it, so every failure becomes one sentence about the file.
         raise UnreadableDocument(f"{location} is not a readable PDF ({type(error).__name__}).") from error
+
+
+def _pdf_cut(location: str, heavy: list[int], rest: str) -> str | None:
+    """The sentence on the pages a PDF was indexed without, or None if it was read whole."""
+    parts = []
+    if heavy:
+        shown = ", ".join(map(str, heavy[:10])) + (", …" if len(heavy) > 10 else "")
+        parts.append(f"{_plural(len(heavy), 'page')} with over {MAX_PDF_PAGE_CONTENT:,} bytes of content ({shown})")
+    if rest:
+        parts.append(f"{rest} (past ingle's limits for one document)")
+    return f"{location}: indexed without {' and '.join(parts)}." if parts else None
+
+
+def _pages(first: int, last: int) -> str:
+    return f"page {first}" if first == last else f"pages {first}–{last}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
