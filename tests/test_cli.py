@@ -69,7 +69,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -
     return lines[0]
 
 
-def write_tiny_gguf(path: Path) -> Path:
+def write_tiny_gguf(path: Path, template: str = "{% for m in messages %}{{ m.content }}\n{% endfor %}") -> Path:
     """A valid, tiny GGUF file: enough metadata for the store, one small tensor."""
     writer = GGUFWriter(str(path), "llama")
     writer.add_name("tiny")
@@ -78,7 +78,7 @@ def write_tiny_gguf(path: Path) -> Path:
     writer.add_block_count(1)
     writer.add_head_count(2)
     writer.add_license("MIT")
-    writer.add_chat_template("{% for m in messages %}{{ m.content }}\n{% endfor %}")
+    writer.add_chat_template(template)
     writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -245,6 +245,16 @@ def test_pull_list_show_cp_rm_round_trip(home: Path, tmp_path: Path) -> None:
     assert removed.returncode == 0, removed.stderr
     assert ingle("list", home=home).stdout.split() == ["NAME", "DIGEST", "SIZE", "MODIFIED"]
     assert_one_error_line(ingle("show", "other", home=home), 1)
+
+
+def test_show_prints_a_template_as_it_is_written_and_no_terminal_controls(home: Path, tmp_path: Path) -> None:
+    # An ESC sequence in a GGUF's template cleared the terminal; Llama 2's [INST] ... [/INST] stays as written.
+    template = "{% for m in messages %}[INST] {{ m.content }} [/INST]\x1b[2J{% endfor %}"
+    gguf = write_tiny_gguf(tmp_path / "inst.gguf", template)
+    assert ingle("pull", f"file:{gguf}", "--name", "inst", home=home).returncode == 0
+    shown = ingle("show", "inst", home=home)
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    assert "[INST] {{ m.content }} [/INST]\\x1b[2J" in shown.stdout and "\x1b" not in shown.stdout
 
 
 def test_a_damaged_manifest_is_reported_alone_and_rm_removes_it(home: Path, tmp_path: Path) -> None:

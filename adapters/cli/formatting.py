@@ -102,3 +102,13 @@ def parse_keep_alive(text: str) -> float:
     if seconds > KEEP_ALIVE_MAX_SECONDS:
         raise ValueError(f"'{text}' is longer than a year: use at most 365d, or forever to keep the model loaded.")
     return seconds
+
+
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls but tab and newline, DEL, and the bidirectional overrides: in a document, a file name or
+a model's metadata they would drive the terminal (ESC[2J clears it) or show text other than what is there."""
+
+
+def shown(text: str) -> str:
+    """`text` safe to print on a terminal: every control character written as its escape, e.g. `\\x1b`."""
+    return _CONTROLS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)

@@ -9,7 +9,6 @@ files under this home, written here with an in-process engine (--embedded).
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -21,7 +20,7 @@ from rich.text import Text
 from ingle.core.errors import IngleError
 
 from .context import CliContext, cli_context
-from .formatting import human_size
+from .formatting import human_size, shown
 from .models import _plain_table
 
 if TYPE_CHECKING:
@@ -300,16 +299,6 @@ async def _remove(knowledge: Knowledge, names: list[str]) -> None:
         await knowledge.info(name)  # none is deleted if one is missing
     for name in names:
         await knowledge.remove(name)
-
-
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-"""C0 and C1 controls but tab and newline, DEL, and the bidirectional overrides: in a document or a file name
-they would drive the terminal (ESC[2J clears it) or show text other than what is there."""
-
-
-def shown(text: str) -> str:
-    """`text` safe to print on a terminal: every control character written as its escape, e.g. `\\x1b`."""
-    return _CONTROLS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _count(number: int, noun: str) -> str:

@@ -16,7 +16,7 @@ from ingle.core.names import ModelName
 
 from .context import CliContext, cli_context
 from .engine_access import open_engine
-from .formatting import human_size, parameter_count, parse_timestamp, relative_time, short_digest
+from .formatting import human_size, parameter_count, parse_timestamp, relative_time, short_digest, shown
 from .progress import pull_with_progress
 
 if TYPE_CHECKING:
@@ -211,7 +211,8 @@ def _print_manifest(context: CliContext, manifest: Manifest, chat_template: str 
 def _section(context: CliContext, title: str, body: str) -> None:
     context.out.print(Text(f"  {title}", style="bold"))
     for line in body.splitlines():
-        context.out.print(f"    {line}", soft_wrap=True)
+        # An ESC in a GGUF's metadata must not drive the terminal.
+        context.out.print(Text(f"    {shown(line)}"), soft_wrap=True)
     context.out.print()
 
 
