@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import resource
 import signal
 import subprocess
 import threading
@@ -103,9 +104,19 @@ class Daemon:
         return "".join(self.stderr)
 
 
-def start_daemon(home: Path, *args: str, ready_timeout: float = 60, **env: str) -> Daemon:
-    """Start `ingle serve --port 0 ARGS` with INGLE_HOME=home and wait until it answers /health."""
+def start_daemon(
+    home: Path, *args: str, ready_timeout: float = 60, open_files: int | None = None, **env: str
+) -> Daemon:
+    """Start `ingle serve --port 0 ARGS` with INGLE_HOME=home and wait until it answers /health.
+
+    `open_files` sets its limit on open files (soft and hard), as a unit's LimitNOFILE does.
+    """
     environment = {**os.environ, "INGLE_HOME": str(home), **env}
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = subprocess.Popen(
         [ingle_executable(), "serve", "--port", "0", *args],
         stdin=subprocess.DEVNULL,
@@ -113,6 +124,7 @@ def start_daemon(home: Path, *args: str, ready_timeout: float = 60, **env: str) 
         stderr=subprocess.PIPE,
         text=True,
         env=environment,
+        preexec_fn=limit_open_files,
     )
     daemon = Daemon(process)
     lines: queue.Queue[str | None] = queue.Queue()

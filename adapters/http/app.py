@@ -16,7 +16,7 @@ from .errors import error_middleware
 from .keys import BACKEND, ENGINE, ROUTER, SERVICES, SETTINGS
 from .knowledge import add_routes as add_knowledge_routes
 from .openapi import build_openapi, documented
-from .security import api_key_guard, cors, host_guard
+from .security import api_key_guard, cors, cors_headers, host_guard
 
 
 def ingle_version() -> str:
@@ -54,6 +54,7 @@ def create_app(settings: Settings, engine: Engine, backend: GenerationBackend | 
         ],
     )
     app[SETTINGS] = settings
+    app.on_response_prepare.append(cors_headers(settings))
     app[ENGINE] = engine
     app[SERVICES] = ServiceBoard()
     app[BACKEND] = backend if backend is not None else engine

@@ -10,7 +10,9 @@ OpenAI shape's own `code` on `/v1/…`.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -76,10 +78,15 @@ def code_for(error: errors.IngleError) -> ErrorCode | None:
     return next((code for kind, code in CODE_FOR_ERROR if isinstance(error, kind)), None)
 
 
+def _shortened(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
 def describe_validation_error(error: ValidationError) -> tuple[str, str]:
     """One sentence naming the first bad field, and that field's dotted name."""
     first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "body"
+    # A part of the path can be a client's dictionary key of any length: the sentence quotes its start only.
+    field = ".".join(_shortened(str(part)) for part in first["loc"]) or "body"
     # A validator's own sentence (a ValueError) reads better without pydantic's "Value error, " prefix.
     message = str(first.get("ctx", {}).get("error", first["msg"])) if first["type"] == "value_error" else first["msg"]
     if not first["loc"]:  # a rule over several fields names them itself
@@ -97,6 +104,27 @@ def _json_number(text: str) -> int | float:
     return int(value) if value.is_integer() and abs(value) <= _EXACT_INTEGERS else value
 
 
+LONE_SURROGATE = (
+    "The request body holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), "
+    "which is not text: send valid Unicode."
+)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(raw: bytes, data: Any) -> bool:
+    """True when the parsed body holds a surrogate that no UTF-8 can encode: every later step (a prompt,
+    an echo, a stored document, a streamed event) would fail on it, after the status line is gone."""
+    if not _SURROGATE_ESCAPE.search(raw):  # only an escape can make one; the common body skips the walk
+        return False
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:  # too deep to check; the request model refuses what nests this deep
+        return False
+    return False
+
+
 async def read_body(request: web.Request, model: type[Model]) -> Model:
     """Parse the JSON body into `model`; raise BadRequestBody naming the bad field."""
     raw = await request.read()
@@ -104,6 +132,8 @@ async def read_body(request: web.Request, model: type[Model]) -> Model:
         data = parse_json(raw or b"{}", parse_float=_json_number)
     except ValueError as error:
         raise BadRequestBody("The request body is not valid JSON.") from error
+    if _has_lone_surrogate(raw, data):
+        raise BadRequestBody(LONE_SURROGATE)
     try:
         # Strict: a number is not a text, `false` is not 0 and "3" is not 3, as the OpenAPI document says.
         return model.model_validate(data, strict=True)

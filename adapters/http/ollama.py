@@ -65,7 +65,7 @@ from .ollama_wire import (
 )
 from .openapi import documented
 from .security import over_tcp
-from .streaming import ndjson
+from .streaming import json_off_the_loop, ndjson
 
 NDJSON = "application/x-ndjson"
 TAGS = ("ollama",)
@@ -392,7 +392,7 @@ async def embed(request: web.Request) -> web.Response:
         load_duration=0,
         prompt_eval_count=tokens,
     )
-    return web.json_response(response.model_dump())
+    return await json_off_the_loop(response)
 
 
 @documented(

@@ -19,6 +19,7 @@ from pydantic.config import JsonDict
 from ...core.errors import InvalidRequest
 from ...core.generation import MAX_TOP_LOGPROBS
 from .common_wire import KnowledgeNameField, Limit, ModelNameField, absent, empty
+from .openai_wire import EMBEDDING_INPUTS
 
 # --- request pieces -----------------------------------------------------------
 
@@ -44,8 +45,11 @@ def parse_keep_alive(value: Any) -> float | None:
         return None
     if isinstance(value, bool):
         raise ValueError("expected a number of seconds or a duration like '5m'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
+    if isinstance(value, int):
+        # Clamped first: an integer of hundreds of digits does not fit a float (OverflowError).
+        seconds = float(max(-1, min(value, int(_FOREVER) + 1)))
+    elif isinstance(value, float):
+        seconds = value
     elif isinstance(value, str):
         # Bounded before the pattern, whose repeated group costs memory in proportion to the text.
         if len(value) > _DURATION_MAX_LENGTH or not re.search(DURATION_PATTERN, value):
@@ -331,8 +335,9 @@ class EmbedRequest(BaseModel):
             "no text may be empty",
             lambda texts: isinstance(texts, str) or len(texts) <= 1 or all(texts),
         ),
+        EMBEDDING_INPUTS,
     ] = ""
-    """A text or a list of texts."""
+    """A text or a list of at most 2048 texts."""
     truncate: bool = True
     """Cut inputs longer than the embedding context instead of refusing them."""
     options: OllamaOptions | None = None

@@ -27,7 +27,7 @@ from ...core.manifest import Manifest
 from ...core.tool_calls import AssistantPiece
 from ..upstreams import same_model
 from .common_wire import ModelPath
-from .errors import read_body, read_path
+from .errors import BadRequestBody, read_body, read_path
 from .generating import (
     answer_pieces,
     chosen_tools,
@@ -67,7 +67,7 @@ from .openai_wire import (
 )
 from .openapi import documented
 from .sampling import sampling_options
-from .streaming import server_sent_events
+from .streaming import json_off_the_loop, server_sent_events
 
 TAGS = ("openai",)
 
@@ -124,7 +124,7 @@ async def embeddings(request: web.Request) -> web.Response:
         for index, vector in enumerate(result.embeddings)
     ]
     usage = EmbeddingUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
-    return json_body(EmbeddingList(data=data, model=body.model, usage=usage))
+    return await json_off_the_loop(EmbeddingList(data=data, model=body.model, usage=usage))
 
 
 @documented("List the models (OpenAI).", response=ModelList, tags=TAGS)
@@ -191,9 +191,15 @@ def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
 
 def _tool_choice(body: ChatCompletionRequest) -> tuple[str, str | None]:
     """`none`, `auto` or `required`, and the one function named, from tool_choice or legacy function_call."""
-    for choice in (body.tool_choice, body.function_call):
+    for field, choice in (("tool_choice", body.tool_choice), ("function_call", body.function_call)):
         if isinstance(choice, dict):
-            named = choice.get("function", choice).get("name")
+            function = choice.get("function", choice)
+            if not isinstance(function, dict):
+                raise BadRequestBody(
+                    f'{field}.function: must be an object that names the function, like {{"name": "get_weather"}}.',
+                    f"{field}.function",
+                )
+            named = function.get("name")
             return "required", named if isinstance(named, str) else None
         if choice in ("none", "required"):
             return choice, None
@@ -453,7 +459,8 @@ def model_card(manifest: Manifest) -> ModelCard:
 
 
 def _finish_reason(stats: GenerationStats) -> Literal["stop", "length"]:
-    return "length" if stats.done_reason == "length" else "stop"
+    # Only an answer that ended on its own is "stop": one cut short for any other reason says so.
+    return "stop" if stats.done_reason == "stop" else "length"
 
 
 def new_id(prefix: str) -> str:

@@ -30,6 +30,14 @@ TEXTS = Limit(
     ),
 )
 
+MAX_EMBEDDING_INPUTS = 2048
+"""Texts per embedding request, as OpenAI allows: each answer holds a vector per text."""
+EMBEDDING_INPUTS = Limit(
+    {"maxItems": MAX_EMBEDDING_INPUTS},
+    f"send at most {MAX_EMBEDDING_INPUTS} texts per request; split the rest over more requests",
+    lambda texts: isinstance(texts, str) or len(texts) <= MAX_EMBEDDING_INPUTS,
+)
+
 
 class Input(BaseModel):
     """Base of every request part: unknown fields are an error."""
@@ -338,8 +346,8 @@ class EmbeddingRequest(Input):
 
     model: ModelNameField
     """Model to embed with."""
-    input: Annotated[str | list[str] | list[int] | list[list[int]], TEXTS]
-    """A text or a list of texts."""
+    input: Annotated[str | list[str] | list[int] | list[list[int]], TEXTS, EMBEDDING_INPUTS]
+    """A text or a list of at most 2048 texts."""
     encoding_format: Literal["float", "base64"] = "float"
     """`float` lists, or `base64` of little-endian float32 bytes (the openai client's default)."""
     dimensions: Annotated[int | None, Field(ge=1), absent("is not supported; vectors have the model's own size")] = None

@@ -15,6 +15,24 @@ from ...core.generation import MAX_TOP_LOGPROBS
 from .common_wire import Limit, ModelNameField, absent
 
 MAX_INPUT_ITEMS = 10_000
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+"""OpenAI's limits on a response's metadata, which is stored with it for responses_keep_days."""
+METADATA = Limit(
+    {
+        "maxProperties": MAX_METADATA_PAIRS,
+        "propertyNames": {"maxLength": MAX_METADATA_KEY},
+        "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+    },
+    f"give at most {MAX_METADATA_PAIRS} pairs, with keys of at most {MAX_METADATA_KEY} characters "
+    f"and values of at most {MAX_METADATA_VALUE}",
+    lambda pairs: (
+        pairs is None
+        or (
+            len(pairs) <= MAX_METADATA_PAIRS
+            and all(len(key) <= MAX_METADATA_KEY and len(value) <= MAX_METADATA_VALUE for key, value in pairs.items())
+        )
+    ),
+)
 
 
 TEXT_PARTS = ("input_text", "output_text", "refusal")
@@ -242,8 +260,9 @@ class ResponseRequest(Input):
     """Keep this response so it can be fetched or continued (until it expires)."""
     stream: bool = False
     """Answer as server-sent events."""
-    metadata: dict[str, str] | None = None
-    """Up to 16 key-value pairs, returned with the response."""
+    metadata: Annotated[dict[str, str] | None, METADATA] = None
+    """Up to 16 key-value pairs (keys of at most 64 characters, values of at most 512), returned and stored
+    with the response, as OpenAI limits them."""
     reasoning: ReasoningOptions | None = None
     """Accepted and ignored."""
     truncation: Literal["auto", "disabled"] | None = None

@@ -168,7 +168,10 @@ def api_key_guard(settings: Settings) -> Middleware:
 
 
 def cors(settings: Settings) -> Middleware:
-    """Answer CORS only for configured origins; browsers block every other origin."""
+    """Answer CORS preflights only for configured origins; browsers block every other origin.
+
+    The Access-Control-Allow-Origin of every other answer is added by cors_headers as it starts.
+    """
     origins = set(settings.cors_origins)
 
     @web.middleware
@@ -177,16 +180,30 @@ def cors(settings: Settings) -> Middleware:
         if origin is None or origin not in origins:
             return await handler(request)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            response: web.StreamResponse = web.Response(status=204)
+            response = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = (
                 "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta"
             )
             response.headers["Access-Control-Max-Age"] = "600"
-        else:
-            response = await handler(request)
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
-        return response
+            return response
+        return await handler(request)
 
     return middleware
+
+
+def cors_headers(settings: Settings) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An on_response_prepare signal: every answer to a configured origin allows it, as its headers go out.
+
+    A middleware would miss a stream (its headers left at prepare(), inside the handler) and an error
+    that an outer middleware turned into an answer.
+    """
+    origins = set(settings.cors_origins)
+
+    async def allow_origin(request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin in origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+
+    return allow_origin

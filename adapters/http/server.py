@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
+import resource
 import signal
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from importlib.metadata import entry_points
+from typing import cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -32,6 +36,23 @@ protocol_log = logging.getLogger("ingle.http.protocol")
 # Deploy (issue 6): seconds requests in flight get to finish after SIGTERM before they are
 # cancelled; deploy/systemd/ingle.service's TimeoutStopSec=90 leaves room for this plus unloading.
 SHUTDOWN_GRACE_SECONDS = 60.0
+# A connection that has not sent a whole request line and headers this long after it opened (or after
+# its last answer) is closed: aiohttp's keep-alive timer, which also runs before the first request.
+# Without it a client that sends headers byte by byte (slowloris) holds its connection for an hour.
+# The body is read by the handler and falls under request_timeout. Longer than the idle time after which
+# clients drop a pooled connection themselves (httpx 5 s, aiohttp 15 s), so that none reuses one being closed.
+HEADER_TIMEOUT_SECONDS = 30.0
+MAX_CONNECTIONS = 4096
+"""Open TCP connections at most; fewer where the file limit is low (half of it, the rest for models and files)."""
+WANTED_FILE_LIMIT = 65536
+"""The soft limit on open files ingle raises itself to, up to the hard limit (systemd's default soft limit is 1024)."""
+RESOURCE_WARNING_INTERVAL = 60.0
+_BUSY_BODY = json.dumps({"error": "ingle has too many open connections; try again in a moment."}).encode()
+BUSY_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+"""What a connection past the limit gets before it is closed, in the shape of an Ollama-style error."""
 
 
 class AddressInUse(IngleError):
@@ -57,6 +78,79 @@ class MalformedRequests(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+class ConnectionLimit:
+    """The TCP listener's protocol factory: aiohttp's connection handler while fewer than `limit` connections
+    are open; past that a new connection gets a 503 and is closed at once, so that no number of clients
+    (slow or not) can take the process's last file descriptors.
+
+    A connection counts once asyncio has made it (connection_made), so one burst of accepts (at most the
+    listen backlog, 100) can pass the limit; connection_limit leaves room for that.
+    """
+
+    def __init__(self, server: web.Server, limit: int) -> None:
+        self.server = server
+        self.limit = limit
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        """A handler for the connection just accepted, or a refusal."""
+        if len(self.server.connections) < self.limit:
+            return self.server()
+        return BusyRefusal()
+
+
+class BusyRefusal(asyncio.Protocol):
+    """Answer 503 to a connection past the limit and close it, without reading its request."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send the 503 and close; the file descriptor is free again within this turn of the loop."""
+        stream = cast(asyncio.WriteTransport, transport)
+        stream.write(BUSY_ANSWER)
+        stream.close()
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files towards WANTED_FILE_LIMIT (never above the hard limit); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = WANTED_FILE_LIMIT if hard == resource.RLIM_INFINITY else min(hard, WANTED_FILE_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def connection_limit(file_limit: int) -> int:
+    """How many TCP connections may be open at once under `file_limit` open files."""
+    return max(16, min(MAX_CONNECTIONS, file_limit // 2))
+
+
+class ResourceErrors:
+    """The loop's exception handler: asyncio reports every failed accept() for want of file descriptors or
+    memory, with a traceback, many times a second while it lasts. One warning line per interval says it."""
+
+    def __init__(self, interval: float = RESOURCE_WARNING_INTERVAL) -> None:
+        self.interval = interval
+        self.last = -interval
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        """Keep an accept() out of resources to one line per interval; hand everything else to asyncio."""
+        error = context.get("exception")
+        if not (
+            isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+        ):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            log.warning(
+                "cannot accept connections: %s; new clients wait until some close (raise LimitNOFILE in the unit)",
+                os.strerror(error.errno or 0),
+            )
+
+
 async def serve(
     settings: Settings,
     on_ready: Callable[[list[str]], None] | None = None,
@@ -69,6 +163,8 @@ async def serve(
     loads the fresh settings, by default the config file and INGLE_* again) and STOPPING=1 on SIGTERM.
     """
     check_bind(settings)
+    max_connections = connection_limit(raise_file_limit())
+    asyncio.get_running_loop().set_exception_handler(ResourceErrors())
     if not any(isinstance(existing, MalformedRequests) for existing in protocol_log.filters):
         protocol_log.addFilter(MalformedRequests())
     # Deploy (issue 6): sd_notify; every call is a no-op outside a Type=notify unit.
@@ -89,11 +185,13 @@ async def serve(
             access_log=log,
             logger=protocol_log,
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            keepalive_timeout=HEADER_TIMEOUT_SECONDS,
         )
         await runner.setup()
         watchdog: asyncio.Task[None] | None = None
+        listeners: list[asyncio.Server] = []
         try:
-            urls = await _start_sites(runner, settings)
+            urls = await _start_sites(runner, settings, max_connections, listeners)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -111,6 +209,8 @@ async def serve(
             notifier.stopping("stopping: finishing requests in flight")
             await _stop_services(services)
         finally:
+            for listener in listeners:
+                listener.close()
             await runner.cleanup()
             # Pinged until here: a shutdown waiting on streams is not a hung loop.
             if watchdog is not None:
@@ -146,10 +246,16 @@ def _reload(settings: Settings, load: Callable[[], Settings], notifier: SystemdN
     notifier.ready(f"{listening}; {result.summary()}")
 
 
-async def _start_sites(runner: web.AppRunner, settings: Settings) -> list[str]:
-    tcp = web.TCPSite(runner, settings.host, settings.port)
+async def _start_sites(
+    runner: web.AppRunner, settings: Settings, max_connections: int, listeners: list[asyncio.Server]
+) -> list[str]:
+    """Listen on TCP (at most `max_connections` at once; the listener is added to `listeners`, which the caller
+    closes) and on the unix socket (not limited: the admin's way in while TCP is full); the URLs."""
+    server = cast(web.Server, runner.server)  # set up by runner.setup()
     try:
-        await tcp.start()
+        tcp = await asyncio.get_running_loop().create_server(
+            ConnectionLimit(server, max_connections), settings.host, settings.port
+        )
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             raise AddressInUse(
@@ -157,7 +263,8 @@ async def _start_sites(runner: web.AppRunner, settings: Settings) -> list[str]:
                 "Stop it or pick another --port."
             ) from error
         raise
-    port = runner.addresses[0][1]  # the real port, also when 0 asked the OS to pick one
+    listeners.append(tcp)
+    port = tcp.sockets[0].getsockname()[1]  # the real port, also when 0 asked the OS to pick one
     urls = [f"http://{settings.host}:{port}"]
     socket_path = settings.unix_socket
     if socket_path is not None:

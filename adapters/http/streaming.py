@@ -8,6 +8,7 @@ line is already gone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable
@@ -15,6 +16,7 @@ from contextlib import aclosing
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from ...core.errors import IngleError
 from .errors import code_for, error_body, status_for
@@ -23,7 +25,27 @@ log = logging.getLogger("ingle.http")
 
 
 def _dumps(item: Any) -> bytes:
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8; JSON's own \ud800 escape still carries it, and the stream goes on.
+        return json.dumps(item, separators=(",", ":")).encode()
+
+
+async def json_off_the_loop(answer: BaseModel) -> web.Response:
+    """A big answer (2048 embedding vectors are some 40 MB of JSON) as a JSON response, serialised in a worker
+    thread, one small piece at a time: a piece holds the GIL briefly, so other clients' requests go on."""
+    text = await asyncio.to_thread(_json_in_pieces, answer.model_dump(mode="json"))
+    return web.Response(text=text, content_type="application/json")
+
+
+def _json_in_pieces(value: Any) -> str:
+    """The JSON text of `value`, from one json.dumps per dictionary value and per list of lists or objects."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(key)}: {_json_in_pieces(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list) and value and isinstance(value[0], (list, dict)):
+        return "[" + ", ".join(_json_in_pieces(item) for item in value) + "]"
+    return json.dumps(value)
 
 
 ErrorItem = Callable[[IngleError], dict[str, Any]]
@@ -50,19 +72,31 @@ async def _stream(
         first = await anext(items)
         response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
         await response.prepare(request)
-        await response.write(frame(first))
+        await _send(response, frame(first))
         try:
             async for item in items:
-                await response.write(frame(item))
+                await _send(response, frame(item))
         except IngleError as error:
-            await response.write(frame(last_item(error)))
+            await _send(response, frame(last_item(error)))
         except Exception:
             log.exception("error while streaming %s", request.path)
-            await response.write(frame(last_item(IngleError(_INTERNAL))))
+            await _send(response, frame(last_item(IngleError(_INTERNAL))))
         if closing:
-            await response.write(closing)
-        await response.write_eof()
+            await _send(response, closing)
+        try:
+            await response.write_eof()
+        except ConnectionError as error:
+            raise asyncio.CancelledError from error
         return response
+
+
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    """Write to the client. One that left mid-answer can make the write fail before aiohttp cancels the
+    handler; that ends the handler the same way (cancelled, counted as 499), not as the server's failure."""
+    try:
+        await response.write(data)
+    except ConnectionError as error:
+        raise asyncio.CancelledError from error
 
 
 async def ndjson(request: web.Request, items: AsyncGenerator[dict[str, Any], None]) -> web.StreamResponse:

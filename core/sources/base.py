@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Protocol
 
+from ..errors import InvalidRequest, SourceError
 from ..manifest import GgufInfo
 from ..names import ModelName
 from .progress import ProgressCallback
@@ -15,6 +16,11 @@ if TYPE_CHECKING:
 
 _QUANT_SUFFIX = re.compile(r"[-_.](i?q[0-9][a-z0-9_]*|bf16|fp16|f16|f32)$", re.IGNORECASE)
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
+
+
+class InvalidSourceSpec(SourceError, InvalidRequest):
+    """A source written wrong (an unknown scheme, `hf:` without owner/repo/file.gguf): the caller's mistake
+    (HTTP 400), where a SourceError otherwise means a source that could not be reached (HTTP 502)."""
 
 
 class Source(Protocol):

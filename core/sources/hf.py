@@ -12,7 +12,7 @@ from ..manifest import GgufInfo
 from ..names import ModelName
 from ..settings import Settings
 from ..store import ModelStore
-from .base import safe_name_part, split_quantization
+from .base import InvalidSourceSpec, safe_name_part, split_quantization
 from .download import commit, download, http_client, partial_lock, transport_error
 from .network import NetworkGuard
 from .progress import ProgressCallback, ProgressReporter
@@ -48,7 +48,7 @@ class HfSource:
             or not parts[-1].lower().endswith(".gguf")
             or not revision
         ):
-            raise SourceError(
+            raise InvalidSourceSpec(
                 f"'{spec}' is not a Hugging Face source: write hf:owner/repo/file.gguf, optionally @revision."
             )
         self.owner, self.repo, self.path, self.revision = parts[0], parts[1], "/".join(parts[2:]), revision

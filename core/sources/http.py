@@ -6,11 +6,10 @@ import ipaddress
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from ..errors import SourceError
 from ..manifest import GgufInfo
 from ..names import ModelName
 from ..store import ModelStore
-from .base import name_from_file
+from .base import InvalidSourceSpec, name_from_file
 from .download import commit, download, host_of, http_client, partial_lock
 from .network import NetworkGuard
 from .progress import ProgressCallback, ProgressReporter
@@ -32,9 +31,9 @@ class HttpSource:
     def __init__(self, spec: str, expected_digest: str | None = None) -> None:
         parts = urlsplit(spec)
         if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise SourceError(f"'{spec}' is not a URL ingle can download: use https://host/path/model.gguf.")
+            raise InvalidSourceSpec(f"'{spec}' is not a URL ingle can download: use https://host/path/model.gguf.")
         if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise SourceError(
+            raise InvalidSourceSpec(
                 f"Refusing plain http for {parts.hostname}: use https (http is allowed for localhost only)."
             )
         self.spec = spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import DigestMismatch, PullRefused, SourceError
 from ..names import digest_from_hex
 from ..settings import Settings
-from .base import Source
+from .base import InvalidSourceSpec, Source
 from .default_model import DEFAULT_MODEL_DIGEST, DEFAULT_MODEL_SPECS, default_model_source
 from .embed_model import EMBED_MODEL_SPECS, embed_model_source
 from .file import FileSource, path_from_spec
@@ -70,7 +70,7 @@ def _source_for(spec: str, settings: Settings, sha256: str | None) -> Source:
 
 
 def _unknown_source(spec: str) -> SourceError:
-    return SourceError(
+    return InvalidSourceSpec(
         f"'{spec}' is not a model source ingle knows: use default, hf:owner/repo/file.gguf, "
         "https://…/file.gguf, pypi:package or a path to a .gguf file."
     )

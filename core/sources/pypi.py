@@ -35,7 +35,7 @@ from ..manifest import GgufInfo
 from ..names import ModelName, digest_from_hex
 from ..settings import Settings
 from ..store import CHUNK_SIZE, ModelStore, is_disk_full, storage_full_error
-from .base import safe_name_part
+from .base import InvalidSourceSpec, safe_name_part
 from .download import discard, download, host_of, http_client, partial_lock, transport_error
 from .network import NetworkGuard
 from .progress import ProgressCallback, ProgressReporter
@@ -81,12 +81,12 @@ def parse_requirements(text: str) -> list[Requirement]:
     for item in text.split(","):
         match = _REQUIREMENT.match(item)
         if match is None:
-            raise SourceError(
+            raise InvalidSourceSpec(
                 f"'{item.strip()}' is not a package ingle can fetch: write pypi:name or pypi:name==version."
             )
         requirements.append(Requirement(match.group(1), match.group(2)))
     if not requirements:
-        raise SourceError("A pypi: source needs at least one package name.")
+        raise InvalidSourceSpec("A pypi: source needs at least one package name.")
     return requirements
 
 
