@@ -23,8 +23,15 @@ from typing import TYPE_CHECKING, TypeVar
 import psutil
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from .errors import CorruptModel, InsufficientMemory, ModelLoadTimeout, ModelNotFound, UnsupportedFeature
-from .generation import EmbeddingResult, GenerationChunk, GenerationRequest
+from .errors import (
+    CorruptModel,
+    InsufficientMemory,
+    ModelLoadTimeout,
+    ModelNotFound,
+    ModelUnloaded,
+    UnsupportedFeature,
+)
+from .generation import EmbeddingResult, GenerationChunk, GenerationRequest, SamplingOptions
 from .manifest import Manifest
 from .memory import MIB, MemoryEstimate, default_parallel, estimate_memory, format_bytes, memory_available
 from .names import ModelName
@@ -38,8 +45,10 @@ if TYPE_CHECKING:
     # or `ingle rm` in a shell only reads the store.
     from .runtime.draft_model import DraftModel
     from .runtime.embeddings import EmbeddingContext
+    from .runtime.grammar import LazyGrammar
     from .runtime.llama_model import ContextShape, LlamaModel
     from .runtime.prompt import PromptBuilder
+    from .runtime.sampler import Sampler
     from .runtime.scheduler import BatchScheduler
 
 log = logging.getLogger("ingle.engine")
@@ -55,6 +64,10 @@ EMBEDDING_CONTEXT = 2048
 DECODE_FRIENDLY_SWITCH_INTERVAL = 0.0005
 # Longest wait for the scheduler to confirm a cancellation (one decode step, with slack for a loaded CPU).
 CANCEL_CONFIRM_SECONDS = 10.0
+# Longest wait, when the engine closes, for the requests on a model to let go of it once their answers were cut
+# (a prompt being tokenized takes a second or two for a few MiB); a model still held then is left to the
+# ending process rather than freed under a thread that reads it.
+DRAIN_SECONDS = 30.0
 
 
 @dataclass
@@ -106,6 +119,10 @@ class LoadedModel:
     last_used: float = field(default_factory=time.monotonic)
     expires_at: float | None = None
     embedder: EmbeddingContext | None = None
+    retired: bool = False
+    """Out of the engine's hands: no request may start on it any more; its memory goes once none uses it."""
+    drained: asyncio.Future[None] | None = None
+    """Resolved when the last user of a retired model lets go."""
 
     def embedding_context(self) -> EmbeddingContext:
         """The embedding context, created on first use (call on the compute thread)."""
@@ -116,11 +133,17 @@ class LoadedModel:
             self.embedder = EmbeddingContext(self.model, self.shape.threads, tokens)
         return self.embedder
 
-    def close(self) -> None:
-        """Stop the scheduler and free everything (blocks until the compute thread has let go of it)."""
-        if self.embedder is not None:
-            self.scheduler.call(self.embedder.free).result()
+    def stop(self) -> None:
+        """Close the scheduler (jobs and calls still in it fail with ModelUnloaded) and free its context;
+        blocks until the compute thread has let go of the model. Requests may still hold the model."""
         self.scheduler.close()
+
+    def free(self) -> None:
+        """Free the embedding context and the weights: call after stop(), once no request uses the model
+        (a prompt being tokenized in a worker thread reads the vocabulary until its request lets go)."""
+        if self.embedder is not None:
+            self.embedder.free()  # only the compute thread used it, and it runs no more steps of this model
+            self.embedder = None
         self.model.free()
 
 
@@ -140,6 +163,8 @@ class Engine:
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         # Requests waiting for a load, by digest: the model they wait for is not idle once it arrives.
         self._waiters: Counter[str] = Counter()
+        # Unloads asked for, by digest: a request that waited for a load while one was asked leaves it standing.
+        self._unloads_asked: Counter[str] = Counter()
         self._load_lock = asyncio.Lock()
         self._timers = AsyncIOScheduler()
 
@@ -152,7 +177,7 @@ class Engine:
         await self.close()
 
     async def close(self) -> None:
-        """Unload every model and stop the timers."""
+        """Unload every model and stop the timers; requests still running get ModelUnloaded."""
         # A load cannot be stopped midway (it runs in a thread): let it finish, so that its model is freed below.
         if self._loading:
             await asyncio.wait(list(self._loading.values()))
@@ -188,10 +213,12 @@ class Engine:
         return self.store.get(ModelName.parse(name))
 
     async def remove(self, name: str) -> None:
-        """Delete a model's name; unload and delete its file once no name refers to it.
+        """Delete a model's name; delete its file and unload it once no name refers to it.
 
-        A damaged or dangling manifest is removed too: it is what `ingle rm` is for, and
-        while a damaged one exists the store cannot collect unreferenced files.
+        The loaded copy goes when the requests in flight on it are done (they finish their
+        answers from the memory-mapped file). A damaged or dangling manifest is removed too:
+        it is what `ingle rm` is for, and while a damaged one exists the store cannot
+        collect unreferenced files.
         """
         try:
             digest: str | None = self.show(name).digest
@@ -199,7 +226,7 @@ class Engine:
             digest = None  # the store still says so if there is no such name at all
         self.store.remove(ModelName.parse(name))
         if digest is not None and not self.store.manifests_for(digest):
-            await self._unload(digest)
+            await self._unload_when_idle(digest)
 
     def copy(self, source: str, destination: str) -> Manifest:
         """Give a model a second name (the file is shared)."""
@@ -243,8 +270,9 @@ class Engine:
         return next(running for running in self.running() if running.digest == loaded.manifest.digest)
 
     async def unload(self, model: str) -> None:
-        """Unload a model now; requests in flight on it are cancelled."""
-        await self._unload(self.show(model).digest)
+        """Unload a model once the requests in flight on it are done (at once when there are none), as
+        Ollama's keep_alive 0 does: they answer in full, and a request after this one loads it again."""
+        await self._unload_when_idle(self.show(model).digest)
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """How many tokens `request`'s prompt is, as the model would decode it (loading the model if needed)."""
@@ -257,11 +285,16 @@ class Engine:
     async def _acquire(self, name: str, keep_alive: float | None) -> LoadedModel:
         """The loaded model for `name`, loading it if needed; the caller must _release it."""
         manifest = self.show(name)
+        unloads_asked = self._unloads_asked[manifest.digest]
         loaded = self._loaded.get(manifest.digest)
         if loaded is None:
             loaded = await self._wait_for_load(manifest, keep_alive)
+        if loaded.retired:  # the engine closed while this request waited for the load
+            raise ModelUnloaded(f"{manifest.name} was unloaded before the request could start; try again.")
         loaded.users += 1
-        loaded.keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
+        # An unload asked for while this request waited for the load came later, so it stands.
+        if self._unloads_asked[manifest.digest] == unloads_asked:
+            loaded.keep_alive = self.settings.keep_alive if keep_alive is None else keep_alive
         loaded.expires_at = None
         self._cancel_timer(manifest.digest)
         return loaded
@@ -325,8 +358,13 @@ class Engine:
     def _release(self, loaded: LoadedModel) -> None:
         loaded.users -= 1
         loaded.last_used = time.monotonic()
-        if loaded.users == 0:
-            self._expire(loaded)
+        if loaded.users > 0:
+            return
+        if loaded.retired:  # no longer the engine's: its timers (by digest) would be another copy's
+            if loaded.drained is not None and not loaded.drained.done():
+                loaded.drained.set_result(None)
+            return
+        self._expire(loaded)
 
     def _expire(self, loaded: LoadedModel) -> None:
         """Unload an idle model after its keep_alive (at once for 0, never for a negative one)."""
@@ -354,17 +392,44 @@ class Engine:
     async def _unload_if_idle(self, digest: str) -> None:
         loaded = self._loaded.get(digest)
         if loaded is not None and self._idle(loaded):
-            log.info("unloading %s: keep_alive expired", loaded.name)
+            log.info("unloading %s: idle for its keep_alive (%gs)", loaded.name, loaded.keep_alive)
+            await self._unload(digest)
+
+    async def _unload_when_idle(self, digest: str) -> None:
+        """Unload a model now if nobody uses it, else as soon as its last request in flight is done."""
+        self._unloads_asked[digest] += 1
+        loading = self._loading.get(digest)
+        if loading is not None:  # let it arrive (those waiting for it use it), then treat it as any loaded model
+            await asyncio.wait([loading])
+        loaded = self._loaded.get(digest)
+        if loaded is None:
+            return
+        loaded.keep_alive = 0  # its last user's release unloads it (_release, _expire)
+        loaded.expires_at = None
+        self._cancel_timer(digest)
+        if self._idle(loaded):
             await self._unload(digest)
 
     async def _unload(self, digest: str) -> None:
-        loading = self._loading.get(digest)
-        if loading is not None:  # unload what it is loading, rather than have it arrive afterwards
-            await asyncio.wait([loading])
+        """Take a model out of the engine and free it: at once when idle; when the engine closes, after
+        ending its requests with ModelUnloaded and waiting for them to let go."""
         loaded = self._loaded.pop(digest, None)
         self._cancel_timer(digest)
-        if loaded is not None:
-            await asyncio.to_thread(loaded.close)
+        if loaded is None:
+            return
+        loaded.retired = True  # before any await: no request starts on it from here on (_acquire)
+        loaded.expires_at = None
+        await asyncio.to_thread(loaded.stop)
+        if loaded.users > 0:
+            loaded.drained = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(DRAIN_SECONDS):
+                    await asyncio.shield(loaded.drained)
+            except TimeoutError:
+                # Freeing it now could crash the process under a thread that still reads the vocabulary.
+                log.warning("%s stays in memory: %d requests still hold it", loaded.name, loaded.users)
+                return
+        await asyncio.to_thread(loaded.free)
 
     def _shape_for(self, manifest: Manifest) -> ContextShape:
         from .runtime.llama_model import ContextShape
@@ -397,10 +462,11 @@ class Engine:
 
     async def _load(self, manifest: Manifest) -> LoadedModel:
         shape = self._shape_for(manifest)
-        need = estimate_memory(manifest, shape.sequences * shape.tokens_per_sequence)
+        tokens = shape.sequences * shape.tokens_per_sequence
+        need = estimate_memory(manifest, tokens, shape.batch_tokens)
         draft = self._draft_manifest()
         if draft is not None:
-            need = need.plus(estimate_memory(draft, shape.sequences * shape.tokens_per_sequence))
+            need = need.plus(estimate_memory(draft, tokens, shape.batch_tokens))
         await self._make_room(manifest, need)
         log.info("loading %s (%s)", manifest.name, format_bytes(need.total))
         return await asyncio.to_thread(self._open, manifest, shape, need, draft)
@@ -488,7 +554,7 @@ class Engine:
                 raise InsufficientMemory(
                     f"{manifest.name} needs {format_bytes(need.total)} (weights {format_bytes(need.weights)}, "
                     f"context {format_bytes(need.kv_cache)}) but only {format_bytes(free)} is free: "
-                    "unload a model, lower num_ctx or num_parallel, or raise memory_limit_mib."
+                    "unload a model, lower num_ctx, num_parallel or num_batch, or raise memory_limit_mib."
                 )
             victim = min(idle, key=lambda loaded: loaded.last_used)
             log.info("unloading %s to make room for %s", victim.name, manifest.name)
@@ -502,7 +568,6 @@ class Engine:
         Closing the iterator early (or cancelling the task reading it) stops the
         work within one decode step and frees the sequence.
         """
-        from .runtime.sampler import Sampler
         from .runtime.scheduler import GenerationJob
 
         started = time.perf_counter()
@@ -516,7 +581,7 @@ class Engine:
                 )
             prepared = await loaded.prompts.prepare(request)
             tool_grammar = prepared.tool_grammar if self.settings.tool_call_grammar else None
-            sampler = Sampler(loaded.model, request.options, prepared.format_grammar, tool_grammar)
+            sampler = await _new_sampler(loaded.model, request.options, prepared.format_grammar, tool_grammar)
             room = loaded.shape.tokens_per_sequence - len(prepared.tokens)
             max_tokens = min(request.options.max_tokens or room, room)
             chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
@@ -580,6 +645,20 @@ class Engine:
 async def _on_compute_thread(loaded: LoadedModel, function: Callable[[], T]) -> T:
     """Run `function` on the compute thread between two steps; cancelling skips it if it has not started."""
     return await asyncio.wrap_future(loaded.scheduler.call(function))
+
+
+async def _new_sampler(
+    model: LlamaModel, options: SamplingOptions, grammar: str | None, tool_grammar: LazyGrammar | None
+) -> Sampler:
+    """A Sampler for a request. One with a grammar is built on a worker thread: llama.cpp takes a moment per
+    kilobyte of grammar to parse it (see grammar.MAX_SCHEMA_TOTAL_REPEAT), and meanwhile the event loop goes
+    on serving everyone else's streams."""
+    from .runtime.sampler import Sampler
+    from .runtime.worker_thread import run_to_the_end
+
+    if grammar is None and tool_grammar is None:
+        return Sampler(model, options)
+    return await run_to_the_end(Sampler, model, options, grammar, tool_grammar, abandoned=Sampler.free)
 
 
 async def _until_done(chunks: asyncio.Queue) -> None:

@@ -99,3 +99,7 @@ class ModelLoadTimeout(IngleError):
 
 class RuntimeFailure(IngleError):
     """llama.cpp reported a failure while evaluating a batch."""
+
+
+class ModelUnloaded(RuntimeFailure):
+    """The model was unloaded while a request still needed it (the server is stopping): its answer is cut short."""

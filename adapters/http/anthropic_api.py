@@ -202,7 +202,8 @@ def _stop_reason(answer: AssistantPiece, stats: GenerationStats, stops: StopMatc
         return "tool_use"
     if stops.hit is not None:
         return "stop_sequence"
-    return "max_tokens" if stats.done_reason == "length" else "end_turn"
+    # Only an answer that ended on its own is "end_turn": one cut short for any other reason says so.
+    return "end_turn" if stats.done_reason == "stop" else "max_tokens"
 
 
 def _usage(stats: GenerationStats) -> Usage:

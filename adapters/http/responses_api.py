@@ -224,7 +224,8 @@ def _draft(body: ResponseRequest, model: str) -> dict[str, Any]:
 def _finished(draft: dict[str, Any], output: list[dict[str, Any]], stats: GenerationStats) -> dict[str, Any]:
     """The response once answered: its output, status and usage."""
     called = any(item["type"] == "function_call" for item in output)
-    cut = stats.done_reason == "length" and not called
+    # Only an answer that ended on its own is "completed" (and stored so): one cut short for any reason is not.
+    cut = stats.done_reason != "stop" and not called
     return {
         **draft,
         "status": "incomplete" if cut else "completed",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -15,6 +14,7 @@ from .control_text import ControlTextShield
 from .fim import FimTokens, build_fim_prompt
 from .grammar import LazyGrammar, grammar_for_format, grammar_for_tool_calls
 from .llama_model import LlamaModel
+from .worker_thread import run_to_the_end
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,7 @@ class PromptBuilder:
         The thread reads the model, so a cancelled caller still waits for it to
         end before passing the cancellation on (and releasing the model).
         """
-        work = asyncio.ensure_future(asyncio.to_thread(self.build, request))
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            while not work.done():
-                try:
-                    await asyncio.wait([work])
-                except asyncio.CancelledError:
-                    continue
-            raise
+        return await run_to_the_end(self.build, request)
 
     def build(self, request: GenerationRequest) -> PreparedPrompt:
         """Tokens for a chat, a templated or raw completion, or a fill-in-the-middle, and the output's grammar.

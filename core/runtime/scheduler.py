@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from ..errors import ContextOverflow, IngleError, QueueFull, RuntimeFailure
+from ..errors import ContextOverflow, IngleError, ModelUnloaded, QueueFull, RuntimeFailure
 from ..generation import DoneReason, GenerationChunk, GenerationStats, TokenLogprob
 from .draft_model import DraftModel, DraftRequest
 from .kv_reuse import ReusePlan, plan_reuse
@@ -223,8 +223,10 @@ class BatchScheduler:
     # --- called from any thread ------------------------------------------------
 
     def submit(self, job: GenerationJob) -> None:
-        """Queue a job; raise QueueFull when every slot is busy and the queue is full."""
+        """Queue a job; raise QueueFull when every slot is busy and the queue is full, ModelUnloaded once closed."""
         with self._wake:
+            if self._stopping:
+                raise self._unloaded()
             free = sum(1 for slot in self._slots if slot.job is None)
             if len(self._waiting) >= free + self.queue_size:
                 raise QueueFull(
@@ -246,9 +248,16 @@ class BatchScheduler:
             self._wake.notify()
 
     def call(self, function: Callable[[], T]) -> Future[T]:
-        """Run `function` on the compute thread between two steps (e.g. embeddings)."""
+        """Run `function` on the compute thread between two steps (e.g. embeddings).
+
+        Once the scheduler is closing, the future fails at once with ModelUnloaded: the compute thread
+        runs no more calls of this scheduler, and a call queued anyway would wait for ever.
+        """
         future: Future[T] = Future()
         with self._wake:
+            if self._stopping:
+                future.set_exception(self._unloaded())
+                return future
             self._calls.append((function, future))
             self._wake.notify()
         return future
@@ -264,7 +273,11 @@ class BatchScheduler:
         return len(self._waiting)
 
     def close(self) -> None:
-        """Cancel everything, leave the compute thread and free the context."""
+        """End every job and call still here with ModelUnloaded, leave the compute thread and free the context.
+
+        The engine closes a scheduler only when no request uses its model, or when the daemon stops:
+        a request cut short then gets an error, never an answer that looks complete.
+        """
         with self._wake:
             self._stopping = True
             self._wake.notify()
@@ -582,11 +595,25 @@ class BatchScheduler:
             job.sampler.free()
             job.emit(error)
 
+    def _unloaded(self) -> ModelUnloaded:
+        return ModelUnloaded(
+            f"{self.name} was unloaded before the request was done (the server is stopping); try again."
+        )
+
     def _shut_down(self) -> None:
+        """End what is left (called once `_stopping` is set, so nothing new arrives) with ModelUnloaded."""
+        error = self._unloaded()
         for slot in self._slots:
-            if slot.job is not None:
-                self._finish(slot, "cancel")
+            job = slot.job
+            if job is not None:
+                slot.job = None
+                job.sampler.free()
+                job.emit(error)
         while self._waiting:
-            self._finish_unplaced(self._waiting.popleft())
-        for _function, future in self._calls:
-            future.cancel()
+            job = self._waiting.popleft()
+            job.sampler.free()
+            job.emit(error)
+        while self._calls:
+            _function, future = self._calls.popleft()
+            if future.set_running_or_notify_cancel():  # False: its caller has left already
+                future.set_exception(error)
