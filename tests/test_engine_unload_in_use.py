@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from ingle.adapters.http.anthropic_api import _stop_reason
+from ingle.adapters.http.errors import status_for
 from ingle.adapters.http.openai_api import _finish_reason
 from ingle.adapters.http.responses_api import _finished
 from ingle.core.engine import Engine
@@ -258,11 +259,12 @@ async def test_closing_the_engine_cuts_a_stream_with_an_error(default_model_home
     finally:
         async with asyncio.timeout(BOUND):
             await engine.close()
-    with pytest.raises(ModelUnloaded):
+    with pytest.raises(ModelUnloaded) as cut:
         async with asyncio.timeout(BOUND):
             await reading
     assert not any(chunk.done for chunk in chunks), "a cut answer never ends as if it were complete"
     assert engine.running() == []
+    assert status_for(cut.value) == 503  # over HTTP: the server is stopping, try again
 
 
 async def test_a_closed_scheduler_fails_calls_and_jobs_at_once(default_model_home: Path) -> None:

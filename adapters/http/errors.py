@@ -44,6 +44,7 @@ STATUS_FOR_ERROR: list[tuple[type[errors.IngleError], int]] = [
     (errors.SourceError, 502),
     (errors.QueueFull, 503),
     (errors.InsufficientMemory, 503),
+    (errors.ModelUnloaded, 503),  # the daemon is stopping: another try (elsewhere, or after the restart) can work
     (errors.ModelLoadTimeout, 504),
     (errors.StorageFull, 507),
 ]
