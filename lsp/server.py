@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
+import threading
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from lsprotocol import types
 from pydantic import ValidationError
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 from pygls.workspace import PositionCodec
@@ -35,20 +39,23 @@ from .backend import CompletionBackend
 from .cache import CacheKey, SuggestionCache
 from .context import ContextRing
 from .documents import (
+    MAX_DOCUMENT_LINES,
     MAX_LINE_CHARS,
-    LspProtocol,
     client_position,
     column_of,
     opened_document,
     prompt_lines,
+    readable_uri,
     text_lines,
     without_surrogates,
 )
 from .errors import jsonrpc_error
 from .generation import SuggestionGeneration
 from .prompt import Anchors, Cursor, build_prompt
-from .repository import MAX_FILE_BYTES, RepositoryIndex, file_context, read_source
+from .protocol import LspProtocol, UnreadableStream, serve
+from .repository import RepositoryIndex, file_context
 from .settings import CompletionSettings
+from .workspace_files import MAX_FILE_BYTES, read_source, workspace_path
 
 log = logging.getLogger("ingle.lsp")
 
@@ -101,6 +108,29 @@ class IngleLanguageServer(LanguageServer):
         self._scan: asyncio.Task[int] | None = None
         self._warm_up: asyncio.Task[EngineApi] | None = None
         self._last_problem: str | None = None
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve the editor on stdin/stdout until it exits, as pygls does, but reading each message within the
+        limits `read_message` sets (pygls reads whatever length a header announces)."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        code: int | str | None = 0
+        try:
+            protocol = cast(LspProtocol, self.protocol)  # the class given to pygls in __init__
+            asyncio.run(serve(stdin or sys.stdin.buffer, protocol, self._stop_event, self.thread_pool))
+        except BrokenPipeError:
+            log.error("stopping: the editor closed the connection")
+        except UnreadableStream as error:
+            log.error("stopping: %s", error)
+            code = 1
+        except SystemExit as exited:
+            code = exited.code  # `exit`: 0 after `shutdown`, 1 without, as LSP says (pygls drops it)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.shutdown()
+        if code:
+            raise SystemExit(code)
 
     # --- settings -----------------------------------------------------------------
 
@@ -189,7 +219,8 @@ class IngleLanguageServer(LanguageServer):
 
     def cursor_at(self, uri: str, position: types.Position) -> Cursor | None:
         """The cursor in an open document, or None where there is nothing to complete: completion is off for its
-        language, or the position is past the document's end or on a line too long to be code."""
+        language, the document is too long to be code, or the position is past its end or on a line too long to be
+        code."""
         document = opened_document(self.workspace, uri)
         if document is None:
             log.warning("no completion in %s: the editor has not opened it", uri)
@@ -197,7 +228,7 @@ class IngleLanguageServer(LanguageServer):
         if not self.options.enabled_for(document.language_id or ""):
             return None
         lines = text_lines(document)
-        if position.line >= len(lines) or len(lines[position.line]) > MAX_LINE_CHARS:
+        if len(lines) > MAX_DOCUMENT_LINES or position.line >= len(lines) or len(lines[position.line]) > MAX_LINE_CHARS:
             return None
         character = column_of(lines[position.line], position.character, self.workspace.position_codec)
         return Cursor(filename=self.filename(uri), lines=prompt_lines(lines), line=position.line, character=character)
@@ -208,15 +239,25 @@ class IngleLanguageServer(LanguageServer):
         return prompt_lines(text_lines(document)) if document else []
 
     def filename(self, uri: str) -> str:
-        """A document's path relative to the workspace root, as the model sees it."""
+        """A document's path relative to the workspace root, as the model sees it. A file outside the root keeps
+        its whole path: by its bare name it would stand for the workspace's file of that name (in the context
+        ring, the cache, the snippets). Without a root, the bare name."""
         path = without_surrogates(to_fs_path(uri) or uri)
         root = self.workspace.root_path
         if root:
-            try:
-                return str(Path(path).relative_to(root))
-            except ValueError:
-                pass
+            inside = workspace_path(root, path)
+            if inside is not None:
+                return inside
+            if Path(path).is_absolute():
+                return str(Path(path))
         return Path(path).name
+
+    def index_path(self, uri: str) -> str | None:
+        """A document's name in the repository index: its path in the workspace; None outside the workspace root,
+        where it would only shadow (or, deleted, remove) the workspace's modules. Without a root, the open
+        documents are the whole workspace, by their bare names."""
+        root = self.workspace.root_path
+        return workspace_path(root, without_surrogates(to_fs_path(uri) or uri)) if root else self.filename(uri)
 
     def take_chunk(self, uri: str, around: int) -> None:
         """Put the text around a line of a document into the context ring."""
@@ -232,12 +273,46 @@ class IngleLanguageServer(LanguageServer):
         """Index the workspace's files in a thread; the documents' repository context follows once it is done."""
         root = self.workspace.root_path
         if root and self._scan is None:
-            self._scan = asyncio.create_task(asyncio.to_thread(self.index.scan, Path(root)))
+            self._scan = asyncio.create_task(self._scan_in_thread(Path(root)))
             self._scan.add_done_callback(self._scanned)
 
+    async def _scan_in_thread(self, root: Path) -> int:
+        """The scan, in a daemon thread of its own rather than the default executor: asyncio.run waits for that
+        executor's threads before the process exits, so a scan still running (a huge tree, a hung network mount)
+        would keep the server alive after `exit`. Cancelled, it tells the scan to stop."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        stop = threading.Event()
+
+        def settle(outcome: int | Exception) -> None:
+            if done.done():
+                return
+            if isinstance(outcome, Exception):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
+
+        def scan() -> None:
+            try:
+                outcome: int | Exception = self.index.scan(root, stop)
+            except Exception as error:  # said in the log by _scanned, not as a thread's traceback on stderr
+                outcome = error
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:
+                pass  # the loop is closed: the server is exiting and nobody waits for the count
+
+        threading.Thread(target=scan, name="ingle-workspace-scan", daemon=True).start()
+        try:
+            return await done
+        finally:
+            stop.set()
+
     def _scanned(self, task: asyncio.Task[int]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            log.warning("indexing the workspace failed: %s", "cancelled" if task.cancelled() else task.exception())
+        if task.cancelled():
+            return  # the server is exiting
+        if task.exception() is not None:
+            log.warning("indexing the workspace failed: %s", task.exception())
             return
         log.info("indexed %d files of the workspace", task.result())
         # Documents opened before the index was there got none of it: take it in, and warm their heads again.
@@ -247,8 +322,9 @@ class IngleLanguageServer(LanguageServer):
     def index_document(self, uri: str) -> None:
         """Index an open document's current text (it may differ from the file on disk)."""
         document = opened_document(self.workspace, uri)
-        if document is not None and len(document.source) <= MAX_FILE_BYTES:
-            self.index.update(self.filename(uri), without_surrogates(document.source))
+        path = self.index_path(uri)
+        if document is not None and path is not None and len(document.source) <= MAX_FILE_BYTES:
+            self.index.update(path, without_surrogates(document.source))
 
     def repository_for(self, uri: str) -> list[ContextChunk]:
         """The document's repository context, computed once and kept until it is saved or opened again
@@ -282,19 +358,26 @@ class IngleLanguageServer(LanguageServer):
         await self.client_register_capability_async(types.RegistrationParams(registrations=[registration]))
 
     async def file_changed(self, uri: str, deleted: bool) -> None:
-        """Index a file changed on disk again (unless the editor has it open: its text is newer), or forget it."""
-        filename = self.filename(uri)
+        """Index a file changed on disk again (unless the editor has it open: its text is newer), or forget it.
+
+        Only Python files inside the workspace root: an event can name any path (a FIFO, /dev/stdin), and a
+        file outside would stand for the workspace's own file of that name."""
+        root = self.workspace.root_path
+        path = self.index_path(uri) if root else None
+        if root is None or path is None or not path.endswith(".py"):
+            log.info("ignoring a change to %s: not a Python file in the workspace", uri)
+            return
         if deleted:
-            self.index.remove(filename)
-            self.ring.forget(filename)
+            self.index.remove(path)
+            self.ring.forget(path)
             return
         if opened_document(self.workspace, uri) is not None:
             return
-        source = await asyncio.to_thread(read_source, Path(to_fs_path(uri) or ""))
+        source = await asyncio.to_thread(read_source, Path(root) / path)
         if source is None:
-            self.index.remove(filename)
+            self.index.remove(path)
         else:
-            self.index.update(filename, source)
+            self.index.update(path, source)
 
     def opened(self, uri: str) -> None:
         """A document opened: index it, and evaluate its prompt head before the first keystroke."""
@@ -488,7 +571,8 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
     def did_open(ls: IngleLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
         """Index the file and evaluate its prompt head. Opening leaves the context ring alone, so the other
         documents' prompt heads stay cached."""
-        ls.opened(params.text_document.uri)
+        if opened_document(ls.workspace, params.text_document.uri) is not None:  # else refused, and logged
+            ls.opened(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: IngleLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -503,6 +587,9 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
     def did_save(ls: IngleLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
         """A saved file contributes the region last edited."""
         uri = params.text_document.uri
+        if opened_document(ls.workspace, uri) is None:
+            log.warning("ignoring the saving of %s: it is not open", uri)
+            return
         ls.take_chunk(uri, ls.edited_lines.pop(uri, 0))
         ls.index_document(uri)
         ls.repository.pop(uri, None)  # a pause in typing: the time to take new definitions in
@@ -511,7 +598,10 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
     async def did_change_watched_files(ls: IngleLanguageServer, params: types.DidChangeWatchedFilesParams) -> None:
         """Files changed on disk (a checkout, another tool): index them again, forget deleted ones."""
         for change in params.changes:
-            await ls.file_changed(change.uri, deleted=change.type == types.FileChangeType.Deleted)
+            if readable_uri(change.uri):
+                await ls.file_changed(change.uri, deleted=change.type == types.FileChangeType.Deleted)
+            else:
+                log.warning("ignoring a change to %r: it is not a URI", change.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: IngleLanguageServer, params: types.DidCloseTextDocumentParams) -> None:

@@ -10,7 +10,8 @@ that came after it, since those are what the model is about to write here.
 
 Lookups go through an inverted index from identifiers to lines, seeded by
 the query's rarest identifiers, so a request costs milliseconds, not a pass
-over the workspace; the index holds MAX_LINES lines at most.
+over the workspace; the index holds MAX_LINES lines, and MAX_BYTES of memory,
+at most.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 from ingle.core.generation import ContextChunk
 
+from .documents import MAX_LINE_CHARS
 from .symbols import CHARS_PER_TOKEN, IDENTIFIER
 
 # Lines compared: the query is the last QUERY_LINES non-blank lines above the cursor, a window as many lines.
@@ -39,32 +41,52 @@ MAX_SEED_LINES = 5000
 # Lines indexed at most: each costs about 1.3 kB (measured on 200,000 lines of site-packages: 4 s to index,
 # a lookup p95 4 ms), so a huge workspace cannot take the editor's memory.
 MAX_LINES = 100_000
+# Memory of a held line beyond its text: the line itself, and each identifier on it in the line's set and in the
+# postings (measured: 230 bytes a line, 250 more a name, on lines of 0 to 100 names).
+LINE_BYTES = 250
+WORD_BYTES = 250
+# Memory the index may take: what MAX_LINES lines of ordinary code take (1.0 kB a line on site-packages), so that
+# lines unusually long or full of names (generated tables) cannot make it more.
+MAX_BYTES = 100_000_000
 
 
 class SnippetIndex:
     """The lines of the workspace's files and the identifiers each holds; safe to update from the scan's
     thread while the event loop queries."""
 
-    def __init__(self, max_lines: int = MAX_LINES) -> None:
+    def __init__(self, max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES) -> None:
         self.max_lines = max_lines
+        self.max_bytes = max_bytes
         self._lines: dict[str, list[str]] = {}
         self._words: dict[str, list[frozenset[str]]] = {}
         self._postings: dict[str, set[tuple[str, int]]] = {}
         """Identifier to the (path, line number) of the lines holding it."""
         self._total = 0
+        self._costs: dict[str, int] = {}
+        """Each file's share of max_bytes."""
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def update(self, path: str, lines: Sequence[str]) -> None:
-        """Index a file's lines again (not a new file once the index holds max_lines lines)."""
+        """Index a file's lines again (not a file that would take the index past max_lines or max_bytes)."""
+        # A line longer than completion takes at the cursor is minified or generated, and no chunk within a budget
+        # of snippet tokens could show it: held blank, which keeps the numbering.
+        lines = [text if len(text) <= MAX_LINE_CHARS else "" for text in lines]
         words = [frozenset(IDENTIFIER.findall(text)) for text in lines]
+        cost = sum(LINE_BYTES + len(text) + WORD_BYTES * len(found) for text, found in zip(lines, words, strict=True))
         with self._lock:
             held = len(self._lines.get(path, ()))
-            if self._total - held + len(lines) > self.max_lines:
+            if (
+                self._total - held + len(lines) > self.max_lines
+                or self._bytes - self._costs.get(path, 0) + cost > self.max_bytes
+            ):
                 return  # a workspace this big gets the files it saw first
             self._drop(path)
-            self._lines[path] = list(lines)
+            self._lines[path] = lines
             self._words[path] = words
             self._total += len(lines)
+            self._costs[path] = cost
+            self._bytes += cost
             for number, found in enumerate(words):
                 for word in found:
                     self._postings.setdefault(word, set()).add((path, number))
@@ -83,6 +105,7 @@ class SnippetIndex:
                     if not holders:
                         del self._postings[word]
         self._total -= len(self._lines.pop(path, ()))
+        self._bytes -= self._costs.pop(path, 0)
 
     def similar(self, path: str, lines: Sequence[str], line: int, token_budget: int) -> list[ContextChunk]:
         """Chunks of code like the lines above `line` of the document `path`, most similar first, within

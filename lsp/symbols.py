@@ -17,6 +17,10 @@ from .documents import split_lines
 
 # Longest definition kept: a long constant (a table, a big literal) would eat the budget on its own.
 MAX_DEFINITION_CHARS = 1200
+# Definitions, and imports, kept of one file. The biggest modules of a site-packages define fewer (lsprotocol's
+# types.py 772, llama_cpp.py 609); a file past this is generated (a table of 90,000 constants), and a completion
+# takes a few hundred tokens of context, a dozen names, so its first thousand names are plenty.
+MAX_FILE_NAMES = 1000
 # Statements the import block is made of; a file's imports are the lines these cover.
 _IMPORT_LINE = re.compile(r"^(from\s+\S+\s+import\b|import\s+\S)")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -24,7 +28,8 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CHARS_PER_TOKEN = 3.5
 
 
-@dataclass(frozen=True)
+# Slots: a workspace holds tens of thousands of these, and a per-instance dict would double their memory.
+@dataclass(frozen=True, slots=True)
 class Definition:
     """A top-level name a file defines, with the text that shows how to use it."""
 
@@ -36,7 +41,7 @@ class Definition:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImportedName:
     """A name bound by an import: `from module import name as alias` or `import module as alias`."""
 
@@ -46,7 +51,7 @@ class ImportedName:
     """The imported attribute; None when the module itself is bound."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileSymbols:
     """The definitions and imports of one file."""
 
@@ -55,9 +60,12 @@ class FileSymbols:
 
 
 def read_symbols(path: str, source: str, module: str) -> FileSymbols | None:
-    """The file's top-level definitions and its imports; None if it does not parse.
+    """The file's top-level definitions and its imports (MAX_FILE_NAMES of each at most); None if it does not
+    parse.
 
     `module` is the file's dotted module name, to resolve relative imports.
+    Raises RecursionError or MemoryError where the source nests deeper than
+    Python's parser goes (a generated sum of thousands of terms).
     """
     try:
         tree = ast.parse(source)
@@ -67,25 +75,38 @@ def read_symbols(path: str, source: str, module: str) -> FileSymbols | None:
     definitions: list[Definition] = []
     imports: list[ImportedName] = []
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            definitions.append(Definition(node.name, path, node.lineno - 1, _function_text(node, lines, "")))
-        elif isinstance(node, ast.ClassDef):
-            definitions.append(Definition(node.name, path, node.lineno - 1, _class_text(node, lines)))
-        elif isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            text = _clip("\n".join(lines[node.lineno - 1 : (node.end_lineno or node.lineno)]))
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    definitions.append(Definition(target.id, path, node.lineno - 1, text))
-        elif isinstance(node, ast.Import):
-            imports += [
-                ImportedName(a.asname or a.name.split(".")[0], a.name if a.asname else a.name.split(".")[0], None)
-                for a in node.names
-            ]
-        elif isinstance(node, ast.ImportFrom):
-            base = _absolute(module, node.module or "", node.level)
-            imports += [ImportedName(a.asname or a.name, base, a.name) for a in node.names if a.name != "*"]
-    return FileSymbols(tuple(definitions), tuple(imports))
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            if len(imports) < MAX_FILE_NAMES:
+                imports += _imported_names(node, module)
+        elif len(definitions) < MAX_FILE_NAMES:
+            definitions += _defined_names(node, path, lines)
+    return FileSymbols(tuple(definitions[:MAX_FILE_NAMES]), tuple(imports[:MAX_FILE_NAMES]))
+
+
+def _defined_names(node: ast.stmt, path: str, lines: list[str]) -> list[Definition]:
+    """What a top-level statement defines: a function, a class, or the names an assignment binds."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return [Definition(node.name, path, node.lineno - 1, _function_text(node, lines, ""))]
+    if isinstance(node, ast.ClassDef):
+        return [Definition(node.name, path, node.lineno - 1, _class_text(node, lines))]
+    if isinstance(node, ast.Assign | ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        text = _clip("\n".join(lines[node.lineno - 1 : (node.end_lineno or node.lineno)]))
+        return [
+            Definition(target.id, path, node.lineno - 1, text) for target in targets if isinstance(target, ast.Name)
+        ]
+    return []
+
+
+def _imported_names(node: ast.Import | ast.ImportFrom, module: str) -> list[ImportedName]:
+    """The names an import statement binds; `module` resolves a relative one."""
+    if isinstance(node, ast.Import):
+        return [
+            ImportedName(a.asname or a.name.split(".")[0], a.name if a.asname else a.name.split(".")[0], None)
+            for a in node.names
+        ]
+    base = _absolute(module, node.module or "", node.level)
+    return [ImportedName(a.asname or a.name, base, a.name) for a in node.names if a.name != "*"]
 
 
 def import_lines(lines: list[str]) -> list[str]:

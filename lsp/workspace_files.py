@@ -1,0 +1,123 @@
+"""The workspace's Python files, found and read with bounds that no odd file or folder can break.
+
+A workspace is whatever the editor opened: a clone holding a link to
+/dev/zero, a FIFO named `pipe.py`, a generated tree a thousand folders deep.
+Only regular files are read, and at most MAX_FILE_BYTES of each whatever
+their size claims; the walk is a loop with a depth bound, not a recursion.
+Nothing here can block for longer than a regular file takes to read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("ingle.lsp")
+
+# Bigger than any hand-written module; past it a file is data or generated code, not worth the memory.
+MAX_FILE_BYTES = 1_000_000
+# Package layouts nest a dozen folders at most (src/company/product/module/...); deeper trees are generated or a
+# link farm, and their files are not what the user imports.
+MAX_DEPTH = 32
+SKIPPED_FOLDERS = frozenset(
+    {".git", ".hg", ".svn", ".venv", "venv", "env", "node_modules", "__pycache__", "site-packages", "build", "dist"}
+)
+# Opening a FIFO for reading waits for a writer; with O_NONBLOCK it returns at once (then fstat refuses it).
+# Windows has no FIFOs and no such flag.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def python_files(root: Path, stop: threading.Event | None = None) -> Iterator[Path]:
+    """The `.py` names under `root`, each folder's files in name order before its subfolders (as `os.walk`).
+
+    Hidden, skipped and linked folders are not entered, nor folders deeper than
+    MAX_DEPTH (said once in the log); a folder that cannot be listed is left
+    out. Names only: whether one is a regular file is `read_source`'s business.
+    Stops early once `stop` is set. Blocking.
+    """
+    # (folder, depth), the next to visit last: an explicit stack, since a recursive walk (Python 3.11's os.walk)
+    # raises RecursionError in a deep enough tree and loses every folder after it.
+    pending: list[tuple[Path, int]] = [(root, 0)]
+    too_deep = False
+    while pending and not (stop and stop.is_set()):
+        folder, depth = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            log.info("not indexing %s: %s", folder, error.strerror or error)
+            continue
+        subfolders: list[Path] = []
+        for entry in entries:
+            if _is_folder(entry):
+                if entry.name not in SKIPPED_FOLDERS and not entry.name.startswith("."):
+                    subfolders.append(Path(entry.path))
+            elif entry.name.endswith(".py"):
+                yield Path(entry.path)
+        if subfolders and depth >= MAX_DEPTH:
+            if not too_deep:
+                log.warning("not indexing folders more than %d levels deep, such as %s", MAX_DEPTH, subfolders[0])
+                too_deep = True
+            continue
+        pending += [(subfolder, depth + 1) for subfolder in reversed(subfolders)]
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """A folder itself, not a link to one (a link can loop, or lead out of the workspace)."""
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def read_source(path: Path) -> str | None:
+    """A regular file's text (line breaks as Python reads them); None if it is anything else (a FIFO, a device,
+    a folder), cannot be read, or holds more than MAX_FILE_BYTES. Blocking, but only as long as reading at
+    most MAX_FILE_BYTES of a regular file takes."""
+    try:
+        # The link's target decides: a device never ends (/dev/zero) or is someone's pipe (/dev/stdin is this
+        # server's protocol), a FIFO blocks the read until a writer comes. They are not even opened.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        descriptor = os.open(path, _OPEN_FLAGS)
+    except (OSError, ValueError):  # ValueError: a NUL in a path from a file URI
+        return None
+    try:
+        # Again on what was opened: the name may have been swapped for a FIFO since.
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        # One byte past the limit tells an oversized file, whatever its size said (a /proc file says 0).
+        data = _read_at_most(descriptor, MAX_FILE_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    if len(data) > MAX_FILE_BYTES:
+        return None
+    # Universal newlines, as Path.read_text gives: the index splits lines at "\n".
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _read_at_most(descriptor: int, limit: int) -> bytes:
+    pieces: list[bytes] = []
+    left = limit
+    while left > 0:
+        piece = os.read(descriptor, min(left, 1 << 20))
+        if not piece:
+            break
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
+def workspace_path(root: str, path: str) -> str | None:
+    """`path` relative to the workspace root; None if it lies outside (after `..` steps) or is the root itself."""
+    try:
+        relative = Path(os.path.normpath(path)).relative_to(os.path.normpath(root))
+    except ValueError:
+        return None
+    return str(relative) if relative.parts else None
