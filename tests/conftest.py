@@ -15,14 +15,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ingle.core.engine import Engine
 from ingle.core.errors import ContextOverflow
 from ingle.core.pull import pull
-from ingle.core.runtime.llama_model import Batch, LlamaContext
+from ingle.core.runtime.llama_model import Batch, LlamaContext, LlamaModel
 from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
+
+from .grammar_engine import GrammarEngine
 
 DEFAULT_MODEL = "qwen2.5-coder:0.5b"
 
@@ -127,3 +130,26 @@ def fill_context_after(monkeypatch: pytest.MonkeyPatch, decodes: int) -> None:
         real_decode(context, batch)
 
     monkeypatch.setattr(LlamaContext, "decode", decode_until_full)
+
+
+@pytest.fixture
+async def empty_engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    """An engine over an empty store: for requests answered before a model is needed, or by an upstream."""
+    async with Engine(settings_for(tmp_path / "empty")) as engine:
+        yield engine
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def grammar_engine(default_model_cache: Path) -> Iterator[GrammarEngine]:
+    """llama.cpp's grammar engine over the default model's vocabulary, loaded once per test module."""
+    store = ModelStore(Settings(home=default_model_cache).models_dir)
+    model = LlamaModel(store.blob_path(store.get(DEFAULT_MODEL).digest))
+    yield GrammarEngine(model)
+    model.free()

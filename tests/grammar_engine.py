@@ -9,7 +9,8 @@ import numpy as np
 
 from ingle.core.runtime.llama_model import LlamaModel
 
-from .test_grammar_safety import TOKEN_DATA
+# llama.cpp's llama_token_data, for candidate arrays handed to its samplers.
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
 
 class GrammarEngine:

@@ -14,7 +14,6 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,20 +32,6 @@ pytestmark = pytest.mark.slow
 
 LONE_SURROGATE = "\ud800"
 ORIGIN = "http://app.example"
-
-
-@pytest.fixture
-async def empty_engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    """An engine over an empty store: every request here is answered before a model is needed."""
-    async with Engine(settings_for(tmp_path / "empty")) as engine:
-        yield engine
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A plain HTTP client."""
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: Any, **headers: str) -> tuple[int, Any]:

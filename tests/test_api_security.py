@@ -7,7 +7,6 @@ address: the refusal to do so is checked on a process that exits first.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,20 +19,6 @@ from .servers import metric_value, serving
 from .test_cli import assert_one_error_line, ingle
 
 KEY = "s3cret-key"
-
-
-@pytest.fixture
-async def empty_engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    """An engine over an empty store."""
-    async with Engine(settings_for(tmp_path / "home")) as engine:
-        yield engine
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A plain HTTP client."""
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def test_refuses_to_listen_beyond_loopback_without_an_api_key(tmp_path: Path) -> None:

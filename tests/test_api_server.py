@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -38,13 +37,6 @@ def generate_body(prompt: str, max_tokens: int, stream: bool = True, **options: 
         "stream": stream,
         "options": {"num_predict": max_tokens, **options},
     }
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A plain HTTP client."""
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def test_the_cli_goes_through_a_running_daemon(default_model_home: Path, tmp_path: Path) -> None:

@@ -30,10 +30,10 @@ from ingle.core.store import ModelStore
 from ingle.core.tool_calls import HERMES
 
 from .conftest import DEFAULT_MODEL
+from .grammar_engine import TOKEN_DATA
 from .servers import start_daemon
 
 # llama.cpp's llama_token_data, as numpy lays out an array of them.
-TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 # Schemas a model can answer exactly; the constants hold what the grammar's escaping used to get wrong.
 ANSWERABLE: list[tuple[dict[str, Any], Any]] = [
     ({"const": "\u0000"}, "\u0000"),

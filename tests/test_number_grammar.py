@@ -9,8 +9,6 @@ Python's comparison says it is in range.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,23 +17,11 @@ from hypothesis import strategies as st
 
 from ingle.core.errors import InvalidRequest
 from ingle.core.runtime.grammar import grammar_for_format
-from ingle.core.runtime.llama_model import LlamaModel
-from ingle.core.settings import Settings
-from ingle.core.store import ModelStore
 
-from .conftest import DEFAULT_MODEL
 from .grammar_engine import GrammarEngine
 
 CHECKS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 BOUND = st.integers(-(10**7), 10**7) | st.integers(-120, 120)
-
-
-@pytest.fixture(scope="module")
-def engine(default_model_cache: Path) -> Iterator[GrammarEngine]:
-    store = ModelStore(Settings(home=default_model_cache).models_dir)
-    model = LlamaModel(store.blob_path(store.get(DEFAULT_MODEL).digest))
-    yield GrammarEngine(model)
-    model.free()
 
 
 def in_range(schema: dict[str, Any], value: int) -> bool:
@@ -73,23 +59,25 @@ def bounded_schemas(draw: st.DrawFn) -> dict[str, Any]:
 @CHECKS
 @given(bounded_schemas(), st.data())
 def test_exactly_the_integers_in_range_can_be_written(
-    engine: GrammarEngine, schema: dict[str, Any], data: st.DataObject
+    grammar_engine: GrammarEngine, schema: dict[str, Any], data: st.DataObject
 ) -> None:
     grammar = grammar_for_format(schema)
     assert grammar is not None
     edges = [bound for key, bound in schema.items() if isinstance(bound, int) and not isinstance(bound, bool)]
     near = st.sampled_from([edge + step for edge in edges for step in (-11, -1, 0, 1, 10)])
     for value in data.draw(st.lists(near | BOUND | st.integers(-(10**17), 10**17), min_size=6, max_size=6)):
-        assert engine.accepts(grammar, json.dumps(value)) == (in_range(schema, value) and abs(value) < 10**16), value
+        assert grammar_engine.accepts(grammar, json.dumps(value)) == (
+            in_range(schema, value) and abs(value) < 10**16
+        ), value
 
 
-def test_a_bounded_count_in_a_tool_call_stays_in_range(engine: GrammarEngine) -> None:
+def test_a_bounded_count_in_a_tool_call_stays_in_range(grammar_engine: GrammarEngine) -> None:
     schema = {"type": "object", "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 250}}}
     grammar = grammar_for_format({**schema, "required": ["count"]})
     assert grammar is not None
-    assert engine.accepts(grammar, '{"count": 250}') and engine.accepts(grammar, '{"count": 1}')
-    assert not engine.accepts(grammar, '{"count": 0}') and not engine.accepts(grammar, '{"count": 251}')
-    assert not engine.accepts(grammar, '{"count": -3}') and not engine.accepts(grammar, '{"count": 01}')
+    assert grammar_engine.accepts(grammar, '{"count": 250}') and grammar_engine.accepts(grammar, '{"count": 1}')
+    assert not grammar_engine.accepts(grammar, '{"count": 0}') and not grammar_engine.accepts(grammar, '{"count": 251}')
+    assert not grammar_engine.accepts(grammar, '{"count": -3}') and not grammar_engine.accepts(grammar, '{"count": 01}')
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,11 +17,7 @@ from hypothesis import strategies as st
 
 from ingle.core.errors import InvalidRequest
 from ingle.core.runtime.grammar import grammar_for_format
-from ingle.core.runtime.llama_model import LlamaModel
-from ingle.core.settings import Settings
-from ingle.core.store import ModelStore
 
-from .conftest import DEFAULT_MODEL
 from .grammar_engine import GrammarEngine
 
 # Patterns as tool and response schemas write them; each is valid in ECMA 262 and Python alike.
@@ -58,14 +52,6 @@ def python_matches(pattern: str, value: str) -> bool:
     return re.search(python, value, re.ASCII) is not None
 
 
-@pytest.fixture(scope="module")
-def engine(default_model_cache: Path) -> Iterator[GrammarEngine]:
-    store = ModelStore(Settings(home=default_model_cache).models_dir)
-    model = LlamaModel(store.blob_path(store.get(DEFAULT_MODEL).digest))
-    yield GrammarEngine(model)
-    model.free()
-
-
 def string_grammar(pattern: str) -> str:
     grammar = grammar_for_format({"type": "string", "pattern": pattern})
     assert grammar is not None
@@ -85,7 +71,7 @@ CHECKS = settings(
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_every_value_the_pattern_matches_can_be_written(engine: GrammarEngine, pattern: str) -> None:
+def test_every_value_the_pattern_matches_can_be_written(grammar_engine: GrammarEngine, pattern: str) -> None:
     grammar = string_grammar(pattern)
 
     @CHECKS
@@ -95,13 +81,13 @@ def test_every_value_the_pattern_matches_can_be_written(engine: GrammarEngine, p
         )
     )
     def check(value: str) -> None:
-        assert engine.accepts(grammar, as_json(value)), value
+        assert grammar_engine.accepts(grammar, as_json(value)), value
 
     check()
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_a_value_the_pattern_does_not_match_cannot_be_written(engine: GrammarEngine, pattern: str) -> None:
+def test_a_value_the_pattern_does_not_match_cannot_be_written(grammar_engine: GrammarEngine, pattern: str) -> None:
     grammar = string_grammar(pattern)
     near_misses = st.builds(
         lambda value, index, extra: value[:index] + extra + value[index + 1 :],
@@ -113,17 +99,17 @@ def test_a_value_the_pattern_does_not_match_cannot_be_written(engine: GrammarEng
     @CHECKS
     @given(st.one_of(near_misses, st.text(ALPHABET, max_size=12)))
     def check(value: str) -> None:
-        assert engine.accepts(grammar, as_json(value)) == python_matches(pattern, value), value
+        assert grammar_engine.accepts(grammar, as_json(value)) == python_matches(pattern, value), value
 
     check()
 
 
-def test_json_text_is_escaped_as_json_writes_it(engine: GrammarEngine) -> None:
+def test_json_text_is_escaped_as_json_writes_it(grammar_engine: GrammarEngine) -> None:
     grammar = string_grammar(r"^.{1,12}$")
-    assert engine.accepts(grammar, as_json('say "hi" \\ \t'))
-    assert not engine.accepts(grammar, '"say "hi""')  # a bare quote would end the string
-    assert not engine.accepts(grammar, '"a\tb"')  # a raw tab is not JSON
-    assert not engine.accepts(grammar, '"a\\nb"')  # `.` does not match a line break, escaped or not
+    assert grammar_engine.accepts(grammar, as_json('say "hi" \\ \t'))
+    assert not grammar_engine.accepts(grammar, '"say "hi""')  # a bare quote would end the string
+    assert not grammar_engine.accepts(grammar, '"a\tb"')  # a raw tab is not JSON
+    assert not grammar_engine.accepts(grammar, '"a\\nb"')  # `.` does not match a line break, escaped or not
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import pytest
 from ingle.core.generation import SamplingOptions
 from ingle.core.runtime.sampler import FewCandidates, apply_chain
 
-# llama.cpp's llama_token_data, as numpy lays out an array of them.
-TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+from .grammar_engine import TOKEN_DATA
+
 VOCABULARY = 512
 SEED = 5
 

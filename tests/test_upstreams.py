@@ -95,13 +95,6 @@ async def closing_listener() -> AsyncIterator[tuple[str, list[int]]]:
         yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", count
 
 
-@pytest.fixture
-async def empty_engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    """An engine over an empty store: every model is remote."""
-    async with Engine(settings_for(tmp_path / "home")) as engine:
-        yield engine
-
-
 # --- the request mapping ----------------------------------------------------------------
 
 
