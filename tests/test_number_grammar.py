@@ -31,8 +31,9 @@ def in_range(schema: dict[str, Any], value: int) -> bool:
     checks = [
         low is None or (value > low if strict_low is True else value >= low),
         high is None or (value < high if strict_high is True else value <= high),
-        strict_low in (None, True, False) or value > strict_low,
-        strict_high in (None, True, False) or value < strict_high,
+        # Draft 4's booleans are no bounds of their own (and 0 == False in Python: test the type).
+        strict_low is None or isinstance(strict_low, bool) or value > strict_low,
+        strict_high is None or isinstance(strict_high, bool) or value < strict_high,
     ]
     return all(checks)
 
@@ -78,6 +79,10 @@ def test_a_bounded_count_in_a_tool_call_stays_in_range(grammar_engine: GrammarEn
     assert grammar_engine.accepts(grammar, '{"count": 250}') and grammar_engine.accepts(grammar, '{"count": 1}')
     assert not grammar_engine.accepts(grammar, '{"count": 0}') and not grammar_engine.accepts(grammar, '{"count": 251}')
     assert not grammar_engine.accepts(grammar, '{"count": -3}') and not grammar_engine.accepts(grammar, '{"count": 01}')
+    # An exclusive bound of 0 (which Python also reads as False, draft 4's "not exclusive").
+    positive = grammar_for_format({"type": "integer", "exclusiveMinimum": 0})
+    assert positive is not None and grammar_engine.accepts(positive, "1")
+    assert not grammar_engine.accepts(positive, "0") and not grammar_engine.accepts(positive, "-11")
 
 
 @pytest.mark.parametrize(
