@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from ingle.core.regular_files import read_regular_file
 
 log = logging.getLogger("ingle.lsp")
 
@@ -26,9 +27,6 @@ MAX_DEPTH = 32
 SKIPPED_FOLDERS = frozenset(
     {".git", ".hg", ".svn", ".venv", "venv", "env", "node_modules", "__pycache__", "site-packages", "build", "dist"}
 )
-# Opening a FIFO for reading waits for a writer; with O_NONBLOCK it returns at once (then fstat refuses it).
-# Windows has no FIFOs and no such flag.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
 def python_files(root: Path, stop: threading.Event | None = None) -> Iterator[Path]:
@@ -79,39 +77,13 @@ def read_source(path: Path) -> str | None:
     a folder), cannot be read, or holds more than MAX_FILE_BYTES. Blocking, but only as long as reading at
     most MAX_FILE_BYTES of a regular file takes."""
     try:
-        # The link's target decides: a device never ends (/dev/zero) or is someone's pipe (/dev/stdin is this
-        # server's protocol), a FIFO blocks the read until a writer comes. They are not even opened.
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None
-        descriptor = os.open(path, _OPEN_FLAGS)
+        data = read_regular_file(path, MAX_FILE_BYTES)
     except (OSError, ValueError):  # ValueError: a NUL in a path from a file URI
         return None
-    try:
-        # Again on what was opened: the name may have been swapped for a FIFO since.
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            return None
-        # One byte past the limit tells an oversized file, whatever its size said (a /proc file says 0).
-        data = _read_at_most(descriptor, MAX_FILE_BYTES + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(descriptor)
     if len(data) > MAX_FILE_BYTES:
         return None
     # Universal newlines, as Path.read_text gives: the index splits lines at "\n".
     return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _read_at_most(descriptor: int, limit: int) -> bytes:
-    pieces: list[bytes] = []
-    left = limit
-    while left > 0:
-        piece = os.read(descriptor, min(left, 1 << 20))
-        if not piece:
-            break
-        pieces.append(piece)
-        left -= len(piece)
-    return b"".join(pieces)
 
 
 def workspace_path(root: str, path: str) -> str | None:

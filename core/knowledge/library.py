@@ -25,6 +25,7 @@ import httpx
 
 from ..errors import InvalidRequest, KnowledgeBaseNotFound, ModelNotFound, SourceError, UnsupportedFeature
 from ..generation import EmbeddingResult
+from ..regular_files import NotARegularFile, kind_of_file, read_regular_file
 from ..settings import Settings
 from .chunking import chunk_blocks
 from .documents import Chunk
@@ -544,20 +545,6 @@ def _unlink_files(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _kind_of_file(mode: int) -> str:
-    """What a file that is not a regular one is, for the report."""
-    for test, kind in (
-        (stat.S_ISFIFO, "a named pipe"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISDIR, "a folder"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
 def _compare_source(
     index: KnowledgeIndex, source: str, sha256s: dict[str, str | None], remove_missing: bool, report: IndexReport
 ) -> list[str]:
@@ -612,7 +599,7 @@ def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
         yield path
         return
     if not stat.S_ISDIR(mode):
-        report.failures.append(f"{path}: {_kind_of_file(mode)}, not a file ingle reads.")
+        report.failures.append(f"{path}: {kind_of_file(mode)}, not a file ingle reads.")
         return
     count = 0
     root = path.resolve()
@@ -630,7 +617,7 @@ def _files_under(path: Path, report: IndexReport) -> Iterator[Path]:
                 report.failures.append(_unreadable(str(found), error))
                 continue
             if not stat.S_ISREG(mode):
-                report.failures.append(f"{found}: {_kind_of_file(mode)}, not a file ingle reads.")
+                report.failures.append(f"{found}: {kind_of_file(mode)}, not a file ingle reads.")
                 continue
             # A folder's links can point anywhere (a key in ~/.ssh), and what is indexed is what a bot may quote
             # to a whole team: the folder was chosen, not the link's target. (os.walk enters no linked folder.)
@@ -658,18 +645,10 @@ async def read_source(location: str) -> tuple[bytes, str | None]:
 
 
 def _read_file(path: Path) -> bytes:
-    # O_NONBLOCK: a file swapped for a named pipe after it was listed opens at once instead of waiting for
-    # a writer, and fstat then refuses it (on a regular file the flag changes nothing).
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            raise SourceError(f"{path}: {_kind_of_file(mode)}, not a file ingle reads.")
-    except BaseException:
-        os.close(descriptor)
-        raise
-    with os.fdopen(descriptor, "rb") as handle:
-        data = handle.read(MAX_DOCUMENT_BYTES + 1)
+        data = read_regular_file(path, MAX_DOCUMENT_BYTES)
+    except NotARegularFile as error:
+        raise SourceError(f"{path}: {error}.") from error
     if len(data) > MAX_DOCUMENT_BYTES:
         raise SourceError(f"{path}: larger than {MAX_DOCUMENT_BYTES // 2**20} MiB, skipped.")
     return data
