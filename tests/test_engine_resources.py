@@ -188,3 +188,36 @@ async def test_a_step_that_fails_ends_its_requests_and_the_next_ones_are_answere
     text, stats = await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=3)), timeout=120)
     assert stats.completion_tokens == 3 and text
     assert "a step of" in caplog.text
+
+
+async def test_a_request_sent_again_at_once_after_a_failed_step_is_answered(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client told of the failure may ask again before the compute thread has finished cleaning up: that new
+    # request is queued meanwhile and must be answered, not failed with the old ones (CI caught this race once).
+    step, fail_batch, submit = BatchScheduler._step, BatchScheduler._fail_batch, BatchScheduler.submit
+    bugs = [ZeroDivisionError("division by zero")]
+    asked_again = threading.Event()
+
+    def failing_step(scheduler: BatchScheduler) -> None:
+        if bugs:
+            raise bugs.pop()
+        step(scheduler)
+
+    def slow_cleanup(scheduler: BatchScheduler, slots: list, error: BaseException) -> None:
+        fail_batch(scheduler, slots, error)
+        if slots:
+            asked_again.wait(30)  # hold the clean-up until the client's new request is queued
+
+    def noted_submit(scheduler: BatchScheduler, job: object) -> None:
+        submit(scheduler, job)  # pyright: ignore[reportArgumentType]
+        if not bugs:
+            asked_again.set()
+
+    monkeypatch.setattr(BatchScheduler, "_step", failing_step)
+    monkeypatch.setattr(BatchScheduler, "_fail_batch", slow_cleanup)
+    monkeypatch.setattr(BatchScheduler, "submit", noted_submit)
+    with pytest.raises(RuntimeFailure, match="division by zero"):
+        await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=3)), timeout=120)
+    text, stats = await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=3)), timeout=120)
+    assert stats.completion_tokens == 3 and text

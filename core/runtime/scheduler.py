@@ -327,10 +327,12 @@ class BatchScheduler:
         """End every running and waiting job with `error`, a failed turn of this scheduler (an ingle bug):
         whatever caused it is gone with them, so the next turn cannot fail the same way again and again."""
         failure = RuntimeFailure(f"Generating failed inside ingle ({error}); try the request again.")
-        self._fail_batch([slot for slot in self._slots if slot.job is not None], failure)
+        # The waiting jobs are taken first: once a running job hears of the failure its client may ask again
+        # at once, and that new request, queued while this runs, must not be failed with the old ones.
         with self._wake:
             waiting = list(self._waiting)
             self._waiting.clear()
+        self._fail_batch([slot for slot in self._slots if slot.job is not None], failure)
         for job in waiting:
             job.sampler.free()
             job.emit(failure)
