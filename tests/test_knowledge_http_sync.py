@@ -10,6 +10,7 @@ point, and the tests stay quick.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -239,3 +240,72 @@ def test_ingle_kb_works_through_a_daemon_and_writes_nothing_in_the_users_home(tm
         assert not (server_home / "knowledge" / "handbook.sqlite").exists()
     finally:
         daemon.stop()
+
+
+# --- a damaged knowledge base -------------------------------------------------------------------------
+
+
+def error_sentence(answer: Any) -> str:
+    """The error sentence of either error shape (Ollama's or OpenAI's)."""
+    error = answer["error"]
+    return error if isinstance(error, str) else error["message"]
+
+
+async def test_a_damaged_knowledge_base_is_listed_with_its_problem_and_a_question_to_it_is_a_409(
+    api: tuple[str, KnowledgeLibrary],
+) -> None:
+    url, library = api
+    library.create("good")
+    (library.folder / "bad.sqlite").write_bytes(os.urandom(70000))
+
+    status, listed = await call(url, "GET", "/api/knowledge", key=None)
+    assert status == 200, listed
+    problems = {summary["name"]: summary["problem"] for summary in listed["knowledge_bases"]}
+    assert problems["good"] is None
+    problem = problems["bad"]
+    assert problem == library.info("bad").problem and "is damaged or not a knowledge base" in problem
+    status, shown = await call(url, "GET", "/api/knowledge/bad", key=None)
+    assert (status, shown["problem"]) == (200, problem)
+
+    question = [{"role": "user", "content": "Where do staff park?"}]
+    for path, body in [
+        ("/api/knowledge/bad/search", {"query": "parking", "mode": "bm25"}),
+        ("/api/chat", {"model": "m", "messages": question, "knowledge": ["bad"], "stream": False}),
+        ("/api/chat", {"model": "m", "messages": question, "knowledge": ["good", "bad"]}),
+        ("/v1/chat/completions", {"model": "m", "messages": question, "knowledge": ["bad"], "stream": True}),
+    ]:
+        status, answer = await call(url, "POST", path, body, key=None)
+        assert (status, error_sentence(answer)) == (409, problem), (path, answer)
+
+
+def test_ingle_kb_says_a_knowledge_base_is_damaged_alike_with_or_without_a_daemon(tmp_path: Path) -> None:
+    home = tmp_path / "server"
+    assert ingle("kb", "create", "good", home=home).returncode == 0
+    (home / "knowledge" / "bad.sqlite").write_bytes(os.urandom(70000))
+    (home / "knowledge" / "dir.sqlite").mkdir()
+    (tmp_path / "parking.md").write_text(PARKING)
+    commands = [
+        ("kb", "list"),
+        ("kb", "show", "bad"),
+        ("kb", "search", "bad", "parking", "--mode", "bm25"),
+        ("kb", "add", "bad", str(tmp_path / "parking.md")),
+        ("kb", "sync", "bad"),
+    ]
+    here = [ingle("--embedded", *command, home=home) for command in commands]
+    daemon = start_daemon(home, "--socket", "")
+    try:
+        through = [ingle("--host", daemon.url, *command, home=tmp_path / "user") for command in commands]
+    finally:
+        daemon.stop()
+
+    for command, local, remote in zip(commands, here, through, strict=True):
+        assert (remote.returncode, remote.stdout, remote.stderr) == (local.returncode, local.stdout, local.stderr), (
+            command
+        )
+    listed = through[0]
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split()[:2] for line in listed.stdout.splitlines()[1:]]
+    assert rows == [["bad", "damaged"], ["dir", "damaged"], ["good", "0"]]
+    assert f"bad: {home / 'knowledge' / 'bad.sqlite'} is damaged or not a knowledge base" in listed.stderr
+    for failed in through[1:]:
+        assert "is damaged or not a knowledge base" in assert_one_error_line(failed, 1)

@@ -32,7 +32,7 @@ from ingle.adapters.http.knowledge_wire import (
 from ingle.core.errors import InvalidRequest, SourceError
 from ingle.core.knowledge import IndexReport, KnowledgeBaseInfo, KnowledgeLibrary, SearchResult
 from ingle.core.knowledge.documents import Chunk
-from ingle.core.knowledge.index import IndexStats, SourceInfo, StoredChunk
+from ingle.core.knowledge.index import IndexStats, KnowledgeBaseDamaged, SourceInfo, StoredChunk
 from ingle.core.knowledge.library import (
     IndexProgress,
     ProgressCallback,
@@ -165,7 +165,7 @@ class DaemonKnowledge:
 
     async def add(self, name: str, locations: list[str], progress: ProgressCallback | None) -> IndexReport:
         """Read the paths and URLs here and send the daemon what it lacks; nothing already there is dropped."""
-        await self.info(name)  # a missing knowledge base fails before any reading
+        await self._usable(name)  # a missing or damaged knowledge base fails before any reading
         report = IndexReport()
         sources = await asyncio.to_thread(resolve_sources, locations, report)
         for source in sources:
@@ -175,9 +175,17 @@ class DaemonKnowledge:
     async def sync(self, name: str, progress: ProgressCallback | None) -> IndexReport:
         """Read every source here; the daemon drops what is gone and asks for what changed."""
         report = IndexReport()
-        for source in (await self.info(name)).sources:
+        for source in (await self._usable(name)).sources:
             await self._send_source(name, source.location, report, progress, remove_missing=True)
         return report
+
+    async def _usable(self, name: str) -> KnowledgeBaseInfo:
+        """`info(name)`, or KnowledgeBaseDamaged as opening it here would raise: a damaged one lists no sources,
+        and a sync of none would report success."""
+        info = await self.info(name)
+        if info.problem is not None:
+            raise KnowledgeBaseDamaged(info.problem)
+        return info
 
     async def _send_source(
         self, name: str, source: str, report: IndexReport, progress: ProgressCallback | None, remove_missing: bool
@@ -256,4 +264,4 @@ def _path(name: str) -> str:
 def _info(summary: KnowledgeBaseSummary) -> KnowledgeBaseInfo:
     stats = IndexStats(summary.documents, summary.chunks, summary.vectors, summary.embedding_model, summary.size)
     sources = [SourceInfo(s.location, s.added_at, s.documents) for s in summary.sources]
-    return KnowledgeBaseInfo(summary.name, stats, sources)
+    return KnowledgeBaseInfo(summary.name, stats, sources, summary.problem)

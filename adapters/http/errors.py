@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from ...core import errors
 from ...core.json_text import parse_json
+from ...core.knowledge.index import KnowledgeBaseDamaged
 from .keys import SETTINGS
 
 log = logging.getLogger("ingle.http")
@@ -38,6 +39,8 @@ STATUS_FOR_ERROR: list[tuple[type[errors.IngleError], int]] = [
     (errors.UnsupportedFeature, 400),
     (errors.ModelNotFound, 404),
     (errors.KnowledgeBaseNotFound, 404),
+    # The request is sound but the knowledge base's file is not: removing and re-creating it resolves the conflict.
+    (KnowledgeBaseDamaged, 409),
     (errors.CorruptModel, 422),
     (errors.DigestMismatch, 422),
     (errors.PullRefused, 403),

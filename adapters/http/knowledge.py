@@ -54,12 +54,13 @@ def _summary(library: KnowledgeLibrary, name: str, with_sources: bool = False) -
         sources=[SourceSummary(location=s.location, added_at=s.added_at, documents=s.documents) for s in info.sources]
         if with_sources
         else [],
+        problem=info.problem,
     )
 
 
 @documented("List the knowledge bases.", response=KnowledgeBaseList, tags=TAGS)
 async def list_knowledge(request: web.Request) -> web.Response:
-    """Every knowledge base with its counts."""
+    """Every knowledge base with its counts; a damaged one with its problem."""
     library = request.app[KNOWLEDGE]
     summaries = await asyncio.to_thread(lambda: [_summary(library, name) for name in library.names()])
     return web.json_response(KnowledgeBaseList(knowledge_bases=summaries).model_dump())

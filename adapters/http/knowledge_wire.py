@@ -142,6 +142,9 @@ class KnowledgeBaseSummary(BaseModel):
     """Bytes on disk."""
     sources: list[SourceSummary] = []
     """Paths and URLs it was built from (in `show` only)."""
+    problem: str | None = None
+    """Why it cannot be used (its file is damaged, or not a file), and what to do; its counts are then zero.
+    Null when it is usable."""
 
 
 class KnowledgeBaseList(BaseModel):

@@ -27,6 +27,7 @@ ERRORS = {
     403: "The request is not allowed from here (its Host or Origin, or a management right it lacks).",
     404: "No such model, knowledge base or stored response.",
     405: "The route has no such method; the Allow header lists those it has.",
+    409: "A knowledge base the request names is damaged: delete it and create it again.",
     413: "The request body is larger than max_request_bytes.",
     422: "The request is well-formed but cannot be carried out (a damaged model, a document that cannot be read).",
     503: "The model's queue is full, or memory is short; retry after the Retry-After header.",
