@@ -84,7 +84,8 @@ class RunningModel:
     """Context window of one sequence."""
     parallel: int
     expires_at: float | None
-    """Unix time at which it unloads; None while in use or if it stays loaded."""
+    """Unix time at which it unloads; None while in use or if it stays loaded. While an unload waits for the
+    requests in flight, the time it was asked for, already past (Ollama's `ps` shows such a model as stopping)."""
     active_requests: int
 
 
@@ -405,7 +406,8 @@ class Engine:
         if loaded is None:
             return
         loaded.keep_alive = 0  # its last user's release unloads it (_release, _expire)
-        loaded.expires_at = None
+        # Due now, as Ollama's expireRunner marks it: `ps` then says it is stopping, not that it stays.
+        loaded.expires_at = time.time()
         self._cancel_timer(digest)
         if self._idle(loaded):
             await self._unload(digest)

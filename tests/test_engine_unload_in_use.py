@@ -13,10 +13,12 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import ollama
 import pytest
 
 from ingle.adapters.http.anthropic_api import _stop_reason
@@ -35,6 +37,7 @@ from ingle.core.tool_calls import AssistantPiece
 from .conftest import DEFAULT_MODEL, link_home, settings_for
 from .knowledge_support import embed_model_cache  # noqa: F401 (a fixture)
 from .servers import poll, serving
+from .test_cli import ingle
 
 pytestmark = pytest.mark.slow
 
@@ -84,12 +87,13 @@ async def still_answers(session: aiohttp.ClientSession, url: str) -> None:
     assert status == 200 and answer["done"], answer
 
 
-async def test_unload_while_a_prompt_is_tokenized_lets_it_answer(
-    served: tuple[Engine, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine, url = served
-    # A prompt of a few MiB takes a second or two to tokenize in a worker thread; hold one there, rather
-    # than race a timer, while the unload comes in.
+def hold_prompts(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Hold every prompt in its worker thread, where it is tokenized, until the second event is set; the first
+    is set once one is held.
+
+    A prompt of a few MiB takes a second or two to tokenize there: holding one, rather than racing a timer,
+    keeps a request in flight for as long as a test needs.
+    """
     tokenizing, go_on = threading.Event(), threading.Event()
     build = PromptBuilder.build
 
@@ -102,6 +106,14 @@ async def test_unload_while_a_prompt_is_tokenized_lets_it_answer(
         return build(builder, request)
 
     monkeypatch.setattr(PromptBuilder, "build", held_build)
+    return tokenizing, go_on
+
+
+async def test_unload_while_a_prompt_is_tokenized_lets_it_answer(
+    served: tuple[Engine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, url = served
+    tokenizing, go_on = hold_prompts(monkeypatch)
     body = {"model": DEFAULT_MODEL, "prompt": PROMPT, "raw": True, "stream": False}
     body["options"] = {"num_predict": 16, "temperature": 0}
     async with aiohttp.ClientSession() as session:
@@ -119,6 +131,35 @@ async def test_unload_while_a_prompt_is_tokenized_lets_it_answer(
         assert await unloaded(engine), "the model stayed loaded after its last request"
         monkeypatch.undo()
         await still_answers(session, url)
+
+
+async def test_a_model_waiting_for_its_requests_to_unload_is_shown_as_stopping(
+    served: tuple[Engine, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    engine, url = served
+    tokenizing, go_on = hold_prompts(monkeypatch)
+    body = {"model": DEFAULT_MODEL, "prompt": PROMPT, "raw": True, "stream": False, "options": {"num_predict": 2}}
+    async with aiohttp.ClientSession() as session:
+        answering = asyncio.ensure_future(post(session, url + "/api/generate", body))
+        try:
+            assert await asyncio.to_thread(tokenizing.wait, BOUND)
+            asked = datetime.now(UTC)
+            await unload(session, url, DEFAULT_MODEL)
+            running = (await ollama.AsyncClient(host=url).ps()).models
+            listed = await asyncio.to_thread(ingle, "--host", url, "ps", home=tmp_path / "user")
+        finally:
+            go_on.set()
+        status, answer = await answering
+    # As Ollama answers for a model it is unloading: due since the unload was asked, which `ollama ps` shows
+    # as "Stopping..." (not far in the future, as a model that stays loaded).
+    assert [model.model for model in running] == [DEFAULT_MODEL]
+    expires = running[0].expires_at
+    assert expires is not None and asked - timedelta(seconds=1) <= expires <= datetime.now(UTC), (asked, expires)
+    assert listed.returncode == 0, listed.stderr
+    row = listed.stdout.splitlines()[1].split()
+    assert (row[0], row[-1]) == (DEFAULT_MODEL, "Stopping..."), listed.stdout
+    assert status == 200 and answer["done"], answer
+    assert await unloaded(engine)
 
 
 async def test_unload_while_streaming_lets_the_ollama_stream_finish(served: tuple[Engine, str]) -> None:

@@ -77,6 +77,17 @@ def relative_time(moment: datetime, now: datetime | None = None) -> str:
     return f"{text} from now" if future else f"{text} ago"
 
 
+def unloads_at(expires_at: float | None, now: datetime | None = None) -> str:
+    """When a loaded model unloads, for `ingle ps`: `forever`, `4 minutes from now`, or, once that time has
+    passed (an unload waiting for the requests in flight), `Stopping...` as `ollama ps` says it."""
+    if expires_at is None:
+        return "forever"
+    moment = datetime.fromtimestamp(expires_at, UTC)
+    if moment <= (now or datetime.now(UTC)):
+        return "Stopping..."
+    return relative_time(moment, now)
+
+
 def parse_keep_alive(text: str) -> float:
     """Parse a keep-alive like `5m`, `1h30m`, `90` (seconds), `0` or `forever` into seconds.
 

@@ -16,7 +16,7 @@ from ingle.core.names import ModelName
 
 from .context import CliContext, cli_context
 from .engine_access import open_engine
-from .formatting import human_size, parameter_count, parse_timestamp, relative_time, short_digest, shown
+from .formatting import human_size, parameter_count, parse_timestamp, relative_time, short_digest, shown, unloads_at
 from .progress import pull_with_progress
 
 if TYPE_CHECKING:
@@ -276,14 +276,13 @@ def running(ctx: typer.Context) -> None:
     daemon_url, models = asyncio.run(_running(context))
     table = _plain_table("NAME", "SIZE", "MEMORY", "CONTEXT", "PARALLEL", "UNTIL")
     for model in models:
-        until = "forever" if model.expires_at is None else relative_time(datetime.fromtimestamp(model.expires_at, UTC))
         table.add_row(
             model.name,
             human_size(model.size),
             human_size(model.memory),
             str(model.context_length),
             str(model.parallel),
-            until,
+            unloads_at(model.expires_at),
         )
     context.out.print(table)
     if daemon_url is None:

@@ -630,7 +630,8 @@ class RunningModelInfo(BaseModel):
     details: ModelDetails
     """What kind of model it is."""
     expires_at: str
-    """When it unloads (RFC 3339); far in the future when it stays loaded."""
+    """When it unloads (RFC 3339); far in the future when it stays loaded; already past while an unload waits
+    for the requests in flight, which `ollama ps` shows as stopping."""
     size_vram: int = 0
     """Bytes in GPU memory: ingle runs on the CPU."""
     context_length: int
