@@ -137,6 +137,33 @@ async def test_an_error_quotes_only_the_start_of_a_huge_key(
     assert len(sentence(answer)) < 300
 
 
+@pytest.mark.parametrize(
+    "choice",
+    [
+        "x" * 100_000,
+        {"type": "function", "name": "n" * 129},
+        {"type": "function", "name": "get", "padding": "x" * 100_000},
+        {"type": "function", "function": {"name": "get"}},
+        {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get"}] * 1000},
+    ],
+    ids=["a long text", "a 129-character name", "another field", "a chat-completions shape", "allowed tools"],
+)
+async def test_responses_tool_choice_is_a_mode_or_one_function_name(
+    empty_engine: Engine, session: aiohttp.ClientSession, tmp_path: Path, choice: Any
+) -> None:
+    tools = [{"type": "function", "name": "get", "parameters": {"type": "object"}}]
+    async with serving(settings_for(tmp_path / "home"), empty_engine) as url:
+        body = {"model": "m", "input": "hi", "tools": tools, "tool_choice": choice}
+        status, answer = await post(session, f"{url}/v1/responses", body)
+        assert status == 400, answer
+        assert "with a name of at most 128 characters" in sentence(answer) and len(sentence(answer)) < 300
+        assert answer["error"]["param"] == "tool_choice"
+        # What a tool choice means gets through to the model lookup (a 404 on this empty store).
+        for meant in ["none", "auto", "required", None, {"type": "function", "name": "get"}]:
+            status, answer = await post(session, f"{url}/v1/responses", {**body, "tool_choice": meant})
+            assert status == 404, (meant, answer)
+
+
 # --- C: embedding requests hold a bounded number of texts --------------------------------------------
 
 

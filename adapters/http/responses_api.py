@@ -115,10 +115,11 @@ def _not_found(response_id: str) -> StoredResponseNotFound:
 def response_generation(body: ResponseRequest, turns: list[ChatMessage]) -> GenerationRequest:
     """The GenerationRequest a Responses request asks for, over the whole conversation."""
     tools = [_function_tool(tool) for tool in body.tools or []]
-    choice = body.tool_choice
-    forced = choice.get("name") if isinstance(choice, dict) else None
-    kind = "required" if isinstance(choice, dict) else choice or "auto"
-    offered, required = chosen_tools(tools, kind, forced if isinstance(forced, str) else None)
+    choice = body.tool_choice  # a mode, or {"type": "function", "name": NAME} (responses_wire.TOOL_CHOICE)
+    if isinstance(choice, dict):
+        offered, required = chosen_tools(tools, "required", choice["name"])
+    else:
+        offered, required = chosen_tools(tools, choice or "auto", None)
     system = [ChatMessage("system", body.instructions)] if body.instructions else []
     return GenerationRequest(
         model=body.model,

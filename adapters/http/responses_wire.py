@@ -34,6 +34,40 @@ METADATA = Limit(
     ),
 )
 
+MAX_TOOL_NAME = 128
+"""The longest function name a tool may have, and so a tool choice, which names one of the tools."""
+TOOL_CHOICE_MODES = ("none", "auto", "required")
+TOOL_CHOICE = Limit(
+    {
+        "anyOf": [
+            {"enum": list(TOOL_CHOICE_MODES)},
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"const": "function"},
+                    "name": {"type": "string", "minLength": 1, "maxLength": MAX_TOOL_NAME},
+                },
+                "required": ["type", "name"],
+                "additionalProperties": False,
+            },
+            {"type": "null"},
+        ]
+    },
+    f"give 'none', 'auto', 'required' or {{\"type\": \"function\", \"name\": NAME}}, with a name of at most "
+    f"{MAX_TOOL_NAME} characters",
+    lambda choice: (
+        choice is None
+        or choice in TOOL_CHOICE_MODES
+        or (
+            isinstance(choice, dict)
+            and choice.keys() == {"type", "name"}
+            and choice["type"] == "function"
+            and isinstance(choice["name"], str)
+            and 1 <= len(choice["name"]) <= MAX_TOOL_NAME
+        )
+    ),
+)
+"""What a tool choice means, and no more: a mode, or the one function to call. It is stored with the response."""
 
 TEXT_PARTS = ("input_text", "output_text", "refusal")
 """The content parts ingle's models can read."""
@@ -148,7 +182,7 @@ class FunctionTool(Input):
         Limit({"const": "function"}, "only function tools are available here", lambda kind: kind == "function"),
     ]
     """Only `function` tools are available here."""
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=MAX_TOOL_NAME)
     """The function's name."""
     description: str | None = None
     """What the function does, for the model."""
@@ -250,8 +284,9 @@ class ResponseRequest(Input):
     """The answer's format."""
     tools: list[FunctionTool] | None = None
     """Functions the model may call."""
-    tool_choice: str | dict[str, Any] | None = None
-    """`none` hides the tools; anything else offers them."""
+    tool_choice: Annotated[str | dict[str, Any] | None, TOOL_CHOICE] = None
+    """`none` hides the tools, `auto` offers them, `required` makes the answer call one;
+    `{"type": "function", "name": NAME}` makes it call that one."""
     parallel_tool_calls: bool | None = None
     """Accepted; the model writes one call or several as it sees fit."""
     previous_response_id: str | None = Field(default=None, max_length=128)
