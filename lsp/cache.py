@@ -1,10 +1,16 @@
 """Suggestions served again without a model call.
 
-A suggestion is stored under its context: the document above the cursor's
-line, everything after the cursor, and the cursor line's text before it.
-An identical context is answered from the cache; and while the user types
-the first characters of a suggestion, the context differs only in the
-cursor line growing by exactly those characters, so the rest is served.
+A suggestion is stored under its context: the lines around the cursor that
+it depends on (what the prompt can take of the document, and what the stop
+rules compare it with: see `suggestion_window`), the rest of the cursor's
+line after it, and the cursor line's text before it. Nothing else of the
+document can change a suggestion, so nothing else is hashed: a keystroke
+costs the same near the 100,000-line limit as in a small file (hashing the
+whole text cost 40 ms there), and an edit far from the cursor (an import at
+the top) still finds it. An identical context is answered from the cache;
+and while the user types the first characters of a suggestion, the context
+differs only in the cursor line growing by exactly those characters, so the
+rest is served.
 """
 
 from __future__ import annotations
@@ -13,14 +19,26 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .prompt import Cursor
+from .postprocess import stop_rule_window
+from .prompt import Cursor, LineWindow, prompt_window
+from .settings import CompletionSettings
 
 # How far back along the cursor line a typed-ahead suggestion is looked for (llama.vim looks 128 back).
 TYPED_AHEAD_LIMIT = 128
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def suggestion_window(settings: CompletionSettings) -> LineWindow:
+    """The lines around the cursor's line that a suggestion made with these settings depends on."""
+    return prompt_window(settings).union(stop_rule_window(settings.max_lines))
+
+
+def _digest(lines: list[str]) -> bytes:
+    # Each line with its end, so that no two lists of lines hash alike ([""] and [] would, joined by "\n").
+    hashed = hashlib.blake2b(digest_size=16)
+    for line in lines:
+        hashed.update(line.encode("utf-8", "surrogatepass"))
+        hashed.update(b"\n")
+    return hashed.digest()
 
 
 @dataclass(frozen=True)
@@ -30,15 +48,20 @@ class CacheKey:
     scope: str
     """The document and the model: a suggestion never crosses either."""
     above: bytes
+    """The window's lines above the cursor's line."""
     after: bytes
+    """The cursor's line after the cursor, and the window's lines below it."""
     line_prefix: str
 
     @classmethod
-    def of(cls, cursor: Cursor, model: str) -> CacheKey:
-        """The key of a cursor's context."""
-        return cls(
-            f"{model}\0{cursor.filename}", _digest(cursor.text_before), _digest(cursor.text_after), cursor.line_prefix
-        )
+    def of(cls, cursor: Cursor, model: str, window: LineWindow | None = None) -> CacheKey:
+        """The key of a cursor's context; `window` is the settings' `suggestion_window` (the default settings'
+        when not given)."""
+        if window is None:
+            window = suggestion_window(CompletionSettings())
+        above = _digest(cursor.lines_above(window.above))
+        after = _digest([cursor.line_suffix, *cursor.lines_below(window.below)])
+        return cls(f"{model}\0{cursor.filename}", above, after, cursor.line_prefix)
 
 
 class SuggestionCache:

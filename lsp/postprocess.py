@@ -9,7 +9,7 @@ trimmed, and nothing empty or repeated.
 
 from __future__ import annotations
 
-from .prompt import Cursor
+from .prompt import NEXT_LINES_REACH, Cursor, LineWindow
 
 
 def indentation(line: str) -> int:
@@ -53,6 +53,11 @@ class StreamStop:
             return True
         # A non-blank line after the first that dedents past the block ends it.
         return any(line.strip() and indentation(line) < self.base_indent for line in complete[1:])
+
+
+def stop_rule_window(max_lines: int) -> LineWindow:
+    """The lines around the cursor's line that `clean_suggestion` compares a suggestion with: it reads no others."""
+    return LineWindow(above=1, below=NEXT_LINES_REACH * (max_lines + 1))
 
 
 def clean_suggestion(raw: str, cursor: Cursor, max_lines: int) -> str:

@@ -32,6 +32,29 @@ from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptio
 
 from .settings import CompletionSettings
 
+# `Cursor.next_lines` looks this many times as far down as the lines it is asked for, past blank ones.
+NEXT_LINES_REACH = 4
+
+
+@dataclass(frozen=True)
+class LineWindow:
+    """Lines around the cursor's line: so many above it and so many below it."""
+
+    above: int
+    below: int
+
+    def union(self, other: LineWindow) -> LineWindow:
+        """The window holding both."""
+        return LineWindow(max(self.above, other.above), max(self.below, other.below))
+
+
+def prompt_window(settings: CompletionSettings) -> LineWindow:
+    """The lines around the cursor's line that `build_prompt` can take text from: it reads no others."""
+    # The prefix starts at most `prefix_lines + anchor_lines` up; the below chunk is looked for down to
+    # `anchor_lines` past the suffix, and spans `below_lines`.
+    below_chunk = settings.anchor_lines + settings.below_lines if settings.below_lines else 0
+    return LineWindow(above=settings.prefix_lines + settings.anchor_lines, below=settings.suffix_lines + below_chunk)
+
 
 @dataclass
 class Anchors:
@@ -69,19 +92,17 @@ class Cursor:
         """The cursor's line."""
         return self.lines[self.line] if self.line < len(self.lines) else ""
 
-    @property
-    def text_before(self) -> str:
-        """The lines above the cursor's line."""
-        return "\n".join(self.lines[: self.line])
+    def lines_above(self, count: int) -> list[str]:
+        """Up to `count` lines right above the cursor's line."""
+        return self.lines[max(0, self.line - count) : self.line]
 
-    @property
-    def text_after(self) -> str:
-        """Everything after the cursor."""
-        return "\n".join([self.line_suffix, *self.lines[self.line + 1 :]])
+    def lines_below(self, count: int) -> list[str]:
+        """Up to `count` lines right below the cursor's line."""
+        return self.lines[self.line + 1 : self.line + 1 + count]
 
     def next_lines(self, count: int) -> list[str]:
         """Up to `count` non-blank lines after the cursor's line."""
-        found = [line for line in self.lines[self.line + 1 : self.line + 1 + 4 * count] if line.strip()]
+        found = [line for line in self.lines_below(NEXT_LINES_REACH * count) if line.strip()]
         return found[:count]
 
     @property

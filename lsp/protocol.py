@@ -137,10 +137,12 @@ def _is_id(value: object) -> bool:
 
 class LspProtocol(LanguageServerProtocol):
     """pygls's protocol taking messages as `read_message` gives them: each answered, or refused with the error
-    LSP names (before `initialize`, after `shutdown`, an unknown method, params that are not valid LSP), with an
-    `LspWorkspace` (pygls builds a plain one at `initialize`)."""
+    LSP names (before `initialize`, a second `initialize`, after `shutdown`, an unknown method, params that are
+    not valid LSP; a second `initialized` is ignored), with an `LspWorkspace` (pygls builds a plain one at
+    `initialize`)."""
 
     _initialize_seen = False
+    _initialized_seen = False
 
     def receive(self, body: bytes) -> None:
         """Handle one message's body as the editor sent it."""
@@ -190,6 +192,8 @@ class LspProtocol(LanguageServerProtocol):
             return self._refuse(msg_id, JsonRpcInvalidParams(sentence))
         if method == types.INITIALIZE:
             self._initialize_seen = True
+        if method == types.INITIALIZED:
+            self._initialized_seen = True
         return message
 
     def _refusal(self, method: str) -> JsonRpcException | None:
@@ -200,6 +204,9 @@ class LspProtocol(LanguageServerProtocol):
             return JsonRpcServerNotInitialized(f"{method}: the server is not initialized yet.")
         if self._initialize_seen and method == types.INITIALIZE:
             return JsonRpcInvalidRequest("initialize: the server is initialized already.")
+        if self._initialized_seen and method == types.INITIALIZED:
+            # Its handler sets the server up (the model load, the workspace scan, the file watcher): once.
+            return JsonRpcInvalidRequest("initialized: the editor said so already.")
         if self._shutdown:
             return JsonRpcInvalidRequest(f"{method}: the server is shutting down (only exit is left).")
         if method != types.CANCEL_REQUEST and method not in self.fm.features and method not in self.fm.builtin_features:

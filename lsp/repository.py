@@ -1,13 +1,14 @@
 """The workspace's Python files as an index of definitions, and the repository context of a document.
 
-The index is filled by one bounded scan of the workspace root when the
-editor connects, and kept fresh from the documents the editor edits and
-saves and from its file watcher. For a document it answers with what the
-model cannot see in the window around the cursor: the definitions, in other
-files of the workspace, of the names the document imports and uses, most
-used first, cut to a budget of tokens. The answer depends on the document
-alone, not on the cursor, so it stays the same prompt head while the user
-moves around in the file and the engine's prompt cache keeps applying.
+The index is filled by one bounded scan of the workspace folders when the
+editor connects (and again when they change), and kept fresh from the
+documents the editor edits and saves and from its file watcher. All folders
+share its bounds. For a document it answers with what the model cannot see
+in the window around the cursor: the definitions, in other files of the
+workspace, of the names the document imports and uses, most used first, cut
+to a budget of tokens. The answer depends on the document alone, not on the
+cursor, so it stays the same prompt head while the user moves around in the
+file and the engine's prompt cache keeps applying.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,7 @@ class RepositoryIndex:
     """Definitions of every indexed file, by module, kept fresh as files change."""
 
     files: dict[str, FileSymbols] = field(default_factory=dict)
-    """By path relative to the workspace root."""
+    """By name: the path in its workspace folder (see workspace_folders.py)."""
     modules: dict[str, str] = field(default_factory=dict)
     """Dotted module name (and each shorter suffix of it, for `src/` layouts) to path."""
 
@@ -126,16 +127,22 @@ class RepositoryIndex:
         for name in [name for name, owner in list(self.modules.items()) if owner == path]:
             del self.modules[name]
 
-    def scan(self, root: Path, stop: threading.Event | None = None) -> int:
-        """Index the Python files under `root` (bounded); returns how many were indexed. Stops early once `stop` is
-        set. Blocking: run in a thread."""
+    def scan(
+        self, root: Path, stop: threading.Event | None = None, name: Callable[[Path], str | None] | None = None
+    ) -> int:
+        """Index the Python files under `root` (bounded); returns how many were indexed. Each goes by `name(path)`
+        (by its path under `root` without it). Stops early once `stop` is set, or the index holds MAX_FILES files
+        (of this or other roots). Blocking: run in a thread."""
         count = 0
         for full in python_files(root, stop):
-            if count >= MAX_FILES or (stop and stop.is_set()):
+            if count >= MAX_FILES or len(self.files) >= MAX_FILES or (stop and stop.is_set()):
                 break
+            path = name(full) if name else str(full.relative_to(root))
+            if path is None:
+                continue
             source = read_source(full)
             if source is not None:
-                self.update(str(full.relative_to(root)), source)
+                self.update(path, source)
                 count += 1
         return count
 

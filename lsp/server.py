@@ -36,7 +36,7 @@ from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptio
 from ingle.core.settings import Settings
 
 from .backend import CompletionBackend
-from .cache import CacheKey, SuggestionCache
+from .cache import CacheKey, SuggestionCache, suggestion_window
 from .context import ContextRing
 from .documents import (
     MAX_DOCUMENT_LINES,
@@ -55,7 +55,8 @@ from .prompt import Anchors, Cursor, build_prompt
 from .protocol import LspProtocol, UnreadableStream, serve
 from .repository import RepositoryIndex, file_context
 from .settings import CompletionSettings
-from .workspace_files import MAX_FILE_BYTES, read_source, workspace_path
+from .workspace_files import MAX_FILE_BYTES, read_source
+from .workspace_folders import WorkspaceFolders
 
 log = logging.getLogger("ingle.lsp")
 
@@ -157,6 +158,8 @@ class IngleLanguageServer(LanguageServer):
         self.cache = SuggestionCache(updated.cache_size)
         self.backend.start_daemon = updated.start_daemon
         self.repository.clear()
+        # Laid out for the old settings, a prompt could reach past the lines the new cache keys cover.
+        self.anchors.clear()
 
     # --- status ---------------------------------------------------------------------
 
@@ -238,14 +241,19 @@ class IngleLanguageServer(LanguageServer):
         document = opened_document(self.workspace, uri)
         return prompt_lines(text_lines(document)) if document else []
 
+    @property
+    def folders(self) -> WorkspaceFolders:
+        """The workspace's folders, as the editor last said."""
+        return WorkspaceFolders.of(self.workspace)
+
     def filename(self, uri: str) -> str:
-        """A document's path relative to the workspace root, as the model sees it. A file outside the root keeps
-        its whole path: by its bare name it would stand for the workspace's file of that name (in the context
-        ring, the cache, the snippets). Without a root, the bare name."""
+        """A document's name in the workspace (see workspace_folders.py), as the model sees it. A file outside the
+        workspace folders keeps its whole path: by its bare name it would stand for the workspace's file of that
+        name (in the context ring, the cache, the snippets). Without a folder, the bare name."""
         path = without_surrogates(to_fs_path(uri) or uri)
-        root = self.workspace.root_path
-        if root:
-            inside = workspace_path(root, path)
+        folders = self.folders
+        if folders:
+            inside = folders.name_of(path)
             if inside is not None:
                 return inside
             if Path(path).is_absolute():
@@ -253,11 +261,11 @@ class IngleLanguageServer(LanguageServer):
         return Path(path).name
 
     def index_path(self, uri: str) -> str | None:
-        """A document's name in the repository index: its path in the workspace; None outside the workspace root,
-        where it would only shadow (or, deleted, remove) the workspace's modules. Without a root, the open
-        documents are the whole workspace, by their bare names."""
-        root = self.workspace.root_path
-        return workspace_path(root, without_surrogates(to_fs_path(uri) or uri)) if root else self.filename(uri)
+        """A document's name in the repository index: its name in the workspace; None outside the workspace
+        folders, where it would only shadow (or, deleted, remove) the workspace's modules. Without a folder, the
+        open documents are the whole workspace, by their bare names."""
+        folders = self.folders
+        return folders.name_of(without_surrogates(to_fs_path(uri) or uri)) if folders else self.filename(uri)
 
     def take_chunk(self, uri: str, around: int) -> None:
         """Put the text around a line of a document into the context ring."""
@@ -270,13 +278,28 @@ class IngleLanguageServer(LanguageServer):
             self.index_document(uri)
 
     def scan_workspace(self) -> None:
-        """Index the workspace's files in a thread; the documents' repository context follows once it is done."""
-        root = self.workspace.root_path
-        if root and self._scan is None:
-            self._scan = asyncio.create_task(self._scan_in_thread(Path(root)))
+        """Index the files of every workspace folder in a thread, once (`folders_changed` starts over); the
+        documents' repository context follows once it is done."""
+        folders = self.folders
+        if folders and self._scan is None:
+            self._scan = asyncio.create_task(self._scan_in_thread(self.index, folders))
             self._scan.add_done_callback(self._scanned)
 
-    async def _scan_in_thread(self, root: Path) -> int:
+    def folders_changed(self) -> None:
+        """Index the workspace again from the start: added folders are indexed, removed ones forgotten. Not file
+        by file: a file's name depends on how many folders there are (see workspace_folders.py)."""
+        if self._scan is not None:
+            self._scan.cancel()
+            self._scan = None
+        self.index = RepositoryIndex()
+        for uri in list(self.workspace.text_documents):
+            self.index_document(uri)
+        # Similar code was chosen from the old index; each document's repository context is taken again once the
+        # scan is done (see _scanned), and until then keeps its prompt head.
+        self.anchors.clear()
+        self.scan_workspace()
+
+    async def _scan_in_thread(self, index: RepositoryIndex, folders: WorkspaceFolders) -> int:
         """The scan, in a daemon thread of its own rather than the default executor: asyncio.run waits for that
         executor's threads before the process exits, so a scan still running (a huge tree, a hung network mount)
         would keep the server alive after `exit`. Cancelled, it tells the scan to stop."""
@@ -292,9 +315,12 @@ class IngleLanguageServer(LanguageServer):
             else:
                 done.set_result(outcome)
 
+        def name(path: Path) -> str | None:
+            return folders.name_of(str(path))
+
         def scan() -> None:
             try:
-                outcome: int | Exception = self.index.scan(root, stop)
+                outcome: int | Exception = sum(index.scan(folder.path, stop, name) for folder in folders.folders)
             except Exception as error:  # said in the log by _scanned, not as a thread's traceback on stderr
                 outcome = error
             try:
@@ -309,8 +335,8 @@ class IngleLanguageServer(LanguageServer):
             stop.set()
 
     def _scanned(self, task: asyncio.Task[int]) -> None:
-        if task.cancelled():
-            return  # the server is exiting
+        if task.cancelled() or task is not self._scan:
+            return  # the server is exiting, or the folders changed and a new scan is under way
         if task.exception() is not None:
             log.warning("indexing the workspace failed: %s", task.exception())
             return
@@ -347,7 +373,7 @@ class IngleLanguageServer(LanguageServer):
         """Ask the editor to report changes to the workspace's Python files, where it can."""
         workspace = self.client_capabilities.workspace
         watching = workspace.did_change_watched_files if workspace else None
-        if not (watching and watching.dynamic_registration and self.workspace.root_path):
+        if not (watching and watching.dynamic_registration and self.folders):
             return
         watchers = [types.FileSystemWatcher(glob_pattern="**/*.py")]
         registration = types.Registration(
@@ -360,20 +386,20 @@ class IngleLanguageServer(LanguageServer):
     async def file_changed(self, uri: str, deleted: bool) -> None:
         """Index a file changed on disk again (unless the editor has it open: its text is newer), or forget it.
 
-        Only Python files inside the workspace root: an event can name any path (a FIFO, /dev/stdin), and a
+        Only Python files inside the workspace folders: an event can name any path (a FIFO, /dev/stdin), and a
         file outside would stand for the workspace's own file of that name."""
-        root = self.workspace.root_path
-        path = self.index_path(uri) if root else None
-        if root is None or path is None or not path.endswith(".py"):
+        found = self.folders.locate(without_surrogates(to_fs_path(uri) or uri))
+        if found is None or not found[0].endswith(".py"):
             log.info("ignoring a change to %s: not a Python file in the workspace", uri)
             return
+        path, full = found
         if deleted:
             self.index.remove(path)
             self.ring.forget(path)
             return
         if opened_document(self.workspace, uri) is not None:
             return
-        source = await asyncio.to_thread(read_source, Path(root) / path)
+        source = await asyncio.to_thread(read_source, full)
         if source is None:
             self.index.remove(path)
         else:
@@ -473,7 +499,7 @@ class IngleLanguageServer(LanguageServer):
         cursor = self.cursor_at(uri, position)
         if cursor is None:
             return None
-        key = CacheKey.of(cursor, self.model)
+        key = CacheKey.of(cursor, self.model, suggestion_window(self.options))
         cached = self.cache.get(key)
         if cached is not None:
             return Suggestion(cached, cursor, True, time.perf_counter() - started)
@@ -593,6 +619,11 @@ def create_server(settings: Settings, choice: EngineChoice, api: EngineApi | Non
         ls.take_chunk(uri, ls.edited_lines.pop(uri, 0))
         ls.index_document(uri)
         ls.repository.pop(uri, None)  # a pause in typing: the time to take new definitions in
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def did_change_workspace_folders(ls: IngleLanguageServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+        """Folders were added to the workspace or removed (pygls has taken the change in): index it again."""
+        ls.folders_changed()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     async def did_change_watched_files(ls: IngleLanguageServer, params: types.DidChangeWatchedFilesParams) -> None:

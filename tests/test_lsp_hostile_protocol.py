@@ -26,6 +26,7 @@ from pygls.workspace import PositionCodec
 from ingle.lsp.documents import LspTextDocument
 
 from .conftest import link_home
+from .servers import poll
 from .test_lsp_protocol import ANSWER_SECONDS, INGLE, EditorClient, completion, make_client, open_document, start, stop
 
 ADD = "def add(a, b):\n    return \n"
@@ -114,11 +115,15 @@ class RawServer:
         }
         await self.answer(self.request(types.TEXT_DOCUMENT_COMPLETION, params))
 
-    async def initialize(self, options: dict[str, Any] | None = None) -> None:
-        params = {"processId": None, "rootUri": self.workspace.as_uri(), "capabilities": {}}
-        answer = await self.answer(self.request(types.INITIALIZE, params | {"initializationOptions": options}))
+    async def initialize(self, options: dict[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+        """`initialize` (`params` added to or replacing the defaults), then `initialized`; returns the result."""
+        defaults = {"processId": None, "rootUri": self.workspace.as_uri(), "capabilities": {}}
+        answer = await self.answer(
+            self.request(types.INITIALIZE, defaults | {"initializationOptions": options} | params)
+        )
         assert "result" in answer, answer
         self.notify(types.INITIALIZED, {})
+        return answer["result"]
 
     def open(self, name: str, text: str, language: str = "python") -> str:
         uri = (self.workspace / name).as_uri()
@@ -161,8 +166,8 @@ class RawServer:
             task.cancel()
 
 
-async def start_raw(home: Path, workspace: Path) -> RawServer:
-    """`ingle lsp --embedded` on `home`, not yet initialized."""
+async def start_raw(home: Path, workspace: Path, *options: str) -> RawServer:
+    """`ingle [options] lsp --embedded` on `home`, not yet initialized."""
     environment = {
         **os.environ,
         "INGLE_HOME": str(home),
@@ -172,6 +177,7 @@ async def start_raw(home: Path, workspace: Path) -> RawServer:
     }
     process = await asyncio.create_subprocess_exec(
         INGLE,
+        *options,
         "lsp",
         "--embedded",
         stdin=asyncio.subprocess.PIPE,
@@ -329,7 +335,7 @@ async def test_typing_in_a_big_document_leaves_the_server_free(shared: RawServer
 
 
 async def test_a_document_too_long_to_be_code_is_not_completed(shared: RawServer) -> None:
-    # Each completion in it would hash all of its text (the cache's key), with every other request waiting; on this
+    # Each completion in it would copy all of its lines (cut for the prompt), with every other request waiting; on this
     # home without a model, a completion that went ahead would be answered with an error.
     uri = shared.open("data.py", "x = 1\n" * 100_001)
     params = {"textDocument": {"uri": uri}, "position": {"line": 5, "character": 5}}
@@ -505,6 +511,34 @@ async def test_a_second_initialize_is_refused_and_documents_stay_open(fresh: Raw
     assert not any("ignoring an edit" in line for line in fresh.stderr), fresh.log()
 
 
+async def test_a_second_initialized_or_initialize_sets_nothing_up_again(tmp_path: Path) -> None:
+    # pygls handed every `initialized` to the server, which set up again: the file watcher was registered twice.
+    (tmp_path / "helpers.py").write_text("def helper():\n    return 1\n")
+    server = await start_raw(tmp_path / "home", tmp_path, "--verbose")
+    try:
+        watching = {"workspace": {"didChangeWatchedFiles": {"dynamicRegistration": True}}}
+        await server.initialize({"warmOnOpen": False}, capabilities=watching)
+        assert await poll(lambda: "indexed 1 files" in server.log(), ANSWER_SECONDS), server.log()
+        server.notify(types.INITIALIZED, {})
+        again = server.request(types.INITIALIZE, {"processId": None, "rootUri": None, "capabilities": watching})
+        assert (await server.error(again))["code"] == -32600
+        server.notify(types.INITIALIZED, {})
+        uri = server.open("a.py", ADD)
+        # The completion path still runs (to the engine, which has no model in this home).
+        params = {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 11}}
+        assert (
+            "not in the store"
+            in (await server.error(server.request(types.TEXT_DOCUMENT_COMPLETION, params)))["message"]
+        )
+        await server.barrier()
+        registrations = [message for message in server.received if message.get("method") == "client/registerCapability"]
+        assert len(registrations) == 1, registrations
+        assert server.log().count("indexed 1 files") == 1, server.log()
+        assert not server.tracebacks(), server.log()
+    finally:
+        await server.close()
+
+
 async def test_after_shutdown_requests_get_invalid_request_and_exit_ends_with_0(fresh: RawServer) -> None:
     # pygls left them unanswered.
     await fresh.initialize({"warmOnOpen": False})
@@ -626,3 +660,28 @@ async def test_the_server_completes_the_text_the_editor_shows(editor: EditorClie
     # An inverted range changes nothing.
     change(editor, uri, (1, 11), (1, 0), "")
     assert [item.text_edit.new_text for item in (await completion(editor, uri, 1, 11)).items] == ["a + b"]
+
+
+@pytest.mark.slow
+async def test_near_the_line_limit_the_cache_goes_by_the_lines_around_the_cursor(editor: EditorClient) -> None:
+    # The cache's key hashed all of the text on every keystroke (40 ms near the limit), and an edit anywhere in the
+    # file lost its suggestions. It holds the lines a suggestion depends on: an edit far from the cursor still
+    # finds the suggestion, typing its first characters is served the rest, and an edit among those lines asks
+    # the model again.
+    filler = "".join(f"value_{index} = {index}\n" for index in range(49_000))
+    uri = open_document(editor, editor.workspace_path / "long.py", filler + "def mul(a, b):\n    return \n" + filler)
+    line = 49_001
+
+    async def suggested(character: int) -> list[tuple[str, bool]]:
+        items = (await completion(editor, uri, line, character)).items
+        return [(item.text_edit.new_text, item.data["fromCache"]) for item in items]
+
+    assert await suggested(11) == [("a * b", False)]
+    change(editor, uri, (0, 0), (0, 0), "import math\n")  # far above: the same lines, one further down
+    line += 1
+    assert await suggested(11) == [("a * b", True)]
+    change(editor, uri, (line, 11), (line, 11), "a ")
+    assert await suggested(13) == [("* b", True)]
+    change(editor, uri, (line, 11), (line, 13), "")
+    change(editor, uri, (line - 1, 4), (line - 1, 7), "add")  # the function's name, right above the cursor
+    assert await suggested(11) == [("a + b", False)], "never the suggestion for the old lines"

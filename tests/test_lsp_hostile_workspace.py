@@ -43,9 +43,9 @@ def release(fifo: Path) -> None:
         pass
 
 
-def quiet_server(root: Path) -> IngleLanguageServer:
-    """A server on `root` that does not warm prompt heads (it has no engine to warm them on)."""
-    server = server_on_workspace(root)
+def quiet_server(root: Path, *more_folders: Path) -> IngleLanguageServer:
+    """A server on `root` (and `more_folders`) that does not warm prompt heads (it has no engine to warm them on)."""
+    server = server_on_workspace(root, *more_folders)
     server.configure({"warmOnOpen": False})
     return server
 

@@ -146,10 +146,12 @@ TABLE += "def table(value):\n" + "".join(f"    row_{index} = scale_{index}(value
 TABLE += "    return \n"
 
 
-def server_on_workspace(root: Path) -> IngleLanguageServer:
-    """A language server with `root` as its workspace and no engine (nothing here completes)."""
+def server_on_workspace(root: Path, *more_folders: Path) -> IngleLanguageServer:
+    """A language server with `root` as its workspace (and `more_folders`, as workspace folders after it) and no
+    engine (nothing here completes)."""
     server = create_server(Settings(home=root / "home"), EngineChoice(embedded=True))
-    server.protocol._workspace = Workspace(root.as_uri())
+    folders = [types.WorkspaceFolder(folder.as_uri(), folder.name) for folder in (root, *more_folders)]
+    server.protocol._workspace = Workspace(root.as_uri(), workspace_folders=folders if more_folders else None)
     server.protocol.client_capabilities = types.ClientCapabilities()
     return server
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
+from copy import copy
+
 import pytest
 from pydantic import ValidationError
 
-from ingle.lsp.cache import CacheKey, SuggestionCache
+from ingle.lsp.cache import CacheKey, SuggestionCache, suggestion_window
 from ingle.lsp.context import ContextRing
 from ingle.lsp.postprocess import StreamStop, clean_suggestion
-from ingle.lsp.prompt import Anchors, Cursor, build_prompt
+from ingle.lsp.prompt import Anchors, Cursor, LineWindow, build_prompt
 from ingle.lsp.settings import CompletionSettings
 
 
@@ -200,3 +203,65 @@ def test_the_cache_forgets_the_least_recently_used() -> None:
     for key in keys:
         cache.put(key, "1")
     assert cache.get(keys[0]) is None and cache.get(keys[2]) == "1"
+
+
+def test_the_cache_goes_by_the_lines_around_the_cursor_and_no_others() -> None:
+    # Its key hashed the whole text: 40 ms a keystroke near the 100,000-line limit, and an edit anywhere (an import
+    # at the top) lost every suggestion of the file.
+    window = LineWindow(above=2, below=1)
+    text = "a = 1\nb = 2\nc = 3\ndef add(x, y):\n    return |\nd = 4\ne = 5\n"
+    cache = SuggestionCache(8)
+    cache.put(CacheKey.of(cursor_in(text), "m", window), "x + y")
+
+    def served(edited: str) -> str | None:
+        return cache.get(CacheKey.of(cursor_in(edited), "m", window))
+
+    assert served(text.replace("b = 2", "b = 9")) == "x + y", "above the window"
+    assert served(text.replace("e = 5", "e = 9")) == "x + y", "below the window"
+    assert served("import math\n" + text) == "x + y", "the same lines a line further down"
+    assert served(text.replace("c = 3", "c = 9")) is None, "the window's top line"
+    assert served(text.replace("d = 4", "d = 9")) is None, "the window's bottom line"
+    assert served(text.replace("|\n", "|  # note\n")) is None, "the rest of the cursor's line"
+    cache.put(CacheKey.of(cursor_in("x = |"), "m", window), "1")
+    assert served("\nx = |") is None, "an empty line above is a line, not the start of the document"
+
+
+def test_no_suggestion_depends_on_a_line_outside_the_cache_window() -> None:
+    # The cache serves a suggestion again wherever the lines of `suggestion_window` are the same: the prompt and the
+    # stop rules must read no other line, whatever the settings and however the anchors moved.
+    chance = random.Random(11)
+    for _ in range(200):
+        settings = CompletionSettings(
+            prefix_lines=chance.randint(0, 6),
+            suffix_lines=chance.randint(0, 4),
+            below_lines=chance.randint(0, 4),
+            anchor_lines=chance.randint(1, 4),
+            max_lines=chance.randint(1, 3),
+        )
+        window = suggestion_window(settings)
+        # Runs of blank lines, which the stop rules look past for the next line of code.
+        lines = [f"line_{index} = {index}" if chance.random() < 0.5 else "" for index in range(60)]
+        anchors = Anchors()
+        line = chance.randrange(len(lines))
+        for _ in range(12):
+            cursor = Cursor("a.py", lines, line, chance.randint(0, len(lines[line])))
+            masked = [
+                text if line - window.above <= index <= line + window.below else f"elsewhere_{index}"
+                for index, text in enumerate(lines)
+            ]
+            elsewhere = Cursor("a.py", masked, line, cursor.character)
+            assert build_prompt(elsewhere, copy(anchors), [], settings) == build_prompt(
+                cursor, copy(anchors), [], settings
+            )
+            # What the model might write: the lines around the cursor again, which the stop rules look for.
+            raw = "\n".join(lines[max(0, line - 2) : line + 12])
+            assert clean_suggestion(raw, elsewhere, settings.max_lines) == clean_suggestion(
+                raw, cursor, settings.max_lines
+            )
+            build_prompt(cursor, anchors, [], settings)
+            # Typing moves the lines under the anchors: a line inserted or deleted, then the cursor moves a little.
+            if chance.random() < 0.3:
+                lines.insert(chance.randrange(len(lines)), f"inserted_{chance.random()}")
+            elif chance.random() < 0.3 and len(lines) > 10:
+                del lines[chance.randrange(len(lines))]
+            line = min(len(lines) - 1, max(0, line + chance.randint(-3, 3)))
