@@ -158,6 +158,10 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.deterministic:
+            from .runtime.llama_model import use_batch_invariant_kernels
+
+            use_batch_invariant_kernels()
         self.store = ModelStore(settings.models_dir)
         self._loaded: dict[str, LoadedModel] = {}
         # Loads in flight by digest: each is a task of its own that outlives the requests waiting for it.
