@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-speculative
+.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-speculative bench-deterministic
 
 venv install: $(INSTALLED)
 
@@ -85,6 +85,9 @@ bench-api: $(INSTALLED)
 # ingle vs llama-server (-np 8, and with its ngram-simple speculation): clients, code edits, one stream vs llama-bench.
 bench-speculative: $(INSTALLED)
 	$(BIN)/python bench/vs_llama_server.py
+
+bench-deterministic: $(INSTALLED)
+	$(BIN)/python bench/deterministic.py
 
 # Run as a module: it drives the fake Slack from tests/fakes.
 bench-bots: $(INSTALLED)

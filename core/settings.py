@@ -186,8 +186,8 @@ class Settings(BaseSettings):
     server does: alone or beside other users' requests, with or without speculative guesses, with its prompt
     cached or read afresh. llama.cpp's fastest CPU kernels add up a batch in another order than a lone token,
     so answers can part where two tokens are nearly tied; this uses kernels that compute each token alike in
-    any batch, and an 8-bit KV cache. Prompts are then read 1.5-2.3x slower on a CPU (decoding runs about as
-    fast). Needs a restart. On a GPU it does not make answers reproducible."""
+    any batch, and an 8-bit KV cache. On a CPU the first token then comes 1.2x later after a 150-token prompt
+    and 1.8x after 1,500 (decoding runs about as fast). Needs a restart. On a GPU it does not make answers reproducible."""
 
     draft_model: str | None = None
     """A smaller model in the store with the same vocabulary (e.g. a 0.5B beside a 7B of the same

@@ -51,8 +51,9 @@ def use_batch_invariant_kernels() -> None:
     Without repacking and tiled kernels, with flash attention over an 8-bit KV
     cache (the one attention path that never tiles or splits), every row goes
     through the same sums. Measured on the 2-core CPU with the default model:
-    one-token steps as fast, prompts 1.5x (short) to 2.3x (2,000 tokens in)
-    slower to read, 17-token steps 15-30% slower (README, Benchmarks).
+    one-token steps as fast, 512-token prompt chunks 1.5x (at the start) to
+    2.3x (1,500 tokens in) slower, 17-token steps 15-30% slower (README,
+    "Deterministic answers").
     Call before the process makes its first context: llama.cpp reads the choice once.
     """
     global _batch_invariant  # a process-wide fact about the C library, as _backend_ready
