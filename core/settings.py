@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     cached or read afresh. llama.cpp's fastest CPU kernels add up a batch in another order than a lone token,
     so answers can part where two tokens are nearly tied; this uses kernels that compute each token alike in
     any batch, and an 8-bit KV cache. On a CPU the first token then comes 1.2x later after a 150-token prompt
-    and 1.8x after 1,500 (decoding runs about as fast). Needs a restart. On a GPU it does not make answers reproducible."""
+    and 1.8x after 1,500 (decoding runs about as fast). Needs a restart. A GPU's kernels are not covered."""
 
     draft_model: str | None = None
     """A smaller model in the store with the same vocabulary (e.g. a 0.5B beside a 7B of the same
