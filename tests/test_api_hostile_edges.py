@@ -145,8 +145,16 @@ async def test_an_error_quotes_only_the_start_of_a_huge_key(
         {"type": "function", "name": "get", "padding": "x" * 100_000},
         {"type": "function", "function": {"name": "get"}},
         {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get"}] * 1000},
+        {"type": "allowed_tools", "mode": "none", "tools": [{"type": "function", "name": "get"}]},
     ],
-    ids=["a long text", "a 129-character name", "another field", "a chat-completions shape", "allowed tools"],
+    ids=[
+        "a long text",
+        "a 129-character name",
+        "another field",
+        "a chat-completions shape",
+        "1000 allowed tools",
+        "allowed tools in mode none",
+    ],
 )
 async def test_responses_tool_choice_is_a_mode_or_one_function_name(
     empty_engine: Engine, session: aiohttp.ClientSession, tmp_path: Path, choice: Any
@@ -156,10 +164,11 @@ async def test_responses_tool_choice_is_a_mode_or_one_function_name(
         body = {"model": "m", "input": "hi", "tools": tools, "tool_choice": choice}
         status, answer = await post(session, f"{url}/v1/responses", body)
         assert status == 400, answer
-        assert "with a name of at most 128 characters" in sentence(answer) and len(sentence(answer)) < 300
+        assert "with names of at most 128 characters" in sentence(answer) and len(sentence(answer)) < 400
         assert answer["error"]["param"] == "tool_choice"
         # What a tool choice means gets through to the model lookup (a 404 on this empty store).
-        for meant in ["none", "auto", "required", None, {"type": "function", "name": "get"}]:
+        allowed = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get"}]}
+        for meant in ["none", "auto", "required", None, {"type": "function", "name": "get"}, allowed]:
             status, answer = await post(session, f"{url}/v1/responses", {**body, "tool_choice": meant})
             assert status == 404, (meant, answer)
 

@@ -122,6 +122,36 @@ async def test_a_function_call_round_trip(client: openai.AsyncOpenAI) -> None:
 
 
 @pytest.mark.slow
+async def test_allowed_tools_offers_only_those_it_names(client: openai.AsyncOpenAI) -> None:
+    # The weather question would go to get_weather; allowed_tools leaves only get_time, and "required" makes
+    # the answer call it (OpenAI's shape for keeping the tool list, and the prompt's cache, the same).
+    time_tool: FunctionToolParam = {
+        "type": "function",
+        "name": "get_time",
+        "description": "The local time in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "strict": True,
+    }
+    response = await client.responses.create(
+        model=DEFAULT_MODEL,
+        input="What is the weather in Paris right now?",
+        tools=[WEATHER_TOOL, time_tool],
+        tool_choice={"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_time"}]},
+        max_output_tokens=64,
+        temperature=0,
+    )
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert [call.name for call in calls] == ["get_time"]
+    with pytest.raises(openai.BadRequestError, match="not among the tools offered"):
+        await client.responses.create(
+            model=DEFAULT_MODEL,
+            input="hi",
+            tools=[WEATHER_TOOL],
+            tool_choice={"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_time"}]},
+        )
+
+
+@pytest.mark.slow
 async def test_text_format_json_schema_holds_the_answer_to_it(client: openai.AsyncOpenAI) -> None:
     schema = {
         "type": "object",

@@ -73,20 +73,24 @@ def tool_format(app: web.Application, model: str) -> ToolCallFormat:
 
 
 def chosen_tools(
-    tools: list[dict[str, Any]], choice: str, forced: str | None
+    tools: list[dict[str, Any]], choice: str, forced: str | None, allowed: list[str] | None = None
 ) -> tuple[list[dict[str, Any]] | None, bool]:
     """The tools a request offers after its tool choice, and whether the answer must call one.
 
-    `choice` is `none`, `auto` or `required`; `forced` names the one tool the answer must call.
+    `choice` is `none`, `auto` or `required`; `forced` names the one tool the answer must call; `allowed`
+    names the only tools offered (OpenAI's `allowed_tools`, which keeps the tool list, and so the prompt's
+    cache, the same from request to request).
     """
     if not tools or choice == "none":
         return None, False
-    if forced is None:
-        return tools, choice == "required"
-    chosen = [tool for tool in tools if tool_function(tool).get("name") == forced]
-    if not chosen:
-        raise BadRequestBody(f"tool_choice: names '{forced}', which is not among the tools offered.", "tool_choice")
-    return chosen, True
+    for name in [forced] if forced is not None else allowed or []:
+        if not any(tool_function(tool).get("name") == name for tool in tools):
+            raise BadRequestBody(f"tool_choice: names '{name}', which is not among the tools offered.", "tool_choice")
+    if forced is not None:
+        return [tool for tool in tools if tool_function(tool).get("name") == forced], True
+    if allowed is not None:
+        tools = [tool for tool in tools if tool_function(tool).get("name") in allowed]
+    return tools, choice == "required"
 
 
 def output_parser(app: web.Application, generation: GenerationRequest, keep_thinking: bool) -> AssistantOutputParser:

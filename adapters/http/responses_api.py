@@ -115,8 +115,11 @@ def _not_found(response_id: str) -> StoredResponseNotFound:
 def response_generation(body: ResponseRequest, turns: list[ChatMessage]) -> GenerationRequest:
     """The GenerationRequest a Responses request asks for, over the whole conversation."""
     tools = [_function_tool(tool) for tool in body.tools or []]
-    choice = body.tool_choice  # a mode, or {"type": "function", "name": NAME} (responses_wire.TOOL_CHOICE)
-    if isinstance(choice, dict):
+    choice = body.tool_choice  # a mode, one function or allowed tools (responses_wire.TOOL_CHOICE)
+    if isinstance(choice, dict) and choice["type"] == "allowed_tools":
+        allowed = [item["name"] for item in choice["tools"]]
+        offered, required = chosen_tools(tools, choice["mode"], None, allowed)
+    elif isinstance(choice, dict):
         offered, required = chosen_tools(tools, "required", choice["name"])
     else:
         offered, required = chosen_tools(tools, choice or "auto", None)

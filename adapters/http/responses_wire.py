@@ -37,35 +37,65 @@ METADATA = Limit(
 MAX_TOOL_NAME = 128
 """The longest function name a tool may have, and so a tool choice, which names one of the tools."""
 TOOL_CHOICE_MODES = ("none", "auto", "required")
+MAX_ALLOWED_TOOLS = 128
+"""The most tools an `allowed_tools` choice may name."""
+_FUNCTION_NAMED = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "function"},
+        "name": {"type": "string", "minLength": 1, "maxLength": MAX_TOOL_NAME},
+    },
+    "required": ["type", "name"],
+    "additionalProperties": False,
+}
+
+
+def _names_a_function(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and item.keys() == {"type", "name"}
+        and item["type"] == "function"
+        and isinstance(item["name"], str)
+        and 1 <= len(item["name"]) <= MAX_TOOL_NAME
+    )
+
+
+def _is_tool_choice(choice: Any) -> bool:
+    if choice is None or choice in TOOL_CHOICE_MODES or _names_a_function(choice):
+        return True
+    return (
+        isinstance(choice, dict)
+        and choice.keys() == {"type", "mode", "tools"}
+        and choice["type"] == "allowed_tools"
+        and choice["mode"] in ("auto", "required")
+        and isinstance(choice["tools"], list)
+        and 1 <= len(choice["tools"]) <= MAX_ALLOWED_TOOLS
+        and all(_names_a_function(item) for item in choice["tools"])
+    )
+
+
 TOOL_CHOICE = Limit(
     {
         "anyOf": [
             {"enum": list(TOOL_CHOICE_MODES)},
+            _FUNCTION_NAMED,
             {
                 "type": "object",
                 "properties": {
-                    "type": {"const": "function"},
-                    "name": {"type": "string", "minLength": 1, "maxLength": MAX_TOOL_NAME},
+                    "type": {"const": "allowed_tools"},
+                    "mode": {"enum": ["auto", "required"]},
+                    "tools": {"type": "array", "items": _FUNCTION_NAMED, "minItems": 1, "maxItems": MAX_ALLOWED_TOOLS},
                 },
-                "required": ["type", "name"],
+                "required": ["type", "mode", "tools"],
                 "additionalProperties": False,
             },
             {"type": "null"},
         ]
     },
-    f"give 'none', 'auto', 'required' or {{\"type\": \"function\", \"name\": NAME}}, with a name of at most "
+    f'give \'none\', \'auto\', \'required\', {{"type": "function", "name": NAME}} or {{"type": "allowed_tools", '
+    f'"mode": "auto" or "required", "tools": [up to {MAX_ALLOWED_TOOLS} of those]}}, with names of at most '
     f"{MAX_TOOL_NAME} characters",
-    lambda choice: (
-        choice is None
-        or choice in TOOL_CHOICE_MODES
-        or (
-            isinstance(choice, dict)
-            and choice.keys() == {"type", "name"}
-            and choice["type"] == "function"
-            and isinstance(choice["name"], str)
-            and 1 <= len(choice["name"]) <= MAX_TOOL_NAME
-        )
-    ),
+    _is_tool_choice,
 )
 """What a tool choice means, and no more: a mode, or the one function to call. It is stored with the response."""
 
@@ -286,7 +316,8 @@ class ResponseRequest(Input):
     """Functions the model may call."""
     tool_choice: Annotated[str | dict[str, Any] | None, TOOL_CHOICE] = None
     """`none` hides the tools, `auto` offers them, `required` makes the answer call one;
-    `{"type": "function", "name": NAME}` makes it call that one."""
+    `{"type": "function", "name": NAME}` makes it call that one; `{"type": "allowed_tools", "mode": "auto" or
+    "required", "tools": [{"type": "function", "name": NAME}, …]}` offers only those."""
     parallel_tool_calls: bool | None = None
     """Accepted; the model writes one call or several as it sees fit."""
     previous_response_id: str | None = Field(default=None, max_length=128)
