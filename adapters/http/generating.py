@@ -79,9 +79,9 @@ def chosen_tools(
 
     `choice` is `none`, `auto` or `required`; `forced` names the one tool the answer must call; `allowed`
     names the only tools offered (OpenAI's `allowed_tools`, which keeps the tool list, and so the prompt's
-    cache, the same from request to request).
+    cache, the same from request to request); none named offers none.
     """
-    if not tools or choice == "none":
+    if not tools or choice == "none" or allowed == []:
         return None, False
     for name in [forced] if forced is not None else allowed or []:
         if not any(tool_function(tool).get("name") == name for tool in tools):

@@ -69,7 +69,7 @@ def _is_tool_choice(choice: Any) -> bool:
         and choice["type"] == "allowed_tools"
         and choice["mode"] in ("auto", "required")
         and isinstance(choice["tools"], list)
-        and 1 <= len(choice["tools"]) <= MAX_ALLOWED_TOOLS
+        and len(choice["tools"]) <= MAX_ALLOWED_TOOLS
         and all(_names_a_function(item) for item in choice["tools"])
     )
 
@@ -84,7 +84,7 @@ TOOL_CHOICE = Limit(
                 "properties": {
                     "type": {"const": "allowed_tools"},
                     "mode": {"enum": ["auto", "required"]},
-                    "tools": {"type": "array", "items": _FUNCTION_NAMED, "minItems": 1, "maxItems": MAX_ALLOWED_TOOLS},
+                    "tools": {"type": "array", "items": _FUNCTION_NAMED, "maxItems": MAX_ALLOWED_TOOLS},
                 },
                 "required": ["type", "mode", "tools"],
                 "additionalProperties": False,
