@@ -36,7 +36,9 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.errors import InvalidSchema
 from schemathesis.core.result import Err
+from schemathesis.generation import RANDOM
 
 from ingle.core.engine import Engine
 
@@ -142,6 +144,9 @@ def with_real_model(body: Any) -> Any:
 def fuzz(base_url: str, only: set[str] | None = None) -> tuple[list[str], Counter[int]]:
     """Run schemathesis over every operation (or the paths in `only`); return the failures and the statuses."""
     schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
+    # Schemathesis draws some of its choices from a Random of its own, seeded from the clock at import:
+    # without this, each run (and whatever ran before it in the process) fuzzed differently.
+    RANDOM.seed(17)
     failures: list[str] = []
     statuses: Counter[int] = Counter()
     session = requests.Session()
@@ -182,6 +187,13 @@ def fuzz(base_url: str, only: set[str] | None = None) -> tuple[list[str], Counte
                 probe()
             except Unsatisfiable:  # an operation without inputs has no invalid form
                 assert mode is GenerationMode.NEGATIVE, operation.label
+            except InvalidSchema as error:
+                # Schemathesis's generator sometimes cannot build an invalid form it planned ("Cannot generate
+                # an array with 1 demanded elements", for /v1/messages/count_tokens once in three runs): a gap
+                # in the generator, not in the server, and only where the inputs must be invalid.
+                if mode is not GenerationMode.NEGATIVE:
+                    raise
+                print(f"schemathesis could not make an invalid {operation.label}: {error}")
     return failures, statuses
 
 
