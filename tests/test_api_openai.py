@@ -89,6 +89,40 @@ async def test_json_schema_response_format_gives_matching_json(client: openai.As
     assert isinstance(value["name"], str) and isinstance(value["age"], int)
 
 
+async def test_allowed_tools_offers_only_those_it_names(client: openai.AsyncOpenAI) -> None:
+    # The weather question would go to get_weather; allowed_tools leaves only get_time, and "required" makes the
+    # answer call it. The tool list stays the same from request to request, and so does the prompt's cache.
+    def tool(name: str, what: str) -> ChatCompletionToolParam:
+        parameters = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        return {"type": "function", "function": {"name": name, "description": what, "parameters": parameters}}
+
+    tools = [tool("get_weather", "The current weather in a city."), tool("get_time", "The local time in a city.")]
+    answer = await client.chat.completions.create(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Paris right now?"}],
+        tools=tools,
+        tool_choice={
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]},
+        },
+        temperature=0,
+        max_tokens=32,
+    )
+    calls = answer.choices[0].message.tool_calls or []
+    assert [call.function.name for call in calls if call.type == "function"] == ["get_time"] and len(calls) == 1
+    for allowed in (
+        {"mode": "auto", "tools": [{"type": "function", "function": {"name": "get_date"}}]},
+        {"mode": "all"},
+    ):
+        with pytest.raises(openai.BadRequestError, match="tool_choice"):
+            await client.chat.completions.create(
+                model=DEFAULT_MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                tools=tools,
+                tool_choice={"type": "allowed_tools", "allowed_tools": allowed},  # pyright: ignore[reportArgumentType]
+            )
+
+
 async def test_tool_calls_come_back_parsed(client: openai.AsyncOpenAI) -> None:
     tools: list[ChatCompletionToolParam] = [
         {

@@ -83,13 +83,15 @@ def chosen_tools(
     """
     if not tools or choice == "none" or allowed == []:
         return None, False
+    offered = {tool_function(tool).get("name") for tool in tools}  # a set: a request may name thousands
     for name in [forced] if forced is not None else allowed or []:
-        if not any(tool_function(tool).get("name") == name for tool in tools):
+        if name not in offered:
             raise BadRequestBody(f"tool_choice: names '{name}', which is not among the tools offered.", "tool_choice")
     if forced is not None:
         return [tool for tool in tools if tool_function(tool).get("name") == forced], True
     if allowed is not None:
-        tools = [tool for tool in tools if tool_function(tool).get("name") in allowed]
+        kept = set(allowed)
+        tools = [tool for tool in tools if tool_function(tool).get("name") in kept]
     return tools, choice == "required"
 
 

@@ -189,9 +189,12 @@ def chat_generation(body: ChatCompletionRequest) -> GenerationRequest:
     )
 
 
-def _tool_choice(body: ChatCompletionRequest) -> tuple[str, str | None]:
-    """`none`, `auto` or `required`, and the one function named, from tool_choice or legacy function_call."""
+def _tool_choice(body: ChatCompletionRequest) -> tuple[str, str | None, list[str] | None]:
+    """`none`, `auto` or `required`, the one function named, and the only ones allowed, from tool_choice or
+    legacy function_call."""
     for field, choice in (("tool_choice", body.tool_choice), ("function_call", body.function_call)):
+        if isinstance(choice, dict) and field == "tool_choice" and choice.get("type") == "allowed_tools":
+            return _allowed_tools(choice.get("allowed_tools"))
         if isinstance(choice, dict):
             function = choice.get("function", choice)
             if not isinstance(function, dict):
@@ -200,10 +203,34 @@ def _tool_choice(body: ChatCompletionRequest) -> tuple[str, str | None]:
                     f"{field}.function",
                 )
             named = function.get("name")
-            return "required", named if isinstance(named, str) else None
+            return "required", named if isinstance(named, str) else None, None
         if choice in ("none", "required"):
-            return choice, None
-    return "auto", None
+            return choice, None, None
+    return "auto", None, None
+
+
+def _allowed_tools(allowed: Any) -> tuple[str, None, list[str]]:
+    """The mode and the names of `{"mode": "auto" or "required", "tools": [{"type": "function", "function":
+    {"name": NAME}}, …]}`, OpenAI's allowed_tools."""
+    tools = allowed.get("tools") if isinstance(allowed, dict) else None
+    names = [
+        tool["function"].get("name")
+        for tool in tools or []
+        if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+    ]
+    if (
+        not isinstance(allowed, dict)
+        or allowed.get("mode") not in ("auto", "required")
+        or not isinstance(tools, list)
+        or len(names) != len(tools)
+        or not all(isinstance(name, str) for name in names)
+    ):
+        raise BadRequestBody(
+            'tool_choice.allowed_tools: give {"mode": "auto" or "required", "tools": [{"type": "function", '
+            '"function": {"name": NAME}}, …]}.',
+            "tool_choice.allowed_tools",
+        )
+    return allowed["mode"], None, names
 
 
 def completion_generation(body: CompletionRequest) -> GenerationRequest:

@@ -217,7 +217,8 @@ class ChatCompletionRequest(LlamaCppSampling):
     tools: list[ToolDefinition] | None = None
     """Functions the model may call."""
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    """`none` hides the tools; `auto`, `required` or a named function offer them (best effort)."""
+    """`none` hides the tools; `auto`, `required` or a named function offer them (best effort);
+    `{"type": "allowed_tools", "allowed_tools": {"mode": …, "tools": […]}}` offers only those it names."""
     knowledge: list[KnowledgeNameField] | None = Field(default=None, max_length=8)
     """ingle extension: knowledge bases to answer from; the answer cites numbered sources."""
     parallel_tool_calls: bool | None = None
