@@ -288,8 +288,11 @@ async def test_a_malformed_pull_spec_is_a_400(
 async def test_clients_that_leave_mid_stream_count_as_499_without_tracebacks(
     engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Greedy and long, so that every client leaves mid-answer: a sampled answer to a vague question was
+    # sometimes a single token, finished (200) before its client left.
+    question = {"role": "user", "content": "Count from 1 to 100, separated by commas."}
     body = json.dumps(
-        {"model": DEFAULT_MODEL, "stream": True, "max_tokens": 48, "messages": [{"role": "user", "content": "Count"}]}
+        {"model": DEFAULT_MODEL, "stream": True, "max_tokens": 200, "temperature": 0, "messages": [question]}
     ).encode()
     request = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -314,7 +317,11 @@ async def test_clients_that_leave_mid_stream_count_as_499_without_tracebacks(
         async def all_counted() -> bool:
             return await metric_value(session, url, "ingle_http_requests_total", labels) == rounds
 
-        assert await poll(all_counted, timeout=30)
+        if not await poll(all_counted, timeout=30):
+            async with session.get(f"{url}/metrics") as response:
+                text = await response.text()
+            counted = [line for line in text.splitlines() if line.startswith("ingle_http_requests_total")]
+            pytest.fail("not every stream was counted as 499 in 30 s:\n" + "\n".join(counted))
         failed = 'method="POST",route="/v1/chat/completions",status="500"'
         assert await metric_value(session, url, "ingle_http_requests_total", failed) == 0
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
