@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .postprocess import stop_rule_window
@@ -32,7 +33,7 @@ def suggestion_window(settings: CompletionSettings) -> LineWindow:
     return prompt_window(settings).union(stop_rule_window(settings.max_lines))
 
 
-def _digest(lines: list[str]) -> bytes:
+def _digest(lines: Sequence[str]) -> bytes:
     # Each line with its end, so that no two lists of lines hash alike ([""] and [] would, joined by "\n").
     hashed = hashlib.blake2b(digest_size=16)
     for line in lines:

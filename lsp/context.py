@@ -11,6 +11,7 @@ prompt prefix that the engine does not evaluate again.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ingle.core.generation import ContextChunk
@@ -60,7 +61,7 @@ class ContextRing:
         while len(self._chunks) > max_chunks:
             self._chunks.popleft()
 
-    def pick(self, filename: str, lines: list[str], around: int) -> None:
+    def pick(self, filename: str, lines: Sequence[str], around: int) -> None:
         """Add the chunk of `lines` centred on line `around` of `filename`."""
         if self.max_chunks == 0 or not lines:
             return

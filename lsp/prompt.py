@@ -25,7 +25,7 @@ suffix: tens of tokens, not the hundreds a long suffix window costs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ingle.core.generation import ContextChunk, GenerationRequest, SamplingOptions
@@ -72,7 +72,7 @@ class Cursor:
     """A document and a position in it, as the completion sees them."""
 
     filename: str
-    lines: list[str]
+    lines: Sequence[str]
     """The document's lines, without line endings."""
     line: int
     character: int
@@ -92,11 +92,11 @@ class Cursor:
         """The cursor's line."""
         return self.lines[self.line] if self.line < len(self.lines) else ""
 
-    def lines_above(self, count: int) -> list[str]:
+    def lines_above(self, count: int) -> Sequence[str]:
         """Up to `count` lines right above the cursor's line."""
         return self.lines[max(0, self.line - count) : self.line]
 
-    def lines_below(self, count: int) -> list[str]:
+    def lines_below(self, count: int) -> Sequence[str]:
         """Up to `count` lines right below the cursor's line."""
         return self.lines[self.line + 1 : self.line + 1 + count]
 
@@ -190,7 +190,7 @@ def _below_chunk(cursor: Cursor, anchors: Anchors, settings: CompletionSettings)
     return anchors.below
 
 
-def _find(lines: list[str], block: tuple[str, ...], lowest: int, highest: int) -> int | None:
+def _find(lines: Sequence[str], block: tuple[str, ...], lowest: int, highest: int) -> int | None:
     """First line index in [lowest, highest] where `block` occurs in `lines`, else None."""
     size = len(block)
     for index in range(lowest, min(highest, len(lines) - size) + 1):

@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -236,7 +237,7 @@ class IngleLanguageServer(LanguageServer):
         character = column_of(lines[position.line], position.character, self.workspace.position_codec)
         return Cursor(filename=self.filename(uri), lines=prompt_lines(lines), line=position.line, character=character)
 
-    def document_lines(self, uri: str) -> list[str]:
+    def document_lines(self, uri: str) -> Sequence[str]:
         """An open document's lines as the model gets them (see `prompt_lines`); none if it is not open."""
         document = opened_document(self.workspace, uri)
         return prompt_lines(text_lines(document)) if document else []
