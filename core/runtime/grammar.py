@@ -20,7 +20,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, RESERVED_NAMES, BuiltinRule, Sche
 
 from ..errors import InvalidRequest
 from ..tool_calls import ToolCallFormat, call_schema
-from .number_grammar import integer_bounds, integer_range
+from .number_grammar import integer_bounds, integer_range, number_bounds, number_range
 from .pattern_grammar import pattern_grammar
 
 # llama.cpp expands a grammar's repetition counts into copies of rules, so a schema's counts are
@@ -116,11 +116,20 @@ class _SchemaConverter(SchemaConverter):
         """The request field the schema came in, for the sentences of refusals."""
 
     def visit(self, schema: Any, name: str) -> str:
-        # The original ignores an integer's minimum and maximum.
-        if schema.get("type") == "integer" and any(key in schema for key in _INTEGER_BOUNDS):
-            low, high = integer_bounds(schema, self.field)
+        # The original ignores the minimum and maximum of integers and numbers. A const, enum or
+        # alternatives it reads first, and they say more than the bounds.
+        kind = schema.get("type")
+        if (
+            kind in ("integer", "number")
+            and any(key in schema for key in _BOUNDS)
+            and not any(key in schema for key in _READ_BEFORE_TYPE)
+        ):
+            if kind == "integer":
+                expression = integer_range(*integer_bounds(schema, self.field))
+            else:
+                expression = number_range(*number_bounds(schema, self.field))
             rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
-            return self._add_rule(rule_name, f"{integer_range(low, high)} space")
+            return self._add_rule(rule_name, f"{expression} space")
         return super().visit(schema, name)
 
     def _visit_pattern(self, pattern: str, name: str) -> str:
@@ -132,7 +141,8 @@ class _SchemaConverter(SchemaConverter):
         return super()._add_primitive(name, _JSON_STRING_CHAR if name == "char" else rule)
 
 
-_INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_READ_BEFORE_TYPE = ("$ref", "oneOf", "anyOf", "const", "enum")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_STRING_CHAR = BuiltinRule(r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', [])
 _GRAMMAR_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
