@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .runtime.embeddings import EmbeddingContext
     from .runtime.grammar import LazyGrammar
     from .runtime.llama_model import ContextShape, LlamaModel
-    from .runtime.prompt import PromptBuilder
+    from .runtime.prompt import PreparedPrompt, PromptBuilder
     from .runtime.sampler import Sampler
     from .runtime.scheduler import BatchScheduler
 
@@ -587,7 +587,7 @@ class Engine:
                 )
             prepared = await loaded.prompts.prepare(request)
             tool_grammar = prepared.tool_grammar if self.settings.tool_call_grammar else None
-            sampler = await _new_sampler(loaded.model, request.options, prepared.format_grammar, tool_grammar)
+            sampler = await _new_sampler(loaded.model, request.options, prepared, tool_grammar)
             room = loaded.shape.tokens_per_sequence - len(prepared.tokens)
             max_tokens = min(request.options.max_tokens or room, room)
             chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
@@ -609,6 +609,8 @@ class Engine:
                 sampler.free()
                 raise
             done = False
+            # The client has the held indentation before its cursor already (see runtime/indentation.py).
+            unsent_indentation = len(prepared.indentation)
             try:
                 while not done:
                     chunk = await chunks.get()
@@ -619,6 +621,8 @@ class Engine:
                         done = True
                         if chunk.stats is not None:
                             chunk.stats.load_seconds = load_seconds
+                    if unsent_indentation:
+                        chunk, unsent_indentation = _without_indentation(chunk, unsent_indentation)
                     yield chunk
             finally:
                 if not done:
@@ -654,17 +658,31 @@ async def _on_compute_thread(loaded: LoadedModel, function: Callable[[], T]) -> 
 
 
 async def _new_sampler(
-    model: LlamaModel, options: SamplingOptions, grammar: str | None, tool_grammar: LazyGrammar | None
+    model: LlamaModel, options: SamplingOptions, prepared: PreparedPrompt, tool_grammar: LazyGrammar | None
 ) -> Sampler:
     """A Sampler for a request. One with a grammar is built on a worker thread: llama.cpp takes a moment per
     kilobyte of grammar to parse it (see grammar.MAX_SCHEMA_TOTAL_REPEAT), and meanwhile the event loop goes
     on serving everyone else's streams."""
+    from .runtime.indentation import HeldIndentation
     from .runtime.sampler import Sampler
     from .runtime.worker_thread import run_to_the_end
 
+    grammar = prepared.format_grammar
+    held = HeldIndentation(model, prepared.indentation, prepared.stop_tokens) if prepared.indentation else None
     if grammar is None and tool_grammar is None:
-        return Sampler(model, options)
-    return await run_to_the_end(Sampler, model, options, grammar, tool_grammar, abandoned=Sampler.free)
+        return Sampler(model, options, indentation=held)
+    return await run_to_the_end(Sampler, model, options, grammar, tool_grammar, held, abandoned=Sampler.free)
+
+
+def _without_indentation(chunk: GenerationChunk, unsent: int) -> tuple[GenerationChunk, int]:
+    """The chunk without the first `unsent` characters of the indentation the answer opened with, and how many
+    of them are still to come (0 once the answer has written anything else)."""
+    text = chunk.text
+    cut = 0
+    while cut < len(text) and cut < unsent and text[cut] in " \t":
+        cut += 1
+    left = unsent - cut if cut == len(text) else 0
+    return (replace(chunk, text=text[cut:]) if cut else chunk), left
 
 
 async def _until_done(chunks: asyncio.Queue) -> None:

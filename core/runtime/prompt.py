@@ -13,6 +13,7 @@ from ..tool_calls import ToolCallFormat, require_tool_format
 from .control_text import ControlTextShield
 from .fim import FimTokens, build_fim_prompt
 from .grammar import LazyGrammar, grammar_for_format, grammar_for_tool_calls
+from .indentation import prepare_openings, split_indentation
 from .llama_model import LlamaModel
 from .worker_thread import run_to_the_end
 
@@ -27,6 +28,8 @@ class PreparedPrompt:
     """Constrains a tool call once the model starts one; None when no tools were offered."""
     format_grammar: str | None = None
     """Constrains the whole output to the request's format (JSON, a JSON schema); None when it has none."""
+    indentation: str = ""
+    """Whitespace a fill-in-the-middle answer must open with, taken off the prompt (see indentation.py)."""
 
 
 class PromptBuilder:
@@ -69,11 +72,14 @@ class PromptBuilder:
         format_grammar = grammar_for_format(request.format)
         self._check_size(request)
         if request.suffix is not None:
+            prefix, indentation = split_indentation(request.prompt or "")
             tokens = build_fim_prompt(
-                self.model, self.fim, request.prompt or "", request.suffix, request.extra_context, request.filename
+                self.model, self.fim, prefix, request.suffix, request.extra_context, request.filename
             )
+            prepare_openings(self.model, indentation)
             # build_fim_prompt has refused a model without FIM tokens, so self.fim is set here.
-            prepared = PreparedPrompt(tokens, self.fim.stop_tokens() if self.fim else frozenset())
+            stop_tokens = self.fim.stop_tokens() if self.fim else frozenset()
+            prepared = PreparedPrompt(tokens, stop_tokens, indentation=indentation)
         elif request.messages is not None:
             tool_grammar = (
                 grammar_for_tool_calls(self.tool_format, request.tools, eager=request.require_tool_call)

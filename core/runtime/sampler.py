@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InvalidRequest, RuntimeFailure
 from ..generation import SamplingOptions
 from .grammar import LazyGrammar
+from .indentation import HeldIndentation
 from .llama_model import LlamaModel
 
 log = logging.getLogger("ingle.sampler")
@@ -33,6 +34,7 @@ class Sampler:
 
     `grammar` constrains the whole output; `tool_grammar` only what follows its
     trigger (ignored when `grammar` is given: the output format wins).
+    `indentation` holds the first tokens to the cursor's indentation (see indentation.py).
     """
 
     def __init__(
@@ -41,21 +43,27 @@ class Sampler:
         options: SamplingOptions,
         grammar: str | None = None,
         tool_grammar: LazyGrammar | None = None,
+        indentation: HeldIndentation | None = None,
     ) -> None:
         options.check()
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         # Greedy with nothing that reads the history or constrains tokens: the pick is the logits' argmax,
         # which the scheduler takes itself, without llama.cpp's copy of the whole vocabulary (~1 ms a token).
         constrained = grammar is not None or tool_grammar is not None
-        self.argmax_only = not constrained and options.temperature <= 0 and not options.penalized
+        self.argmax_only = (
+            not constrained and indentation is None and options.temperature <= 0 and not options.penalized
+        )
         self._model = model
-        # A grammar's picks are checked before llama.cpp accepts them (see sample), in this reused buffer.
-        self._candidates = np.zeros(model.n_vocab, _TOKEN_DATA) if constrained else None
+        self._indentation = indentation
         # Without a grammar, the penalties and the top_k cut are applied here (see FewCandidates).
         window = _penalty_window(options.repeat_last_n, model)
         self._few = None
         if not constrained and (options.temperature <= 0 or 0 < options.top_k < model.n_vocab):
             self._few = FewCandidates(options, window)
+        # A grammar's picks are checked before llama.cpp accepts them (see sample), in this reused buffer;
+        # held indentation needs the logits in hand too.
+        in_hand = constrained or (indentation is not None and self._few is None)
+        self._candidates = np.zeros(model.n_vocab, _TOKEN_DATA) if in_hand else None
         try:
             if grammar is not None:
                 self._add_grammar(model, grammar)
@@ -123,12 +131,21 @@ class Sampler:
         if not logits:
             raise RuntimeFailure(f"llama.cpp returned no logits for batch position {batch_index}.")
         view = np.ctypeslib.as_array(logits, shape=(self._model.n_vocab,))
+        held = self._indentation
+        if held is not None and held.held:
+            view = held.masked(view)
+        token = self._pick(view)
+        if held is not None and held.held:
+            held.advance(token)
+        return token
+
+    def _pick(self, logits: np.ndarray) -> int:
         if self._few is not None:
-            return self._few.pick(view, self._chain)
+            return self._few.pick(logits, self._chain)
         candidates = self._candidates
         assert candidates is not None
         candidates["id"] = np.arange(len(candidates), dtype=np.int32)
-        candidates["logit"] = view
+        candidates["logit"] = logits
         array = apply_chain(self._chain, candidates)
         # The grammar sets what it forbids to -inf, and nothing after it raises a logit again.
         if not 0 <= array.selected < array.size or not math.isfinite(array.data[array.selected].logit):
