@@ -63,6 +63,8 @@ def stop_rule_window(max_lines: int) -> LineWindow:
 def clean_suggestion(raw: str, cursor: Cursor, max_lines: int) -> str:
     """The suggestion to insert at the cursor, or "" when there is nothing worth showing."""
     raw = raw.replace("\r\n", "\n")
+    if cursor.at_indentation:
+        raw = _without_indentation(raw, cursor.line_prefix)
     lines = raw.split("\n")
     base = block_indent(cursor)
     kept: list[str] = []
@@ -89,6 +91,13 @@ def clean_suggestion(raw: str, cursor: Cursor, max_lines: int) -> str:
     if not text.strip() or _repeats_existing(text, cursor):
         return ""
     return text
+
+
+def _without_indentation(raw: str, indentation: str) -> str:
+    """The model's text without the indentation the document already has before the cursor (see build_prompt)."""
+    first = raw.split("\n", 1)[0]
+    leading = len(first) - len(first.lstrip(" \t"))
+    return raw[min(leading, len(indentation)) :]
 
 
 def _without_line_suffix(first: str, line_suffix: str) -> str:

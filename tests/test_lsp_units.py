@@ -94,11 +94,12 @@ def test_extra_context_chunks_come_first_and_the_below_chunk_last() -> None:
     assert [chunk.filename for chunk in prompt.chunks] == ["other.py", "a.py"]
 
 
-def test_at_the_indentation_the_prefix_ends_with_it_for_the_engine_to_heal() -> None:
+def test_at_the_indentation_the_model_writes_the_indentation_and_the_suggestion_does_not_repeat_it() -> None:
     cursor = cursor_in("def f(x):\n    |\n")
     prompt = build_prompt(cursor, Anchors(), [], CompletionSettings())
-    # The engine ends the prompt a character short and has the model write it (core/runtime/indentation.py).
-    assert prompt.prefix == "def f(x):\n    "
+    assert prompt.prefix == "def f(x):\n", "a prefix ending in spaces makes the model indent twice"
+    assert clean_suggestion("    return x\n", cursor, 4) == "return x"
+    assert clean_suggestion("        y = x\n", cursor, 4) == "    y = x", "a deeper indentation keeps its extra part"
     assert clean_suggestion("return x\n", cursor, 4) == "return x"
 
 
