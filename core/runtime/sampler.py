@@ -47,12 +47,8 @@ class Sampler:
     ) -> None:
         options.check()
         self._chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        # Greedy with nothing that reads the history or constrains tokens: the pick is the logits' argmax,
-        # which the scheduler takes itself, without llama.cpp's copy of the whole vocabulary (~1 ms a token).
         constrained = grammar is not None or tool_grammar is not None
-        self.argmax_only = (
-            not constrained and indentation is None and options.temperature <= 0 and not options.penalized
-        )
+        self._greedy_only = not constrained and options.temperature <= 0 and not options.penalized
         self._model = model
         self._indentation = indentation
         # Without a grammar, the penalties and the top_k cut are applied here (see FewCandidates).
@@ -97,6 +93,13 @@ class Sampler:
         except Exception:
             self.free()
             raise
+
+    @property
+    def argmax_only(self) -> bool:
+        """Whether the pick is the logits' argmax, which the scheduler takes itself, without llama.cpp's copy of
+        the whole vocabulary (~1 ms a token): greedy, with nothing that reads the history or constrains tokens
+        (held indentation only until it is written)."""
+        return self._greedy_only and (self._indentation is None or not self._indentation.held)
 
     def _add(self, sampler: llama.llama_sampler_p) -> None:
         llama.llama_sampler_chain_add(self._chain, sampler)  # pyright: ignore[reportArgumentType] - None only once freed
