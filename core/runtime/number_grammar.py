@@ -14,6 +14,7 @@ with the range's size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -74,11 +75,17 @@ def _read_bounds(schema: dict[str, Any], plain: str, exclusive: str, field: str)
 
 def integer_range(low: int, high: int) -> str:
     """A GBNF expression for the integers from `low` to `high` (low <= high)."""
+    return _signed(low, high, _naturals)
+
+
+def _signed(low: int, high: int, magnitudes: Callable[[int, int], str]) -> str:
+    """The values from `low` to `high`: `magnitudes(a, b)` writes those from a to b (0 <= a <= b); the negative
+    ones get a "-" before magnitudes from 1 up, which keeps "-0" out."""
     parts = []
     if high >= 0:
-        parts.append(_naturals(max(low, 0), high))
+        parts.append(magnitudes(max(low, 0), high))
     if low < 0:
-        parts.append('"-" ' + _group(_naturals(max(-high, 1), -low)))
+        parts.append('"-" ' + _group(magnitudes(max(-high, 1), -low)))
     return _group(" | ".join(parts))
 
 
@@ -170,14 +177,7 @@ def number_range(low: Fraction, high: Fraction) -> str:
     the point, and a model writes a bounded value plainly anyway. "-0" (and
     "-0.0") is never written: zero is "0", and only when the range holds it.
     """
-    low_units, high_units = int(low * _UNIT), int(high * _UNIT)
-    parts = []
-    if high_units >= 0:
-        parts.append(_unsigned(max(low_units, 0), high_units))
-    if low_units < 0:
-        # The magnitudes after "-" start above 0, which is what keeps "-0" out.
-        parts.append('"-" ' + _group(_unsigned(max(-high_units, 1), -low_units)))
-    return _group(" | ".join(parts))
+    return _signed(int(low * _UNIT), int(high * _UNIT), _unsigned)
 
 
 _ALL_NINES = "9" * MAX_DECIMALS
