@@ -17,14 +17,19 @@ the exact match of what was shown first. The same tasks go through:
   definitions from other files; plus similar code from other places; all
   three, the default);
 - llama-server's /infill with llama.vim's request shape (256 lines before,
-  64 after, n_indent, 250 ms of prediction) on the same model file.
+  64 after, n_indent, 250 ms of prediction) on the same model file;
+- ingle's engine asked straight, greedy, with a prompt that ends in the
+  hole's indentation as llama.vim's and Continue's do (64 lines before, 16
+  after), once as it is (the engine heals the indentation's last token:
+  core/runtime/indentation.py) and once with that switched off.
 
-Times are to the first suggestion shown in the newly opened file.
+Times are to the first suggestion shown in the newly opened file (for the
+engine rows, to the whole answer).
 
 With no options (`make bench-quality`) every task of the fixed set goes
 through every row; the options pick a part for a quick look:
 
-    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all six rows
+    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all eight rows
     .venv/bin/python bench/completion_quality.py --tasks 1 --packages requests --rows window   # one hole, one row
     .venv/bin/python bench/completion_quality.py --skip 8 --rows all,llama-server   # the second half, two rows
     .venv/bin/python bench/completion_quality.py --make-tasks    # only to rebuild the task file (changes the set)
@@ -47,8 +52,10 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from unittest.mock import patch
 
 import httpx
 from api import free_port, model_home, serving
@@ -59,6 +66,8 @@ from pygls.workspace import Workspace
 from ingle.adapters.cli.engine_access import EngineChoice
 from ingle.adapters.engine_api import LocalEngine
 from ingle.core.engine import Engine
+from ingle.core.generation import GenerationRequest, SamplingOptions
+from ingle.core.runtime import prompt as prompt_module
 from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
 from ingle.lsp.server import IngleLanguageServer, create_server
@@ -85,7 +94,13 @@ INGLE_ROWS = {
     "all": ("ingle, all three (default)", {}),
 }
 LLAMA_SERVER_ROW = "llama-server"
-ROWS = [*INGLE_ROWS, LLAMA_SERVER_ROW]
+# The engine asked straight with a prompt ending in the indentation: whether it heals it (the default).
+ENGINE_ROWS = {
+    "healed": ("ingle's engine, prompt ending in the indentation (healed)", True),
+    "unhealed": ("ingle's engine, same, healing off", False),
+}
+ENGINE_LINES_BEFORE, ENGINE_LINES_AFTER = 64, 16
+ROWS = [*INGLE_ROWS, LLAMA_SERVER_ROW, *ENGINE_ROWS]
 
 
 @dataclass(frozen=True)
@@ -287,6 +302,38 @@ def _server(engine: Engine, tree: Path, options: dict) -> IngleLanguageServer:
     return server
 
 
+# --- ingle's engine, a prompt ending in the indentation --------------------------------------
+
+
+async def run_engine(
+    name: str, heal: bool, tasks: list[Task], trees: dict[str, Path], home: Path, threads: int
+) -> Score:
+    """Each task as one greedy fill-in-the-middle request whose prefix ends in the hole's indentation."""
+    score = Score(name)
+    # Off, the whole indentation stays in the prompt, as before the healing was built.
+    healing = nullcontext() if heal else patch.object(prompt_module, "split_indentation", lambda text: (text, ""))
+    with healing:
+        async with Engine(Settings(home=home, num_threads=threads)) as engine:
+            await engine.load(MODEL)
+            for task in tasks:
+                lines = (trees[task.package] / task.path).read_text().split("\n")
+                text, expected, _ = holed(lines, task)
+                before = text[max(0, task.line - ENGINE_LINES_BEFORE) : task.line + 1]  # ends in the indentation
+                after = text[task.line + 1 : task.line + 1 + ENGINE_LINES_AFTER]
+                request = GenerationRequest(
+                    model=MODEL,
+                    prompt="\n".join(before),
+                    suffix="\n" + "".join(line + "\n" for line in after),
+                    filename=task.path,
+                    options=SamplingOptions(temperature=0, max_tokens=48),
+                )
+                started = time.perf_counter()
+                answer = "".join([chunk.text async for chunk in engine.generate(request)])
+                score.add(task, expected, answer, answer, time.perf_counter() - started)
+                _progress(score, task, answer, answer)
+    return score
+
+
 # --- llama-server, llama.vim's shape ----------------------------------------------------------
 
 
@@ -398,6 +445,9 @@ def main() -> None:
             blob = store.blob_path(store.get(MODEL).digest)
             binary = find_llama_server(arguments.llama_server)
             scores.append(asyncio.run(run_llama_server(binary, blob, tasks, trees, arguments.threads)))
+        elif row in ENGINE_ROWS:
+            name, heal = ENGINE_ROWS[row]
+            scores.append(asyncio.run(run_engine(name, heal, tasks, trees, home, arguments.threads)))
         else:
             name, options = INGLE_ROWS[row]
             scores.append(asyncio.run(run_ingle(name, options, tasks, trees, home, arguments.threads)))
