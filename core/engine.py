@@ -31,7 +31,7 @@ from .errors import (
     ModelUnloaded,
     UnsupportedFeature,
 )
-from .generation import EmbeddingResult, GenerationChunk, GenerationRequest, SamplingOptions
+from .generation import EmbeddingResult, GenerationChunk, GenerationRequest, SamplingOptions, TokenLogprob
 from .manifest import Manifest
 from .memory import MIB, MemoryEstimate, default_parallel, estimate_memory, format_bytes, memory_available
 from .names import ModelName
@@ -682,7 +682,24 @@ def _without_indentation(chunk: GenerationChunk, unsent: int) -> tuple[Generatio
     while cut < len(text) and cut < unsent and text[cut] in " \t":
         cut += 1
     left = unsent - cut if cut == len(text) else 0
-    return (replace(chunk, text=text[cut:]) if cut else chunk), left
+    if not cut:
+        return chunk, left
+    return replace(chunk, text=text[cut:], logprobs=_without_leading(chunk.logprobs, cut)), left
+
+
+def _without_leading(entries: list[TokenLogprob], count: int) -> list[TokenLogprob]:
+    """Token entries without the first `count` characters of their texts (indentation: a byte each), so that
+    they spell the text they come with."""
+    kept = []
+    for entry in entries:
+        if count and len(entry.token) <= count:
+            count -= len(entry.token)
+            continue
+        if count:
+            entry = replace(entry, token=entry.token[count:], data=entry.data[count:])
+            count = 0
+        kept.append(entry)
+    return kept
 
 
 async def _until_done(chunks: asyncio.Queue) -> None:
