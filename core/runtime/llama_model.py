@@ -288,6 +288,13 @@ class LlamaContext:
         self.model = model
         self.shape = shape
         self._ctx = llama.llama_init_from_model(model.raw, params)
+        if not self._ctx and _batch_invariant and not shape.embeddings:
+            # An 8-bit KV cache needs flash attention, which llama.cpp has for most architectures, not all.
+            raise RuntimeFailure(
+                f"llama.cpp could not create a context of {params.n_ctx} tokens with deterministic = true, which "
+                "needs flash attention over an 8-bit KV cache: lower num_ctx or num_parallel, or set "
+                "deterministic = false if this model's architecture has no flash attention on the CPU."
+            )
         if not self._ctx:
             raise RuntimeFailure(
                 f"llama.cpp could not create a context of {params.n_ctx} tokens: lower num_ctx or num_parallel."
