@@ -57,6 +57,9 @@ _TABLES_LOCK = threading.Lock()
 
 def _openings(model: LlamaModel, character: str) -> _Openings:
     """The table of `model`'s vocabulary for `character`, made once per model (and gone with it)."""
+    made = _TABLES.get(model, {}).get(character)
+    if made is not None:  # without the lock, which another model's first table may hold for half a second
+        return made
     with _TABLES_LOCK:
         tables = _TABLES.setdefault(model, {})
         if character not in tables:
