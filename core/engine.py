@@ -696,10 +696,17 @@ def _without_leading(entries: list[TokenLogprob], count: int) -> list[TokenLogpr
             count -= len(entry.token)
             continue
         if count:
-            entry = replace(entry, token=entry.token[count:], data=entry.data[count:])
+            entry = _trimmed(entry, entry.token[:count])
             count = 0
         kept.append(entry)
     return kept
+
+
+def _trimmed(entry: TokenLogprob, dropped: str) -> TokenLogprob:
+    """The entry without the text `dropped` it starts with, and so its alternatives that start with it too."""
+    top = [_trimmed(other, dropped) if other.token.startswith(dropped) else other for other in entry.top]
+    size = len(dropped.encode())
+    return replace(entry, token=entry.token[len(dropped) :], data=entry.data[size:], top=top)
 
 
 async def _until_done(chunks: asyncio.Queue) -> None:

@@ -27,7 +27,7 @@ from .servers import serving
 
 pytestmark = pytest.mark.slow
 
-PROMPT = "def fibonacci(n):\n    "
+PROMPT = "def fibonacci(n):\n    if"
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
 
 

@@ -29,7 +29,8 @@ class PreparedPrompt:
     format_grammar: str | None = None
     """Constrains the whole output to the request's format (JSON, a JSON schema); None when it has none."""
     indentation: str = ""
-    """Whitespace a fill-in-the-middle answer must open with, taken off the prompt (see indentation.py)."""
+    """Whitespace the answer to a raw or fill-in-the-middle prompt must open with, taken off the prompt
+    (see indentation.py)."""
 
 
 class PromptBuilder:
@@ -88,7 +89,10 @@ class PromptBuilder:
             )
             prepared = PreparedPrompt(self._chat_tokens(request.messages, request), tool_grammar=tool_grammar)
         elif request.raw:
-            prepared = PreparedPrompt(self.model.tokenize(request.prompt or "", add_special=self.model.add_bos))
+            text, indentation = split_indentation(request.prompt or "")
+            prepare_openings(self.model, indentation)
+            tokens = self.model.tokenize(text, add_special=self.model.add_bos)
+            prepared = PreparedPrompt(tokens, indentation=indentation)
         else:
             messages = [ChatMessage("user", request.prompt or "")]
             prepared = PreparedPrompt(self._chat_tokens(messages, request))

@@ -1,4 +1,4 @@
-"""A fill-in-the-middle answer asked at a line's indentation: the prompt ends one character short, the model
+"""A raw or fill-in-the-middle prompt that ends in a line's indentation: it ends one character short, the model
 writes that character in a token that goes on with code, and the answer comes back without it
 (core/runtime/indentation.py)."""
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import ollama
+import openai
 import pytest
 
 from ingle.core.engine import Engine
@@ -83,3 +85,28 @@ async def test_an_answer_at_an_indentation_keeps_to_it(engine: Engine, prefix: s
     )
     text = "".join([chunk.text async for chunk in engine.generate(request)])
     assert text.startswith(expected), repr(text)
+
+
+@pytest.mark.slow
+async def test_a_plain_completion_ending_in_indentation_is_not_indented_again(engine: Engine, tmp_path: Path) -> None:
+    # Without healing every line of this answer came one space too deep: " return a + b".
+    async with serving(settings_for(tmp_path / "home"), engine) as url:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+        completion = await client.completions.create(
+            model=DEFAULT_MODEL, prompt="def add(a, b):\n    ", max_tokens=6, temperature=0
+        )
+    assert completion.choices[0].text.startswith("return a + b")
+
+
+@pytest.mark.slow
+async def test_token_probabilities_spell_the_healed_answer(engine: Engine, tmp_path: Path) -> None:
+    async with serving(settings_for(tmp_path / "home"), engine) as url:
+        client = ollama.AsyncClient(host=url)
+        options = {"temperature": 0, "num_predict": 6}
+        answer = await client.generate(
+            DEFAULT_MODEL, "def add(a, b):\n    ", raw=True, options=options, logprobs=True, top_logprobs=1
+        )
+    assert answer.response and answer.response.startswith("return")
+    assert answer.logprobs and "".join(entry.token for entry in answer.logprobs) == answer.response
+    # The held space is gone from the first token and from its likeliest alternative, which is that token.
+    assert all(entry.top_logprobs and entry.top_logprobs[0].token == entry.token for entry in answer.logprobs)
