@@ -21,7 +21,8 @@ the exact match of what was shown first. The same tasks go through:
 - ingle's engine asked straight, greedy, with a prompt that ends in the
   hole's indentation as llama.vim's and Continue's do (64 lines before, 16
   after), once as it is (the engine heals the indentation's last token:
-  core/runtime/indentation.py) and once with that switched off.
+  core/runtime/indentation.py) and once with that switched off; and the same
+  two as a plain completion of the 64 lines before.
 
 Times are to the first suggestion shown in the newly opened file (for the
 engine rows, to the whole answer).
@@ -29,7 +30,7 @@ engine rows, to the whole answer).
 With no options (`make bench-quality`) every task of the fixed set goes
 through every row; the options pick a part for a quick look:
 
-    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all eight rows
+    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all ten rows
     .venv/bin/python bench/completion_quality.py --tasks 1 --packages requests --rows window   # one hole, one row
     .venv/bin/python bench/completion_quality.py --skip 8 --rows all,llama-server   # the second half, two rows
     .venv/bin/python bench/completion_quality.py --make-tasks    # only to rebuild the task file (changes the set)
@@ -95,9 +96,12 @@ INGLE_ROWS = {
 }
 LLAMA_SERVER_ROW = "llama-server"
 # The engine asked straight with a prompt ending in the indentation: whether it heals it (the default).
+# Fill-in-the-middle, or a plain completion of the lines before (no suffix).
 ENGINE_ROWS = {
-    "healed": ("ingle's engine, prompt ending in the indentation (healed)", True),
-    "unhealed": ("ingle's engine, same, healing off", False),
+    "healed": ("ingle's engine, FIM prompt ending in the indentation (healed)", True, True),
+    "unhealed": ("ingle's engine, same, healing off", True, False),
+    "plain-healed": ("ingle's engine, plain completion ending in the indentation (healed)", False, True),
+    "plain-unhealed": ("ingle's engine, same, healing off", False, False),
 }
 ENGINE_LINES_BEFORE, ENGINE_LINES_AFTER = 64, 16
 ROWS = [*INGLE_ROWS, LLAMA_SERVER_ROW, *ENGINE_ROWS]
@@ -306,9 +310,10 @@ def _server(engine: Engine, tree: Path, options: dict) -> IngleLanguageServer:
 
 
 async def run_engine(
-    name: str, heal: bool, tasks: list[Task], trees: dict[str, Path], home: Path, threads: int
+    name: str, fim: bool, heal: bool, tasks: list[Task], trees: dict[str, Path], home: Path, threads: int
 ) -> Score:
-    """Each task as one greedy fill-in-the-middle request whose prefix ends in the hole's indentation."""
+    """Each task as one greedy request whose prompt ends in the hole's indentation: fill-in-the-middle, or a
+    plain (raw) completion of the lines before."""
     score = Score(name)
     # Off, the whole indentation stays in the prompt, as before the healing was built.
     healing = nullcontext() if heal else patch.object(prompt_module, "split_indentation", lambda text: (text, ""))
@@ -323,7 +328,8 @@ async def run_engine(
                 request = GenerationRequest(
                     model=MODEL,
                     prompt="\n".join(before),
-                    suffix="\n" + "".join(line + "\n" for line in after),
+                    suffix="\n" + "".join(line + "\n" for line in after) if fim else None,
+                    raw=not fim,
                     filename=task.path,
                     options=SamplingOptions(temperature=0, max_tokens=48),
                 )
@@ -446,8 +452,8 @@ def main() -> None:
             binary = find_llama_server(arguments.llama_server)
             scores.append(asyncio.run(run_llama_server(binary, blob, tasks, trees, arguments.threads)))
         elif row in ENGINE_ROWS:
-            name, heal = ENGINE_ROWS[row]
-            scores.append(asyncio.run(run_engine(name, heal, tasks, trees, home, arguments.threads)))
+            name, fim, heal = ENGINE_ROWS[row]
+            scores.append(asyncio.run(run_engine(name, fim, heal, tasks, trees, home, arguments.threads)))
         else:
             name, options = INGLE_ROWS[row]
             scores.append(asyncio.run(run_ingle(name, options, tasks, trees, home, arguments.threads)))
