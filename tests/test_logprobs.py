@@ -27,7 +27,10 @@ from .servers import serving
 
 pytestmark = pytest.mark.slow
 
-PROMPT = "def fibonacci(n):\n    if"
+PROMPT = "def fibonacci(n):\n    "
+# For llama-cpp-python, which does not heal a prompt ending in indentation (core/runtime/indentation.py): one
+# whose greedy answer has no near ties, which kernels of other batch shapes could tip either way.
+REFERENCE_PROMPT = "def fibonacci(n):\n    if n <= 1:\n        return n\n    return"
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
 
 
@@ -50,11 +53,11 @@ async def test_they_agree_with_llama_cpp_pythons_own(
         str(store.blob_path(store.get(DEFAULT_MODEL).digest)), n_ctx=256, n_threads=2, logits_all=True, verbose=False
     )
     try:
-        expected = reference.create_completion(PROMPT, max_tokens=12, logprobs=3, **GREEDY)["choices"][0]  # pyright: ignore[reportIndexIssue, reportArgumentType]
+        expected = reference.create_completion(REFERENCE_PROMPT, max_tokens=12, logprobs=3, **GREEDY)["choices"][0]  # pyright: ignore[reportIndexIssue, reportArgumentType]
     finally:
         reference.close()
     completion = await openai_client.completions.create(
-        model=DEFAULT_MODEL, prompt=PROMPT, max_tokens=12, logprobs=3, temperature=0, extra_body=GREEDY
+        model=DEFAULT_MODEL, prompt=REFERENCE_PROMPT, max_tokens=12, logprobs=3, temperature=0, extra_body=GREEDY
     )
     answer = completion.choices[0]
 
