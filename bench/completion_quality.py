@@ -316,7 +316,7 @@ async def run_engine(
     plain (raw) completion of the lines before."""
     score = Score(name)
     # Off, the whole indentation stays in the prompt, as before the healing was built.
-    healing = nullcontext() if heal else patch.object(prompt_module, "split_indentation", lambda text: (text, ""))
+    healing = nullcontext() if heal else patch.object(prompt_module, "heal_indentation", lambda _, text: (text, ""))
     with healing:
         async with Engine(Settings(home=home, num_threads=threads)) as engine:
             await engine.load(MODEL)

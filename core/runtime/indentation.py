@@ -86,11 +86,13 @@ def _read_openings(model: LlamaModel, character: str) -> _Openings:
     return _Openings(length, run, then_whitespace, ends)
 
 
-def prepare_openings(model: LlamaModel, indentation: str) -> None:
-    """Build the vocabulary's table for `indentation` now (a slow first time), so a HeldIndentation made later
-    on the event loop finds it ready."""
-    if indentation:
-        _openings(model, indentation[0])
+def heal_indentation(model: LlamaModel, prompt: str) -> tuple[str, str]:
+    """split_indentation(prompt), with the vocabulary's table for the held character made now (a slow first
+    time, in the caller's worker thread), so that a HeldIndentation made later on the event loop finds it."""
+    text, held = split_indentation(prompt)
+    if held:
+        _openings(model, held)
+    return text, held
 
 
 class HeldIndentation:

@@ -288,16 +288,17 @@ class LlamaContext:
         self.model = model
         self.shape = shape
         self._ctx = llama.llama_init_from_model(model.raw, params)
-        if not self._ctx and _batch_invariant and not shape.embeddings:
-            # An 8-bit KV cache needs flash attention, which llama.cpp has for most architectures, not all.
-            raise RuntimeFailure(
-                f"llama.cpp could not create a context of {params.n_ctx} tokens with deterministic = true, which "
-                "needs flash attention over an 8-bit KV cache: lower num_ctx or num_parallel, or set "
-                "deterministic = false if this model's architecture has no flash attention on the CPU."
-            )
         if not self._ctx:
+            # An 8-bit KV cache needs flash attention, which llama.cpp has for most architectures, not all.
+            deterministic = _batch_invariant and not shape.embeddings
             raise RuntimeFailure(
-                f"llama.cpp could not create a context of {params.n_ctx} tokens: lower num_ctx or num_parallel."
+                f"llama.cpp could not create a context of {params.n_ctx} tokens: lower num_ctx or num_parallel"
+                + (
+                    ", or set deterministic = false if this model's architecture has no flash attention on the CPU "
+                    "(deterministic needs it, over an 8-bit KV cache)."
+                    if deterministic
+                    else "."
+                )
             )
         self._memory = llama.llama_get_memory(self._ctx)
         self.n_ctx = llama.llama_n_ctx(self._ctx)

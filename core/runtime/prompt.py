@@ -13,7 +13,7 @@ from ..tool_calls import ToolCallFormat, require_tool_format
 from .control_text import ControlTextShield
 from .fim import FimTokens, build_fim_prompt
 from .grammar import LazyGrammar, grammar_for_format, grammar_for_tool_calls
-from .indentation import prepare_openings, split_indentation
+from .indentation import heal_indentation
 from .llama_model import LlamaModel
 from .worker_thread import run_to_the_end
 
@@ -73,11 +73,10 @@ class PromptBuilder:
         format_grammar = grammar_for_format(request.format)
         self._check_size(request)
         if request.suffix is not None:
-            prefix, indentation = split_indentation(request.prompt or "")
+            prefix, indentation = heal_indentation(self.model, request.prompt or "")
             tokens = build_fim_prompt(
                 self.model, self.fim, prefix, request.suffix, request.extra_context, request.filename
             )
-            prepare_openings(self.model, indentation)
             # build_fim_prompt has refused a model without FIM tokens, so self.fim is set here.
             stop_tokens = self.fim.stop_tokens() if self.fim else frozenset()
             prepared = PreparedPrompt(tokens, stop_tokens, indentation=indentation)
@@ -89,8 +88,7 @@ class PromptBuilder:
             )
             prepared = PreparedPrompt(self._chat_tokens(request.messages, request), tool_grammar=tool_grammar)
         elif request.raw:
-            text, indentation = split_indentation(request.prompt or "")
-            prepare_openings(self.model, indentation)
+            text, indentation = heal_indentation(self.model, request.prompt or "")
             tokens = self.model.tokenize(text, add_special=self.model.add_bos)
             prepared = PreparedPrompt(tokens, indentation=indentation)
         else:
