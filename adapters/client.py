@@ -348,6 +348,8 @@ class IngleClient:
         which cancels the generation there and frees its sequence."""
         if request.suffix is not None:
             path, body, read = "/infill", _infill_body(request), _chunk_from_infill
+        elif request.raw and (request.extra_context or request.filename):
+            path, body, read = "/completion", _file_completion_body(request), _chunk_from_infill
         elif request.messages is not None:
             path, body, read = "/api/chat", _chat_body(request), _chunk_from_ollama
         else:
@@ -447,10 +449,18 @@ def _chat_body(request: GenerationRequest) -> dict[str, Any]:
 
 
 def _infill_body(request: GenerationRequest) -> dict[str, Any]:
+    return {"input_prefix": request.prompt or "", "input_suffix": request.suffix or "", **_code_body(request)}
+
+
+def _file_completion_body(request: GenerationRequest) -> dict[str, Any]:
+    """A raw prompt continuing a file, with other files ahead: /completion with ingle's `input_extra`."""
+    return {"prompt": request.prompt or "", **_code_body(request)}
+
+
+def _code_body(request: GenerationRequest) -> dict[str, Any]:
+    """What /infill and /completion share: the other files, the file's name, streaming and sampling."""
     return {
         "model": request.model,
-        "input_prefix": request.prompt or "",
-        "input_suffix": request.suffix or "",
         "input_extra": [{"filename": chunk.filename, "text": chunk.text} for chunk in request.extra_context],
         "filename": request.filename or "",
         "stream": True,

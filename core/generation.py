@@ -112,9 +112,10 @@ class GenerationRequest:
     suffix: str | None = None
     """Text after the cursor: makes this a fill-in-the-middle request."""
     extra_context: list[ContextChunk] = field(default_factory=list)
-    """Chunks from other files, placed ahead of a fill-in-the-middle prompt."""
+    """Chunks from other files, placed ahead of a fill-in-the-middle prompt, or of a `raw` prompt that then
+    continues the file `filename` in the model's repository format."""
     filename: str | None = None
-    """Path of the file being completed, for FIM formats that carry it."""
+    """Path of the file being completed, for the repository formats that carry it."""
     system: str | None = None
     """System prompt; overrides the model's own."""
     raw: bool = False

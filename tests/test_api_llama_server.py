@@ -198,6 +198,24 @@ async def test_completion_streams_llama_server_events(base_url: str) -> None:
     assert events[-1]["stop_type"] == "limit" and events[-1]["tokens_predicted"] == 6
 
 
+async def test_completion_with_other_files_continues_the_file_after_them(base_url: str) -> None:
+    # ingle's addition to /completion: `input_extra` and `filename`, laid out as /infill lays them out, so an
+    # /infill warm-up of the same files leaves them cached for it.
+    files = {"input_extra": [EXTRA_CHUNK], "filename": "rooms.py", "temperature": 0}
+    status, raw = await post(base_url, "/infill", {**files, "n_predict": 0})
+    assert status == 200, raw
+    warmed = json.loads(raw)["tokens_evaluated"]
+    prompt = "import arith\n\n\ndef difference(x, y):\n    "
+    status, raw = await post(base_url, "/completion", {**files, "prompt": prompt, "n_predict": 8})
+    assert status == 200, raw
+    answer = json.loads(raw)
+    assert answer["content"].startswith("return arith.subtract(x, y)"), "the other file's function, called"
+    assert answer["tokens_cached"] >= warmed - 3, "only the FIM markers differ from the warmed prompt"
+    status, raw = await post(base_url, "/completion", {"prompt": prompt, "n_predict": 1, "temperature": 0})
+    alone = json.loads(raw)
+    assert answer["tokens_evaluated"] > alone["tokens_evaluated"] + 20, "the other file is part of the prompt"
+
+
 async def test_completion_alias_answers_whole(base_url: str) -> None:
     status, raw = await post(
         base_url, "/completions", {"prompt": ["The capital of France is"], "n_predict": 3, "temperature": 0}

@@ -13,7 +13,7 @@ from ingle.adapters.client import DaemonUnavailable, IngleClient
 from ingle.adapters.engine_api import EngineApi, LocalEngine
 from ingle.core.engine import Engine
 from ingle.core.errors import ContextOverflow, IngleError, InvalidRequest, ModelNotFound
-from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
+from ingle.core.generation import ChatMessage, ContextChunk, GenerationRequest, SamplingOptions
 from ingle.core.sources import PullProgress
 
 from .conftest import DEFAULT_MODEL, fill_context_after
@@ -55,6 +55,27 @@ async def test_generate_streams_chunks_with_stats(client: IngleClient) -> None:
     assert stats.completion_tokens == 4 and stats.done_reason == "length"
     assert stats.prompt_tokens > 0
     assert "4" in "".join(chunk.text for chunk in chunks)
+
+
+@pytest.mark.slow
+async def test_a_file_continued_after_other_files_answers_as_the_engine_does(
+    client: IngleClient, engine: Engine
+) -> None:
+    # The language server's request on a blank line: a plain continuation with other files ahead of it.
+    request = GenerationRequest(
+        model=DEFAULT_MODEL,
+        prompt="import phrases\n\n\ndef welcome(guest):\n    ",
+        raw=True,
+        extra_context=[ContextChunk('def greet_in_klingon(name):\n    return "nuqneH, " + name\n', "phrases.py")],
+        filename="rooms.py",
+        options=SamplingOptions(temperature=0, max_tokens=12),
+    )
+    through_daemon = [chunk async for chunk in client.generate(request)]
+    in_process = [chunk async for chunk in LocalEngine(engine).generate(request)]
+    text = "".join(chunk.text for chunk in through_daemon)
+    assert text == "".join(chunk.text for chunk in in_process)
+    assert text.startswith("return phrases.greet_in_klingon(guest)"), "the other file's function, called"
+    assert through_daemon[-1].stats.prompt_tokens == in_process[-1].stats.prompt_tokens
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from .llama_server_wire import (
     CompletionResult,
     Health,
     InfillRequest,
+    RepositoryContext,
     Timings,
     TokenProbability,
 )
@@ -114,7 +115,7 @@ def infill_generation(body: InfillRequest, default_model: str) -> GenerationRequ
         model=_model(body, default_model),
         prompt=body.input_prefix + body.prompt,
         suffix=body.input_suffix,
-        extra_context=[ContextChunk(text=chunk.text, filename=chunk.filename) for chunk in body.input_extra],
+        extra_context=_extra_context(body),
         filename=body.filename or None,
         options=_options(body),
         format=_output_format(body),
@@ -126,8 +127,18 @@ def completion_generation(body: CompletionRequest, default_model: str) -> Genera
     # The wire model let through one text, alone or in a list of one.
     prompt = body.prompt if isinstance(body.prompt, str) else str(body.prompt[0])
     return GenerationRequest(
-        model=_model(body, default_model), prompt=prompt, raw=True, options=_options(body), format=_output_format(body)
+        model=_model(body, default_model),
+        prompt=prompt,
+        raw=True,
+        extra_context=_extra_context(body),
+        filename=body.filename or None,
+        options=_options(body),
+        format=_output_format(body),
     )
+
+
+def _extra_context(body: RepositoryContext) -> list[ContextChunk]:
+    return [ContextChunk(text=chunk.text, filename=chunk.filename) for chunk in body.input_extra]
 
 
 def _model(body: CompletionOptions, default_model: str) -> str:

@@ -81,25 +81,31 @@ class CompletionOptions(LlamaCppSampling):
     model's own, before the sampler's cuts, temperature or penalties."""
 
 
-class CompletionRequest(CompletionOptions):
-    """POST /completion: continue a raw prompt (no chat template)."""
+class RepositoryContext(BaseModel):
+    """Other files ahead of the one being completed."""
+
+    input_extra: list[ExtraContextChunk] = Field(default_factory=list)
+    """Chunks of other files, placed ahead of the prompt (on /completion, ingle's addition)."""
+    filename: str = ""
+    """ingle's addition: the path of the file being completed, written ahead of it in the repository
+    formats of the models that have one (Qwen2.5-Coder, StarCoder2)."""
+
+
+class CompletionRequest(CompletionOptions, RepositoryContext):
+    """POST /completion: continue a raw prompt (no chat template); with `input_extra` or `filename`, the prompt
+    is the start of that file and continues it after the other files, in the model's repository format."""
 
     prompt: Annotated[str | list[Any], one_prompt(min_length=1)]
     """The text to continue (a list holding one string is accepted too)."""
 
 
-class InfillRequest(CompletionOptions):
+class InfillRequest(CompletionOptions, RepositoryContext):
     """POST /infill: fill in the middle, with extra context from other files."""
 
     input_prefix: str = ""
     """Text before the cursor, up to the start of the cursor's line."""
     input_suffix: str = ""
     """Text after the cursor."""
-    input_extra: list[ExtraContextChunk] = Field(default_factory=list)
-    """Chunks of other files, placed ahead of the prefix."""
-    filename: str = ""
-    """ingle's addition: the path of the file being completed, written ahead of it in the repository
-    formats of the models that have one (Qwen2.5-Coder, StarCoder2)."""
     prompt: str = ""
     """The cursor's line up to the cursor (continued by the completion)."""
 

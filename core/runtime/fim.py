@@ -96,28 +96,49 @@ def build_fim_prompt(
             "This model cannot fill in the middle (its vocabulary has no FIM tokens): use a code model "
             "such as qwen2.5-coder."
         )
-
-    def text(value: str) -> list[int]:
-        return model.tokenize(value, add_special=False, parse_special=False)
-
-    tokens: list[int] = [model.bos] if model.add_bos else []
-    if fim.file_separator is not None:
-        # Qwen2.5-Coder's `<|repo_name|>` / `<|file_sep|>`, StarCoder2's `<repo_name>` / `<file_sep>`: whichever
-        # the vocabulary has (llama.cpp may know a family's file separator but not its repository marker).
-        if fim.repository is not None:
-            tokens += [fim.repository] + text(f"{_REPOSITORY_NAME}\n")
-        for chunk in extra_context:
-            tokens += [fim.file_separator] + text(f"{chunk.filename}\n{chunk.text}")
-        if extra_context or filename:
-            tokens += [fim.file_separator] + text(f"{filename or 'untitled'}\n")
-    else:
-        # Families without a repository format get each chunk's path as a comment, as a file header reads.
-        for chunk in extra_context:
-            tokens += text(f"{_line_comment(chunk.filename)} {chunk.filename}\n{chunk.text}")
-    prefix_part = [fim.prefix] + text(prefix)
-    suffix_part = [fim.suffix] + text(suffix)
+    tokens = _repository_head(model, fim, extra_context, filename)
+    prefix_part = [fim.prefix] + _text(model, prefix)
+    suffix_part = [fim.suffix] + _text(model, suffix)
     if fim.suffix_first:
         tokens += suffix_part + prefix_part
     else:
         tokens += prefix_part + suffix_part
     return tokens + [fim.middle]
+
+
+def build_file_prompt(
+    model: LlamaModel, fim: FimTokens | None, text: str, extra_context: list[ContextChunk], filename: str | None
+) -> list[int]:
+    """Token ids of a plain continuation of a file's `text`, with the extra context ahead as in a FIM prompt.
+
+    Repository-level code models were trained on exactly this: other files, then the file being written,
+    continued where it stops. The head is the FIM prompt's, so switching between the two costs a sequence
+    only the marker tokens (kv_reuse.py moves the rest).
+    """
+    return _repository_head(model, fim, extra_context, filename) + _text(model, text)
+
+
+def _repository_head(
+    model: LlamaModel, fim: FimTokens | None, extra_context: list[ContextChunk], filename: str | None
+) -> list[int]:
+    """BOS, the extra context chunks, and the header of the file being completed where the format has one."""
+    tokens: list[int] = [model.bos] if model.add_bos else []
+    if fim is not None and fim.file_separator is not None:
+        # Qwen2.5-Coder's `<|repo_name|>` / `<|file_sep|>`, StarCoder2's `<repo_name>` / `<file_sep>`: whichever
+        # the vocabulary has (llama.cpp may know a family's file separator but not its repository marker).
+        if fim.repository is not None:
+            tokens += [fim.repository] + _text(model, f"{_REPOSITORY_NAME}\n")
+        for chunk in extra_context:
+            tokens += [fim.file_separator] + _text(model, f"{chunk.filename}\n{chunk.text}")
+        if extra_context or filename:
+            tokens += [fim.file_separator] + _text(model, f"{filename or 'untitled'}\n")
+    else:
+        # Families without a repository format get each chunk's path as a comment, as a file header reads.
+        for chunk in extra_context:
+            tokens += _text(model, f"{_line_comment(chunk.filename)} {chunk.filename}\n{chunk.text}")
+    return tokens
+
+
+def _text(model: LlamaModel, value: str) -> list[int]:
+    """User text as tokens, with special-token parsing off (see the module's docstring)."""
+    return model.tokenize(value, add_special=False, parse_special=False)

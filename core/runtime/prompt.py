@@ -11,7 +11,7 @@ from ..generation import ChatMessage, GenerationRequest
 from ..manifest import Manifest
 from ..tool_calls import ToolCallFormat, require_tool_format
 from .control_text import ControlTextShield
-from .fim import FimTokens, build_fim_prompt
+from .fim import FimTokens, build_file_prompt, build_fim_prompt
 from .grammar import LazyGrammar, grammar_for_format, grammar_for_tool_calls
 from .indentation import heal_indentation
 from .llama_model import LlamaModel
@@ -89,8 +89,13 @@ class PromptBuilder:
             prepared = PreparedPrompt(self._chat_tokens(request.messages, request), tool_grammar=tool_grammar)
         elif request.raw:
             text, indentation = heal_indentation(self.model, request.prompt or "")
-            tokens = self.model.tokenize(text, add_special=self.model.add_bos)
-            prepared = PreparedPrompt(tokens, indentation=indentation)
+            if request.extra_context or request.filename:
+                # A file continued with other files ahead of it: the FIM prompt's head, no markers after it.
+                tokens = build_file_prompt(self.model, self.fim, text, request.extra_context, request.filename)
+                stop_tokens = self.fim.stop_tokens() if self.fim else frozenset()
+            else:
+                tokens, stop_tokens = self.model.tokenize(text, add_special=self.model.add_bos), frozenset()
+            prepared = PreparedPrompt(tokens, stop_tokens, indentation=indentation)
         else:
             messages = [ChatMessage("user", request.prompt or "")]
             prepared = PreparedPrompt(self._chat_tokens(messages, request))
