@@ -15,7 +15,9 @@ the exact match of what was shown first. The same tasks go through:
 - ingle's language server in-process on the default model, once per context
   source (the window around the cursor alone; plus the file's imports; plus
   definitions from other files; plus similar code from other places; all
-  three, the default);
+  three, the default), and once more with all three but a fill-in-the-middle
+  prompt where the default continues the file (on a line holding only
+  indentation);
 - llama-server's /infill with llama.vim's request shape (256 lines before,
   64 after, n_indent, 250 ms of prediction) on the same model file;
 - ingle's engine asked straight, greedy, with a prompt that ends in the
@@ -30,7 +32,7 @@ engine rows, to the whole answer).
 With no options (`make bench-quality`) every task of the fixed set goes
 through every row; the options pick a part for a quick look:
 
-    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all ten rows
+    .venv/bin/python bench/completion_quality.py                 # all 64 tasks, all eleven rows
     .venv/bin/python bench/completion_quality.py --tasks 1 --packages requests --rows window   # one hole, one row
     .venv/bin/python bench/completion_quality.py --skip 8 --rows all,llama-server   # the second half, two rows
     .venv/bin/python bench/completion_quality.py --make-tasks    # only to rebuild the task file (changes the set)
@@ -93,6 +95,7 @@ INGLE_ROWS = {
     "definitions": ("ingle, + definitions from other files", {"fileImports": False, "snippetTokens": 0}),
     "similar": ("ingle, + similar code from other places", {"repositoryTokens": 0, "fileImports": False}),
     "all": ("ingle, all three (default)", {}),
+    "fim": ("ingle, all three, fill-in-the-middle on a blank line too", {"plainAtLineStart": False}),
 }
 LLAMA_SERVER_ROW = "llama-server"
 # The engine asked straight with a prompt ending in the indentation: whether it heals it (the default).

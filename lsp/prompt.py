@@ -21,6 +21,12 @@ layout, from the start of the prompt:
 
 So a keystroke re-evaluates the last few tokens of the prefix plus the short
 suffix: tens of tokens, not the hundreds a long suffix window costs.
+
+On a line holding only whitespace there is no suffix: the request continues
+the file from the cursor after the same parts 1-5 (`raw`, which the engine
+lays out like a FIM prompt's head), because the default model writes the
+next line much better that way (README, completion quality). Inside a line
+the rest of it and the lines below matter, and it fills in the middle.
 """
 
 from __future__ import annotations
@@ -111,6 +117,11 @@ class Cursor:
         return bool(self.line_prefix) and not self.line_prefix.strip()
 
     @property
+    def starts_line(self) -> bool:
+        """True when the cursor's line holds nothing but whitespace: the suggestion is the next line(s)."""
+        return not self.current.strip()
+
+    @property
     def completes_line(self) -> bool:
         """True when the cursor is after text on its line: then the suggestion finishes that line only."""
         return bool(self.line_prefix.strip())
@@ -118,10 +129,11 @@ class Cursor:
 
 @dataclass(frozen=True)
 class FimPrompt:
-    """The parts of a fill-in-the-middle prompt."""
+    """The parts of a fill-in-the-middle prompt, or of a plain continuation of the file (no suffix)."""
 
     prefix: str
-    suffix: str
+    suffix: str | None
+    """None: a plain continuation of the file from the prefix, no fill-in-the-middle."""
     chunks: list[ContextChunk]
     filename: str
 
@@ -132,6 +144,7 @@ class FimPrompt:
             model=model,
             prompt=self.prefix,
             suffix=self.suffix,
+            raw=self.suffix is None,
             extra_context=self.chunks,
             filename=self.filename,
             options=options,
@@ -146,7 +159,7 @@ def build_prompt(
     repository: list[ContextChunk] | None = None,
     similar_code: Callable[[Cursor], list[ContextChunk]] | None = None,
 ) -> FimPrompt:
-    """The FIM prompt for `cursor`; updates `anchors` for the next keystroke."""
+    """The prompt for `cursor`; updates `anchors` for the next keystroke."""
     line = cursor.line
     start = anchors.prefix_start
     if (
@@ -159,15 +172,16 @@ def build_prompt(
         # Looked up again only with the prefix start: while it stays, the prompt head stays the same.
         anchors.similar = tuple(similar_code(cursor)) if similar_code else ()
     anchors.prefix_start = start
-    # At the indentation of a line the prefix ends at the line break, and the model writes the indentation
-    # itself (clean_suggestion takes it off again): a prefix ending in spaces splits the model's whitespace
-    # token in two, and it then answers with a second indentation. The engine heals such a prefix for other
-    # clients (core/runtime/indentation.py); here the two layouts measured alike (README, completion quality).
-    typed = "" if cursor.at_indentation else cursor.line_prefix
+    # Not on the first line: a plain continuation of nothing has no prompt to send.
+    plain = settings.plain_at_line_start and cursor.starts_line and line > 0
+    # A plain continuation ends in the indentation, which the engine heals (core/runtime/indentation.py). Filling
+    # in at a line's indentation, the prefix ends at the line break and the model writes the indentation itself
+    # (clean_suggestion takes it off again); the two measured alike there (README, completion quality).
+    typed = "" if cursor.at_indentation and not plain else cursor.line_prefix
     prefix = "".join(text + "\n" for text in cursor.lines[start:line]) + typed
 
     after = cursor.lines[line + 1 : line + 1 + settings.suffix_lines]
-    suffix = cursor.line_suffix + "\n" + "".join(text + "\n" for text in after)
+    suffix = None if plain else cursor.line_suffix + "\n" + "".join(text + "\n" for text in after)
 
     chunks = [*(repository or []), *ring_chunks, *anchors.similar]
     below = _below_chunk(cursor, anchors, settings)

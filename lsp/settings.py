@@ -43,6 +43,9 @@ class CompletionSettings(BaseModel):
     suffix_lines: int = Field(default=2, ge=0, le=200)
     """Lines after the cursor in the FIM suffix. Short on purpose: the suffix is re-evaluated on every keystroke."""
 
+    plain_at_line_start: bool = True
+    """On a line holding only whitespace, continue the file from the cursor (no fill-in-the-middle)."""
+
     below_lines: int = Field(default=4, ge=0, le=2000)
     """Lines further below the cursor, given as a context chunk ahead of the prefix, where they stay cached.
     (8 until the similar code of snippet_tokens took their place: the two cost the same after a jump.)"""

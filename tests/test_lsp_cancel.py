@@ -98,12 +98,12 @@ async def test_a_newer_request_stops_the_rest_and_reuses_its_sequence(engine: En
     first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
     assert first is not None and uri in server.finishing, "the rest of the block is still being generated"
     rest = server.finishing[uri]
-    typed = "swaps_made = "  # not the start of the suggestion, so the model is asked again
+    typed = "swaps_made = 0"  # not the start of the suggestion, so the model is asked again on the next line
     assert not first.text.startswith(typed)
     server.workspace.put_text_document(
-        types.TextDocumentItem(uri, "python", 2, SORT.replace("    \n", f"    {typed}\n"))
+        types.TextDocumentItem(uri, "python", 2, SORT.replace("    \n", f"    {typed}\n    \n"))
     )
-    newer = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4 + len(typed))), 60)
+    newer = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE + 1, 4)), 60)
     assert rest.task.done() and server.finishing.get(uri) is not rest, "the newer request stopped the block's rest"
     assert newer is not None and not newer.from_cache
     # Only the tail after the shared prompt prefix is decoded: it landed on the sequence the block left.

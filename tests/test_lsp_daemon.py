@@ -29,12 +29,13 @@ async def test_the_prompt_tokens_evaluated_are_reported_through_the_daemon(
 ) -> None:
     server = server_on(engine, api=daemon_client)
     server.configure({"maxLines": 1})  # the stream is closed as soon as the first line is there
-    uri = open_in(server, "sort_counts.py", SORT)
-    first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 4)), 60)
+    # Inside a line, where both requests fill in the middle (on a fresh line the file is continued instead).
+    uri = open_in(server, "sort_counts.py", SORT.replace("    \n", "    swaps\n"))
+    first = await asyncio.wait_for(server.complete(uri, types.Position(BODY_LINE, 9)), 60)
     assert first is not None and not first.from_cache
     # A new document: most of the prompt (six helper functions and the cursor's line) is evaluated.
     assert first.evaluated_tokens > 40, first.evaluated_tokens
-    typed = "swaps_made = "
+    typed = "swaps_total_count = "
     server.workspace.put_text_document(
         types.TextDocumentItem(uri, "python", 2, SORT.replace("    \n", f"    {typed}\n"))
     )

@@ -94,9 +94,21 @@ def test_extra_context_chunks_come_first_and_the_below_chunk_last() -> None:
     assert [chunk.filename for chunk in prompt.chunks] == ["other.py", "a.py"]
 
 
+def test_on_a_blank_line_the_file_is_continued_rather_than_filled_in() -> None:
+    # Measured in the README: the default model writes the next line better without the suffix.
+    cursor = cursor_in("def f(x):\n    |\n    return y\n")
+    request = build_prompt(cursor, Anchors(), [], CompletionSettings()).request("m", 8)
+    assert (request.prompt, request.suffix, request.raw) == ("def f(x):\n    ", None, True)
+    assert request.filename == "code.py", "the engine writes the file's header after the other files"
+    inside = build_prompt(cursor_in("def f(x):\n    return |\n"), Anchors(), [], CompletionSettings())
+    assert inside.suffix is not None, "inside a line the rest of it matters: fill in the middle"
+    first_line = build_prompt(cursor_in("|\nx = 1\n"), Anchors(), [], CompletionSettings())
+    assert first_line.suffix is not None, "nothing before the cursor to continue"
+
+
 def test_at_the_indentation_the_model_writes_the_indentation_and_the_suggestion_does_not_repeat_it() -> None:
     cursor = cursor_in("def f(x):\n    |\n")
-    prompt = build_prompt(cursor, Anchors(), [], CompletionSettings())
+    prompt = build_prompt(cursor, Anchors(), [], CompletionSettings(plain_at_line_start=False))
     assert prompt.prefix == "def f(x):\n", "a prefix ending in spaces makes the model indent twice"
     assert clean_suggestion("    return x\n", cursor, 4) == "return x"
     assert clean_suggestion("        y = x\n", cursor, 4) == "    y = x", "a deeper indentation keeps its extra part"
