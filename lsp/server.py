@@ -54,7 +54,7 @@ from .errors import jsonrpc_error
 from .generation import SuggestionGeneration
 from .prompt import Anchors, Cursor, build_prompt
 from .protocol import LspProtocol, UnreadableStream, serve
-from .repository import RepositoryIndex, file_context
+from .repository import SUFFIXES, RepositoryIndex, file_context
 from .settings import CompletionSettings
 from .workspace_files import MAX_FILE_BYTES, read_source
 from .workspace_folders import WorkspaceFolders
@@ -371,14 +371,15 @@ class IngleLanguageServer(LanguageServer):
         return self.index.snippets.similar(cursor.filename, cursor.lines, cursor.line, self.options.snippet_tokens)
 
     async def watch_files(self) -> None:
-        """Ask the editor to report changes to the workspace's Python files, where it can."""
+        """Ask the editor to report changes to the workspace's source files (those the index reads), where it can."""
         workspace = self.client_capabilities.workspace
         watching = workspace.did_change_watched_files if workspace else None
         if not (watching and watching.dynamic_registration and self.folders):
             return
-        watchers = [types.FileSystemWatcher(glob_pattern="**/*.py")]
+        extensions = ",".join(suffix.removeprefix(".") for suffix in SUFFIXES)
+        watchers = [types.FileSystemWatcher(glob_pattern=f"**/*.{{{extensions}}}")]
         registration = types.Registration(
-            id="ingle-watch-python",
+            id="ingle-watch-sources",
             method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
             register_options=types.DidChangeWatchedFilesRegistrationOptions(watchers=watchers),
         )
@@ -387,11 +388,11 @@ class IngleLanguageServer(LanguageServer):
     async def file_changed(self, uri: str, deleted: bool) -> None:
         """Index a file changed on disk again (unless the editor has it open: its text is newer), or forget it.
 
-        Only Python files inside the workspace folders: an event can name any path (a FIFO, /dev/stdin), and a
-        file outside would stand for the workspace's own file of that name."""
+        Only files the index reads, inside the workspace folders: an event can name any path (a FIFO, /dev/stdin),
+        and a file outside would stand for the workspace's own file of that name."""
         found = self.folders.locate(without_surrogates(to_fs_path(uri) or uri))
-        if found is None or not found[0].endswith(".py"):
-            log.info("ignoring a change to %s: not a Python file in the workspace", uri)
+        if found is None or not self.index.indexes(found[0]):
+            log.info("ignoring a change to %s: not a source file the workspace index reads", uri)
             return
         path, full = found
         if deleted:

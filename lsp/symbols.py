@@ -91,7 +91,7 @@ def _defined_names(node: ast.stmt, path: str, lines: list[str]) -> list[Definiti
         return [Definition(node.name, path, node.lineno - 1, _class_text(node, lines))]
     if isinstance(node, ast.Assign | ast.AnnAssign):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        text = _clip("\n".join(lines[node.lineno - 1 : (node.end_lineno or node.lineno)]))
+        text = clip_definition("\n".join(lines[node.lineno - 1 : (node.end_lineno or node.lineno)]))
         return [
             Definition(target.id, path, node.lineno - 1, text) for target in targets if isinstance(target, ast.Name)
         ]
@@ -135,7 +135,7 @@ def _function_text(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str
         header.append(f'{body_indent}"""{split_lines(docstring.strip())[0]}"""')
     elif first_body.lineno != node.lineno:
         header.append(f"{body_indent}...")
-    return _clip("\n".join(header))
+    return clip_definition("\n".join(header))
 
 
 def _class_text(node: ast.ClassDef, lines: list[str]) -> str:
@@ -150,10 +150,11 @@ def _class_text(node: ast.ClassDef, lines: list[str]) -> str:
             parts.append(_function_text(member, lines, "    "))
         elif isinstance(member, ast.AnnAssign | ast.Assign):
             parts.append("\n".join(lines[member.lineno - 1 : (member.end_lineno or member.lineno)]))
-    return _clip("\n".join(parts))
+    return clip_definition("\n".join(parts))
 
 
-def _clip(text: str) -> str:
+def clip_definition(text: str) -> str:
+    """A definition's text cut to MAX_DEFINITION_CHARS, at a line break where one comes before."""
     if len(text) <= MAX_DEFINITION_CHARS:
         return text
     return text[

@@ -1,4 +1,4 @@
-"""The workspace's Python files, found and read with bounds that no odd file or folder can break.
+"""The workspace's source files, found and read with bounds that no odd file or folder can break.
 
 A workspace is whatever the editor opened: a clone holding a link to
 /dev/zero, a FIFO named `pipe.py`, a generated tree a thousand folders deep.
@@ -24,13 +24,16 @@ MAX_FILE_BYTES = 1_000_000
 # Package layouts nest a dozen folders at most (src/company/product/module/...); deeper trees are generated or a
 # link farm, and their files are not what the user imports.
 MAX_DEPTH = 32
+# Dependencies and build output, in each language's usual place (Go's vendored modules, Cargo's and Maven's target).
 SKIPPED_FOLDERS = frozenset(
     {".git", ".hg", ".svn", ".venv", "venv", "env", "node_modules", "__pycache__", "site-packages", "build", "dist"}
+    | {"vendor", "target"}
 )
 
 
-def python_files(root: Path, stop: threading.Event | None = None) -> Iterator[Path]:
-    """The `.py` names under `root`, each folder's files in name order before its subfolders (as `os.walk`).
+def source_files(root: Path, suffixes: tuple[str, ...], stop: threading.Event | None = None) -> Iterator[Path]:
+    """The names under `root` that end in one of `suffixes` (`.py`, `.ts`, ...), each folder's files in name order
+    before its subfolders (as `os.walk`).
 
     Hidden, skipped and linked folders are not entered, nor folders deeper than
     MAX_DEPTH (said once in the log); a folder that cannot be listed is left
@@ -54,7 +57,7 @@ def python_files(root: Path, stop: threading.Event | None = None) -> Iterator[Pa
             if _is_folder(entry):
                 if entry.name not in SKIPPED_FOLDERS and not entry.name.startswith("."):
                     subfolders.append(Path(entry.path))
-            elif entry.name.endswith(".py"):
+            elif entry.name.endswith(suffixes):
                 yield Path(entry.path)
         if subfolders and depth >= MAX_DEPTH:
             if not too_deep:
