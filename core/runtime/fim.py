@@ -112,8 +112,9 @@ def build_file_prompt(
     """Token ids of a plain continuation of a file's `text`, with the extra context ahead as in a FIM prompt.
 
     Repository-level code models were trained on exactly this: other files, then the file being written,
-    continued where it stops. The head is the FIM prompt's, so switching between the two costs a sequence
-    only the marker tokens (kv_reuse.py moves the rest).
+    continued where it stops. The head is the FIM prompt's, so a sequence that switches between the two keeps
+    the other files cached; the file's own text after the head is decoded again (unless kv_reuse.py, off by
+    default, moves it past the FIM marker).
     """
     return _repository_head(model, fim, extra_context, filename) + _text(model, text)
 
