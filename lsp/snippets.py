@@ -24,6 +24,7 @@ from ingle.core.generation import ContextChunk
 
 from .documents import MAX_LINE_CHARS
 from .symbols import CHARS_PER_TOKEN, IDENTIFIER
+from .tags import family_of
 
 # Lines compared: the query is the last QUERY_LINES non-blank lines above the cursor, a window as many lines.
 QUERY_LINES = 6
@@ -146,9 +147,14 @@ class SnippetIndex:
                 }
             )
         scored: list[tuple[float, str, int]] = []
+        # Code in another language (a Python backend's beside a TypeScript client's) may share the names, but it
+        # shows the model the wrong syntax. A document in no known language takes code from any file.
+        family = family_of(path)
         for (where, start), _ in hits.most_common(CANDIDATES):
             # The cursor's own neighbourhood holds the query itself, and what the user is writing.
             if where == path and line - 4 * QUERY_LINES < start < line + 2 * QUERY_LINES:
+                continue
+            if family is not None and family_of(where) != family:
                 continue
             words = self._words[where]
             if start + QUERY_LINES > len(words):

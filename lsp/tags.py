@@ -192,6 +192,15 @@ def language_family(language: str) -> str:
     return _FAMILY.get(language, language)
 
 
+def family_of(path: str) -> str | None:
+    """The language family of a file the index reads, by its name: "python", or a family of the languages here
+    (`language_family`); None for the rest."""
+    if path.endswith(".py"):
+        return "python"
+    language = language_of(path)
+    return language_family(language) if language is not None else None
+
+
 def grammar_for(language: str) -> Grammar | None:
     """The language's grammar, loaded on first use; None if its package is not installed or does not load."""
     return load_grammar(GRAMMARS[language])

@@ -56,6 +56,16 @@ def test_the_code_that_reads_like_the_cursors_comes_with_what_followed_it() -> N
     assert "        self.before.append(f)" in found[0].text.split("\n")
 
 
+def test_code_of_another_language_is_not_offered_however_alike() -> None:
+    index = index_with(**{"hooks.ts": HOOKS, "more.py": WRITING})
+    lines = WRITING.split("\n")
+    assert index.similar("more.py", lines, 6, token_budget=160) == [], "TypeScript is not what a Python file needs"
+    index.update("hooks.py", HOOKS.split("\n"))
+    assert [chunk.filename for chunk in index.similar("more.py", lines, 6, token_budget=160)][:1] == ["hooks.py"]
+    anywhere = {chunk.filename for chunk in index.similar("notes.txt", lines, 6, token_budget=400)}
+    assert "hooks.ts" in anywhere, "a document in no known language takes code from any file"
+
+
 def test_nothing_from_the_cursors_own_neighbourhood_and_nothing_past_the_budget() -> None:
     index = index_with(**{"more.py": WRITING})
     lines = WRITING.split("\n")
