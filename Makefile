@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-speculative bench-deterministic
+.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-quality-ts bench-speculative bench-deterministic
 
 venv install: $(INSTALLED)
 
@@ -76,6 +76,10 @@ bench-lsp: $(INSTALLED)
 # Completion quality on holes in pinned PyPI packages, per context source, vs llama-server with llama.vim's shape.
 bench-quality: $(INSTALLED)
 	$(BIN)/python bench/completion_quality.py
+
+# The same on holes in pinned npm packages' TypeScript sources (window only, all context, llama-server).
+bench-quality-ts: $(INSTALLED)
+	$(BIN)/python bench/completion_quality.py --language typescript
 
 # The HTTP API against the engine in-process, then the agent APIs (Messages, Responses, tool calls).
 bench-api: $(INSTALLED)

@@ -36,6 +36,17 @@ through every row; the options pick a part for a quick look:
     .venv/bin/python bench/completion_quality.py --tasks 1 --packages requests --rows window   # one hole, one row
     .venv/bin/python bench/completion_quality.py --skip 8 --rows all,llama-server   # the second half, two rows
     .venv/bin/python bench/completion_quality.py --make-tasks    # only to rebuild the task file (changes the set)
+
+`--language typescript` (`make bench-quality-ts`) runs the same measurement on TypeScript: the `src/**/*.ts`
+of a few npm packages, pinned by version (packed once with `npm pack` into ~/.cache/ingle-bench/quality/npm;
+declaration files, tests and generated files left out), with their own fixed task set
+(bench/data/completion_tasks_ts.json: one-line return, expression and declaration statements of function and
+method bodies, and the first lines of bodies, found with tree-sitter's TypeScript grammar). The files are
+opened as "typescript"; the workspace is the package's tree, so the language server indexes its other files.
+Its rows default to the window alone, all context sources, and llama-server:
+
+    .venv/bin/python bench/completion_quality.py --language typescript   # all 48 tasks, three rows
+    .venv/bin/python bench/completion_quality.py --language typescript --tasks 2 --packages zod --rows all
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -61,10 +73,12 @@ from pathlib import Path
 from unittest.mock import patch
 
 import httpx
+import tree_sitter_typescript
 from api import free_port, model_home, serving
 from lsp_typing import MODEL, Pause, find_llama_server, llama_vim_request
 from lsprotocol import types
 from pygls.workspace import Workspace
+from tree_sitter import Language, Node, Parser
 
 from ingle.adapters.cli.engine_access import EngineChoice
 from ingle.adapters.engine_api import LocalEngine
@@ -80,6 +94,11 @@ TASKS_FILE = ROOT / "bench" / "data" / "completion_tasks.json"
 CACHE = Path("~/.cache/ingle-bench/quality").expanduser()
 # The repositories: pure-Python packages everyone knows, pinned so the task set never moves.
 PACKAGES = {"requests": "2.32.3", "click": "8.1.7", "flask": "3.0.3", "attrs": "24.2.0"}
+# The TypeScript set's repositories: npm packages whose tarballs ship their TypeScript sources.
+NPM_PACKAGES = {"zod": "4.6.7", "rxjs": "7.8.2", "immer": "11.2.13"}
+TS_TASKS_FILE = ROOT / "bench" / "data" / "completion_tasks_ts.json"
+# Folders of a package's sources that are not its code: tests, benchmarks, and zod's message tables per locale.
+TS_SKIPPED_FOLDERS = {"test", "tests", "__tests__", "benchmarks", "locales"}
 SEED = 16
 TASKS_PER_PACKAGE = 16
 MULTI_LINE_SHARE = 0.35
@@ -108,6 +127,9 @@ ENGINE_ROWS = {
 }
 ENGINE_LINES_BEFORE, ENGINE_LINES_AFTER = 64, 16
 ROWS = [*INGLE_ROWS, LLAMA_SERVER_ROW, *ENGINE_ROWS]
+TS_ROWS = ["window", "all", LLAMA_SERVER_ROW]
+# The language id the editor sends with a file of this suffix.
+LANGUAGE_IDS = {".py": "python", ".ts": "typescript"}
 
 
 @dataclass(frozen=True)
@@ -227,11 +249,16 @@ def make_tasks(trees: dict[str, Path]) -> list[Task]:
                     run.append(statement.lineno)
                 if len(run) >= 2:
                     multis.append(Task(package, path, run[0] - 1, min(3, len(run))))
-        multi_count = round(TASKS_PER_PACKAGE * MULTI_LINE_SHARE)
-        chosen = rng.sample(multis, min(multi_count, len(multis)))
-        chosen += rng.sample(singles, TASKS_PER_PACKAGE - len(chosen))
-        tasks += sorted(chosen, key=lambda task: (task.path, task.line))
+        tasks += _chosen(rng, singles, multis)
     return tasks
+
+
+def _chosen(rng: random.Random, singles: list[Task], multis: list[Task]) -> list[Task]:
+    """A package's share of the set: about a third multi-line holes, the rest single lines, in file order."""
+    multi_count = round(TASKS_PER_PACKAGE * MULTI_LINE_SHARE)
+    chosen = rng.sample(multis, min(multi_count, len(multis)))
+    chosen += rng.sample(singles, TASKS_PER_PACKAGE - len(chosen))
+    return sorted(chosen, key=lambda task: (task.path, task.line))
 
 
 def _string_lines(tree: ast.Module) -> set[int]:
@@ -250,6 +277,140 @@ def _is_code(line: str) -> bool:
         and not text.startswith(("#", "@", "pass", "..."))
         and text not in ("return", "continue", "break")
     )
+
+
+# --- the TypeScript repositories --------------------------------------------------------------
+
+# Function and method bodies; an arrow function's only when it is a block.
+TS_FUNCTIONS = {
+    "function_declaration",
+    "generator_function_declaration",
+    "function_expression",
+    "generator_function",
+    "arrow_function",
+    "method_definition",
+}
+TS_STATEMENTS = {"return_statement", "expression_statement", "lexical_declaration", "variable_declaration"}
+
+
+def fetch_npm(package: str, version: str) -> Path:
+    """The package's TypeScript sources at that version, packed once from the npm registry."""
+    tree = CACHE / "src" / f"npm-{package}-{version}"
+    if tree.is_dir():
+        return tree
+    tarballs = CACHE / "npm"
+    tarballs.mkdir(parents=True, exist_ok=True)
+    tarball = tarballs / f"{package.removeprefix('@').replace('/', '-')}-{version}.tgz"
+    if not tarball.exists():
+        subprocess.run(
+            ["npm", "pack", "--silent", f"{package}@{version}", "--pack-destination", str(tarballs)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    partial = tree.with_suffix(".partial")
+    with tarfile.open(tarball) as archive:
+        for member in archive.getmembers():
+            # npm puts every file under `package/`; only the sources are wanted.
+            path = Path(member.name).relative_to("package") if member.name.startswith("package/") else None
+            if path is None or not member.isfile() or ".." in path.parts or not _is_ts_source(path):
+                continue
+            content = archive.extractfile(member)
+            data = content.read() if content else b""
+            if re.search(rb"auto-?generated|@generated|do not edit", data[:400], re.IGNORECASE):
+                continue
+            (partial / path).parent.mkdir(parents=True, exist_ok=True)
+            (partial / path).write_bytes(data)
+    partial.rename(tree)
+    return tree
+
+
+def _is_ts_source(path: Path) -> bool:
+    """Whether a file of the tarball is hand-written TypeScript code: not a declaration file nor a test."""
+    name = path.name
+    return (
+        path.parts[0] == "src"
+        and name.endswith(".ts")
+        and not name.endswith((".d.ts", ".test.ts", ".spec.ts"))
+        and not TS_SKIPPED_FOLDERS.intersection(path.parts)
+    )
+
+
+def make_ts_tasks(trees: dict[str, Path]) -> list[Task]:
+    """The seeded TypeScript set: one-line statements of function bodies, and the first lines of bodies."""
+    parser = Parser(Language(tree_sitter_typescript.language_typescript()))
+    rng = random.Random(SEED)
+    tasks: list[Task] = []
+    for package, tree in sorted(trees.items()):
+        singles: list[Task] = []
+        multis: list[Task] = []
+        for file in sorted(tree.rglob("*.ts")):
+            path = str(file.relative_to(tree))
+            source = file.read_text()
+            lines = source.split("\n")
+            for body in _ts_bodies(parser.parse(source.encode()).root_node):
+                statements = [node for node in body.named_children if node.type != "comment"]
+                singles += [
+                    Task(package, path, node.start_point.row, 1)
+                    for node in statements
+                    if node.type in TS_STATEMENTS and _alone_on_line(node, lines)
+                ]
+                # The start of a body: two or three one-line statements in a row.
+                run: list[int] = []
+                for node in statements:
+                    row = node.start_point.row
+                    if (
+                        node.type not in TS_STATEMENTS
+                        or not _alone_on_line(node, lines)
+                        or (run and row != run[-1] + 1)
+                    ):
+                        break
+                    run.append(row)
+                if len(run) >= 2:
+                    multis.append(Task(package, path, run[0], min(3, len(run))))
+        tasks += _chosen(rng, singles, multis)
+    return tasks
+
+
+def _ts_bodies(root: Node) -> list[Node]:
+    """The block bodies of every function and method in a parsed file."""
+    bodies: list[Node] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        body = node.child_by_field_name("body") if node.type in TS_FUNCTIONS else None
+        if body is not None and body.type == "statement_block":
+            bodies.append(body)
+        stack += node.children
+    return bodies
+
+
+def _alone_on_line(node: Node, lines: list[str]) -> bool:
+    """Whether a statement is one line of code of its own (nothing else on its line)."""
+    row = node.start_point.row
+    text = node.text.decode() if node.text else ""
+    return node.end_point.row == row and lines[row].strip() == text and _is_ts_code(text)
+
+
+def _is_ts_code(text: str) -> bool:
+    return len(text) >= 8 and not text.startswith(("//", "/*", "*"))
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """One language's repositories, how they are fetched, and its fixed task file."""
+
+    packages: dict[str, str]
+    tasks_file: Path
+    fetch: Callable[[str, str], Path]
+    make_tasks: Callable[[dict[str, Path]], list[Task]]
+    rows: list[str]
+    """The rows run when --rows is not given."""
+
+
+TASK_SETS = {
+    "python": TaskSet(PACKAGES, TASKS_FILE, fetch, make_tasks, ROWS),
+    "typescript": TaskSet(NPM_PACKAGES, TS_TASKS_FILE, fetch_npm, make_ts_tasks, TS_ROWS),
+}
 
 
 def holed(lines: list[str], task: Task) -> tuple[list[str], list[str], int]:
@@ -280,7 +441,8 @@ async def run_ingle(
                 lines = (trees[package] / task.path).read_text().split("\n")
                 text, expected, column = holed(lines, task)
                 uri = (trees[package] / task.path).as_uri()
-                server.workspace.put_text_document(types.TextDocumentItem(uri, "python", 1, "\n".join(text)))
+                language_id = LANGUAGE_IDS[Path(task.path).suffix]
+                server.workspace.put_text_document(types.TextDocumentItem(uri, language_id, 1, "\n".join(text)))
                 server.opened(uri)
                 await asyncio.sleep(LOOK_SECONDS)
                 started = time.perf_counter()
@@ -412,43 +574,53 @@ def _count(text: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--rows", type=_names(ROWS), default=ROWS, help=f"the completers to run (default: all, {','.join(ROWS)})"
+        "--language", choices=list(TASK_SETS), default="python", help="the task set: holes in which language's code"
+    )
+    parser.add_argument(
+        "--rows",
+        type=_names(ROWS),
+        help=f"the completers to run (default: all, {','.join(ROWS)}; for typescript {','.join(TS_ROWS)})",
     )
     parser.add_argument("--tasks", type=_count, help=f"only the first N tasks of each package (of {TASKS_PER_PACKAGE})")
     parser.add_argument("--skip", type=_count, default=0, help="skip the first N tasks of each package")
-    parser.add_argument(
-        "--packages", type=_names(list(PACKAGES)), default=list(PACKAGES), help="only these packages' tasks"
-    )
+    every_package = [*PACKAGES, *NPM_PACKAGES]
+    parser.add_argument("--packages", type=_names(every_package), help="only these packages' tasks (of the language)")
     parser.add_argument("--llama-server", help="path of a llama-server binary")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for ingle and llama-server alike")
     parser.add_argument("--make-tasks", action="store_true", help="rebuild the task file (it is meant to stay fixed)")
     arguments = parser.parse_args()
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # no editor is attached to show its messages
 
-    trees = {package: fetch(package, version) for package, version in PACKAGES.items()}
-    if arguments.make_tasks or not TASKS_FILE.exists():
-        TASKS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        tasks = make_tasks(trees)
-        TASKS_FILE.write_text(json.dumps({"packages": PACKAGES, "tasks": [asdict(t) for t in tasks]}, indent=1) + "\n")
-    every = [Task(**task) for task in json.loads(TASKS_FILE.read_text())["tasks"]]
+    task_set = TASK_SETS[arguments.language]
+    rows = arguments.rows or task_set.rows
+    packages = arguments.packages or list(task_set.packages)
+    if not set(packages) <= set(task_set.packages):
+        parser.error(f"--packages: the {arguments.language} set's are {', '.join(task_set.packages)}")
+    trees = {package: task_set.fetch(package, version) for package, version in task_set.packages.items()}
+    tasks_file = task_set.tasks_file
+    if arguments.make_tasks or not tasks_file.exists():
+        tasks_file.parent.mkdir(parents=True, exist_ok=True)
+        tasks = task_set.make_tasks(trees)
+        listed = {"packages": task_set.packages, "tasks": [asdict(t) for t in tasks]}
+        tasks_file.write_text(json.dumps(listed, indent=1) + "\n")
+    every = [Task(**task) for task in json.loads(tasks_file.read_text())["tasks"]]
     first = arguments.skip
     last = first + arguments.tasks if arguments.tasks is not None else len(every)
     tasks = [
         task
         for index, task in enumerate(every)
-        if task.package in arguments.packages and first <= _rank_in_package(every, index) < last
+        if task.package in packages and first <= _rank_in_package(every, index) < last
     ]
     if not tasks:
         parser.error("--tasks, --skip and --packages leave no task to run")
     multi = sum(task.size > 1 for task in tasks)
     part = "the whole fixed set" if len(tasks) == len(every) else f"part of the fixed set of {len(every)}"
-    print(
-        f"{len(tasks)} tasks ({multi} of 2-3 lines; {part}) in {', '.join(f'{p} {v}' for p, v in PACKAGES.items())}.\n"
-    )
+    pinned = ", ".join(f"{package} {version}" for package, version in task_set.packages.items())
+    print(f"{len(tasks)} tasks ({multi} of 2-3 lines; {part}) in {pinned}.\n")
 
     home = Path(os.environ["INGLE_HOME"]) if os.environ.get("INGLE_HOME") else model_home()
     scores = []
-    for row in arguments.rows:
+    for row in rows:
         if row == LLAMA_SERVER_ROW:
             store = ModelStore(Settings(home=home).models_dir)
             blob = store.blob_path(store.get(MODEL).digest)
