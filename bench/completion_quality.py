@@ -66,7 +66,7 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -217,38 +217,50 @@ def fetch(package: str, version: str) -> Path:
 
 def make_tasks(trees: dict[str, Path]) -> list[Task]:
     """The seeded task set: code lines inside functions, and the first lines of function bodies."""
+    return _seeded_tasks(trees, ".py", _python_bodies)
+
+
+def _python_bodies(source: str) -> Iterator[list[int | None]]:
+    """Per function body of a Python file, each statement's row where it is one line of code (else None), docstrings
+    and other bare strings left out."""
+    lines = source.split("\n")
+    try:
+        parsed = ast.parse(source)
+    except SyntaxError:
+        return
+    strings = _string_lines(parsed)
+    for node in ast.walk(parsed):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = [statement for statement in node.body if statement.lineno - 1 not in strings]
+            yield [
+                statement.lineno - 1
+                if statement.end_lineno == statement.lineno and _is_code(lines[statement.lineno - 1])
+                else None
+                for statement in body
+            ]
+
+
+def _seeded_tasks(
+    trees: dict[str, Path], suffix: str, bodies: Callable[[str], Iterator[list[int | None]]]
+) -> list[Task]:
+    """Each package's share of holes, drawn with the set's seed from the function bodies of its `suffix` files."""
     rng = random.Random(SEED)
     tasks: list[Task] = []
     for package, tree in sorted(trees.items()):
         singles: list[Task] = []
         multis: list[Task] = []
-        for file in sorted(tree.rglob("*.py")):
+        for file in sorted(tree.rglob(f"*{suffix}")):
             path = str(file.relative_to(tree))
-            source = file.read_text()
-            lines = source.split("\n")
-            try:
-                parsed = ast.parse(source)
-            except SyntaxError:
-                continue
-            strings = _string_lines(parsed)
-            for node in ast.walk(parsed):
-                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                    continue
-                body = [statement for statement in node.body if statement.lineno - 1 not in strings]
-                for statement in body:
-                    index = statement.lineno - 1
-                    if statement.end_lineno == statement.lineno and _is_code(lines[index]):
-                        singles.append(Task(package, path, index, 1))
+            for rows in bodies(file.read_text()):
+                singles += [Task(package, path, row, 1) for row in rows if row is not None]
                 # The start of a body: two or three one-line statements in a row.
-                run = []
-                for statement in body:
-                    if statement.end_lineno != statement.lineno or not _is_code(lines[statement.lineno - 1]):
+                run: list[int] = []
+                for row in rows:
+                    if row is None or (run and row != run[-1] + 1):
                         break
-                    if run and statement.lineno != run[-1] + 1:
-                        break
-                    run.append(statement.lineno)
+                    run.append(row)
                 if len(run) >= 2:
-                    multis.append(Task(package, path, run[0] - 1, min(3, len(run))))
+                    multis.append(Task(package, path, run[0], min(3, len(run))))
         tasks += _chosen(rng, singles, multis)
     return tasks
 
@@ -338,37 +350,17 @@ def _is_ts_source(path: Path) -> bool:
 def make_ts_tasks(trees: dict[str, Path]) -> list[Task]:
     """The seeded TypeScript set: one-line statements of function bodies, and the first lines of bodies."""
     parser = Parser(Language(tree_sitter_typescript.language_typescript()))
-    rng = random.Random(SEED)
-    tasks: list[Task] = []
-    for package, tree in sorted(trees.items()):
-        singles: list[Task] = []
-        multis: list[Task] = []
-        for file in sorted(tree.rglob("*.ts")):
-            path = str(file.relative_to(tree))
-            source = file.read_text()
-            lines = source.split("\n")
-            for body in _ts_bodies(parser.parse(source.encode()).root_node):
-                statements = [node for node in body.named_children if node.type != "comment"]
-                singles += [
-                    Task(package, path, node.start_point.row, 1)
-                    for node in statements
-                    if node.type in TS_STATEMENTS and _alone_on_line(node, lines)
-                ]
-                # The start of a body: two or three one-line statements in a row.
-                run: list[int] = []
-                for node in statements:
-                    row = node.start_point.row
-                    if (
-                        node.type not in TS_STATEMENTS
-                        or not _alone_on_line(node, lines)
-                        or (run and row != run[-1] + 1)
-                    ):
-                        break
-                    run.append(row)
-                if len(run) >= 2:
-                    multis.append(Task(package, path, run[0], min(3, len(run))))
-        tasks += _chosen(rng, singles, multis)
-    return tasks
+
+    def bodies(source: str) -> Iterator[list[int | None]]:
+        lines = source.split("\n")
+        for body in _ts_bodies(parser.parse(source.encode()).root_node):
+            statements = [node for node in body.named_children if node.type != "comment"]
+            yield [
+                node.start_point.row if node.type in TS_STATEMENTS and _alone_on_line(node, lines) else None
+                for node in statements
+            ]
+
+    return _seeded_tasks(trees, ".ts", bodies)
 
 
 def _ts_bodies(root: Node) -> list[Node]:
