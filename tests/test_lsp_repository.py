@@ -156,6 +156,13 @@ def server_on_workspace(root: Path, *more_folders: Path) -> IngleLanguageServer:
     return server
 
 
+async def scanned(server: IngleLanguageServer) -> None:
+    """Index the server's workspace folders, and wait (bounded) until that is done."""
+    server.scan_workspace()
+    assert server._scan is not None
+    await asyncio.wait_for(server._scan, 30)
+
+
 async def until_idle(engine: Engine) -> None:
     """Poll (bounded generously: the machine may be busy) until no request holds a sequence."""
     assert await poll(lambda: not any(stats.active or stats.waiting for stats in engine.queue_stats()), 120)
@@ -178,9 +185,7 @@ async def test_a_newly_opened_file_is_warmed_and_its_first_suggestion_evaluates_
     server = server_on(engine)
     server.protocol._workspace = Workspace(tmp_path.as_uri())
     server.configure({"maxLines": 1, "repositoryTokens": 512})
-    server.scan_workspace()
-    assert server._scan is not None
-    await asyncio.wait_for(server._scan, 30)
+    await scanned(server)
     uri = open_file(server, tmp_path / "shapes" / "table.py")
     repository = server.repository_for(uri)
     assert [chunk.filename for chunk in repository] == ["shapes/scaling.py", "shapes/table.py"]
@@ -204,9 +209,7 @@ async def test_a_newly_opened_file_is_warmed_and_its_first_suggestion_evaluates_
 async def test_files_changed_on_disk_are_indexed_again_and_deleted_ones_forgotten(tmp_path: Path) -> None:
     workspace_index(tmp_path)
     server = server_on_workspace(tmp_path)
-    server.scan_workspace()
-    assert server._scan is not None
-    await asyncio.wait_for(server._scan, 30)
+    await scanned(server)
     report = REPORT.split("\n")
     geometry = tmp_path / "shapes" / "geometry.py"
     geometry.write_text(GEOMETRY.replace("def area(", "def surface("))

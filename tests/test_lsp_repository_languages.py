@@ -3,7 +3,6 @@ the names a document uses; import statements; bounds on generated files and miss
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from ingle.lsp.server import IngleLanguageServer
 from ingle.lsp.symbols import MAX_DEFINITION_CHARS, MAX_FILE_NAMES
 from ingle.lsp.tags import GRAMMARS, PARSE_SECONDS, GrammarPackage, import_statement_lines, read_tags
 
-from .test_lsp_repository import server_on_workspace
+from .test_lsp_repository import scanned, server_on_workspace
 
 SHAPES_TS = """import { hypot } from "./math";
 
@@ -540,9 +539,7 @@ async def test_the_language_server_puts_another_typescript_files_definitions_in_
     ts_workspace(tmp_path)
     server = server_on_workspace(tmp_path)
     server.configure({"warmOnOpen": False, "repositoryTokens": 512})
-    server.scan_workspace()
-    assert server._scan is not None
-    await asyncio.wait_for(server._scan, 30)
+    await scanned(server)
     # Edited in the editor, not yet saved: the open document's text is what counts.
     edited = REPORT_TS.replace("return `", "const far = origin.distance(new Point(1, 1));\n  return `")
     uri = open_typescript(server, tmp_path / "src" / "report.ts", edited)
@@ -560,9 +557,7 @@ async def test_the_language_server_puts_another_typescript_files_definitions_in_
 async def test_a_typescript_file_changed_on_disk_is_indexed_again(tmp_path: Path) -> None:
     ts_workspace(tmp_path)
     server = server_on_workspace(tmp_path)
-    server.scan_workspace()
-    assert server._scan is not None
-    await asyncio.wait_for(server._scan, 30)
+    await scanned(server)
     shapes = tmp_path / "src" / "shapes.ts"
     shapes.write_text(SHAPES_TS.replace("export function area(", "export function surface("))
     await server.file_changed(shapes.as_uri(), deleted=False)  # what the editor's file watcher reports
