@@ -1,4 +1,5 @@
-"""A fill-in-the-middle answer asked at a line's indentation: token healing for its last character.
+"""An answer asked at a line's indentation (fill-in-the-middle or a plain continuation): token healing for
+its last character.
 
 When the text before the cursor on its line is only indentation, the prompt
 ends one character short of it, and the model writes that character itself,
