@@ -75,7 +75,7 @@ from unittest.mock import patch
 import httpx
 import tree_sitter_typescript
 from api import free_port, model_home, serving
-from lsp_typing import MODEL, Pause, find_llama_server, llama_vim_request
+from lsp_typing import MODEL, Pause, find_llama_server, llama_vim_request, same_weights_as_ingle
 from lsprotocol import types
 from pygls.workspace import Workspace
 from tree_sitter import Language, Node, Parser
@@ -508,7 +508,7 @@ async def run_llama_server(
     port = free_port()
     # As lsp_typing.py runs it: one slot, cache reuse on.
     command = [binary, "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads)]
-    command += ["-c", "8192", "-np", "1", "--cache-reuse", "256"]
+    command += ["-c", "8192", "-np", "1", "--cache-reuse", "256", *same_weights_as_ingle()]
     async with (
         serving("llama-server", command, dict(os.environ), port) as url,
         httpx.AsyncClient(base_url=url, timeout=300) as http,

@@ -26,7 +26,7 @@ from rich.table import Table
 from ingle.core.engine import Engine
 from ingle.core.errors import ModelNotFound
 from ingle.core.generation import GenerationRequest, SamplingOptions
-from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaModel
+from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaModel, reference_llama
 from ingle.core.settings import load_settings
 
 MODEL = "qwen2.5-coder:0.5b"
@@ -112,7 +112,7 @@ async def main(arguments: argparse.Namespace) -> None:
             manifest = await engine.pull("default")
         await engine.load(MODEL)
         path = engine.store.blob_path(manifest.digest)
-        reference = Llama(str(path), n_ctx=4096, n_threads=THREADS, n_batch=512, verbose=False)
+        reference = reference_llama(path, n_ctx=4096, n_threads=THREADS, n_batch=512, verbose=False)
         tokens = arguments.tokens
 
         console.print("[bold]1. One stream[/]")

@@ -36,6 +36,7 @@ import httpx
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from ingle.core.runtime.llama_model import runs_amx
 from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
 from ingle.lsp.cache import CacheKey, SuggestionCache
@@ -287,6 +288,7 @@ async def run_llama_server(sessions: list[list[Pause]], binary: str, model_path:
             "1",
             "--cache-reuse",
             "256",
+            *same_weights_as_ingle(),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -337,6 +339,12 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def same_weights_as_ingle() -> list[str]:
+    """llama-server's option that lays out the weights as ingle does: no repacking on an AMX CPU, where
+    llama.cpp's AMX product crashes (ingle.core.runtime.llama_model.model_params)."""
+    return ["--no-repack"] if runs_amx() else []
 
 
 def find_llama_server(explicit: str | None) -> str:

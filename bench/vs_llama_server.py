@@ -52,7 +52,7 @@ import click.utils
 import httpx
 import openai
 from api import TOPICS, free_port, percentile, serving
-from lsp_typing import find_llama_server
+from lsp_typing import find_llama_server, same_weights_as_ingle
 from rich.console import Console
 from rich.table import Table
 
@@ -121,7 +121,7 @@ def ingle_command(home: Path, port: int, draft_tokens: int | None, threads: int)
 
 def llama_server_command(binary: str, blob: Path, port: int, speculative: bool, threads: int) -> list[str]:
     command = [binary, "-m", str(blob), "-t", str(threads), "-np", str(SLOTS), "-c", str(SLOTS * CONTEXT)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-webui", *same_weights_as_ingle()]
     return command + (["--spec-type", "ngram-simple"] if speculative else [])
 
 
@@ -219,7 +219,8 @@ async def draft_counts(url: str) -> tuple[float, float]:
 def llama_bench_tg(binary: Path, blob: Path, threads: int) -> float:
     """llama-bench's tg64 tokens/s with the same threads."""
     result = subprocess.run(
-        [str(binary), "-m", str(blob), "-t", str(threads), "-p", "0", "-n", "64", "-r", "3", "-o", "json"],
+        [str(binary), "-m", str(blob), "-t", str(threads), "-p", "0", "-n", "64", "-r", "3", "-o", "json"]
+        + (["--repack", "0"] if same_weights_as_ingle() else []),
         check=True,
         capture_output=True,
         text=True,

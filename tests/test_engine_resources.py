@@ -15,6 +15,7 @@ import pytest
 
 from ingle.core.engine import Engine
 from ingle.core.errors import ModelLoadTimeout, RuntimeFailure
+from ingle.core.runtime import llama_model
 from ingle.core.runtime.llama_model import Batch, LlamaContext
 from ingle.core.runtime.scheduler import BatchScheduler
 from ingle.core.sources.embed_model import EMBED_MODEL_NAME
@@ -221,3 +222,13 @@ async def test_a_request_sent_again_at_once_after_a_failed_step_is_answered(
         await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=3)), timeout=120)
     text, stats = await asyncio.wait_for(collect(engine, raw("1, 2, 3,", max_tokens=3)), timeout=120)
     assert stats.completion_tokens == 3 and text
+
+
+def test_on_an_amx_cpu_the_weights_stay_out_of_llama_cpps_extra_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama.cpp's AMX matrix product segfaults on the default model's first decode; its AMX buffer is one of
+    # the extra buffers, so a model loaded without them never reaches it.
+    monkeypatch.setattr(llama_model, "_batch_invariant", False)  # deterministic drops them too
+    monkeypatch.setattr(llama_model, "runs_amx", lambda: True)
+    assert not llama_model.model_params().use_extra_bufts
+    monkeypatch.setattr(llama_model, "runs_amx", lambda: False)
+    assert llama_model.model_params().use_extra_bufts

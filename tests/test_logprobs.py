@@ -16,9 +16,9 @@ import aiohttp
 import ollama
 import openai
 import pytest
-from llama_cpp import Llama
 
 from ingle.core.engine import Engine
+from ingle.core.runtime.llama_model import reference_llama
 from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
 
@@ -49,8 +49,8 @@ async def test_they_agree_with_llama_cpp_pythons_own(
     default_model_cache: Path, openai_client: openai.AsyncOpenAI
 ) -> None:
     store = ModelStore(Settings(home=default_model_cache).models_dir)
-    reference = Llama(
-        str(store.blob_path(store.get(DEFAULT_MODEL).digest)), n_ctx=256, n_threads=2, logits_all=True, verbose=False
+    reference = reference_llama(
+        store.blob_path(store.get(DEFAULT_MODEL).digest), n_ctx=256, n_threads=2, logits_all=True, verbose=False
     )
     try:
         expected = reference.create_completion(REFERENCE_PROMPT, max_tokens=12, logprobs=3, **GREEDY)["choices"][0]  # pyright: ignore[reportIndexIssue, reportArgumentType]

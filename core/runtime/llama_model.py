@@ -18,8 +18,10 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import llama_cpp as llama
 import numpy as np
@@ -91,6 +93,38 @@ def init_backend() -> None:
             _backend_ready = True
 
 
+@cache
+def runs_amx() -> bool:
+    """Whether llama.cpp would put weights in AMX buffers: built for AMX (as a native build on such a CPU is),
+    and the CPU has it (Sapphire Rapids and later Xeons)."""
+    init_backend()
+    return b"AMX_INT8 = 1" in llama.llama_print_system_info()
+
+
+def model_params() -> llama.llama_model_params:
+    """llama.cpp's model parameters as ingle loads every model.
+
+    Weights stay in plain CPU buffers, not llama.cpp's "extra" ones, in two cases:
+    - deterministic answers (use_batch_invariant_kernels): repacked weights add up in another order;
+    - an AMX CPU: llama.cpp's AMX matrix product segfaults on the first decode of the default model
+      (Q4_K_M) there (llama.cpp issue 20824, closed unfixed; seen on this project's machines and on
+      GitHub's Sapphire Rapids runners). Dropping the AMX buffer drops repacking too, which cost no
+      speed on such a machine here (prompt 246 against 238 tok/s, generation the same).
+    """
+    params = llama.llama_model_default_params()
+    params.progress_callback = _quiet_load_progress
+    params.use_extra_bufts = not _batch_invariant and not runs_amx()
+    return params
+
+
+def reference_llama(path: Path, **options: Any) -> llama.Llama:
+    """llama-cpp-python's own high-level model (what tests and benchmarks compare ingle with), loaded with
+    ingle's model parameters: its defaults would crash on an AMX CPU (see model_params)."""
+    init_backend()
+    with patch.object(llama.llama_cpp, "llama_model_default_params", model_params):
+        return llama.Llama(str(path), **options)
+
+
 @dataclass(frozen=True)
 class ContextShape:
     """How a llama context is sized."""
@@ -151,11 +185,8 @@ class LlamaModel:
 
     def __init__(self, path: Path) -> None:
         init_backend()
-        params = llama.llama_model_default_params()
-        params.progress_callback = _quiet_load_progress
-        params.use_extra_bufts = not _batch_invariant  # repacked weights (use_batch_invariant_kernels)
         self.path = path
-        self._model = llama.llama_model_load_from_file(str(path).encode(), params)
+        self._model = llama.llama_model_load_from_file(str(path).encode(), model_params())
         if not self._model:
             raise CorruptModel(f"llama.cpp could not load '{path.name}': the file is not a model it can read.")
         self._vocab = llama.llama_model_get_vocab(self._model)
