@@ -72,10 +72,13 @@ async def test_a_file_continued_after_other_files_answers_as_the_engine_does(
     )
     through_daemon = [chunk async for chunk in client.generate(request)]
     in_process = [chunk async for chunk in LocalEngine(engine).generate(request)]
-    text = "".join(chunk.text for chunk in through_daemon)
-    assert text == "".join(chunk.text for chunk in in_process)
-    assert text.startswith("return phrases.greet_in_klingon(guest)"), "the other file's function, called"
+    # The same prompt, token for token in count, and the same first line. Past it the answers may part at a
+    # near tie: the second request reads its prompt from the cache, which rounds otherwise than a fresh read
+    # (README, "Deterministic answers").
     assert through_daemon[-1].stats.prompt_tokens == in_process[-1].stats.prompt_tokens
+    for chunks in (through_daemon, in_process):
+        text = "".join(chunk.text for chunk in chunks)
+        assert text.startswith("return phrases.greet_in_klingon(guest)"), "the other file's function, called"
 
 
 @pytest.mark.slow
