@@ -233,7 +233,11 @@ def check_runtime(settings: Settings) -> Check:
             False,
             f"llama-cpp-python does not load ({error}); reinstall it into this venv (see README, Building).",
         )
+    from ingle.core.runtime.llama_model import runs_amx  # loads llama_cpp, which may not load: after the check
+
     build = "GPU offload build" if llama_cpp.llama_supports_gpu_offload() else "CPU build"
+    if runs_amx():
+        build += "; this CPU has AMX, whose llama.cpp kernels crash, so weights stay unpacked (README, Building)"
     return Check("llama.cpp", True, f"llama-cpp-python {llama_cpp.__version__}, {build}.")
 
 
