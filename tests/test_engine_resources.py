@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from ingle.core import engine as engine_module
 from ingle.core.engine import Engine
 from ingle.core.errors import ModelLoadTimeout, RuntimeFailure
+from ingle.core.generation import GenerationChunk
 from ingle.core.runtime import llama_model
 from ingle.core.runtime.llama_model import Batch, LlamaContext
 from ingle.core.runtime.scheduler import BatchScheduler
@@ -232,3 +234,33 @@ def test_on_an_amx_cpu_the_weights_stay_out_of_llama_cpps_extra_buffers(monkeypa
     assert not llama_model.model_params().use_extra_bufts
     monkeypatch.setattr(llama_model, "runs_amx", lambda: False)
     assert llama_model.model_params().use_extra_bufts
+
+
+async def test_a_fast_streams_tokens_reach_the_reader_a_few_at_a_time_and_a_line_end_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each hand-over wakes the event loop (and, through it, the client) mid-decode; a finished line is what
+    # the language server waits for, so it never waits for the next token.
+    monkeypatch.setattr(engine_module, "HAND_OVER_SECONDS", 60.0)  # every token here comes "fast"
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    put = engine_module._thread_safe_put(queue)
+
+    async def arrived() -> list[str]:
+        await asyncio.sleep(0.05)  # call_soon_threadsafe's callbacks run
+        texts = []
+        while not queue.empty():
+            item = queue.get_nowait()
+            assert isinstance(item, GenerationChunk)
+            texts.append(item.text)
+        return texts
+
+    put(GenerationChunk("def"))
+    assert await arrived() == ["def"], "the first token goes at once"
+    put(GenerationChunk(" add"))
+    put(GenerationChunk("(a, b):"))
+    assert await arrived() == [], "the next ones wait for company"
+    put(GenerationChunk("\n"))
+    assert await arrived() == [" add", "(a, b):", "\n"], "a line end takes them along at once"
+    put(GenerationChunk("    return"))
+    put(GenerationChunk("", done=True))
+    assert await arrived() == ["    return", ""], "the last one goes at once"
