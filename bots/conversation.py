@@ -454,6 +454,7 @@ class ConversationCore:
                     text = await work()
                 except Exception as error:
                     text = error_sentence(error, where=f"{key.platform} {key.channel}")
+                self.answering.delivering()
                 if text is not None:
                     await self._deliver(reply, text)
                 if question_id is not None:
@@ -501,6 +502,7 @@ class ConversationCore:
             answer = await self._generate(conversation.model or self.default_model, turn.messages, reply, progress)
             answer = turn.with_sources(answer)
         # Committed before it is shown: what the user sees is what the next turn remembers.
+        self.answering.delivering()
         answer_id = await self.store.add_answer(conversation.id, message_id, answer)
         try:
             await reply.finish(self._parts(answer))

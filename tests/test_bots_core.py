@@ -40,6 +40,7 @@ from ingle.bots.ratelimit import RateLimiter
 from ingle.bots.schedules import BotScheduler, ScheduledPrompt
 from ingle.bots.settings import TelegramSettings
 from ingle.bots.store import BotStore, ConversationKey, StoredMessage
+from ingle.bots.tasks import AnswerTasks
 from ingle.core.errors import InvalidRequest, QueueFull
 from ingle.core.settings import Settings
 
@@ -497,3 +498,30 @@ def test_tokens_come_from_systemd_credential_files(tmp_path, monkeypatch) -> Non
     assert slack.bot_token.get_secret_value() == "xoxb-from-file"
     assert slack.app_token.get_secret_value() == "xapp-from-file"
     assert "xoxb" not in repr(slack)
+
+
+async def test_a_stopping_bot_lets_an_answer_being_delivered_finish_and_cuts_the_others_off() -> None:
+    # Cut off between showing its answer and recording that it did, an answer stayed owed, and the next start
+    # showed it a second time in the thread.
+    answering = AnswerTasks()
+    recorded: list[str] = []
+    release = asyncio.Event()
+
+    async def delivering() -> None:
+        answering.delivering()
+        await release.wait()  # the platform is slow to confirm the final message
+        recorded.append("delivered")
+
+    async def generating() -> None:
+        await asyncio.sleep(60)
+        recorded.append("generated")
+
+    answering.spawn(delivering())
+    answering.spawn(generating())
+    await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(answering.cancel_all())
+    await asyncio.sleep(0.05)
+    assert not stopping.done(), "the bot waits for the answer being delivered"
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert recorded == ["delivered"]
