@@ -58,7 +58,7 @@ from rich.table import Table
 
 from ingle.core.engine import Engine
 from ingle.core.generation import ChatMessage, GenerationRequest, SamplingOptions
-from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaModel
+from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaModel, runs_amx
 from ingle.core.settings import Settings
 from ingle.core.store import ModelStore
 
@@ -220,7 +220,7 @@ def llama_bench_tg(binary: Path, blob: Path, threads: int) -> float:
     """llama-bench's tg64 tokens/s with the same threads."""
     result = subprocess.run(
         [str(binary), "-m", str(blob), "-t", str(threads), "-p", "0", "-n", "64", "-r", "3", "-o", "json"]
-        + (["--repack", "0"] if same_weights_as_ingle() else []),
+        + (["--repack", "0"] if runs_amx() else []),  # the weights as ingle lays them out (model_params)
         check=True,
         capture_output=True,
         text=True,
