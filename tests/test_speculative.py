@@ -80,6 +80,23 @@ def test_the_step_takes_as_many_guesses_as_its_measured_cost_makes_worth_it() ->
     assert StepPlan(StepCost(), 1, capacity=512).choose(most=15, hit_rate=0.99) == 0
 
 
+def test_with_a_kv_buffer_per_sequence_each_sequences_guesses_are_priced_as_a_pass_of_their_own() -> None:
+    # Steps measured on the AMX machine (no repacked weights): llama.cpp decodes eight streams' tokens in one
+    # pass, and one stream's 15 guesses beside them in a second pass, as long as a lone stream's 16 tokens.
+    amx = {1: 0.038, 2: 0.049, 4: 0.065, 8: 0.092, 16: 0.160, 24: 0.21}
+    # Were it one pass, the eight streams' step would take guesses at the price of a wider batch.
+    assert plan_for(amx, streams=8).choose(most=15, hit_rate=0.75) >= 8
+    own = StepPlan(measured(amx), 8, capacity=512, guesses_in_own_pass=True)
+    assert own.choose(most=15, hit_rate=0.75) == 0
+    # Guesses nearly sure to be kept still pay for their pass, and the next sequence's pass comes on top.
+    own = StepPlan(measured(amx), 2, capacity=512, guesses_in_own_pass=True)
+    assert own.choose(most=15, hit_rate=0.99) == 15
+    assert own.choose(most=3, hit_rate=0.99) == 0
+    # A pass of a size no lone sequence was measured at is not explored: its cost would never be learned.
+    never = StepPlan(measured({1: 0.038, 8: 0.092}), 8, capacity=512, guesses_in_own_pass=True)
+    assert never.choose(most=15, hit_rate=0.99, explore=True) == 0
+
+
 def test_a_step_size_never_measured_is_tried_once_then_known() -> None:
     cost = measured({1: 0.016})
     # Guesses likely to be kept (from the longest matches) may try it, as if it cost nothing more...

@@ -11,7 +11,9 @@ to finish; a finished or cancelled request frees its sequence at once.
 Each sequence ("slot") keeps the tokens its KV cache holds. A new request is
 placed on the free slot that can reuse the most of its prompt: the shared
 prefix, plus runs of cached tokens moved to new positions (kv_reuse.py); only
-the rest of the prompt is decoded.
+the rest of the prompt is decoded. When every sequence has a KV buffer of its
+own, the slot is first chosen to keep the busy sequences consecutive (see
+choose_slot).
 
 Speculative decoding rides in the same batch: a generating sequence whose
 history suggests how it goes on (speculative.py) adds its pending token plus
@@ -55,6 +57,11 @@ PREFILL_CHUNK_WHILE_STREAMING = 128
 # placed, in one go; a plan needing more than this is cut short, and the rest
 # of its prompt is fed in chunks like any other.
 MOST_HOLE_TOKENS = 256
+# With a KV buffer per sequence, a slot off the busy sequences' run costs every step an extra pass over the
+# weights (choose_slot); a slot elsewhere is still taken when it reuses at least this many more prompt tokens.
+# Measured on the 2-core machine: reading 1,024 prompt tokens takes about 4 s, what the extra pass costs
+# two streams (38 ms a step) in about 100 steps.
+REUSE_WORTH_A_SPLIT = 1024
 
 
 @dataclass(eq=False)  # jobs are compared by identity: two requests are never "equal"
@@ -128,6 +135,43 @@ class Slot:
         if self.job is None:  # a scheduler bug, never a client's doing
             raise RuntimeError(f"sequence {self.sequence} has no job")
         return self.job
+
+
+def choose_slot(free: list[Slot], reused: dict[int, int], busy: set[int] | None) -> Slot:
+    """The free slot a new job takes, given how many prompt tokens each would reuse.
+
+    `busy` holds the sequences of the running jobs when every sequence has a KV
+    buffer of its own (None for one shared pool). llama.cpp then decodes a
+    batch a run of consecutive sequences at a time: busy sequences 0 and 7
+    cost a step two passes over the weights, 0 and 1 one (75 against 47 ms
+    here; 0, 2, 5 and 7 took 150 ms, 0 to 3 62 ms). So the slot that keeps
+    the fewest runs wins, one that joins two runs first, unless another reuses
+    REUSE_WORTH_A_SPLIT more tokens of the prompt. Ties go to the slot that
+    reuses most, then to the least recently used, whose cache is likeliest
+    stale.
+    """
+    by_reuse = max(free, key=lambda slot: (reused[slot.sequence], -slot.last_used))
+    if busy is None:
+        return by_reuse
+
+    def runs_added(slot: Slot) -> int:
+        return 1 - (slot.sequence - 1 in busy) - (slot.sequence + 1 in busy)
+
+    compact = min(free, key=lambda slot: (runs_added(slot), -reused[slot.sequence], slot.last_used))
+    if reused[by_reuse.sequence] - reused[compact.sequence] >= REUSE_WORTH_A_SPLIT:
+        return by_reuse
+    return compact
+
+
+def single_pass(drafts: dict[int, list[int]]) -> bool:
+    """Whether llama.cpp decodes a generation step in one pass over the weights when every sequence has a KV
+    buffer of its own: it splits a batch into passes of consecutive sequences with as many tokens each
+    (llama_batch_allocr::split_equal). `drafts` holds each generating sequence's guesses, after its one
+    pending token."""
+    sequences = sorted(drafts)
+    return not sequences or (
+        sequences[-1] - sequences[0] + 1 == len(sequences) and len({len(draft) for draft in drafts.values()}) == 1
+    )
 
 
 class ComputeThread:
@@ -360,7 +404,9 @@ class BatchScheduler:
                 break
             self._waiting.popleft()
             plans = {slot.sequence: plan_reuse(slot.cached, job.tokens, self._min_moved_run) for slot in free}
-            slot = max(free, key=lambda s: (plans[s.sequence].reused, -s.last_used))
+            busy = {slot.sequence for slot in self._slots if slot.job is not None}
+            reused = {sequence: plan.reused for sequence, plan in plans.items()}
+            slot = choose_slot(free, reused, busy if not self.shape.shared_cache else None)
             slot.job = job
             placed.append((slot, plans[slot.sequence].with_holes_up_to(MOST_HOLE_TOKENS)))
         return placed
@@ -403,7 +449,8 @@ class BatchScheduler:
             try:
                 started = time.perf_counter()
                 self._context.decode(self._batch)
-                if not fed:  # generation only: the steps whose size guessing changes
+                # Generation only: the steps whose size guessing changes, each one pass over the weights.
+                if not fed and (self.shape.shared_cache or single_pass(drafts)):
                     self._step_cost.record(len(self._batch), time.perf_counter() - started)
             except ContextOverflow:
                 if not any(drafts.values()):
@@ -431,7 +478,8 @@ class BatchScheduler:
         """Each generating sequence's pending token comes first; these are the guesses after it, by sequence."""
         streaming = [slot for slot in self._slots if slot.job and not slot.busy().prefilling]
         drafts: dict[int, list[int]] = {slot.sequence: [] for slot in streaming}
-        plan = StepPlan(self._step_cost, len(streaming), self._batch.capacity)
+        own_passes = len(streaming) > 1 and not self.shape.shared_cache
+        plan = StepPlan(self._step_cost, len(streaming), self._batch.capacity, guesses_in_own_pass=own_passes)
         asks: dict[int, DraftRequest] = {}
         for slot in streaming:
             job = slot.busy()

@@ -86,13 +86,19 @@ class StepCost:
 class StepPlan:
     """One decode step being filled with guesses: its tokens so far and how many tokens it should yield."""
 
-    def __init__(self, cost: StepCost, tokens: int, capacity: int) -> None:
+    def __init__(self, cost: StepCost, tokens: int, capacity: int, guesses_in_own_pass: bool = False) -> None:
         self._cost = cost
         self.tokens = tokens
         """Tokens in the step: one pending token per generating sequence, then the guesses chosen."""
         self._expected = float(tokens)
         self.room = capacity - tokens
         """Tokens the batch can still take."""
+        self._own_pass = guesses_in_own_pass
+        """Whether each sequence's guesses cost a decode pass of their own (llama.cpp's KV buffer per sequence,
+        with several sequences generating: see single_pass in scheduler.py), rather than joining one pass."""
+        self._base = cost.seconds(tokens)
+        self._passes = 0.0
+        """Seconds of the guesses' own passes chosen so far."""
 
     def choose(self, most: int, hit_rate: float, explore: bool = False) -> int:
         """How many guesses (0..most) for one more sequence make the step yield the most tokens per second.
@@ -104,18 +110,25 @@ class StepPlan:
         tried (see StepCost); only guesses likely to be kept should, so that
         trying costs little. The chosen guesses are counted into the step.
         """
-        now = self._cost.seconds(self.tokens)
-        if now is None:  # no step measured yet: this one, without guesses, is the first
+        if self._base is None:  # no step measured yet: this one, without guesses, is the first
             return 0
-        best_rate, depth = self._expected / now, 0
+        now = self._base + self._passes if self._own_pass else self._cost.seconds(self.tokens) or self._base
+        best_rate, depth, added = self._expected / now, 0, 0.0
         for extra in range(1, min(most, self.room) + 1):
-            seconds = self._cost.seconds(self.tokens + extra, explore) or now
+            if self._own_pass:
+                # A pass of `extra` tokens of one sequence, priced as a lone sequence's step of that size. Not
+                # explored: steps of several passes are not recorded (scheduler.py), so their cost would never
+                # be learned; sizes are measured when a sequence generates alone.
+                seconds = now + (self._cost.seconds(extra) or self._base)
+            else:
+                seconds = self._cost.seconds(self.tokens + extra, explore) or now
             rate = (self._expected + extra * hit_rate) / seconds
             if rate > best_rate:
-                best_rate, depth = rate, extra
+                best_rate, depth, added = rate, extra, seconds - now
         self.tokens += depth
         self._expected += depth * hit_rate
         self.room -= depth
+        self._passes += added
         return depth
 
 
