@@ -59,9 +59,10 @@ PREFILL_CHUNK_WHILE_STREAMING = 128
 MOST_HOLE_TOKENS = 256
 # With a KV buffer per sequence, a slot off the busy sequences' run costs every step an extra pass over the
 # weights (choose_slot); a slot elsewhere is still taken when it reuses at least this many more prompt tokens.
-# Measured on the 2-core machine: reading 1,024 prompt tokens takes about 4 s, what the extra pass costs
-# two streams (38 ms a step) in about 100 steps.
-REUSE_WORTH_A_SPLIT = 1024
+# Measured on the 2-core machine: reading 256 prompt tokens takes about 1 s, what the extra pass costs two
+# streams (38 ms a step) in about 25 steps, a short answer's length (a completion in the editor, which
+# reuses most of the previous one's prompt).
+REUSE_WORTH_A_SPLIT = 256
 
 
 @dataclass(eq=False)  # jobs are compared by identity: two requests are never "equal"
@@ -148,7 +149,8 @@ def choose_slot(free: list[Slot], reused: dict[int, int], busy: set[int] | None)
     the fewest runs wins, one that joins two runs first, unless another reuses
     REUSE_WORTH_A_SPLIT more tokens of the prompt. Ties go to the slot that
     reuses most, then to the least recently used, whose cache is likeliest
-    stale.
+    stale. (The caller passes None when the jobs waiting fill every slot:
+    then each takes the slot that reuses most.)
     """
     by_reuse = max(free, key=lambda slot: (reused[slot.sequence], -slot.last_used))
     if busy is None:
@@ -406,7 +408,9 @@ class BatchScheduler:
             plans = {slot.sequence: plan_reuse(slot.cached, job.tokens, self._min_moved_run) for slot in free}
             busy = {slot.sequence for slot in self._slots if slot.job is not None}
             reused = {sequence: plan.reused for sequence, plan in plans.items()}
-            slot = choose_slot(free, reused, busy if not self.shape.shared_cache else None)
+            # Once the jobs waiting now fill every slot, the busy ones are one run whatever their order.
+            fills_all = len(busy) + 1 + len(self._waiting) >= len(self._slots)
+            slot = choose_slot(free, reused, None if self.shape.shared_cache or fills_all else busy)
             slot.job = job
             placed.append((slot, plans[slot.sequence].with_holes_up_to(MOST_HOLE_TOKENS)))
         return placed
