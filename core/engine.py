@@ -33,7 +33,15 @@ from .errors import (
 )
 from .generation import EmbeddingResult, GenerationChunk, GenerationRequest, SamplingOptions, TokenLogprob
 from .manifest import Manifest
-from .memory import MIB, MemoryEstimate, default_parallel, estimate_memory, format_bytes, memory_available
+from .memory import (
+    MIB,
+    MemoryEstimate,
+    attention_span,
+    default_parallel,
+    estimate_memory,
+    format_bytes,
+    memory_available,
+)
 from .names import ModelName
 from .settings import Settings
 from .sources import PullProgress
@@ -464,12 +472,14 @@ class Engine:
             threads=threads,
             # Moved runs of cached tokens leave holes that only a shared pool can fill (decode_inside).
             shared_cache=settings.kv_reuse_min_tokens > 0,
+            flash_attention={"auto": None, "on": True, "off": False}[settings.flash_attention],
         )
 
     async def _load(self, manifest: Manifest) -> LoadedModel:
         shape = self._shape_for(manifest)
         tokens = shape.sequences * shape.tokens_per_sequence
-        need = estimate_memory(manifest, tokens, shape.batch_tokens)
+        span = attention_span(self.settings.flash_attention, shape.tokens_per_sequence, tokens, shape.shared_cache)
+        need = estimate_memory(manifest, tokens, shape.batch_tokens, span)
         draft = self._draft_manifest()
         if draft is not None:
             need = need.plus(estimate_memory(draft, tokens, shape.batch_tokens))

@@ -145,6 +145,7 @@ def broken_setups(tmp_path: Path) -> list[tuple[dict[str, str], str]]:
         ({"INGLE_ALLOWED_HOSTS": "myhost.lan"}, "INGLE_ALLOWED_HOSTS"),
         ({"INGLE_UPSTREAMS": "[{"}, "INGLE_UPSTREAMS"),
         ({"INGLE_HOME": ""}, "INGLE_HOME"),
+        ({"INGLE_DETERMINISTIC": "true", "INGLE_FLASH_ATTENTION": "off"}, "flash_attention"),
     ]
 
 

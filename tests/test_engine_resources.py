@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -264,3 +265,21 @@ async def test_a_fast_streams_tokens_reach_the_reader_a_few_at_a_time_and_a_line
     put(GenerationChunk("    return"))
     put(GenerationChunk("", done=True))
     assert await arrived() == ["    return", ""], "the last one goes at once"
+
+
+async def test_flash_attention_off_reaches_llama_cpp_answers_and_counts_its_attention_scores_in_memory(
+    default_model_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory: dict[str, int] = {}
+    for choice in ("auto", "off"):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="ingle.llama"):
+            async with Engine(settings_for(default_model_home, num_parallel=2, flash_attention=choice)) as engine:
+                text, _ = await collect(engine, raw("def add(a, b):\n    return", max_tokens=6))
+                assert "a + b" in text
+                memory[choice] = engine.running()[0].memory
+        turned_off = any(re.search(r"flash_attn\s+= disabled", record.getMessage()) for record in caplog.records)
+        assert turned_off == (choice == "off")
+    # `ingle ps` counts a score per cached token of a sequence, per batch token and head (the default model's 14):
+    # what llama.cpp grew by over a long prompt without flash attention.
+    assert memory["off"] - memory["auto"] == 512 * 4096 * 14 * 4

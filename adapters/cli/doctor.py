@@ -29,7 +29,7 @@ from rich.text import Text
 
 from ingle.core.errors import IngleError
 from ingle.core.manifest import Manifest
-from ingle.core.memory import MIB, default_parallel, estimate_memory, format_bytes
+from ingle.core.memory import MIB, attention_span, default_parallel, estimate_memory, format_bytes
 from ingle.core.settings import Settings, default_config_file, load_settings, settings_problem
 from ingle.core.sources import DEFAULT_MODEL_NAME
 from ingle.core.store import ModelStore
@@ -212,7 +212,8 @@ def check_memory(settings: Settings) -> Check:
 
     cores = settings.num_threads or default_threads()
     tokens = per_sequence * (settings.num_parallel or default_parallel(manifest, per_sequence, cores, budget))
-    need = estimate_memory(manifest, tokens, settings.num_batch).total
+    span = attention_span(settings.flash_attention, per_sequence, tokens, settings.kv_reuse_min_tokens > 0)
+    need = estimate_memory(manifest, tokens, settings.num_batch, span).total
     if need > budget:
         return Check(
             "memory",

@@ -140,6 +140,8 @@ class ContextShape:
     the one it fills). Otherwise each sequence has a buffer of its own and a decode attends over its
     own tokens only: in a shared pool every token also reads past the masked tokens of the others,
     which made decodes 12-13% slower on the 2-core CPU once the other sequences held 1,500 tokens."""
+    flash_attention: bool | None = None
+    """Flash attention on or off; None lets llama.cpp choose (on where supported)."""
 
 
 class Batch:
@@ -311,6 +313,10 @@ class LlamaContext:
         params.n_threads_batch = shape.threads
         params.embeddings = shape.embeddings
         params.no_perf = True
+        if shape.flash_attention is not None:
+            params.flash_attn_type = (
+                llama.LLAMA_FLASH_ATTN_TYPE_ENABLED if shape.flash_attention else llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         if _batch_invariant and not shape.embeddings:
             params.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_ENABLED
             params.type_k = params.type_v = _GGML_TYPE_Q8_0
