@@ -193,8 +193,8 @@ class Settings(BaseSettings):
     """llama.cpp's flash attention (Ollama's OLLAMA_FLASH_ATTENTION, llama-server's -fa). "auto" lets
     llama.cpp choose, which turns it on where the model and backend support it. On a CPU, off made each
     token 1.5x faster 2,048 tokens into a conversation and speculative guesses 3x cheaper there, but read
-    prompts 8-15% slower and needs memory for the attention scores (README, "Flash attention");
-    deterministic needs it on."""
+    prompts 8-15% slower, slowed eight short chat streams at once to 0.79x, and needs memory for the
+    attention scores (README, "Flash attention"); deterministic needs it on."""
 
     draft_model: str | None = None
     """A smaller model in the store with the same vocabulary (e.g. a 0.5B beside a 7B of the same
