@@ -457,7 +457,7 @@ class Engine:
             limit = settings.memory_limit_mib * MIB if settings.memory_limit_mib else None
             in_use = sum(loaded.memory.total for loaded in self._loaded.values())
             free = memory_available(settings.memory_headroom_mib * MIB, limit, in_use)
-            sequences = default_parallel(manifest, tokens, threads, free)
+            sequences = default_parallel(manifest, tokens, threads, free, settings.kv_cache_type_in_use)
         # llama.cpp keeps an output row in n_batch for each sequence of a context (ours, plus the scratch one
         # of LlamaContext.decode_inside) and aborts the process on a context with more: raise the batch to fit.
         batch_tokens = max(settings.num_batch, sequences + 1)
@@ -473,16 +473,17 @@ class Engine:
             # Moved runs of cached tokens leave holes that only a shared pool can fill (decode_inside).
             shared_cache=settings.kv_reuse_min_tokens > 0,
             flash_attention={"auto": None, "on": True, "off": False}[settings.flash_attention],
+            kv_cache_type=settings.kv_cache_type_in_use,
         )
 
     async def _load(self, manifest: Manifest) -> LoadedModel:
         shape = self._shape_for(manifest)
         tokens = shape.sequences * shape.tokens_per_sequence
         span = attention_span(self.settings.flash_attention, shape.tokens_per_sequence, tokens, shape.shared_cache)
-        need = estimate_memory(manifest, tokens, shape.batch_tokens, span)
+        need = estimate_memory(manifest, tokens, shape.batch_tokens, span, shape.kv_cache_type)
         draft = self._draft_manifest()
         if draft is not None:
-            need = need.plus(estimate_memory(draft, tokens, shape.batch_tokens))
+            need = need.plus(estimate_memory(draft, tokens, shape.batch_tokens, kv_cache_type=shape.kv_cache_type))
         await self._make_room(manifest, need)
         log.info("loading %s (%s)", manifest.name, format_bytes(need.total))
         return await asyncio.to_thread(self._open, manifest, shape, need, draft)

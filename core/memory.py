@@ -22,6 +22,15 @@ SEQUENCES_PER_CORE = 4
 MOST_DEFAULT_SEQUENCES = 16
 
 
+KV_BLOCK_BYTES = {"f16": 64, "q8_0": 34, "q4_0": 18}
+"""Bytes 32 cached keys or values take in each kv_cache_type: 16 bits each, or 8 and 4 bits and a 16-bit scale."""
+
+
+def kv_bytes_per_token(manifest: Manifest, kv_cache_type: str = "f16") -> int:
+    """Bytes one cached token takes across all layers, keys and values, in `kv_cache_type` (0 if unknown)."""
+    return manifest.gguf.kv_bytes_per_token() * KV_BLOCK_BYTES[kv_cache_type] // KV_BLOCK_BYTES["f16"]
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes a loaded model takes, split the way users reason about it."""
@@ -43,10 +52,14 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    manifest: Manifest, context_tokens: int, batch_tokens: int = _MEASURED_BATCH_TOKENS, attention_span: int = 0
+    manifest: Manifest,
+    context_tokens: int,
+    batch_tokens: int = _MEASURED_BATCH_TOKENS,
+    attention_span: int = 0,
+    kv_cache_type: str = "f16",
 ) -> MemoryEstimate:
-    """Estimate weights + f16 KV cache for `context_tokens` tokens over all sequences, and the compute
-    buffers of decode steps of `batch_tokens` (num_batch) tokens.
+    """Estimate weights + KV cache (of `kv_cache_type`) for `context_tokens` tokens over all sequences, and the
+    compute buffers of decode steps of `batch_tokens` (num_batch) tokens.
 
     `attention_span` is how many cached tokens one decode attends over without flash attention (0 with
     it): llama.cpp then holds a score for each of them, per batch token and head, as 32-bit floats. A
@@ -56,7 +69,7 @@ def estimate_memory(
     compute += batch_tokens * attention_span * (manifest.gguf.head_count or 0) * 4
     return MemoryEstimate(
         weights=manifest.size,
-        kv_cache=manifest.gguf.kv_bytes_per_token() * context_tokens,
+        kv_cache=kv_bytes_per_token(manifest, kv_cache_type) * context_tokens,
         overhead=compute + manifest.size // 20,
     )
 
@@ -70,14 +83,16 @@ def attention_span(flash_attention: str, tokens_per_sequence: int, pool_tokens: 
     return pool_tokens if shared_pool else tokens_per_sequence
 
 
-def default_parallel(manifest: Manifest, tokens_per_sequence: int, cores: int, free: int) -> int:
+def default_parallel(
+    manifest: Manifest, tokens_per_sequence: int, cores: int, free: int, kv_cache_type: str = "f16"
+) -> int:
     """Sequences a model gets when num_parallel is not set: what `cores` batch well, as far as the KV cache fits.
 
     Every sequence may fill its whole context, so each costs `tokens_per_sequence`
-    tokens of KV cache in `free` bytes besides the weights; at least one always.
+    tokens of KV cache (of `kv_cache_type`) in `free` bytes besides the weights; at least one always.
     """
     by_cores = min(MOST_DEFAULT_SEQUENCES, SEQUENCES_PER_CORE * max(1, cores))
-    per_sequence = manifest.gguf.kv_bytes_per_token() * tokens_per_sequence
+    per_sequence = kv_bytes_per_token(manifest, kv_cache_type) * tokens_per_sequence
     if per_sequence <= 0:
         return by_cores
     by_memory = (free - estimate_memory(manifest, 0).total) // per_sequence

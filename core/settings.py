@@ -186,8 +186,9 @@ class Settings(BaseSettings):
     server does: alone or beside other users' requests, with or without speculative guesses, with its prompt
     cached or read afresh. llama.cpp's fastest CPU kernels add up a batch in another order than a lone token,
     so answers can part where two tokens are nearly tied; this uses kernels that compute each token alike in
-    any batch, and an 8-bit KV cache. On a CPU the first token then comes 1.2x later after a 150-token prompt
-    and 1.8x after 1,500 (decoding runs about as fast). Needs a restart. A GPU's kernels are not covered."""
+    any batch, and a quantized KV cache (kv_cache_type "auto" makes it q8_0). On a CPU the first token then
+    comes 1.2x later after a 150-token prompt and 1.8x after 1,500 (decoding runs about as fast). Needs a
+    restart. A GPU's kernels are not covered."""
 
     flash_attention: Literal["auto", "on", "off"] = "auto"
     """llama.cpp's flash attention (Ollama's OLLAMA_FLASH_ATTENTION, llama-server's -fa). "auto" lets
@@ -195,6 +196,14 @@ class Settings(BaseSettings):
     token 1.5x faster 2,048 tokens into a conversation and speculative guesses 3x cheaper there, but read
     prompts 8-15% slower, slowed eight short chat streams at once to 0.79x, and needs memory for the
     attention scores (README, "Flash attention"); deterministic needs it on."""
+
+    kv_cache_type: Literal["auto", "f16", "q8_0", "q4_0"] = "auto"
+    """How the KV cache keeps each cached token's keys and values (Ollama's OLLAMA_KV_CACHE_TYPE, llama-server's
+    -ctk and -ctv). "auto" is f16, or q8_0 with deterministic. q8_0 takes about half of f16's memory, so twice
+    the context or twice the parallel sequences fit; q4_0 a little over a quarter, with a larger loss in
+    precision. On a CPU, q8_0 decoded 1.3x faster 1,350 tokens deep and checked speculative guesses 1.4-1.8x
+    faster there, but read prompts 1.2x (450 tokens) to 1.5x (1,350) slower; q4_0 was slower than f16 at
+    both (README, "KV cache type"). Both need flash attention."""
 
     draft_model: str | None = None
     """A smaller model in the store with the same vocabulary (e.g. a 0.5B beside a 7B of the same
@@ -255,13 +264,32 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _deterministic_needs_flash_attention(self) -> Settings:
+    def _attention_settings_fit(self) -> Settings:
+        # llama.cpp's one attention path that adds up every token alike is flash attention over a quantized
+        # cache, and it keeps quantized values only with flash attention.
         if self.deterministic and self.flash_attention == "off":
             raise ValueError(
                 "deterministic needs flash attention (its one batch-invariant attention path): "
                 'set flash_attention to "auto" or "on", or deterministic to false'
             )
+        if self.deterministic and self.kv_cache_type == "f16":
+            raise ValueError(
+                "deterministic needs a quantized KV cache (its one batch-invariant attention path): "
+                'set kv_cache_type to "auto" or "q8_0", or deterministic to false'
+            )
+        if self.kv_cache_type in ("q8_0", "q4_0") and self.flash_attention == "off":
+            raise ValueError(
+                f"a quantized KV cache (kv_cache_type {self.kv_cache_type}) needs flash attention: "
+                'set flash_attention to "auto" or "on", or kv_cache_type to "f16"'
+            )
         return self
+
+    @property
+    def kv_cache_type_in_use(self) -> str:
+        """kv_cache_type with "auto" settled: q8_0 for deterministic answers, else f16."""
+        if self.kv_cache_type != "auto":
+            return self.kv_cache_type
+        return "q8_0" if self.deterministic else "f16"
 
     @classmethod
     def settings_customise_sources(

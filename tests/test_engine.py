@@ -315,3 +315,8 @@ async def test_parallelism_follows_the_cores_and_the_memory(default_model_home: 
     limit = estimate_memory(manifest, 0).total + sequence * 5 // 2
     async with Engine(settings_for(default_model_home, num_threads=2, memory_limit_mib=limit // MIB + 1)) as engine:
         assert (await engine.load(DEFAULT_MODEL)).parallel == 2
+    # An 8-bit cache takes 34 bytes for every 64 of f16's, so the same limit holds four sequences.
+    async with Engine(
+        settings_for(default_model_home, num_threads=2, memory_limit_mib=limit // MIB + 1, kv_cache_type="q8_0")
+    ) as engine:
+        assert (await engine.load(DEFAULT_MODEL)).parallel == 4

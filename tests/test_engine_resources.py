@@ -283,3 +283,25 @@ async def test_flash_attention_off_reaches_llama_cpp_answers_and_counts_its_atte
     # `ingle ps` counts a score per cached token of a sequence, per batch token and head (the default model's 14):
     # what llama.cpp grew by over a long prompt without flash attention.
     assert memory["off"] - memory["auto"] == 512 * 4096 * 14 * 4
+
+
+async def test_an_8_bit_kv_cache_reaches_llama_cpp_answers_and_ingle_counts_the_memory_llama_cpp_reports(
+    default_model_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    estimated: dict[str, int] = {}
+    reported: dict[str, float] = {}
+    for choice in ("f16", "q8_0"):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="ingle.llama"):
+            async with Engine(settings_for(default_model_home, num_parallel=2, kv_cache_type=choice)) as engine:
+                text, _ = await collect(engine, raw("def add(a, b):\n    return", max_tokens=6))
+                assert "a + b" in text
+                estimated[choice] = engine.running()[0].memory
+        # llama.cpp logs each sequence's buffer: "size = 48.00 MiB (...), K (q8_0): 24.00 MiB, V (q8_0): ..."
+        sizes = [re.search(r"size = +([\d.]+) MiB.*K \((\w+)\)", record.getMessage()) for record in caplog.records]
+        found = [match for match in sizes if match]
+        assert found and all(match.group(2) == choice for match in found)
+        reported[choice] = sum(float(match.group(1)) for match in found) * 1024 * 1024
+    # What `ingle ps` shows shrinks by exactly what llama.cpp's cache did: 34 bytes for 32 values, against 64.
+    assert estimated["f16"] - estimated["q8_0"] == pytest.approx(reported["f16"] - reported["q8_0"], rel=0.01)
+    assert reported["q8_0"] == pytest.approx(reported["f16"] * 34 / 64, rel=0.01)

@@ -211,9 +211,11 @@ def check_memory(settings: Settings) -> Check:
     from ingle.core.engine import default_threads  # llama.cpp: loaded only when `ingle doctor` runs
 
     cores = settings.num_threads or default_threads()
-    tokens = per_sequence * (settings.num_parallel or default_parallel(manifest, per_sequence, cores, budget))
+    cache_type = settings.kv_cache_type_in_use
+    sequences = settings.num_parallel or default_parallel(manifest, per_sequence, cores, budget, cache_type)
+    tokens = per_sequence * sequences
     span = attention_span(settings.flash_attention, per_sequence, tokens, settings.kv_reuse_min_tokens > 0)
-    need = estimate_memory(manifest, tokens, settings.num_batch, span).total
+    need = estimate_memory(manifest, tokens, settings.num_batch, span, cache_type).total
     if need > budget:
         return Check(
             "memory",

@@ -37,7 +37,8 @@ _contexts_made = False
 """Whether this process has made a llama context: llama.cpp reads its kernel choice once, at the first decode."""
 _batch_invariant = False
 
-_GGML_TYPE_Q8_0 = 8
+_GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+"""ggml's numbers for the KV cache types ingle offers (kv_cache_type)."""
 
 
 def use_batch_invariant_kernels() -> None:
@@ -50,11 +51,12 @@ def use_batch_invariant_kernels() -> None:
     over 512 cached tokens or more. So a token's logits differ in their last
     bits with what it is batched beside (other users' tokens, speculative
     guesses, the rest of its prompt), and greedy answers part at near ties.
-    Without repacking and tiled kernels, with flash attention over an 8-bit KV
-    cache (the one attention path that never tiles or splits), every row goes
-    through the same sums. Measured on the 2-core CPU with the default model:
-    one-token steps as fast, 512-token prompt chunks 1.5x (at the start) to
-    2.3x (1,500 tokens in) slower, 17-token steps 15-30% slower (README,
+    Without repacking and tiled kernels, with flash attention over a quantized
+    KV cache (the one attention path that never tiles or splits; the engine
+    makes it q8_0, see kv_cache_type), every row goes through the same sums.
+    Measured on the 2-core CPU with the default model: one-token steps as
+    fast, 512-token prompt chunks 1.5x (at the start) to 2.3x (1,500 tokens
+    in) slower, 17-token steps 15-30% slower (README,
     "Deterministic answers").
     Call before the process makes its first context: llama.cpp reads the choice once.
     """
@@ -142,6 +144,8 @@ class ContextShape:
     which made decodes 12-13% slower on the 2-core CPU once the other sequences held 1,500 tokens."""
     flash_attention: bool | None = None
     """Flash attention on or off; None lets llama.cpp choose (on where supported)."""
+    kv_cache_type: str = "f16"
+    """How cached keys and values are kept: "f16", "q8_0" or "q4_0" (the latter two need flash attention)."""
 
 
 class Batch:
@@ -317,23 +321,22 @@ class LlamaContext:
             params.flash_attn_type = (
                 llama.LLAMA_FLASH_ATTN_TYPE_ENABLED if shape.flash_attention else llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
+        params.type_k = params.type_v = _GGML_TYPES[shape.kv_cache_type]
         if _batch_invariant and not shape.embeddings:
             params.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            params.type_k = params.type_v = _GGML_TYPE_Q8_0
         if shape.embeddings:
             params.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
         self.model = model
         self.shape = shape
         self._ctx = llama.llama_init_from_model(model.raw, params)
         if not self._ctx:
-            # An 8-bit KV cache needs flash attention, which llama.cpp has for most architectures, not all.
-            deterministic = _batch_invariant and not shape.embeddings
+            # A quantized KV cache needs flash attention, which llama.cpp has for most architectures, not all.
             raise RuntimeFailure(
                 f"llama.cpp could not create a context of {params.n_ctx} tokens: lower num_ctx or num_parallel"
                 + (
-                    ", or set deterministic = false if this model's architecture has no flash attention on the CPU "
-                    "(deterministic needs it, over an 8-bit KV cache)."
-                    if deterministic
+                    ', or set kv_cache_type = "f16" and deterministic = false if this model\'s architecture has no '
+                    "flash attention on the CPU (a quantized KV cache needs it)."
+                    if shape.kv_cache_type != "f16"
                     else "."
                 )
             )
