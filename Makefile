@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-quality-ts bench-speculative bench-deterministic
+.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-quality-ts bench-speculative bench-deterministic bench-kv-cache
 
 venv install: $(INSTALLED)
 
@@ -92,6 +92,10 @@ bench-speculative: $(INSTALLED)
 
 bench-deterministic: $(INSTALLED)
 	$(BIN)/python bench/deterministic.py
+
+# kv_cache_type f16, q8_0 and q4_0 side by side with bare decodes: prompt reading, one-token and guess steps.
+bench-kv-cache: $(INSTALLED)
+	$(BIN)/python bench/kv_cache.py
 
 # Run as a module: it drives the fake Slack from tests/fakes.
 bench-bots: $(INSTALLED)
