@@ -267,18 +267,25 @@ async def test_a_fast_streams_tokens_reach_the_reader_a_few_at_a_time_and_a_line
     assert await arrived() == ["    return", ""], "the last one goes at once"
 
 
+async def memory_and_llama_log(home: Path, caplog: pytest.LogCaptureFixture, **setting: str) -> tuple[int, list[str]]:
+    """Load the default model with `setting` (and two sequences), check that it answers right, and give back
+    what `ingle ps` shows as its memory and what llama.cpp logged meanwhile."""
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="ingle.llama"):
+        async with Engine(settings_for(home, num_parallel=2, **setting)) as engine:
+            text, _ = await collect(engine, raw("def add(a, b):\n    return", max_tokens=6))
+            assert "a + b" in text
+            memory = engine.running()[0].memory
+    return memory, [record.getMessage() for record in caplog.records]
+
+
 async def test_flash_attention_off_reaches_llama_cpp_answers_and_counts_its_attention_scores_in_memory(
     default_model_home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     memory: dict[str, int] = {}
     for choice in ("auto", "off"):
-        caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="ingle.llama"):
-            async with Engine(settings_for(default_model_home, num_parallel=2, flash_attention=choice)) as engine:
-                text, _ = await collect(engine, raw("def add(a, b):\n    return", max_tokens=6))
-                assert "a + b" in text
-                memory[choice] = engine.running()[0].memory
-        turned_off = any(re.search(r"flash_attn\s+= disabled", record.getMessage()) for record in caplog.records)
+        memory[choice], log = await memory_and_llama_log(default_model_home, caplog, flash_attention=choice)
+        turned_off = any(re.search(r"flash_attn\s+= disabled", line) for line in log)
         assert turned_off == (choice == "off")
     # `ingle ps` counts a score per cached token of a sequence, per batch token and head (the default model's 14):
     # what llama.cpp grew by over a long prompt without flash attention.
@@ -291,15 +298,9 @@ async def test_an_8_bit_kv_cache_reaches_llama_cpp_answers_and_ingle_counts_the_
     estimated: dict[str, int] = {}
     reported: dict[str, float] = {}
     for choice in ("f16", "q8_0"):
-        caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="ingle.llama"):
-            async with Engine(settings_for(default_model_home, num_parallel=2, kv_cache_type=choice)) as engine:
-                text, _ = await collect(engine, raw("def add(a, b):\n    return", max_tokens=6))
-                assert "a + b" in text
-                estimated[choice] = engine.running()[0].memory
+        estimated[choice], log = await memory_and_llama_log(default_model_home, caplog, kv_cache_type=choice)
         # llama.cpp logs each sequence's buffer: "size = 48.00 MiB (...), K (q8_0): 24.00 MiB, V (q8_0): ..."
-        sizes = [re.search(r"size = +([\d.]+) MiB.*K \((\w+)\)", record.getMessage()) for record in caplog.records]
-        found = [match for match in sizes if match]
+        found = [match for line in log if (match := re.search(r"size = +([\d.]+) MiB.*K \((\w+)\)", line))]
         assert found and all(match.group(2) == choice for match in found)
         reported[choice] = sum(float(match.group(1)) for match in found) * 1024 * 1024
     # What `ingle ps` shows shrinks by exactly what llama.cpp's cache did: 34 bytes for 32 values, against 64.
