@@ -19,6 +19,7 @@ Then the ratios to f16 for each figure. The three types are measured in turns,
 from __future__ import annotations
 
 import argparse
+import asyncio
 import inspect
 import statistics
 import sys
@@ -29,6 +30,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ingle.core.engine import Engine
+from ingle.core.errors import ModelNotFound
+from ingle.core.manifest import Manifest
 from ingle.core.memory import kv_bytes_per_token
 from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaContext, LlamaModel
 from ingle.core.settings import load_settings
@@ -100,15 +104,24 @@ def measure(model: LlamaModel, cache_type: str, prompt: list[int]) -> dict[str, 
     }
 
 
+async def default_model(console: Console) -> Manifest:
+    """The default model's manifest, pulled first if the store lacks it."""
+    async with Engine(load_settings()) as engine:
+        try:
+            return engine.show(MODEL)
+        except ModelNotFound:
+            console.print("Pulling the default model first (ingle pull default)…")
+            return await engine.pull("default")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="turns of the three types (medians kept)")
     arguments = parser.parse_args()
-    store = ModelStore(load_settings().models_dir)
-    manifest = store.get(MODEL)
-    model = LlamaModel(store.blob_path(manifest.digest))
-    source = inspect.getsource(click.core)
     console = Console(width=None if sys.stdout.isatty() else 140)
+    manifest = asyncio.run(default_model(console))
+    model = LlamaModel(ModelStore(load_settings().models_dir).blob_path(manifest.digest))
+    source = inspect.getsource(click.core)
     try:
         for depth, characters in PROMPT_CHARACTERS.items():
             prompt = model.tokenize("Rewrite with type hints:\n" + source[:characters])
