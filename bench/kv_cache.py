@@ -24,6 +24,7 @@ import inspect
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import click.core
 import numpy as np
@@ -36,7 +37,6 @@ from ingle.core.manifest import Manifest
 from ingle.core.memory import kv_bytes_per_token
 from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaContext, LlamaModel
 from ingle.core.settings import load_settings
-from ingle.core.store import ModelStore
 
 MODEL = "qwen2.5-coder:0.5b"
 THREADS = 2
@@ -104,14 +104,15 @@ def measure(model: LlamaModel, cache_type: str, prompt: list[int]) -> dict[str, 
     }
 
 
-async def default_model(console: Console) -> Manifest:
-    """The default model's manifest, pulled first if the store lacks it."""
+async def default_model(console: Console) -> tuple[Manifest, Path]:
+    """The default model's manifest and weights file, pulled first if the store lacks it."""
     async with Engine(load_settings()) as engine:
         try:
-            return engine.show(MODEL)
+            manifest = engine.show(MODEL)
         except ModelNotFound:
             console.print("Pulling the default model first (ingle pull default)…")
-            return await engine.pull("default")
+            manifest = await engine.pull("default")
+        return manifest, engine.store.blob_path(manifest.digest)
 
 
 def main() -> None:
@@ -119,8 +120,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="turns of the three types (medians kept)")
     arguments = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 140)
-    manifest = asyncio.run(default_model(console))
-    model = LlamaModel(ModelStore(load_settings().models_dir).blob_path(manifest.digest))
+    manifest, weights = asyncio.run(default_model(console))
+    model = LlamaModel(weights)
     source = inspect.getsource(click.core)
     try:
         for depth, characters in PROMPT_CHARACTERS.items():
