@@ -166,10 +166,6 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        if settings.deterministic:
-            from .runtime.llama_model import use_batch_invariant_kernels
-
-            use_batch_invariant_kernels()
         self.store = ModelStore(settings.models_dir)
         self._loaded: dict[str, LoadedModel] = {}
         # Loads in flight by digest: each is a task of its own that outlives the requests waiting for it.
@@ -474,6 +470,7 @@ class Engine:
             shared_cache=settings.kv_reuse_min_tokens > 0,
             flash_attention={"auto": None, "on": True, "off": False}[settings.flash_attention],
             kv_cache_type=settings.kv_cache_type_in_use,
+            deterministic=settings.deterministic,
         )
 
     async def _load(self, manifest: Manifest) -> LoadedModel:
@@ -509,7 +506,7 @@ class Engine:
         from .runtime.scheduler import BatchScheduler
         from .runtime.speculative import DraftSettings
 
-        model = LlamaModel(self.store.blob_path(manifest.digest))
+        model = LlamaModel(self.store.blob_path(manifest.digest), repack=not shape.deterministic)
         draft_model = None
         try:
             if draft is not None:

@@ -179,23 +179,26 @@ class Settings(BaseSettings):
     tokens that followed the latest text where it occurred before in the prompt or answer); the model
     checks them in the same decode and keeps those it would have picked. Fewer are guessed where
     fewer pay, judged from how long each decode size takes on this machine. 0 turns it off. Output
-    is the same either way; only speed changes."""
+    is the same either way, greedy answers token for token (except at near ties where llama.cpp repacks
+    the weights or flash attention is off: README, "Speculative decoding"); only speed changes."""
 
     deterministic: bool = False
     """Give each greedy answer (temperature 0, or a fixed seed) token for token the same whatever else the
-    server does: alone or beside other users' requests, with or without speculative guesses, with its prompt
-    cached or read afresh. llama.cpp's fastest CPU kernels add up a batch in another order than a lone token,
-    so answers can part where two tokens are nearly tied; this uses kernels that compute each token alike in
-    any batch, and a quantized KV cache (kv_cache_type "auto" makes it q8_0). On a CPU the first token then
-    comes 1.2x later after a 150-token prompt and 1.8x after 1,500 (decoding runs about as fast). Needs a
-    restart. A GPU's kernels are not covered."""
+    server does: alone or beside other users' requests, with its prompt cached or read afresh. llama.cpp's
+    fastest CPU kernels add up a batch in another order than a lone token, so answers can part where two
+    tokens are nearly tied; ingle always decodes answers with kernels that compute every token alike (so
+    speculative guesses never change one), and this reads prompts with them too, keeps the weights
+    unpacked, and keeps the KV cache as q8_0 (kv_cache_type "auto"). On a CPU the first token then comes
+    1.4x later after a 450-token prompt and 1.7x after 1,350 (decoding runs as fast). Needs flash
+    attention. A GPU's kernels are not covered."""
 
     flash_attention: Literal["auto", "on", "off"] = "auto"
     """llama.cpp's flash attention (Ollama's OLLAMA_FLASH_ATTENTION, llama-server's -fa). "auto" lets
     llama.cpp choose, which turns it on where the model and backend support it. On a CPU, off made each
     token 1.5x faster 2,048 tokens into a conversation and speculative guesses 3x cheaper there, but read
     prompts 8-15% slower, slowed eight short chat streams at once to 0.79x, and needs memory for the
-    attention scores (README, "Flash attention"); deterministic needs it on."""
+    attention scores, and lets speculative guesses change greedy answers at near ties (README, "Flash
+    attention"); deterministic needs it on."""
 
     kv_cache_type: Literal["auto", "f16", "q8_0", "q4_0"] = "auto"
     """How the KV cache keeps each cached token's keys and values (Ollama's OLLAMA_KV_CACHE_TYPE, llama-server's
@@ -265,17 +268,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _attention_settings_fit(self) -> Settings:
-        # llama.cpp's one attention path that adds up every token alike is flash attention over a quantized
-        # cache, and it keeps quantized values only with flash attention.
+        # Without flash attention, llama.cpp's reference kernels still add up a batch's rows in other orders;
+        # and it keeps quantized cache values only with flash attention.
         if self.deterministic and self.flash_attention == "off":
             raise ValueError(
-                "deterministic needs flash attention (its one batch-invariant attention path): "
-                'set flash_attention to "auto" or "on", or deterministic to false'
-            )
-        if self.deterministic and self.kv_cache_type == "f16":
-            raise ValueError(
-                "deterministic needs a quantized KV cache (its one batch-invariant attention path): "
-                'set kv_cache_type to "auto" or "q8_0", or deterministic to false'
+                "deterministic needs flash attention (without it llama.cpp adds up a batch's tokens in other "
+                'orders): set flash_attention to "auto" or "on", or deterministic to false'
             )
         if self.kv_cache_type in ("q8_0", "q4_0") and self.flash_attention == "off":
             raise ValueError(
@@ -286,7 +284,8 @@ class Settings(BaseSettings):
 
     @property
     def kv_cache_type_in_use(self) -> str:
-        """kv_cache_type with "auto" settled: q8_0 for deterministic answers, else f16."""
+        """kv_cache_type with "auto" settled: q8_0 for deterministic answers (whose prompts its reference
+        kernels read 1.3-1.8x faster than f16's), else f16."""
         if self.kv_cache_type != "auto":
             return self.kv_cache_type
         return "q8_0" if self.deterministic else "f16"

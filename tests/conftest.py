@@ -122,12 +122,12 @@ def fill_context_after(monkeypatch: pytest.MonkeyPatch, decodes: int) -> None:
     real_decode = LlamaContext.decode
     left = decodes
 
-    def decode_until_full(context: LlamaContext, batch: Batch) -> None:
+    def decode_until_full(context: LlamaContext, batch: Batch, generated_only: bool = False) -> None:
         nonlocal left
         left -= 1
         if left < 0:
             raise ContextOverflow("The model's context is full: shorten the conversation or raise num_ctx.")
-        real_decode(context, batch)
+        real_decode(context, batch, generated_only)
 
     monkeypatch.setattr(LlamaContext, "decode", decode_until_full)
 

@@ -146,7 +146,6 @@ def broken_setups(tmp_path: Path) -> list[tuple[dict[str, str], str]]:
         ({"INGLE_UPSTREAMS": "[{"}, "INGLE_UPSTREAMS"),
         ({"INGLE_HOME": ""}, "INGLE_HOME"),
         ({"INGLE_DETERMINISTIC": "true", "INGLE_FLASH_ATTENTION": "off"}, "flash_attention"),
-        ({"INGLE_DETERMINISTIC": "true", "INGLE_KV_CACHE_TYPE": "f16"}, "kv_cache_type"),
         ({"INGLE_KV_CACHE_TYPE": "q8_0", "INGLE_FLASH_ATTENTION": "off"}, "kv_cache_type q8_0"),
         ({"INGLE_KV_CACHE_TYPE": "q5_1"}, "INGLE_KV_CACHE_TYPE"),
     ]

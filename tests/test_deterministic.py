@@ -1,10 +1,9 @@
 """`deterministic = true`: a greedy answer comes out token for token the same with and without speculative
-guesses, and alone or beside other users' requests.
+guesses, and alone or beside other users' requests, its prompt read afresh or taken from the cache.
 
-llama.cpp reads its kernel choice once per process, so each server here is an `ingle serve` of its own.
-The edit is one of the benchmark's (bench/vs_llama_server.py) whose answer, with the default kernels,
-parted from the unspeculated one and from the one given beside three other streams: its answer reaches
-a near tie that the order of additions in a batched decode decides.
+The edit is one of the benchmark's (bench/vs_llama_server.py) whose answer, with llama.cpp's fastest
+kernels everywhere, parted from the unspeculated one and from the one given beside three other streams:
+its answer reaches a near tie that the order of additions in a batched decode decides.
 """
 
 from __future__ import annotations

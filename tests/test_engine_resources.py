@@ -161,9 +161,9 @@ async def test_every_loaded_model_decodes_on_the_one_compute_thread(
     decoding_threads: set[str] = set()
     decode = LlamaContext.decode
 
-    def watched_decode(context: LlamaContext, batch: Batch) -> None:
+    def watched_decode(context: LlamaContext, batch: Batch, generated_only: bool = False) -> None:
         decoding_threads.add(threading.current_thread().name)
-        decode(context, batch)
+        decode(context, batch, generated_only)
 
     monkeypatch.setattr(LlamaContext, "decode", watched_decode)
     async with Engine(settings_for(default_model_home)) as engine:
@@ -230,11 +230,11 @@ async def test_a_request_sent_again_at_once_after_a_failed_step_is_answered(
 def test_on_an_amx_cpu_the_weights_stay_out_of_llama_cpps_extra_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     # llama.cpp's AMX matrix product segfaults on the default model's first decode; its AMX buffer is one of
     # the extra buffers, so a model loaded without them never reaches it.
-    monkeypatch.setattr(llama_model, "_batch_invariant", False)  # deterministic drops them too
     monkeypatch.setattr(llama_model, "runs_amx", lambda: True)
     assert not llama_model.model_params().use_extra_bufts
     monkeypatch.setattr(llama_model, "runs_amx", lambda: False)
     assert llama_model.model_params().use_extra_bufts
+    assert not llama_model.model_params(repack=False).use_extra_bufts  # deterministic answers drop them too
 
 
 async def test_a_fast_streams_tokens_reach_the_reader_a_few_at_a_time_and_a_line_end_at_once(

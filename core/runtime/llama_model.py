@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -27,46 +26,16 @@ import llama_cpp as llama
 import numpy as np
 
 from ..errors import ContextOverflow, CorruptModel, RuntimeFailure
+from .reference_kernels import catch_cpu_backend
 
 log = logging.getLogger("ingle.llama")
 
 _LOG_LEVEL_ERROR = 4  # GGML_LOG_LEVEL_ERROR
 _backend_lock = threading.Lock()
 _backend_ready = False
-_contexts_made = False
-"""Whether this process has made a llama context: llama.cpp reads its kernel choice once, at the first decode."""
-_batch_invariant = False
 
 _GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
 """ggml's numbers for the KV cache types ingle offers (kv_cache_type)."""
-
-
-def use_batch_invariant_kernels() -> None:
-    """Compute every token's row of a decode as it would be computed alone, in any batch of any size.
-
-    llama.cpp's CPU backend picks its kernels by the shape of a batch, and they
-    add up in different orders: repacked weights for four rows or more, tiled
-    K-quant matrix kernels for eight or more, tiled flash attention for 64 rows
-    of one sequence or more, and attention split across threads for a lone row
-    over 512 cached tokens or more. So a token's logits differ in their last
-    bits with what it is batched beside (other users' tokens, speculative
-    guesses, the rest of its prompt), and greedy answers part at near ties.
-    Without repacking and tiled kernels, with flash attention over a quantized
-    KV cache (the one attention path that never tiles or splits; the engine
-    makes it q8_0, see kv_cache_type), every row goes through the same sums.
-    Measured on the 2-core CPU with the default model: one-token steps as
-    fast, 512-token prompt chunks 1.5x (at the start) to 2.3x (1,500 tokens
-    in) slower, 17-token steps 15-30% slower (README,
-    "Deterministic answers").
-    Call before the process makes its first context: llama.cpp reads the choice once.
-    """
-    global _batch_invariant  # a process-wide fact about the C library, as _backend_ready
-    if _contexts_made and not _batch_invariant:
-        raise RuntimeFailure(
-            "deterministic must be chosen before the first model loads in this process: restart ingle to apply it."
-        )
-    os.environ["GGML_CPU_TILED_MM"] = "0"  # read once per process, at the first matrix product
-    _batch_invariant = True
 
 
 @llama.llama_log_callback
@@ -103,11 +72,12 @@ def runs_amx() -> bool:
     return b"AMX_INT8 = 1" in llama.llama_print_system_info()
 
 
-def model_params() -> llama.llama_model_params:
+def model_params(repack: bool = True) -> llama.llama_model_params:
     """llama.cpp's model parameters as ingle loads every model.
 
     Weights stay in plain CPU buffers, not llama.cpp's "extra" ones, in two cases:
-    - deterministic answers (use_batch_invariant_kernels): repacked weights add up in another order;
+    - `repack` is False (deterministic answers): llama.cpp's kernels for repacked weights add up four rows
+      of a batch in another order than a lone one, and have no reference-kernel switch;
     - an AMX CPU: llama.cpp's AMX matrix product segfaults on the first decode of the default model
       (Q4_K_M) there (llama.cpp issue 20824, closed unfixed; seen on this project's machines and on
       GitHub's Sapphire Rapids runners). Dropping the AMX buffer drops repacking too, which cost no
@@ -115,7 +85,7 @@ def model_params() -> llama.llama_model_params:
     """
     params = llama.llama_model_default_params()
     params.progress_callback = _quiet_load_progress
-    params.use_extra_bufts = not _batch_invariant and not runs_amx()
+    params.use_extra_bufts = repack and not runs_amx()
     return params
 
 
@@ -146,6 +116,9 @@ class ContextShape:
     """Flash attention on or off; None lets llama.cpp choose (on where supported)."""
     kv_cache_type: str = "f16"
     """How cached keys and values are kept: "f16", "q8_0" or "q4_0" (the latter two need flash attention)."""
+    deterministic: bool = False
+    """Every decode, prompts too, with llama.cpp's reference kernels (reference_kernels.py), so each token's
+    logits are the same whatever it is decoded beside; otherwise only steps of generated tokens use them."""
 
 
 class Batch:
@@ -189,10 +162,10 @@ class Batch:
 class LlamaModel:
     """A loaded GGUF model: weights, vocabulary and tokenizer."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, repack: bool = True) -> None:
         init_backend()
         self.path = path
-        self._model = llama.llama_model_load_from_file(str(path).encode(), model_params())
+        self._model = llama.llama_model_load_from_file(str(path).encode(), model_params(repack))
         if not self._model:
             raise CorruptModel(f"llama.cpp could not load '{path.name}': the file is not a model it can read.")
         self._vocab = llama.llama_model_get_vocab(self._model)
@@ -303,8 +276,6 @@ class LlamaContext:
     """A llama context: the KV cache of several sequences and the decode call."""
 
     def __init__(self, model: LlamaModel, shape: ContextShape) -> None:
-        global _contexts_made  # a process-wide fact about the C library, as _backend_ready
-        _contexts_made = True
         params = llama.llama_context_default_params()
         params.n_ctx = shape.sequences * shape.tokens_per_sequence
         params.n_batch = shape.batch_tokens
@@ -322,13 +293,14 @@ class LlamaContext:
                 llama.LLAMA_FLASH_ATTN_TYPE_ENABLED if shape.flash_attention else llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
         params.type_k = params.type_v = _GGML_TYPES[shape.kv_cache_type]
-        if _batch_invariant and not shape.embeddings:
+        if shape.deterministic:
+            # Without flash attention the reference kernels still add up a batch's rows in other orders.
             params.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_ENABLED
         if shape.embeddings:
             params.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
         self.model = model
         self.shape = shape
-        self._ctx = llama.llama_init_from_model(model.raw, params)
+        self._ctx, self._reference_kernels = catch_cpu_backend(lambda: llama.llama_init_from_model(model.raw, params))
         if not self._ctx:
             # A quantized KV cache needs flash attention, which llama.cpp has for most architectures, not all.
             raise RuntimeFailure(
@@ -340,6 +312,12 @@ class LlamaContext:
                     else "."
                 )
             )
+        if shape.deterministic and self._reference_kernels is None:
+            llama.llama_free(self._ctx)
+            raise RuntimeFailure(
+                "deterministic needs llama.cpp's reference CPU kernels, which this build of llama-cpp-python does "
+                "not let ingle reach: install the version pyproject.toml names, or set deterministic = false."
+            )
         self._memory = llama.llama_get_memory(self._ctx)
         self.n_ctx = llama.llama_n_ctx(self._ctx)
 
@@ -348,8 +326,16 @@ class LlamaContext:
         """The llama_context pointer."""
         return self._ctx
 
-    def decode(self, batch: Batch) -> None:
-        """Evaluate a batch; raise RuntimeFailure if llama.cpp cannot."""
+    def decode(self, batch: Batch, generated_only: bool = False) -> None:
+        """Evaluate a batch; raise RuntimeFailure if llama.cpp cannot.
+
+        `generated_only`: the batch holds only tokens of answers (each sequence's last pick and its guesses),
+        which are then computed with the reference kernels: each row gets the logits it would get decoded
+        alone, so neither speculative guesses nor other answers' tokens beside it change a greedy answer.
+        On the 2-core CPU such steps took as long either way; prompts read faster with the default kernels.
+        """
+        if self._reference_kernels is not None:
+            self._reference_kernels.use(generated_only or self.shape.deterministic)
         status = llama.llama_decode(self._ctx, batch.raw)
         if status == 1:
             raise ContextOverflow("The model's context is full: shorten the conversation or raise num_ctx.")

@@ -452,7 +452,7 @@ class BatchScheduler:
             sampled, fed = self._fill_batch(drafts)
             try:
                 started = time.perf_counter()
-                self._context.decode(self._batch)
+                self._context.decode(self._batch, generated_only=not fed)
                 # Generation only: the steps whose size guessing changes, each one pass over the weights.
                 if not fed and (self.shape.shared_cache or single_pass(drafts)):
                     self._step_cost.record(len(self._batch), time.perf_counter() - started)
@@ -462,7 +462,7 @@ class BatchScheduler:
                 # The shared KV pool has no room for the guesses: decode the same step without them.
                 drafts = {sequence: [] for sequence in drafts}
                 sampled, fed = self._fill_batch(drafts)
-                self._context.decode(self._batch)
+                self._context.decode(self._batch, generated_only=not fed)
         except IngleError as error:
             self._fail_batch([slot for slot, _ in sampled] + [slot for slot, _ in fed], error)
             return
@@ -547,10 +547,11 @@ class BatchScheduler:
         in order, each on logits computed after the tokens it already picked
         (a drafted token is only followed further once it was picked). So the
         output follows the target distribution at any temperature, and with
-        greedy sampling it is the same token for token, up to rounding: logits
-        computed in a batch of several tokens can differ in the last bits from
-        a one-token decode (llama.cpp picks other kernels), which now and then
-        flips a near tie, as batching beside other sequences already can.
+        greedy sampling it is the same token for token: steps of answer tokens
+        run on llama.cpp's reference kernels (LlamaContext.decode), which give
+        each row the logits of a one-token decode (except where llama.cpp
+        repacks the weights, whose kernels have no reference version, or runs
+        attention without flash attention).
 
         A draft is deterministic (prompt lookup, or a draft model's argmax): its
         "draft distribution" puts all mass on one token, and for such a draft
