@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     tokens are nearly tied; ingle always decodes answers with kernels that compute every token alike (so
     speculative guesses never change one), and this reads prompts with them too, keeps the weights
     unpacked, and keeps the KV cache as q8_0 (kv_cache_type "auto"). On a CPU the first token then comes
-    1.4x later after a 450-token prompt and 1.7x after 1,350 (decoding runs as fast). Needs flash
+    1.25x later after a 150-token prompt and 1.8x after 1,500 (decoding runs as fast). Needs flash
     attention. A GPU's kernels are not covered."""
 
     flash_attention: Literal["auto", "on", "off"] = "auto"

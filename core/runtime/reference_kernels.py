@@ -9,8 +9,9 @@ differ in their last bits with what it is decoded beside, and greedy answers
 part where two tokens are nearly tied: with speculative guesses or without,
 alone or beside other users. ggml's CPU backend has a switch to its reference
 kernels, read at every decode (`ggml_backend_cpu_set_use_ref`). Answer steps
-cost the same with it on the 2-core CPU; prompts read slower (README,
-"Deterministic answers").
+cost the same with it on the 2-core CPU; prompts read 1.9-3x slower (README,
+"Speculative decoding"). It does not reach the kernels for repacked weights
+(model_params), which have no reference version.
 
 How: llama.h gives no way to reach a context's CPU backend, so ingle catches
 it as the context makes it. The CPU device keeps its functions in a table of
