@@ -16,6 +16,7 @@ import pytest
 
 from ingle.adapters.cli import doctor
 from ingle.adapters.cli.doctor import Check, run_checks
+from ingle.core.runtime import llama_model, reference_kernels
 
 INGLE = str(Path(sys.executable).parent / "ingle")
 
@@ -47,6 +48,26 @@ def test_a_fresh_machine_is_told_to_pull_the_default_model(tmp_path: Path, monke
     assert checks["port"].ok and "is free" in checks["port"].detail
     assert checks["security"].ok
     assert not (tmp_path / "home").exists()  # looking creates nothing
+
+
+def test_it_says_when_speculative_guesses_can_tip_a_greedy_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INGLE_PORT", str(free_port()))
+    # A CPU where llama.cpp repacks the weights (x86 without AMX, ARM): its kernels for them have no
+    # reference version.
+    monkeypatch.setattr(llama_model, "runs_amx", lambda: False)
+    runtime = by_name(run_checks(tmp_path / "home"))["llama.cpp"]
+    assert runtime.ok and "repacks the weights" in runtime.detail and "deterministic = true" in runtime.detail
+    monkeypatch.setenv("INGLE_DETERMINISTIC", "true")  # which keeps them unpacked
+    assert "repacks" not in by_name(run_checks(tmp_path / "home"))["llama.cpp"].detail
+    # A llama-cpp-python build whose CPU device is laid out otherwise than the pinned one's.
+    monkeypatch.setattr(reference_kernels, "_cpu_device", lambda: None)
+    runtime = by_name(run_checks(tmp_path / "home"))["llama.cpp"]
+    assert not runtime.ok and "reference kernels" in runtime.detail and "deterministic = false" in runtime.detail
+    monkeypatch.setenv("INGLE_DETERMINISTIC", "false")
+    runtime = by_name(run_checks(tmp_path / "home"))["llama.cpp"]
+    assert runtime.ok and "can tip a greedy answer" in runtime.detail
 
 
 @pytest.mark.slow

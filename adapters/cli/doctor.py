@@ -236,11 +236,29 @@ def check_runtime(settings: Settings) -> Check:
             False,
             f"llama-cpp-python does not load ({error}); reinstall it into this venv (see README, Building).",
         )
-    from ingle.core.runtime.llama_model import runs_amx  # loads llama_cpp, which may not load: after the check
+    # These load llama_cpp, which may not load: after the check above.
+    from ingle.core.runtime import reference_kernels
+    from ingle.core.runtime.llama_model import model_params, runs_amx
 
     build = "GPU offload build" if llama_cpp.llama_supports_gpu_offload() else "CPU build"
     if runs_amx():
         build += "; this CPU has AMX, whose llama.cpp kernels crash, so weights stay unpacked (README, Building)"
+    if not reference_kernels.reachable():
+        if settings.deterministic:
+            return Check(
+                "llama.cpp",
+                False,
+                f"llama-cpp-python {llama_cpp.__version__} does not let ingle reach llama.cpp's reference kernels, "
+                "which deterministic needs: install the version pyproject.toml names, or set deterministic = false.",
+            )
+        build += (
+            "; its reference kernels are out of reach, so speculative guesses can tip a greedy answer at a near tie"
+        )
+    elif model_params(repack=not settings.deterministic).use_extra_bufts:
+        build += (
+            "; it repacks the weights on this CPU, so speculative guesses can tip a greedy answer at a near tie "
+            "(deterministic = true rules it out; README, Speculative decoding)"
+        )
     return Check("llama.cpp", True, f"llama-cpp-python {llama_cpp.__version__}, {build}.")
 
 

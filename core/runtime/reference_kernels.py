@@ -99,6 +99,11 @@ def _cpu_device() -> _CpuDevice | None:
     return _CpuDevice(device, table, table[_INIT_BACKEND], _SetUseRef(set_use_ref))
 
 
+def reachable() -> bool:
+    """Whether contexts made in this process can switch to the reference kernels."""
+    return _cpu_device() is not None
+
+
 _made: list[int] | None = None
 """The backends made while a context is being created under _catching; None otherwise."""
 
