@@ -302,13 +302,14 @@ class LlamaContext:
         self.shape = shape
         self._ctx, self._reference_kernels = catch_cpu_backend(lambda: llama.llama_init_from_model(model.raw, params))
         if not self._ctx:
-            # A quantized KV cache needs flash attention, which llama.cpp has for most architectures, not all.
+            # A quantized KV cache and deterministic need flash attention, which llama.cpp has for most
+            # architectures, not all.
             raise RuntimeFailure(
                 f"llama.cpp could not create a context of {params.n_ctx} tokens: lower num_ctx or num_parallel"
                 + (
                     ', or set kv_cache_type = "f16" and deterministic = false if this model\'s architecture has no '
-                    "flash attention on the CPU (a quantized KV cache needs it)."
-                    if shape.kv_cache_type != "f16"
+                    "flash attention on the CPU (a quantized KV cache and deterministic need it)."
+                    if shape.kv_cache_type != "f16" or shape.deterministic
                     else "."
                 )
             )
