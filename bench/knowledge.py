@@ -240,9 +240,9 @@ async def main() -> None:
 async def speed_beside_embeddings(engine: Engine, embedding_model: str) -> Table:
     """The chat model's speed with the embedding model loaded, then with it unloaded (same stories)."""
     topics = ["a lighthouse keeper", "a robot gardener", "the last train of the night"]
-    beside = [await engine_rate(engine, STORY.format(topic=topic), CHAT_TOKENS) for topic in topics]
+    beside = [(await engine_rate(engine, STORY.format(topic=topic), CHAT_TOKENS))[0] for topic in topics]
     await engine.unload(embedding_model)
-    alone = [await engine_rate(engine, STORY.format(topic=topic), CHAT_TOKENS) for topic in topics]
+    alone = [(await engine_rate(engine, STORY.format(topic=topic), CHAT_TOKENS))[0] for topic in topics]
     table = Table(title=f"Chat speed beside the embedding model ({len(topics)} greedy 128-token answers, median)")
     for column in ("chat model", "tok/s", "ratio"):
         table.add_column(column)

@@ -13,12 +13,14 @@ Then prints, in one run, side by side:
    difference is (the gap between the two likeliest tokens there, from logprobs);
 2. aggregate tokens/s of 1, 4 and 8 clients streaming 128-token chat answers at once
    (the official openai client, temperature 0), with time to first token;
-3. one stream's generation speed against `llama-bench -n 64` (tg64), built from the
-   same llama.cpp sources by bench/build_llama_server.sh, in alternation with ingle's
-   engine in-process (neither side has HTTP) and with a bare llama_decode loop on the
-   libllama ingle loads (what that library build allows, without ingle's scheduler and
-   sampler); and both servers' streams over HTTP from part 2 (there the client and the
-   HTTP layer share the machine's cores with the decode).
+3. one stream's generation speed against llama-bench, built from the same llama.cpp
+   sources by bench/build_llama_server.sh: its tg64 (`-n 64`, from an empty cache) and
+   the same work as the engine's chat answer (`-d` the answer's prompt tokens, `-n 128`:
+   a token costs more the more are cached), in alternation with ingle's engine
+   in-process (neither side has HTTP) and with a bare llama_decode loop on the libllama
+   ingle loads (what that library build allows, without ingle's scheduler and sampler);
+   and both servers' streams over HTTP from part 2 (there the client and the HTTP layer
+   share the machine's cores with the decode).
 
 Machines here are noisy (and often shared): servers alternate within a round, each
 figure is the median of the rounds, and the verdicts use ratios from the same run.
@@ -216,10 +218,11 @@ async def draft_counts(url: str) -> tuple[float, float]:
     return values["ingle_draft_tokens_total"], values["ingle_draft_tokens_accepted_total"]
 
 
-def llama_bench_tg(binary: Path, blob: Path, threads: int) -> float:
-    """llama-bench's tg64 tokens/s with the same threads."""
+def llama_bench_tg(binary: Path, blob: Path, threads: int, depth: int = 0, tokens: int = 64) -> float:
+    """llama-bench's generation tokens/s with the same threads: `tokens` tokens after `depth` cached ones."""
     result = subprocess.run(
-        [str(binary), "-m", str(blob), "-t", str(threads), "-p", "0", "-n", "64", "-r", "3", "-o", "json"]
+        [str(binary), "-m", str(blob), "-t", str(threads), "-p", "0", "-n", str(tokens), "-d", str(depth)]
+        + ["-r", "3", "-o", "json"]
         + (["--repack", "0"] if runs_amx() else []),  # the weights as ingle lays them out (model_params)
         check=True,
         capture_output=True,
@@ -250,37 +253,37 @@ def bare_decode_tg(blob: Path, threads: int) -> float:
     return statistics.median(rates)
 
 
-async def engine_rate(engine: Engine, prompt: str, max_tokens: int) -> float:
+async def engine_rate(engine: Engine, prompt: str, max_tokens: int) -> tuple[float, int]:
     """Generation tokens/s (after the first token) of one greedy chat answer from the engine in-process,
-    sampled as the /v1 routes sample."""
+    sampled as the /v1 routes sample, and the tokens of its prompt."""
     options = SamplingOptions(temperature=0, repeat_penalty=1.0, max_tokens=max_tokens)
     request = GenerationRequest(model=MODEL, messages=[ChatMessage("user", prompt)], options=options)
     first = ended = 0.0
-    tokens = 0
+    tokens = prompt_tokens = 0
     async for chunk in engine.generate(request):
         if chunk.text and not first:
             first = time.perf_counter()
-        if chunk.done:
+        if chunk.done and chunk.stats:
             ended = time.perf_counter()
-            tokens = chunk.stats.completion_tokens if chunk.stats else 0
-    return (tokens - 1) / (ended - first) if tokens > 1 and ended > first else 0.0
+            tokens, prompt_tokens = chunk.stats.completion_tokens, chunk.stats.prompt_tokens
+    return ((tokens - 1) / (ended - first) if tokens > 1 and ended > first else 0.0), prompt_tokens
 
 
 async def one_stream_ceilings(
-    home: Path, threads: int, rounds: int, ceilings: dict[str, Callable[[], float]]
+    home: Path, threads: int, rounds: int, ceilings: dict[str, Callable[[int], float]]
 ) -> tuple[list[float], dict[str, list[float]]]:
-    """One stream's rate from ingle's engine in-process and each ceiling's, alternating, `rounds` times each."""
+    """One stream's rate from ingle's engine in-process and each ceiling's, alternating, `rounds` times each.
+    A ceiling is given the tokens the engine's answers start after (their prompt's)."""
     settings = Settings(home=home, num_threads=threads, num_ctx=CONTEXT, keep_alive=-1)
     engine_rates: list[float] = []
     measured: dict[str, list[float]] = {name: [] for name in ceilings}
     async with Engine(settings) as engine:
-        await engine_rate(engine, STORY.format(topic="warming up"), 4)
+        _, depth = await engine_rate(engine, STORY.format(topic="warming up"), 4)
         for number in range(rounds):
-            engine_rates.append(
-                await engine_rate(engine, STORY.format(topic=TOPICS[number % len(TOPICS)]), CHAT_TOKENS)
-            )
+            rate, _ = await engine_rate(engine, STORY.format(topic=TOPICS[number % len(TOPICS)]), CHAT_TOKENS)
+            engine_rates.append(rate)
             for name, ceiling in ceilings.items():
-                measured[name].append(ceiling())
+                measured[name].append(ceiling(depth))
     return engine_rates, measured
 
 
@@ -369,16 +372,20 @@ async def main(arguments: argparse.Namespace) -> None:
                     if clients == 1:
                         single[label].append(answers[0].rate)
 
-    console.print("[bold]3. One stream against llama-bench tg64[/]")
+    console.print("[bold]3. One stream against llama-bench[/]")
     # The bare loop runs in a process of its own: a second thread running llama.cpp in this one would give
     # libgomp a second OpenMP team, which slows both (see ComputeThread in core/runtime/scheduler.py).
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as bare_process:
-        ceilings = {"bare loop": lambda: bare_process.submit(bare_decode_tg, blob, threads).result()}
+        ceilings: dict[str, Callable[[int], float]] = {
+            "bare loop": lambda _: bare_process.submit(bare_decode_tg, blob, threads).result()
+        }
         if llama_bench.exists():
-            ceilings["llama-bench"] = lambda: llama_bench_tg(llama_bench, blob, threads)
+            ceilings["tg64"] = lambda _: llama_bench_tg(llama_bench, blob, threads)
+            ceilings["same work"] = lambda depth: llama_bench_tg(llama_bench, blob, threads, depth, CHAT_TOKENS)
         engine_rates, ceiling_rates = await one_stream_ceilings(home, threads, arguments.rounds, ceilings)
     bare_loop = median(ceiling_rates["bare loop"])
-    ceiling = median(ceiling_rates.get("llama-bench", []))
+    ceiling = median(ceiling_rates.get("tg64", []))
+    same_work = median(ceiling_rates.get("same work", []))
 
     table = Table(title=f"ingle vs llama-server — {MODEL}, {threads} thread(s), median of {arguments.rounds} rounds")
     for column in ("measure", "ingle", "llama-server", "ratio", "target", "verdict"):
@@ -456,8 +463,13 @@ async def main(arguments: argparse.Namespace) -> None:
     ratio_row("1 stream, tok/s: ingle's engine vs a bare loop on its libllama", engine, bare_loop, None, "bare loop")
     if ceiling:
         ratio_row(
-            "1 stream, tok/s: ingle's engine in-process (no HTTP either side)", engine, ceiling, 0.97, "llama-bench"
+            "1 stream, tok/s: ingle's engine in-process (no HTTP either side)",
+            engine,
+            same_work,
+            0.97,
+            "llama-bench, the same depth and tokens",
         )
+        ratio_row("1 stream, tok/s: the same against tg64 (empty cache)", engine, ceiling, None, "llama-bench")
         ratio_row(
             "1 stream, tok/s: bare llama_decode loop on ingle's libllama", bare_loop, ceiling, None, "llama-bench"
         )
