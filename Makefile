@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-quality-ts bench-speculative bench-deterministic bench-kv-cache
+.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-quality-ts bench-speculative bench-deterministic bench-kv-cache bench-repack
 
 venv install: $(INSTALLED)
 
@@ -96,6 +96,11 @@ bench-deterministic: $(INSTALLED)
 # kv_cache_type f16, q8_0 and q4_0 side by side with bare decodes: prompt reading, one-token and guess steps.
 bench-kv-cache: $(INSTALLED)
 	$(BIN)/python bench/kv_cache.py
+
+# llama.cpp's weight repacking on and off: speed, and whether guessed rows compute as alone. It needs a
+# llama-cpp-python that repacks on this CPU, put first on PYTHONPATH (see the top of bench/repack.py).
+bench-repack: $(INSTALLED)
+	$(BIN)/python bench/repack.py
 
 # Run as a module: it drives the fake Slack from tests/fakes.
 bench-bots: $(INSTALLED)
