@@ -123,15 +123,6 @@ def test_a_sequence_whose_guesses_fail_stops_guessing_and_later_tries_again() ->
     assert lookup.draft(room=64, plan=plan_for(CPU_STEPS))
 
 
-def test_every_rejected_guess_counts_against_the_next_steps_guesses() -> None:
-    # A story's sequence once kept guessing eight deep through steps that kept 1, 0, 0 and 0 of them.
-    lookup = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 10] * 3, DraftSettings(most_tokens=16, first_hit_rate=0.75))
-    lookup.feedback(drafted=8, accepted=8)
-    assert lookup.draft(room=64, plan=plan_for(CPU_STEPS))
-    lookup.feedback(drafted=8, accepted=1)
-    assert lookup.draft(room=64, plan=plan_for(CPU_STEPS)) == []
-
-
 @pytest.fixture(scope="module")
 async def plain_engine(default_model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Engine]:
     """An engine with speculative decoding off, to compare against."""

@@ -33,7 +33,7 @@ MAX_MATCH = 8
 # A match of n tokens is trusted for up to 2n - 1 guessed tokens: a long match means the answer is
 # copying its input, where whole lines are kept (so 8 matched tokens allow 15 guesses, a batch of 16).
 GUESSES_PER_MATCHED_TOKEN = 2
-# How far each verified guess, kept or not, moves the estimate of a drafted token's chance to be kept.
+# How fast the estimate of a drafted token's chance to be kept follows the latest verifications.
 HIT_RATE_STEP = 0.2
 # How fast a sequence that stopped guessing (its guesses failed) drifts back to trying again.
 HIT_RATE_RECOVERY = 0.05
@@ -160,18 +160,11 @@ class Guesses:
         return depth
 
     def feedback(self, drafted: int, accepted: int) -> None:
-        """Move the hit rate toward the share of this step's guesses that were kept.
-
-        Every drafted token is one observation of that share, kept or not: the
-        step's plan (StepPlan.choose) counts each guess as kept with chance
-        hit_rate, so a rejected guess after the first miss cost as much as
-        the first. Counting only the first miss, as this once did, kept a
-        story's sequence guessing eight deep through four steps that kept
-        1, 0, 0 and 0 (each step three times a one-token one), 5-7% of its speed.
-        """
-        if drafted:
-            weight = 1.0 - (1.0 - HIT_RATE_STEP) ** drafted
-            self.hit_rate += weight * (accepted / drafted - self.hit_rate)
+        """Update the hit rate: each kept token counts as a hit, the first rejected one as a miss."""
+        for _ in range(accepted):
+            self.hit_rate += HIT_RATE_STEP * (1.0 - self.hit_rate)
+        if accepted < drafted:
+            self.hit_rate -= HIT_RATE_STEP * self.hit_rate
 
 
 class PromptLookup(Guesses):
