@@ -37,15 +37,12 @@ from pathlib import Path
 import gguf
 import llama_cpp as llama
 import numpy as np
+from kv_cache import MODEL, default_model
 from rich.console import Console
 from rich.table import Table
 
-from ingle.core.engine import Engine
-from ingle.core.errors import ModelNotFound
 from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaContext, LlamaModel, model_params
-from ingle.core.settings import load_settings
 
-MODEL = "qwen2.5-coder:0.5b"
 THREADS = 2
 PROMPT = 512
 GUESSES = 16
@@ -167,17 +164,6 @@ def measure(model: LlamaModel) -> dict[str, float]:
     return {"read": read, "lone": statistics.median(steps) * 1000, "guesses": guess_step * 1000, "alone": as_alone}
 
 
-async def default_model(console: Console) -> Path:
-    """The default model's weights file, pulled first if the store lacks it."""
-    async with Engine(load_settings()) as engine:
-        try:
-            manifest = engine.show(MODEL)
-        except ModelNotFound:
-            console.print("Pulling the default model first (ingle pull default)…")
-            manifest = await engine.pull("default")
-        return engine.store.blob_path(manifest.digest)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="turns of repacked and unpacked (medians kept)")
@@ -189,7 +175,7 @@ def main() -> None:
             "run this with a llama-cpp-python built for plain AVX2, as the top of bench/repack.py shows."
         )
         raise SystemExit(2)
-    default = asyncio.run(default_model(console))
+    _, default = asyncio.run(default_model(console))
     models = {f"{MODEL} (Q5_0/Q8_0/Q6_K)": default} | {
         f"Qwen2.5-1.5B shape, random, {name}": path for name, path in random_models(default, console).items()
     }
