@@ -278,18 +278,11 @@ async def one_stream_ceilings(
     start after (their prompt's). Both engines' steps run on the one compute thread, in turn."""
     engine_rates: dict[bool, list[float]] = {False: [], True: []}
     measured: dict[str, list[float]] = {name: [] for name in ceilings}
+    base = Settings(home=home, num_threads=threads, num_ctx=CONTEXT, keep_alive=-1)
     async with AsyncExitStack() as stack:
         engines = {
             guesses: await stack.enter_async_context(
-                Engine(
-                    Settings(
-                        home=home,
-                        num_threads=threads,
-                        num_ctx=CONTEXT,
-                        keep_alive=-1,
-                        draft_tokens=Settings.model_fields["draft_tokens"].default if guesses else 0,
-                    )
-                )
+                Engine(base if guesses else base.model_copy(update={"draft_tokens": 0}))
             )
             for guesses in engine_rates
         }
