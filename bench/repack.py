@@ -20,7 +20,8 @@ It needs a llama.cpp that repacks on this CPU. On a CPU with AMX, ingle never
 repacks (llama.cpp's AMX kernels crash: core/runtime/llama_model.py), so build
 llama-cpp-python for plain AVX2 into a folder of its own and put it first:
 
-    CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install --no-deps --target /tmp/avx2 llama-cpp-python==0.3.36
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv/bin/pip install --no-cache-dir --no-deps \\
+        --target /tmp/avx2 llama-cpp-python==0.3.36
     PYTHONPATH=/tmp/avx2 .venv/bin/python bench/repack.py [--rounds 2]
 """
 
