@@ -38,14 +38,14 @@ from pathlib import Path
 import gguf
 import llama_cpp as llama
 import numpy as np
-from kv_cache import MODEL, default_model
+from kv_cache import CHUNK, MODEL, default_model, read_prompt
 from rich.console import Console
 from rich.table import Table
 
 from ingle.core.runtime.llama_model import Batch, ContextShape, LlamaContext, LlamaModel, model_params
 
 THREADS = 2
-PROMPT = 512
+PROMPT = CHUNK  # read in one step
 GUESSES = 16
 LONGEST_CHECKED = 8
 # Qwen2.5-1.5B's shape: hidden size, feed-forward size, layers, attention heads, key/value heads.
@@ -137,12 +137,7 @@ def measure(model: LlamaModel) -> dict[str, float]:
     batch = Batch(PROMPT)
     prompt = [1000 + position for position in range(PROMPT)]
     try:
-        batch.clear()
-        for position, token in enumerate(prompt):
-            batch.add(token, position, 0, position == PROMPT - 1)
-        started = time.perf_counter()
-        context.decode(batch)
-        read = time.perf_counter() - started
+        read = read_prompt(context, batch, prompt)
         # The answer's tokens one at a time: each step's logits are what a guessed row must equal.
         answer = [int(np.argmax(context.logits(PROMPT - 1)))]
         alone, steps = [], []
