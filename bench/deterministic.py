@@ -93,8 +93,9 @@ async def measure(servers: dict[str, Server], functions: list[str], console: Con
     # other rounding from another starting point), so only the guesses differ.
     for number, source in enumerate(functions):
         console.print(f"  function {number + 1}/{len(functions)}, alone")
-        reference = await chat(off, EDIT.format(source=source), EDIT_TOKENS)
-        guessed = await chat(on, EDIT.format(source=source), EDIT_TOKENS)
+        prompt = EDIT.format(source=source)
+        reference = await chat(off, prompt, EDIT_TOKENS)
+        guessed = await chat(on, prompt, EDIT_TOKENS)
         same_guessing += guessed.text == reference.text
         rates["on"].append(guessed.rate)
         rates["off"].append(reference.rate)
