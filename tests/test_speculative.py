@@ -80,6 +80,22 @@ def test_the_step_takes_as_many_guesses_as_its_measured_cost_makes_worth_it() ->
     assert StepPlan(StepCost(), 1, capacity=512).choose(most=15, hit_rate=0.99) == 0
 
 
+def test_a_run_repeated_by_chance_is_guessed_shallower_than_a_copied_one() -> None:
+    # Step costs the AMX machine learned over code edits, in lone steps: eight rows cost less than seven
+    # (llama.cpp's tiled kernels start at eight).
+    amx = {1: 1.0, 2: 1.26, 3: 1.67, 4: 2.09, 5: 2.58, 6: 2.82, 7: 3.12, 8: 2.73, 9: 3.6, 10: 3.83}
+    # A story repeating five tokens: a guess is only kept if all before it were, so seven guesses (a step of
+    # eight, all of them missed in the story this was measured on) would not pay.
+    assert 1 <= plan_for(amx).choose(most=9, hit_rate=0.75, copying=False) <= 2
+    # An answer copying its input keeps a run of guesses whole or misses it at once.
+    assert plan_for(amx).choose(most=9, hit_rate=0.75) == 7
+    # Prompt lookup tells the two apart by the length of the match.
+    chance = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 20, 1, 2, 3, 4, 5], DraftSettings(16))
+    assert 1 <= len(chance.draft(64, plan_for(amx))) <= 2
+    copied = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 20, 1, 2, 3, 4, 5, 6, 7, 8], DraftSettings(16))
+    assert len(copied.draft(64, plan_for(amx))) >= 7
+
+
 def test_with_a_kv_buffer_per_sequence_each_sequences_guesses_are_priced_as_a_pass_of_their_own() -> None:
     # Steps measured on the AMX machine (no repacked weights): llama.cpp decodes eight streams' tokens in one
     # pass, and one stream's 15 guesses beside them in a second pass, as long as a lone stream's 16 tokens.

@@ -100,21 +100,26 @@ class StepPlan:
         self._passes = 0.0
         """Seconds of the guesses' own passes chosen so far."""
 
-    def choose(self, most: int, hit_rate: float, explore: bool = False) -> int:
+    def choose(self, most: int, hit_rate: float, explore: bool = False, copying: bool = True) -> int:
         """How many guesses (0..most) for one more sequence make the step yield the most tokens per second.
 
-        Each guess is counted as kept with chance `hit_rate`, independently
-        of its place: guesses from a long match are mostly kept whole or
-        fail at once, and a steeper model (hit_rate**i) never guessed deep
-        enough to find out. `explore` lets step sizes not measured yet be
-        tried (see StepCost); only guesses likely to be kept should, so that
-        trying costs little. The chosen guesses are counted into the step.
+        `copying`: the guesses continue a long match, where the answer copies
+        its input and a run of guesses is mostly kept whole or fails at
+        once; each is then counted as kept with chance `hit_rate`, whatever
+        its place (a steeper model never guessed deep enough to find out).
+        Otherwise the i-th guess counts as kept only with chance
+        hit_rate**i, as it is only kept if all before it were: a shorter
+        match recurs by chance in prose as well, and a miss there is likely
+        from the first guess on. `explore` lets step sizes not measured yet
+        be tried (see StepCost); only guesses likely to be kept should, so
+        that trying costs little. The chosen guesses are counted into the step.
         """
         if self._base is None:  # no step measured yet: this one, without guesses, is the first
             return 0
         now = self._base + self._passes if self._own_pass else self._cost.seconds(self.tokens) or self._base
-        best_rate, depth, added = self._expected / now, 0, 0.0
+        best_rate, depth, added, best_kept, kept = self._expected / now, 0, 0.0, 0.0, 0.0
         for extra in range(1, min(most, self.room) + 1):
+            kept += hit_rate if copying else hit_rate**extra
             if self._own_pass:
                 # A pass of `extra` tokens of one sequence, priced as a lone sequence's step of that size. Not
                 # explored: steps of several passes are not recorded (scheduler.py), so their cost would never
@@ -122,11 +127,11 @@ class StepPlan:
                 seconds = now + (self._cost.seconds(extra) or self._base)
             else:
                 seconds = self._cost.seconds(self.tokens + extra, explore) or now
-            rate = (self._expected + extra * hit_rate) / seconds
+            rate = (self._expected + kept) / seconds
             if rate > best_rate:
-                best_rate, depth, added = rate, extra, seconds - now
+                best_rate, depth, added, best_kept = rate, extra, seconds - now, kept
         self.tokens += depth
-        self._expected += depth * hit_rate
+        self._expected += best_kept
         self.room -= depth
         self._passes += added
         return depth
@@ -150,9 +155,10 @@ class Guesses:
         """Add one token to the history."""
         self.history.append(token)
 
-    def depth(self, plan: StepPlan, most: int, explore: bool = False) -> int:
-        """How many tokens to guess in the step `plan` fills, at most `most`; 0 lets the trust recover."""
-        depth = plan.choose(min(most, self.settings.most_tokens), self.hit_rate, explore)
+    def depth(self, plan: StepPlan, most: int, explore: bool = False, copying: bool = True) -> int:
+        """How many tokens to guess in the step `plan` fills, at most `most` (see StepPlan.choose); 0 lets the
+        trust recover."""
+        depth = plan.choose(min(most, self.settings.most_tokens), self.hit_rate, explore, copying)
         if depth == 0:
             # Without guesses there is no feedback: drift back, so a sequence whose text turns
             # repetitive later (a quote, a copied block) tries again.
@@ -200,5 +206,6 @@ class PromptLookup(Guesses):
             if start is not None:
                 trusted = min(room, GUESSES_PER_MATCHED_TOKEN * size - 1, end - start)
                 # Only the longest matches (copying, where guesses are nearly always kept) try new step sizes.
-                return history[start : start + self.depth(plan, trusted, explore=size == MAX_MATCH)]
+                copying = size == MAX_MATCH
+                return history[start : start + self.depth(plan, trusted, explore=copying, copying=copying)]
         return []
