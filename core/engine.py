@@ -753,7 +753,7 @@ in steps longer than this, so each token goes at once."""
 
 def _thread_safe_put(queue: asyncio.Queue) -> Callable[[object], None]:
     """A callback for the compute thread that hands items to `queue` on this event loop, a few at a time
-    when a stream is fast (HAND_OVER_SECONDS)."""
+    when a stream is fast (HAND_OVER_SECONDS), the pieces of text held meanwhile joined into one chunk."""
     loop = asyncio.get_running_loop()
     held: list[object] = []
     last_hand_over = -HAND_OVER_SECONDS
@@ -764,7 +764,14 @@ def _thread_safe_put(queue: asyncio.Queue) -> Callable[[object], None]:
 
     def put(item: object) -> None:
         nonlocal last_hand_over
-        held.append(item)
+        waiting = held[-1] if held else None
+        if isinstance(waiting, GenerationChunk) and isinstance(item, GenerationChunk) and not item.done:
+            # One chunk for the tokens of one hand-over: each chunk is an event the client parses.
+            held[-1] = GenerationChunk(
+                waiting.text + item.text, stats=waiting.stats or item.stats, logprobs=waiting.logprobs + item.logprobs
+            )
+        else:
+            held.append(item)
         now = time.perf_counter()
         final = isinstance(item, BaseException) or (isinstance(item, GenerationChunk) and item.done)
         line_end = isinstance(item, GenerationChunk) and "\n" in item.text

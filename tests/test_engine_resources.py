@@ -261,7 +261,7 @@ async def test_a_fast_streams_tokens_reach_the_reader_a_few_at_a_time_and_a_line
     put(GenerationChunk("(a, b):"))
     assert await arrived() == [], "the next ones wait for company"
     put(GenerationChunk("\n"))
-    assert await arrived() == [" add", "(a, b):", "\n"], "a line end takes them along at once"
+    assert await arrived() == [" add(a, b):\n"], "a line end takes them along at once, in one chunk"
     put(GenerationChunk("    return"))
     put(GenerationChunk("", done=True))
     assert await arrived() == ["    return", ""], "the last one goes at once"
