@@ -138,8 +138,16 @@ class Slot:
         return self.job
 
 
-def choose_slot(free: list[Slot], reused: dict[int, int], busy: set[int] | None) -> Slot:
+def choose_slot(free: list[Slot], reused: dict[int, int], busy: set[int] | None, prompt_length: int) -> Slot:
     """The free slot a new job takes, given how many prompt tokens each would reuse.
+
+    Reuse only counts where the prompt keeps at least half of a slot's cache
+    (a conversation's next turn, a completion in the same file) or half of the
+    prompt is in it (the same question again): a new conversation shares its
+    first tokens (a chat template's, a system prompt) with every cached one,
+    and taking the slot of one for them would throw away that conversation's
+    cache, which its next turn needs, while an empty or long unused slot is
+    there.
 
     `busy` holds the sequences of the running jobs when every sequence has a KV
     buffer of its own (None for one shared pool). llama.cpp then decodes a
@@ -152,15 +160,19 @@ def choose_slot(free: list[Slot], reused: dict[int, int], busy: set[int] | None)
     stale. (The caller passes None when the jobs waiting fill every slot:
     then each takes the slot that reuses most.)
     """
-    by_reuse = max(free, key=lambda slot: (reused[slot.sequence], -slot.last_used))
+    gain = {
+        slot.sequence: reused[slot.sequence] if 2 * reused[slot.sequence] >= min(len(slot.cached), prompt_length) else 0
+        for slot in free
+    }
+    by_reuse = max(free, key=lambda slot: (gain[slot.sequence], -slot.last_used))
     if busy is None:
         return by_reuse
 
     def runs_added(slot: Slot) -> int:
         return 1 - (slot.sequence - 1 in busy) - (slot.sequence + 1 in busy)
 
-    compact = min(free, key=lambda slot: (runs_added(slot), -reused[slot.sequence], slot.last_used))
-    if reused[by_reuse.sequence] - reused[compact.sequence] >= REUSE_WORTH_A_SPLIT:
+    compact = min(free, key=lambda slot: (runs_added(slot), -gain[slot.sequence], slot.last_used))
+    if gain[by_reuse.sequence] - gain[compact.sequence] >= REUSE_WORTH_A_SPLIT:
         return by_reuse
     return compact
 
@@ -410,7 +422,7 @@ class BatchScheduler:
             reused = {sequence: plan.reused for sequence, plan in plans.items()}
             # Once the jobs waiting now fill every slot, the busy ones are one run whatever their order.
             fills_all = len(busy) + 1 + len(self._waiting) >= len(self._slots)
-            slot = choose_slot(free, reused, None if self.shape.shared_cache or fills_all else busy)
+            slot = choose_slot(free, reused, None if self.shape.shared_cache or fills_all else busy, len(job.tokens))
             slot.job = job
             placed.append((slot, plans[slot.sequence].with_holes_up_to(MOST_HOLE_TOKENS)))
         return placed
