@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-quality-ts bench-speculative bench-deterministic bench-kv-cache bench-repack
+.PHONY: venv install links test check run bench clean vsix bench-lsp bench-api bench-bots bench-quality bench-quality-ts bench-speculative bench-deterministic bench-kv-cache bench-repack bench-idle-caches
 
 venv install: $(INSTALLED)
 
@@ -101,6 +101,10 @@ bench-kv-cache: $(INSTALLED)
 # llama-cpp-python that repacks on this CPU, put first on PYTHONPATH (see the top of bench/repack.py).
 bench-repack: $(INSTALLED)
 	$(BIN)/python bench/repack.py
+
+# One stream beside idle conversations in a shared KV pool: their caches parked in RAM, or left in the pool.
+bench-idle-caches: $(INSTALLED)
+	$(BIN)/python bench/idle_caches.py
 
 # Run as a module: it drives the fake Slack from tests/fakes.
 bench-bots: $(INSTALLED)

@@ -40,7 +40,9 @@ from .memory import (
     default_parallel,
     estimate_memory,
     format_bytes,
+    kv_bytes_per_token,
     memory_available,
+    parked_tokens,
 )
 from .names import ModelName
 from .settings import Settings
@@ -453,7 +455,9 @@ class Engine:
             limit = settings.memory_limit_mib * MIB if settings.memory_limit_mib else None
             in_use = sum(loaded.memory.total for loaded in self._loaded.values())
             free = memory_available(settings.memory_headroom_mib * MIB, limit, in_use)
-            sequences = default_parallel(manifest, tokens, threads, free, settings.kv_cache_type_in_use)
+            sequences = default_parallel(
+                manifest, tokens, threads, free, settings.kv_cache_type_in_use, settings.kv_reuse_min_tokens > 0
+            )
         # llama.cpp keeps an output row in n_batch for each sequence of a context (ours, plus the scratch one
         # of LlamaContext.decode_inside) and aborts the process on a context with more: raise the batch to fit.
         batch_tokens = max(settings.num_batch, sequences + 1)
@@ -477,7 +481,7 @@ class Engine:
         shape = self._shape_for(manifest)
         tokens = shape.sequences * shape.tokens_per_sequence
         span = attention_span(self.settings.flash_attention, shape.tokens_per_sequence, tokens, shape.shared_cache)
-        need = estimate_memory(manifest, tokens, shape.batch_tokens, span, shape.kv_cache_type)
+        need = estimate_memory(manifest, tokens, shape.batch_tokens, span, shape.kv_cache_type, shape.shared_cache)
         draft = self._draft_manifest()
         if draft is not None:
             need = need.plus(estimate_memory(draft, tokens, shape.batch_tokens, kv_cache_type=shape.kv_cache_type))
@@ -519,6 +523,8 @@ class Engine:
                 min_moved_run=self.settings.kv_reuse_min_tokens,
                 drafts=DraftSettings(most_tokens=self.settings.draft_tokens),
                 draft_model=draft_model,
+                park_bytes=kv_bytes_per_token(manifest, shape.kv_cache_type)
+                * parked_tokens(shape.sequences * shape.tokens_per_sequence, shape.shared_cache),
             )
         except Exception:
             if draft_model is not None:

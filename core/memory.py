@@ -22,6 +22,10 @@ SEQUENCES_PER_CORE = 4
 MOST_DEFAULT_SEQUENCES = 16
 
 
+PARKED_SHARE = 0.5
+"""Share of a shared KV pool's size that idle sequences' caches may take in RAM besides it (the scheduler
+copies them out of the pool, which every decode reads up to its last cell in use); the estimate counts it."""
+
 KV_BLOCK_BYTES = {"f16": 64, "q8_0": 34, "q4_0": 18}
 """Bytes 32 cached keys or values take in each kv_cache_type: 16 bits each, or 8 and 4 bits and a 16-bit scale."""
 
@@ -51,15 +55,22 @@ class MemoryEstimate:
         )
 
 
+def parked_tokens(context_tokens: int, shared_pool: bool) -> int:
+    """Tokens of idle caches kept in RAM out of a shared pool of `context_tokens` (PARKED_SHARE); none otherwise."""
+    return int(context_tokens * PARKED_SHARE) if shared_pool else 0
+
+
 def estimate_memory(
     manifest: Manifest,
     context_tokens: int,
     batch_tokens: int = _MEASURED_BATCH_TOKENS,
     attention_span: int = 0,
     kv_cache_type: str = "f16",
+    shared_pool: bool = False,
 ) -> MemoryEstimate:
     """Estimate weights + KV cache (of `kv_cache_type`) for `context_tokens` tokens over all sequences, and the
-    compute buffers of decode steps of `batch_tokens` (num_batch) tokens.
+    compute buffers of decode steps of `batch_tokens` (num_batch) tokens. A `shared_pool` adds the idle
+    caches copied out of it (parked_tokens) to the KV cache.
 
     `attention_span` is how many cached tokens one decode attends over without flash attention (0 with
     it): llama.cpp then holds a score for each of them, per batch token and head, as 32-bit floats. A
@@ -69,7 +80,8 @@ def estimate_memory(
     compute += batch_tokens * attention_span * (manifest.gguf.head_count or 0) * 4
     return MemoryEstimate(
         weights=manifest.size,
-        kv_cache=kv_bytes_per_token(manifest, kv_cache_type) * context_tokens,
+        kv_cache=kv_bytes_per_token(manifest, kv_cache_type)
+        * (context_tokens + parked_tokens(context_tokens, shared_pool)),
         overhead=compute + manifest.size // 20,
     )
 
@@ -84,15 +96,22 @@ def attention_span(flash_attention: str, tokens_per_sequence: int, pool_tokens: 
 
 
 def default_parallel(
-    manifest: Manifest, tokens_per_sequence: int, cores: int, free: int, kv_cache_type: str = "f16"
+    manifest: Manifest,
+    tokens_per_sequence: int,
+    cores: int,
+    free: int,
+    kv_cache_type: str = "f16",
+    shared_pool: bool = False,
 ) -> int:
     """Sequences a model gets when num_parallel is not set: what `cores` batch well, as far as the KV cache fits.
 
     Every sequence may fill its whole context, so each costs `tokens_per_sequence`
-    tokens of KV cache (of `kv_cache_type`) in `free` bytes besides the weights; at least one always.
+    tokens of KV cache (of `kv_cache_type`; more in a shared pool, see parked_tokens) in `free` bytes besides
+    the weights; at least one always.
     """
     by_cores = min(MOST_DEFAULT_SEQUENCES, SEQUENCES_PER_CORE * max(1, cores))
-    per_sequence = kv_bytes_per_token(manifest, kv_cache_type) * tokens_per_sequence
+    tokens = tokens_per_sequence + parked_tokens(tokens_per_sequence, shared_pool)
+    per_sequence = kv_bytes_per_token(manifest, kv_cache_type) * tokens
     if per_sequence <= 0:
         return by_cores
     by_memory = (free - estimate_memory(manifest, 0).total) // per_sequence

@@ -10,6 +10,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+import llama_cpp
 import pytest
 
 from ingle.core.engine import Engine
@@ -304,6 +305,32 @@ async def test_with_kv_reuse_text_inserted_mid_prompt_decodes_only_the_inserted_
     decoded = stats.prompt_tokens - stats.cached_tokens
     assert decoded <= 12, f"{decoded} of {stats.prompt_tokens} prompt tokens decoded again"
     assert text.strip().startswith("a + b")
+
+
+async def test_with_a_shared_pool_an_idle_conversation_waits_outside_it_and_its_next_turn_still_reuses_it(
+    default_model_home: Path,
+) -> None:
+    # Every decode reads a shared pool up to its last cell in use, other sequences' cells too: an idle
+    # conversation's cache waits in RAM while another request runs, and goes back when its next turn comes.
+    notes = "\n".join(f"# note {index}: keep the helpers small and pure" for index in range(30))
+    first = raw(notes + "\n\ndef add(a, b):\n    return", max_tokens=8)
+    follow_up = raw(notes + "\n\ndef add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return", max_tokens=8)
+    other = raw("Numbers: 1, 2, 3, 4,", max_tokens=24)
+    async with Engine(settings_for(default_model_home, num_parallel=1, kv_reuse_min_tokens=16)) as engine:
+        await collect(engine, first)
+        alone, _ = await collect(engine, follow_up)
+    async with Engine(settings_for(default_model_home, num_parallel=2, kv_reuse_min_tokens=16)) as engine:
+        await collect(engine, first)
+        await collect(engine, other)
+        scheduler = engine._loaded[engine.show(DEFAULT_MODEL).digest].scheduler
+        waiting = [slot for slot in scheduler._slots if slot.parked is not None]
+        assert len(waiting) == 1 and waiting[0].cached, "the first conversation's cache waits"
+        memory = llama_cpp.llama_get_memory(scheduler._context.raw)
+        assert memory is not None
+        assert llama_cpp.llama_memory_seq_pos_max(memory, waiting[0].sequence) == -1, "its cells left the pool"
+        text, stats = await collect(engine, follow_up)
+    assert stats.cached_tokens >= stats.prompt_tokens - 16, "the next turn reused the cache that waited"
+    assert text == alone
 
 
 async def test_parallelism_follows_the_cores_and_the_memory(default_model_home: Path) -> None:

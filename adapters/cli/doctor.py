@@ -212,10 +212,11 @@ def check_memory(settings: Settings) -> Check:
 
     cores = settings.num_threads or default_threads()
     cache_type = settings.kv_cache_type_in_use
-    sequences = settings.num_parallel or default_parallel(manifest, per_sequence, cores, budget, cache_type)
+    shared = settings.kv_reuse_min_tokens > 0
+    sequences = settings.num_parallel or default_parallel(manifest, per_sequence, cores, budget, cache_type, shared)
     tokens = per_sequence * sequences
-    span = attention_span(settings.flash_attention, per_sequence, tokens, settings.kv_reuse_min_tokens > 0)
-    need = estimate_memory(manifest, tokens, settings.num_batch, span, cache_type).total
+    span = attention_span(settings.flash_attention, per_sequence, tokens, shared)
+    need = estimate_memory(manifest, tokens, settings.num_batch, span, cache_type, shared).total
     if need > budget:
         return Check(
             "memory",

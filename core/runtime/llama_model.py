@@ -377,6 +377,22 @@ class LlamaContext:
         """Drop every cached token of every sequence."""
         llama.llama_memory_clear(self._memory, True)
 
+    def save_sequence(self, sequence: int) -> ctypes.Array[ctypes.c_ubyte]:
+        """A copy of a sequence's cache (its cells' keys and values), for restore_sequence."""
+        size = llama.llama_state_seq_get_size(self._ctx, sequence)
+        saved = (ctypes.c_ubyte * size)()
+        if llama.llama_state_seq_get_data(self._ctx, saved, size, sequence) != size:
+            raise RuntimeFailure(f"llama.cpp could not copy the cache of sequence {sequence}.")
+        return saved
+
+    def restore_sequence(self, sequence: int, saved: ctypes.Array[ctypes.c_ubyte]) -> bool:
+        """Put back a copy from save_sequence as the cache of `sequence`; False (and the sequence empty) when
+        the pool has no room for it."""
+        if llama.llama_state_seq_set_data(self._ctx, saved, len(saved), sequence) == len(saved):
+            return True
+        self.forget(sequence)
+        return False
+
     def decode_inside(self, sequence: int, tokens: list[int], start: int, batch: Batch) -> None:
         """Decode `tokens` at positions start, start+1, ... of a sequence that already holds later positions.
 

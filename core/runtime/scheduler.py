@@ -25,6 +25,7 @@ the run and the drafts after it leave the cache (llama_memory_seq_rm).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -130,6 +131,9 @@ class Slot:
     """The token at each position of the sequence's cache."""
     job: GenerationJob | None = None
     last_used: float = 0.0
+    parked: ctypes.Array[ctypes.c_ubyte] | None = None
+    """The cache, copied out of a shared pool while the slot is idle (BatchScheduler._park_idle); `cached`
+    still says what it holds."""
 
     def busy(self) -> GenerationJob:
         """The job holding this slot, for code that only visits busy slots."""
@@ -250,6 +254,7 @@ class BatchScheduler:
         min_moved_run: int = 0,
         drafts: DraftSettings | None = None,
         draft_model: DraftModel | None = None,
+        park_bytes: int = 0,
     ) -> None:
         if shape.batch_tokens <= shape.sequences:
             # A step holds a token of every generating sequence, and llama.cpp aborts the process on a context
@@ -264,6 +269,8 @@ class BatchScheduler:
         # Guesses come from this model when given (the scheduler frees it), else by prompt lookup.
         self._draft_model = draft_model
         self._step_cost = StepCost()
+        # Most bytes of idle caches kept in RAM out of a shared pool; 0 leaves them in the pool.
+        self._park_bytes = park_bytes if shape.shared_cache else 0
         self._context: LlamaContext = model.new_context(shape)
         # Cached runs shorter than this are decoded again rather than moved; 0 (or a model whose
         # cache cannot shift) reuses the common prefix only.
@@ -379,6 +386,7 @@ class BatchScheduler:
         for slot, plan in placed:
             self._place(slot, plan)
         if any(slot.job for slot in self._slots):
+            self._park_idle()
             self._step()
 
     def fail_everything(self, error: Exception) -> None:
@@ -430,6 +438,11 @@ class BatchScheduler:
     def _place(self, slot: Slot, plan: ReusePlan) -> None:
         """Arrange a slot's cache for its new job: drop what it cannot use, move runs, fill the holes."""
         job = slot.busy()
+        if slot.parked is not None:
+            saved, slot.parked = slot.parked, None
+            if not (plan.reused and self._context.restore_sequence(slot.sequence, saved)):
+                slot.cached = []
+                plan = ReusePlan(0, (), plan.prompt_length)
         for start, end in plan.removals():
             self._context.forget(slot.sequence, start, end)
         for move in plan.ordered_moves():
@@ -449,6 +462,37 @@ class BatchScheduler:
         if self._drafts is not None and job.speculate:
             kind = PromptLookup if self._draft_model is None else Guesses
             job.drafter = kind(job.tokens, self._drafts)
+
+    def _park_idle(self) -> None:
+        """Copy the caches of idle slots out of a shared pool into RAM while other sequences decode.
+
+        llama.cpp reads every cell of the pool up to the last one in use at
+        each decode, other sequences' too (masked out): with seven idle
+        caches of 700 tokens, a lone token took 40.8 ms instead of 38.4 on
+        the 2-core machine. A copy is put back when the slot's next request
+        reuses it (a 500-token cache: 6 MB, 4 ms out and 1 ms back). Beyond
+        `park_bytes`, the least recently used copies are dropped.
+        """
+        if not self._park_bytes:
+            return
+        parked_now = False
+        for slot in self._slots:
+            if slot.job is None and slot.cached and slot.parked is None:
+                try:
+                    slot.parked = self._context.save_sequence(slot.sequence)
+                except RuntimeFailure as error:
+                    log.warning("an idle cache stays in the pool: %s", error)
+                    continue
+                self._context.forget(slot.sequence)
+                parked_now = True
+        if not parked_now:
+            return
+        kept = 0
+        for slot in sorted(self._slots, key=lambda slot: slot.last_used, reverse=True):
+            if slot.parked is not None:
+                kept += len(slot.parked)
+                if kept > self._park_bytes:
+                    slot.parked, slot.cached = None, []
 
     def _drop_cancelled(self) -> None:
         for slot in self._slots:
