@@ -12,7 +12,8 @@ Then prints, in one run, side by side:
    speculation are identical, and where they are not, how near a tie the first
    difference is (the gap between the two likeliest tokens there, from logprobs);
 2. aggregate tokens/s of 1, 4 and 8 clients streaming 128-token chat answers at once
-   (the official openai client, temperature 0), with time to first token;
+   (the official openai client, temperature 0; one client a different story each
+   round), with time to first token;
 3. one stream's generation speed against llama-bench, built from the same llama.cpp
    sources by bench/build_llama_server.sh: its tg64 (`-n 64`, from an empty cache) and
    the same work as the engine's chat answer (`-d` the answer's prompt tokens, `-n 128`:
@@ -197,12 +198,12 @@ def _first_difference(text: str, other: str) -> int:
     return next((i for i, (a, b) in enumerate(zip(text, other, strict=False)) if a != b), min(len(text), len(other)))
 
 
-async def clients_at_once(server: Server, clients: int) -> tuple[float, list[Answer]]:
-    """Aggregate tokens/s of `clients` chat streams started together, and the answers."""
+async def clients_at_once(server: Server, clients: int, first_topic: int = 0) -> tuple[float, list[Answer]]:
+    """Aggregate tokens/s of `clients` chat streams started together (stories from TOPICS[first_topic] on),
+    and the answers."""
     started = time.perf_counter()
-    answers = await asyncio.gather(
-        *(chat(server, STORY.format(topic=TOPICS[n % len(TOPICS)]), CHAT_TOKENS) for n in range(clients))
-    )
+    topics = [TOPICS[(first_topic + n) % len(TOPICS)] for n in range(clients)]
+    answers = await asyncio.gather(*(chat(server, STORY.format(topic=topic), CHAT_TOKENS) for topic in topics))
     ended = max(answer.ended for answer in answers)
     return sum(answer.tokens for answer in answers) / (ended - started), list(answers)
 
@@ -377,7 +378,9 @@ async def main(arguments: argparse.Namespace) -> None:
             load[clients] = {label: ([], []) for label in pair}
             for number in range(arguments.rounds):
                 for label in pair if number % 2 == 0 else reversed(pair):
-                    rate, answers = await clients_at_once(servers[label], clients)
+                    # One client's speed depends on how much its one story repeats itself (prompt lookup), so
+                    # each round asks another story.
+                    rate, answers = await clients_at_once(servers[label], clients, number if clients == 1 else 0)
                     load[clients][label][0].append(rate)
                     load[clients][label][1].extend(a.first - a.started for a in answers)
                     if clients == 1:
