@@ -40,9 +40,8 @@ from .memory import (
     default_parallel,
     estimate_memory,
     format_bytes,
-    kv_bytes_per_token,
     memory_available,
-    parked_tokens,
+    parked_bytes,
 )
 from .names import ModelName
 from .settings import Settings
@@ -523,8 +522,9 @@ class Engine:
                 min_moved_run=self.settings.kv_reuse_min_tokens,
                 drafts=DraftSettings(most_tokens=self.settings.draft_tokens),
                 draft_model=draft_model,
-                park_bytes=kv_bytes_per_token(manifest, shape.kv_cache_type)
-                * parked_tokens(shape.sequences * shape.tokens_per_sequence, shape.shared_cache),
+                park_bytes=parked_bytes(
+                    manifest, shape.sequences * shape.tokens_per_sequence, shape.kv_cache_type, shape.shared_cache
+                ),
             )
         except Exception:
             if draft_model is not None:

@@ -55,9 +55,10 @@ class MemoryEstimate:
         )
 
 
-def parked_tokens(context_tokens: int, shared_pool: bool) -> int:
-    """Tokens of idle caches kept in RAM out of a shared pool of `context_tokens` (PARKED_SHARE); none otherwise."""
-    return int(context_tokens * PARKED_SHARE) if shared_pool else 0
+def parked_bytes(manifest: Manifest, context_tokens: int, kv_cache_type: str, shared_pool: bool) -> int:
+    """Bytes of idle caches a shared pool of `context_tokens` may keep in RAM besides it (PARKED_SHARE); 0 for
+    a buffer per sequence."""
+    return kv_bytes_per_token(manifest, kv_cache_type) * int(context_tokens * PARKED_SHARE) if shared_pool else 0
 
 
 def estimate_memory(
@@ -70,7 +71,7 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Estimate weights + KV cache (of `kv_cache_type`) for `context_tokens` tokens over all sequences, and the
     compute buffers of decode steps of `batch_tokens` (num_batch) tokens. A `shared_pool` adds the idle
-    caches copied out of it (parked_tokens) to the KV cache.
+    caches copied out of it (parked_bytes) to the KV cache.
 
     `attention_span` is how many cached tokens one decode attends over without flash attention (0 with
     it): llama.cpp then holds a score for each of them, per batch token and head, as 32-bit floats. A
@@ -80,8 +81,8 @@ def estimate_memory(
     compute += batch_tokens * attention_span * (manifest.gguf.head_count or 0) * 4
     return MemoryEstimate(
         weights=manifest.size,
-        kv_cache=kv_bytes_per_token(manifest, kv_cache_type)
-        * (context_tokens + parked_tokens(context_tokens, shared_pool)),
+        kv_cache=kv_bytes_per_token(manifest, kv_cache_type) * context_tokens
+        + parked_bytes(manifest, context_tokens, kv_cache_type, shared_pool),
         overhead=compute + manifest.size // 20,
     )
 
@@ -106,12 +107,12 @@ def default_parallel(
     """Sequences a model gets when num_parallel is not set: what `cores` batch well, as far as the KV cache fits.
 
     Every sequence may fill its whole context, so each costs `tokens_per_sequence`
-    tokens of KV cache (of `kv_cache_type`; more in a shared pool, see parked_tokens) in `free` bytes besides
+    tokens of KV cache (of `kv_cache_type`; more in a shared pool, see parked_bytes) in `free` bytes besides
     the weights; at least one always.
     """
     by_cores = min(MOST_DEFAULT_SEQUENCES, SEQUENCES_PER_CORE * max(1, cores))
-    tokens = tokens_per_sequence + parked_tokens(tokens_per_sequence, shared_pool)
-    per_sequence = kv_bytes_per_token(manifest, kv_cache_type) * tokens
+    per_sequence = kv_bytes_per_token(manifest, kv_cache_type) * tokens_per_sequence
+    per_sequence += parked_bytes(manifest, tokens_per_sequence, kv_cache_type, shared_pool)
     if per_sequence <= 0:
         return by_cores
     by_memory = (free - estimate_memory(manifest, 0).total) // per_sequence
