@@ -112,4 +112,6 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     if not 0 <= arguments.idle <= 7:
         parser.error("--idle takes 0 to 7: the engines have 8 sequences, one for the stream")
+    if arguments.rounds < 1:
+        parser.error("--rounds takes 1 or more: each round is one story per engine")
     asyncio.run(main(arguments))
